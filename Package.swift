@@ -1,0 +1,40 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+  name: "SwiftKVM",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "SwiftKVM", targets: ["SwiftKVM"]),
+    .executable(name: "skvm", targets: ["skvm"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
+  targets: [
+    // Layer 0: the C view of <linux/kvm.h> (structs, ioctl numbers, kvm_run accessors).
+    .target(name: "CKVM"),
+    // Layer 1: typed wrappers over /dev/kvm, VM and vCPU file descriptors.
+    .target(name: "KVM", dependencies: ["CKVM"]),
+    // Layer 2: guest-physical memory, bounds-checked.
+    .target(name: "GuestMemory", dependencies: ["KVM"]),
+    // Layer 3: the I/O bus and platform devices.
+    .target(name: "Devices", dependencies: ["GuestMemory"]),
+    // Layer 4: x86 machine setup (CPU modes, page tables, boot).
+    .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
+    // Layer 5: assembling and running a VM from one configuration value.
+    .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine"]),
+    // The library product: one import for embedders.
+    .target(name: "SwiftKVM", dependencies: ["VMM"]),
+    // The command-line tool.
+    .executableTarget(
+      name: "skvm",
+      dependencies: ["SwiftKVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+    ),
+    .testTarget(name: "KVMTests", dependencies: ["KVM"]),
+    .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+    .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+    .testTarget(name: "MachineTests", dependencies: ["Machine"]),
+    .testTarget(name: "VMMTests", dependencies: ["SwiftKVM"]),
+  ]
+)

@@ -1,0 +1,62 @@
+import Glibc
+import Machine
+
+/// The checks a configuration must pass before any KVM object is created.
+enum ConfigurationCheck {
+  /// More vCPUs than this would need x2APIC ids, which the flat boot path does not set up.
+  static let cpuLimit = 254
+
+  static func memorySize(_ size: UInt64) throws(VirtualMachineError) {
+    let minimum = VirtualMachineConfiguration.minimumMemorySize
+    if size < minimum { throw .invalidMemorySize(size, reason: "the minimum is 1 MiB (e.g. --memory 256M)") }
+    if size % 4096 != 0 { throw .invalidMemorySize(size, reason: "it must be a multiple of 4 KiB") }
+    let host = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) &* UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    if host > 0, size > host {
+      throw .invalidMemorySize(size, reason: "the host has only \(host >> 20) MiB of RAM")
+    }
+  }
+
+  /// Reads and checks the boot image; returns its bytes.
+  static func bootImage(_ boot: BootSource, ramBelowHole: UInt64) throws(VirtualMachineError) -> [UInt8] {
+    let available = FlatBinaryBoot.capacity(ramBelowHole: ramBelowHole)
+    switch boot {
+    case .flatImage(let bytes, _):
+      if bytes.isEmpty { throw .imageEmpty(path: "(in-memory image)") }
+      if UInt64(bytes.count) > available {
+        throw .imageTooLarge(path: "(in-memory image)", size: UInt64(bytes.count), available: available)
+      }
+      return bytes
+    case .flat(let path, _):
+      return try readFile(path, limit: available)
+    }
+  }
+
+  /// Reads a whole regular file of at most `limit` bytes, without Foundation.
+  static func readFile(_ path: String, limit: UInt64) throws(VirtualMachineError) -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw .imageUnreadable(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var status = stat()
+    if fstat(fd, &status) != 0 { throw .imageUnreadable(path: path, reason: String(cString: strerror(errno))) }
+    if status.st_mode & S_IFMT != S_IFREG { throw .imageUnreadable(path: path, reason: "not a regular file") }
+    let size = UInt64(status.st_size)
+    if size == 0 { throw .imageEmpty(path: path) }
+    if size > limit { throw .imageTooLarge(path: path, size: size, available: limit) }
+    var bytes = [UInt8](repeating: 0, count: Int(size))
+    var done = 0
+    while done < bytes.count {
+      let count = bytes.withUnsafeMutableBytes { buffer in
+        guard let base = buffer.baseAddress else { return 0 }
+        return read(fd, base + done, buffer.count - done)
+      }
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw .imageUnreadable(path: path, reason: String(cString: strerror(errno)))
+      }
+      if count == 0 { break }
+      done += count
+    }
+    if done < bytes.count { throw .imageUnreadable(path: path, reason: "file shrank while being read") }
+    return bytes
+  }
+}

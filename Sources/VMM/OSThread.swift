@@ -1,0 +1,87 @@
+import CKVM
+import Glibc
+
+/// A plain POSIX thread, for work that blocks in the kernel (a vCPU in `KVM_RUN`)
+/// and so must never run on Swift concurrency's cooperative pool.
+final class OSThread: @unchecked Sendable {
+  private(set) var handle: pthread_t
+
+  private final class Payload {
+    let body: @Sendable () -> Void
+    let name: String
+    init(body: @escaping @Sendable () -> Void, name: String) {
+      self.body = body
+      self.name = name
+    }
+  }
+
+  /// Starts `body` on a new thread named `name` (at most 15 characters are kept).
+  init(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMThreadError) {
+    let payload = Unmanaged.passRetained(Payload(body: body, name: name)).toOpaque()
+    var thread = pthread_t()
+    let result = pthread_create(
+      &thread, nil,
+      { argument in
+        guard let argument else { return nil }
+        let payload = Unmanaged<Payload>.fromOpaque(argument).takeRetainedValue()
+        _ = ckvm_set_thread_name(String(payload.name.utf8.prefix(15)) ?? "vcpu")
+        payload.body()
+        return nil
+      }, payload)
+    if result != 0 {
+      Unmanaged<Payload>.fromOpaque(payload).release()
+      throw KVMThreadError(name: name, code: result)
+    }
+    handle = thread
+  }
+
+  /// Waits for the thread to finish.
+  func join() {
+    pthread_join(handle, nil)
+  }
+
+  /// Sends `signal` to the thread.
+  func signal(_ signal: Int32) {
+    pthread_kill(handle, signal)
+  }
+}
+
+/// A thread could not be started.
+struct KVMThreadError: Error, CustomStringConvertible {
+  let name: String
+  let code: Int32
+  var description: String { "could not start thread \(name): \(String(cString: strerror(code)))" }
+}
+
+/// A one-shot event a thread can wait for.
+final class OneShotEvent: @unchecked Sendable {
+  // Heap-allocated so their addresses never move.
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+  private var fired = false
+
+  init() {
+    pthread_mutex_init(mutex, nil)
+    pthread_cond_init(condition, nil)
+  }
+
+  deinit {
+    pthread_cond_destroy(condition)
+    pthread_mutex_destroy(mutex)
+    condition.deallocate()
+    mutex.deallocate()
+  }
+
+  func fire() {
+    pthread_mutex_lock(mutex)
+    fired = true
+    pthread_cond_broadcast(condition)
+    pthread_mutex_unlock(mutex)
+  }
+
+  func wait() {
+    pthread_mutex_lock(mutex)
+    while !fired { pthread_cond_wait(condition, mutex) }
+    pthread_mutex_unlock(mutex)
+  }
+}

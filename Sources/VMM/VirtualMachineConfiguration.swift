@@ -1,0 +1,45 @@
+import Machine
+
+/// Everything that describes a virtual machine, as one `Codable` value.
+///
+/// The CLI, the monitor and (later) a management daemon all build one of these;
+/// `VirtualMachine` turns it into a running machine.
+public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
+  /// A name for messages and the monitor.
+  public var name: String
+  /// Guest RAM in bytes: at least 1 MiB, a multiple of 4 KiB.
+  public var memorySize: UInt64
+  /// Number of vCPUs; vCPU 0 boots, the others wait for INIT/SIPI.
+  public var cpuCount: Int
+  /// What the boot vCPU starts running.
+  public var boot: BootSource
+  /// The port of the isa-debug-exit device for test guests, or nil for none.
+  public var debugExitPort: UInt16?
+  /// Whether to time every exit (a few tens of nanoseconds each) for `ExitStatistics`.
+  public var timesExits: Bool
+
+  /// The default amount of guest RAM.
+  public static let defaultMemorySize: UInt64 = 256 << 20
+  /// The least guest RAM accepted.
+  public static let minimumMemorySize: UInt64 = 1 << 20
+
+  public init(
+    name: String = "skvm", memorySize: UInt64 = defaultMemorySize, cpuCount: Int = 1, boot: BootSource,
+    debugExitPort: UInt16? = 0xF4, timesExits: Bool = false
+  ) {
+    self.name = name
+    self.memorySize = memorySize
+    self.cpuCount = cpuCount
+    self.boot = boot
+    self.debugExitPort = debugExitPort
+    self.timesExits = timesExits
+  }
+}
+
+/// What a virtual machine boots.
+public enum BootSource: Sendable, Equatable, Codable {
+  /// A flat binary file loaded at 0x10000.
+  case flat(path: String, entry: FlatEntryMode)
+  /// Flat binary bytes supplied by the embedding program, loaded at 0x10000.
+  case flatImage(bytes: [UInt8], entry: FlatEntryMode)
+}

@@ -1,0 +1,38 @@
+import GuestMemory
+import KVM
+import Machine
+import Devices
+
+/// Why a virtual machine could not be created or started. Each case reads as a sentence
+/// that says what was wrong, with the value, and what to do.
+public enum VirtualMachineError: Error, CustomStringConvertible {
+  case kvmUnavailable(KVMUnavailableError)
+  case invalidMemorySize(UInt64, reason: String)
+  case invalidCPUCount(Int, maximum: Int)
+  case imageUnreadable(path: String, reason: String)
+  case imageEmpty(path: String)
+  case imageTooLarge(path: String, size: UInt64, available: UInt64)
+  case kvm(KVMError)
+  case memoryAllocation(GuestMemoryAllocationError)
+  case boot(BootError)
+  case device(IOBusError)
+  case alreadyStarted
+
+  public var description: String {
+    switch self {
+    case .kvmUnavailable(let error): error.description
+    case .invalidMemorySize(let size, let reason): "invalid guest memory size \(size) bytes: \(reason)"
+    case .invalidCPUCount(let count, let maximum):
+      "invalid vCPU count \(count): it must be between 1 and \(maximum) on this host"
+    case .imageUnreadable(let path, let reason): "cannot read guest image '\(path)': \(reason)"
+    case .imageEmpty(let path): "guest image '\(path)' is empty"
+    case .imageTooLarge(let path, let size, let available):
+      "guest image '\(path)' is \(size) bytes, but only \(available) bytes of guest RAM lie above its load address; raise --memory"
+    case .kvm(let error): error.description
+    case .memoryAllocation(let error): error.description
+    case .boot(let error): error.description
+    case .device(let error): error.description
+    case .alreadyStarted: "this virtual machine has already been started; create a new one"
+    }
+  }
+}
