@@ -17,6 +17,8 @@ final class VCPUWorker: @unchecked Sendable {
   private unowned let owner: VirtualMachine
   private let timesExits: Bool
   private(set) var statistics = ExitStatistics()
+  /// Where the vCPU was when its loop ended (linear RIP, CPL), for reports on hung guests.
+  private(set) var finalPosition: (instructionPointer: UInt64, privilegeLevel: UInt16)?
   var thread: OSThread?
 
   init(vcpu: KVMVCPU, portBus: IOBus, mmioBus: IOBus, memory: GuestMemory, owner: VirtualMachine, timesExits: Bool) {
@@ -31,6 +33,7 @@ final class VCPUWorker: @unchecked Sendable {
   /// The exit loop; returns when the machine stops.
   func run() {
     ckvm_unblock_kick_signal()
+    defer { recordFinalPosition() }
     let run = vcpu.run
     while !owner.isStopping {
       let entered = timesExits ? monotonicNanoseconds() : 0
@@ -121,6 +124,12 @@ final class VCPUWorker: @unchecked Sendable {
     case KVM_SYSTEM_EVENT_RESET: owner.stop(with: .reset(source: "KVM system event (reset)"))
     default: owner.stop(with: .guestFault(VCPUFaultReport.make(kind: .unexpectedExit(reason: UInt32(KVM_EXIT_SYSTEM_EVENT)), vcpu: vcpu, memory: memory)))
     }
+  }
+
+  private func recordFinalPosition() {
+    guard let registers = try? vcpu.registers(), let special = try? vcpu.specialRegisters() else { return }
+    let longMode = special.efer & (1 << 10) != 0
+    finalPosition = (longMode ? registers.rip : special.cs.base &+ registers.rip, special.cs.selector & 3)
   }
 
   private func fail(_ kind: VCPUFault.Kind) {

@@ -193,6 +193,14 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     stopped.fire()
   }
 
+  /// Where each vCPU was when the machine stopped, one line per vCPU. Complete once `run()` has returned.
+  public var vcpuPositions: [String] {
+    workers.map { worker in
+      guard let position = worker.finalPosition else { return "vCPU \(worker.vcpu.id): position unknown" }
+      return "vCPU \(worker.vcpu.id) was at RIP 0x\(String(position.instructionPointer, radix: 16)) (CPL \(position.privilegeLevel))"
+    }
+  }
+
   /// Exit statistics summed over all vCPUs. Complete once `run()` has returned.
   public var statistics: ExitStatistics {
     var total = ExitStatistics()

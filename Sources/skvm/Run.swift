@@ -100,6 +100,9 @@ struct Run: ParsableCommand {
       throw ExitCode(3)
     }
     if let message = exit.message { printError("skvm: \(message)") }
+    if case .stoppedByHost = exit {
+      for line in machine.vcpuPositions { printError("skvm:   \(line)") }
+    }
     if stats { printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount)) }
     if let number = received.number { throw ExitCode(128 + number) }
     throw ExitCode(exit.exitStatus)
