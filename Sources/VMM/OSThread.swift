@@ -5,6 +5,7 @@ import Glibc
 /// and so must never run on Swift concurrency's cooperative pool.
 final class OSThread: @unchecked Sendable {
   private(set) var handle: pthread_t
+  private var joined = false
 
   private final class Payload {
     let body: @Sendable () -> Void
@@ -35,9 +36,15 @@ final class OSThread: @unchecked Sendable {
     handle = thread
   }
 
+  deinit {
+    // A thread nobody joins must not stay a zombie.
+    if !joined { pthread_detach(handle) }
+  }
+
   /// Waits for the thread to finish.
   func join() {
     pthread_join(handle, nil)
+    joined = true
   }
 
   /// Sends `signal` to the thread.

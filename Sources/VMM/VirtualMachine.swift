@@ -159,6 +159,25 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     return outcome.withLock { $0 } ?? .vmmFailure("the machine stopped without a reason")
   }
 
+  /// Runs the machine without blocking the caller's task: the waiting happens on a
+  /// dedicated OS thread, never on Swift concurrency's cooperative pool.
+  public func run() async throws(VirtualMachineError) -> VirtualMachineExit {
+    let result: Result<VirtualMachineExit, VirtualMachineError> = await withCheckedContinuation { continuation in
+      do {
+        _ = try OSThread(name: "vm-run") { [self] in
+          do throws(VirtualMachineError) {
+            continuation.resume(returning: .success(try run()))
+          } catch {
+            continuation.resume(returning: .failure(error))
+          }
+        }
+      } catch {
+        continuation.resume(returning: .success(.vmmFailure("\(error)")))
+      }
+    }
+    return try result.get()
+  }
+
   /// Whether the machine has been asked to stop (read by every vCPU thread on every exit).
   @inline(__always)
   var isStopping: Bool { stopping.load(ordering: .relaxed) }

@@ -1,0 +1,100 @@
+import SwiftKVM
+import Testing
+
+/// Probe guests under the real /dev/kvm: small freestanding programs that set up
+/// the CPU at ring 0, drop to ring 3 and exercise one thing each.
+@Suite("Probe guests", .serialized)
+struct ProbeGuestTests {
+  @Test("A probe reaches CPL3, prints and exits through the debug port")
+  func hello() async throws {
+    let run = try await GuestRunner.runProbe("hello")
+    #expect(run.passed(expecting: ["running at CPL3"]), "\(run.output)")
+    #expect(run.exit.exitStatus == 1)
+  }
+
+  @Test("Port I/O (1/2/4 bytes), MMIO (1/2/4/8 bytes) and string I/O round-trip through a device")
+  func ioWidths() async throws {
+    let device = RecordingDevice()
+    let run = try await GuestRunner.runProbe("io_widths") { machine in
+      try machine.addDevice(device, port: 0x500, size: 0x40)
+      try machine.addDevice(device, mmio: 0xD000_0000, size: 0x1000)
+    }
+    #expect(
+      run.passed(expecting: [
+        "port width 1", "port width 2", "port width 4", "mmio width 1", "mmio width 2", "mmio width 4",
+        "mmio width 8", "rep outsb completes", "rep insw reads each word",
+      ]), "\(run.output)")
+    let writes = device.log.filter(\.isWrite).map { [$0.offset, UInt64($0.width), $0.value] }
+    // Ports and MMIO write the same offsets; the host saw each value at its width.
+    for expected: [UInt64] in [[0, 1, 0xA5], [8, 2, 0xBEEF], [16, 4, 0xDEAD_BEEF]] {
+      #expect(writes.contains(expected), "missing port write \(expected)")
+    }
+    for expected: [UInt64] in [[0, 1, 0x5A], [8, 2, 0xCAFE], [16, 4, 0x1234_5678], [24, 8, 0x0123_4567_89AB_CDEF]] {
+      #expect(writes.contains(expected), "missing MMIO write \(expected)")
+    }
+    // rep outsb: four single-byte writes at one port, in order.
+    let stringWrites = device.log.filter { $0.isWrite && $0.offset == 32 }.map(\.value)
+    #expect(stringWrites == [0x73, 0x6B, 0x76, 0x6D])
+    #expect(run.statistics.count(of: 2) > 0 && run.statistics.count(of: 6) > 0)  // KVM_EXIT_IO, KVM_EXIT_MMIO
+  }
+
+  @Test("Unclaimed ports and MMIO read as all ones and are counted")
+  func unclaimedAccesses() async throws {
+    let run = try await GuestRunner.runProbe("unclaimed_access")
+    #expect(run.passed(expecting: ["unclaimed mmio read width 8", "unclaimed mmio write is dropped"]), "\(run.output)")
+    #expect(run.statistics.unclaimedPortAccesses >= 4)
+    #expect(run.statistics.unclaimedMMIOAccesses >= 6)
+  }
+
+  @Test("INIT/SIPI through the in-kernel LAPIC wakes every vCPU", arguments: [2, 4])
+  func smpBringUp(cpus: Int) async throws {
+    let run = try await GuestRunner.runProbe("smp_bringup", cpus: cpus)
+    #expect(run.passed(expecting: ["every vCPU reached CPL3", "every APIC id reported once"]), "\(run.output)")
+    #expect(run.output.contains("online \(cpus) of \(cpus)"))
+  }
+
+  @Test("All vCPUs run at once, each doing port I/O on the same device", arguments: [2, 4])
+  func smpConcurrentExits(cpus: Int) async throws {
+    let counter = CountingDevice()
+    let run = try await GuestRunner.runProbe("smp_concurrent", cpus: cpus) { machine in
+      try machine.addDevice(counter, port: 0x530, size: 4)
+    }
+    #expect(run.passed(expecting: ["every vCPU online", "every write counted once"]), "\(run.output)")
+    #expect(counter.total == UInt64(cpus * 2000))
+  }
+
+  @Test("A triple fault stops the machine with a report and status 2, on any vCPU count", arguments: [1, 2, 4])
+  func tripleFault(cpus: Int) async throws {
+    let run = try await GuestRunner.runProbe("triple_fault", cpus: cpus)
+    guard case .guestFault(let fault) = run.exit else {
+      Issue.record("expected a guest fault, got \(run.exit); output: \(run.output)")
+      return
+    }
+    #expect(fault.kind == .tripleFault)
+    #expect(fault.vcpu == 0)
+    #expect(fault.instructionBytes.starts(with: [0x0F, 0x0B]), "ud2 at RIP: \(fault.instructionBytes)")
+    #expect(fault.description.contains("triple fault") && fault.description.contains("rip="))
+    #expect(run.exit.exitStatus == 2)
+    #expect(!run.output.contains("still running"))
+  }
+
+  @Test("An instruction KVM cannot emulate stops the machine with a report and status 2")
+  func emulationFailure() async throws {
+    let run = try await GuestRunner.runProbe("emulation_failure", cpus: 2)
+    guard case .guestFault(let fault) = run.exit else {
+      Issue.record("expected a guest fault, got \(run.exit); output: \(run.output)")
+      return
+    }
+    #expect(fault.kind == .internalError(suberror: 1))
+    #expect(fault.instructionPointer == 0xD400_0000)
+    #expect(fault.description.contains("could not emulate"))
+    #expect(run.exit.exitStatus == 2)
+  }
+
+  @Test("An exception at CPL3 is reported by the probe runtime")
+  func userException() async throws {
+    let run = try await GuestRunner.runProbe("user_exception")
+    #expect(run.exit == .debugExit(value: 0x7F))
+    #expect(run.output.contains("probe: exception 6"), "\(run.output)")
+  }
+}
