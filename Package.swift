@@ -31,8 +31,8 @@ let package = Package(
       name: "skvm",
       dependencies: ["SwiftKVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
     ),
-    .testTarget(name: "KVMTests", dependencies: ["KVM"]),
-    .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+    .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
+    .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM"]),

@@ -3,7 +3,8 @@ import Synchronization
 /// An address space (port I/O or MMIO) divided into ranges, each served by one device.
 ///
 /// Ranges may be added and removed while vCPUs run (PCI BARs move when the
-/// guest programs them); lookups take a short lock and never allocate.
+/// guest programs them). The vCPU exit loops look devices up through an
+/// `IOBusView`, which takes no lock unless the bus changed since its last lookup.
 public final class IOBus: Sendable {
   /// One registered range.
   public struct Mapping: Sendable {
@@ -18,6 +19,8 @@ public final class IOBus: Sendable {
   /// What this bus carries, for messages.
   public let kind: Kind
   private let mappings = Mutex<[Mapping]>([])
+  /// Bumped after every change, so views know when to refresh.
+  let version = Atomic<UInt64>(0)
 
   /// The two x86 address spaces.
   public enum Kind: String, Sendable {
@@ -41,6 +44,7 @@ public final class IOBus: Sendable {
       }
       let position = list.firstIndex { $0.base > base } ?? list.endIndex
       list.insert(Mapping(base: base, size: size, device: device), at: position)
+      version.add(1, ordering: .releasing)
     }
   }
 
@@ -50,36 +54,42 @@ public final class IOBus: Sendable {
     mappings.withLock { list in
       guard let position = list.firstIndex(where: { $0.base == base }) else { return false }
       list.remove(at: position)
+      version.add(1, ordering: .releasing)
       return true
     }
   }
 
   /// The device serving `address` and the offset within its range.
-  @inline(__always)
   public func resolve(_ address: UInt64) -> (device: any IODevice, offset: UInt64)? {
-    mappings.withLock { list in
-      // Binary search for the last mapping whose base is <= address.
-      var low = 0
-      var high = list.count
-      while low < high {
-        let middle = (low + high) / 2
-        if list[middle].base <= address { low = middle + 1 } else { high = middle }
-      }
-      guard low > 0 else { return nil }
-      let mapping = list[low - 1]
-      return mapping.contains(address) ? (mapping.device, address - mapping.base) : nil
+    mappings.withLock { Self.lookup(address, in: $0) }
+  }
+
+  /// The current mappings and the version they belong to.
+  func snapshot() -> (version: UInt64, mappings: [Mapping]) {
+    mappings.withLock { (version.load(ordering: .acquiring), $0) }
+  }
+
+  /// Binary search for the mapping containing `address` in a sorted, non-overlapping list.
+  @inline(__always)
+  static func lookup(_ address: UInt64, in list: [Mapping]) -> (device: any IODevice, offset: UInt64)? {
+    var low = 0
+    var high = list.count
+    while low < high {
+      let middle = (low + high) / 2
+      if list[middle].base <= address { low = middle + 1 } else { high = middle }
     }
+    guard low > 0 else { return nil }
+    let mapping = list[low - 1]
+    return mapping.contains(address) ? (mapping.device, address - mapping.base) : nil
   }
 
   /// A guest read; `nil` when no device claims the address.
-  @inline(__always)
   public func read(_ address: UInt64, width: Int) -> UInt64? {
     guard let (device, offset) = resolve(address) else { return nil }
     return device.read(offset: offset, width: width)
   }
 
   /// A guest write; false when no device claims the address.
-  @inline(__always)
   public func write(_ address: UInt64, width: Int, value: UInt64) -> Bool {
     guard let (device, offset) = resolve(address) else { return false }
     device.write(offset: offset, width: width, value: value)

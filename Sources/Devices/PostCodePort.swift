@@ -6,16 +6,16 @@ public final class PostCodePort: IODevice {
   public static let port: UInt64 = 0x80
 
   public let name = "post-code"
-  private let lastCode = Mutex<UInt8>(0)
+  private let lastCode = Atomic<UInt8>(0)
 
   public init() {}
 
   /// The last code written.
-  public var code: UInt8 { lastCode.withLock { $0 } }
+  public var code: UInt8 { lastCode.load(ordering: .relaxed) }
 
   public func read(offset: UInt64, width: Int) -> UInt64 { UInt64(code) }
 
   public func write(offset: UInt64, width: Int, value: UInt64) {
-    lastCode.withLock { $0 = UInt8(truncatingIfNeeded: value) }
+    lastCode.store(UInt8(truncatingIfNeeded: value), ordering: .relaxed)
   }
 }

@@ -96,9 +96,9 @@ public final class GuestMemory: @unchecked Sendable {
   /// device I/O; the guest may change the bytes at any time.
   @inline(__always)
   public func buffer(at address: UInt64, length: Int) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
-    let length64 = UInt64(length)
-    guard length >= 0, let region = region(containing: address, length: length64) else {
-      throw GuestMemoryError(address: address, length: UInt64(max(length, 0)))
+    guard length >= 0 else { throw GuestMemoryError(address: address, length: 0) }
+    guard let region = region(containing: address, length: UInt64(length)) else {
+      throw GuestMemoryError(address: address, length: UInt64(length))
     }
     return UnsafeMutableRawBufferPointer(start: region.host + Int(address - region.guestAddress), count: length)
   }

@@ -10,7 +10,9 @@ public struct CPUIDEntry: Sendable, Hashable, Codable {
   public var ecx: UInt32
   public var edx: UInt32
 
-  public init(function: UInt32, index: UInt32 = 0, flags: UInt32 = 0, eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32) {
+  public init(
+    function: UInt32, index: UInt32 = 0, flags: UInt32 = 0, eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32
+  ) {
     self.function = function
     self.index = index
     self.flags = flags

@@ -37,9 +37,11 @@ public struct KVMUnavailableError: Error, CustomStringConvertible {
     let reason = String(cString: strerror(code))
     switch code {
     case ENOENT:
-      return "\(path) is not accessible: \(reason). Load the KVM module (modprobe kvm_intel or kvm_amd) and check that virtualization is enabled in the firmware."
+      return
+        "\(path) is not accessible: \(reason). Load the KVM module (modprobe kvm_intel or kvm_amd) and check that virtualization is enabled in the firmware."
     case EACCES, EPERM:
-      return "\(path) is not accessible: \(reason). Add your user to the group that owns it (usually 'kvm'), or run as root."
+      return
+        "\(path) is not accessible: \(reason). Add your user to the group that owns it (usually 'kvm'), or run as root."
     default:
       return "\(path) is not accessible: \(reason)."
     }

@@ -42,7 +42,9 @@ public final class KVMVirtualMachine: Sendable {
     do {
       try fd.ioctl(CKVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION")
     } catch {
-      throw KVMError(error.operation, errno: error.code, detail: "slot \(slot), guest 0x\(String(guestAddress, radix: 16)), \(size) bytes")
+      throw KVMError(
+        error.operation, errno: error.code,
+        detail: "slot \(slot), guest 0x\(String(guestAddress, radix: 16)), \(size) bytes")
     }
   }
 

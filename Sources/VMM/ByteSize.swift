@@ -41,7 +41,9 @@ public enum ByteSize {
         scale /= 10
       }
       let extra = (fraction * Double(multiplier)).rounded()
-      guard extra < Double(UInt64.max - result) else { throw ParseError(text: text, reason: "it is larger than 16 EiB") }
+      guard extra < Double(UInt64.max - result) else {
+        throw ParseError(text: text, reason: "it is larger than 16 EiB")
+      }
       result += UInt64(extra)
     }
     return result
@@ -49,7 +51,9 @@ public enum ByteSize {
 
   /// `268435456` → `256 MiB`, for messages.
   public static func describe(_ bytes: UInt64) -> String {
-    for (unit, shift) in [("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] as [(String, UInt64)] {
+    for (unit, shift) in [("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)]
+      as [(String, UInt64)]
+    {
       if bytes >= 1 << shift && bytes % (1 << shift) == 0 { return "\(bytes >> shift) \(unit)" }
     }
     return "\(bytes) bytes"

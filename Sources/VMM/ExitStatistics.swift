@@ -56,7 +56,8 @@ public struct ExitStatistics: Sendable, Equatable {
       lines.append(line)
     }
     if timed { lines.append("  time in guest (KVM_RUN): \(format(Double(guestNanoseconds) / 1e6, decimals: 3)) ms") }
-    lines.append("  unclaimed port accesses: \(unclaimedPortAccesses), unclaimed MMIO accesses: \(unclaimedMMIOAccesses)")
+    lines.append(
+      "  unclaimed port accesses: \(unclaimedPortAccesses), unclaimed MMIO accesses: \(unclaimedMMIOAccesses)")
     lines.append("  kicks (KVM_RUN interrupted): \(interruptions)")
     return lines.joined(separator: "\n")
   }

@@ -3,6 +3,7 @@ import Devices
 import Glibc
 import GuestMemory
 import KVM
+import Synchronization
 
 /// Runs one vCPU on its own OS thread: enters the guest, dispatches each exit, repeats.
 ///
@@ -14,18 +15,24 @@ final class VCPUWorker: @unchecked Sendable {
   private let portBus: IOBus
   private let mmioBus: IOBus
   private let memory: GuestMemory
+  private let stopFlag: StopFlag
   private unowned let owner: VirtualMachine
   private let timesExits: Bool
+  /// This vCPU's figures; written once, when the loop ends.
   private(set) var statistics = ExitStatistics()
   /// Where the vCPU was when its loop ended (linear RIP, CPL), for reports on hung guests.
   private(set) var finalPosition: (instructionPointer: UInt64, privilegeLevel: UInt16)?
   var thread: OSThread?
 
-  init(vcpu: KVMVCPU, portBus: IOBus, mmioBus: IOBus, memory: GuestMemory, owner: VirtualMachine, timesExits: Bool) {
+  init(
+    vcpu: KVMVCPU, portBus: IOBus, mmioBus: IOBus, memory: GuestMemory, stopFlag: StopFlag, owner: VirtualMachine,
+    timesExits: Bool
+  ) {
     self.vcpu = vcpu
     self.portBus = portBus
     self.mmioBus = mmioBus
     self.memory = memory
+    self.stopFlag = stopFlag
     self.owner = owner
     self.timesExits = timesExits
   }
@@ -33,10 +40,19 @@ final class VCPUWorker: @unchecked Sendable {
   /// The exit loop; returns when the machine stops.
   func run() {
     ckvm_unblock_kick_signal()
-    defer { recordFinalPosition() }
+    // Everything the loop touches per exit is local: no class-property exclusivity
+    // checks, no locks (the bus views refresh only when a bus changes).
+    var statistics = ExitStatistics()
+    var ports = IOBusView(portBus)
+    var mmio = IOBusView(mmioBus)
     let run = vcpu.run
-    while !owner.isStopping {
-      let entered = timesExits ? monotonicNanoseconds() : 0
+    let timed = timesExits
+    defer {
+      self.statistics = statistics
+      recordFinalPosition()
+    }
+    while !stopFlag.isSet {
+      let entered = timed ? monotonicNanoseconds() : 0
       let exited: Bool
       do {
         exited = try vcpu.enter()
@@ -44,8 +60,8 @@ final class VCPUWorker: @unchecked Sendable {
         owner.stop(with: .vmmFailure(error.description))
         return
       }
-      let handlingStart = timesExits ? monotonicNanoseconds() : 0
-      if timesExits { statistics.guestNanoseconds &+= handlingStart &- entered }
+      let handlingStart = timed ? monotonicNanoseconds() : 0
+      if timed { statistics.guestNanoseconds &+= handlingStart &- entered }
       guard exited else {
         statistics.interruptions &+= 1
         vcpu.clearImmediateExit()
@@ -53,8 +69,8 @@ final class VCPUWorker: @unchecked Sendable {
       }
       let reason = ckvm_exit_reason(run)
       switch Int32(bitPattern: reason) {
-      case KVM_EXIT_IO: handlePortIO(run)
-      case KVM_EXIT_MMIO: handleMMIO(run)
+      case KVM_EXIT_IO: handlePortIO(run, &ports, &statistics)
+      case KVM_EXIT_MMIO: handleMMIO(run, &mmio, &statistics)
       case KVM_EXIT_INTR: break
       case KVM_EXIT_SHUTDOWN: fail(.tripleFault)
       case KVM_EXIT_INTERNAL_ERROR: fail(.internalError(suberror: ckvm_internal_suberror(run)))
@@ -64,20 +80,22 @@ final class VCPUWorker: @unchecked Sendable {
       }
       if reason < UInt32(ExitReasonName.tableSize) {
         statistics.counts[Int(reason)] &+= 1
-        if timesExits { statistics.handlingNanoseconds[Int(reason)] &+= monotonicNanoseconds() &- handlingStart }
+        if timed { statistics.handlingNanoseconds[Int(reason)] &+= monotonicNanoseconds() &- handlingStart }
       }
     }
   }
 
   @inline(__always)
-  private func handlePortIO(_ run: UnsafeMutablePointer<kvm_run>) {
+  private func handlePortIO(
+    _ run: UnsafeMutablePointer<kvm_run>, _ bus: inout IOBusView, _ statistics: inout ExitStatistics
+  ) {
     let port = UInt64(ckvm_io_port(run))
     let width = Int(ckvm_io_size(run))
     let count = Int(ckvm_io_count(run))
     var data = UnsafeMutableRawPointer(run) + Int(ckvm_io_data_offset(run))
     if ckvm_io_direction(run) == UInt8(KVM_EXIT_IO_OUT) {
       for _ in 0..<count {
-        if !portBus.write(port, width: width, value: loadLittleEndian(data, width: width)) {
+        if !bus.write(port, width: width, value: loadLittleEndian(data, width: width)) {
           statistics.unclaimedPortAccesses &+= 1
         }
         data += width
@@ -85,7 +103,7 @@ final class VCPUWorker: @unchecked Sendable {
     } else {
       for _ in 0..<count {
         let value: UInt64
-        if let read = portBus.read(port, width: width) {
+        if let read = bus.read(port, width: width) {
           value = read
         } else {
           value = .allOnes(width: width)
@@ -98,17 +116,19 @@ final class VCPUWorker: @unchecked Sendable {
   }
 
   @inline(__always)
-  private func handleMMIO(_ run: UnsafeMutablePointer<kvm_run>) {
+  private func handleMMIO(
+    _ run: UnsafeMutablePointer<kvm_run>, _ bus: inout IOBusView, _ statistics: inout ExitStatistics
+  ) {
     let address = ckvm_mmio_address(run)
     let width = min(Int(ckvm_mmio_length(run)), 8)
     let data = UnsafeMutableRawPointer(ckvm_mmio_data(run))
     if ckvm_mmio_is_write(run) != 0 {
-      if !mmioBus.write(address, width: width, value: loadLittleEndian(data, width: width)) {
+      if !bus.write(address, width: width, value: loadLittleEndian(data, width: width)) {
         statistics.unclaimedMMIOAccesses &+= 1
       }
     } else {
       let value: UInt64
-      if let read = mmioBus.read(address, width: width) {
+      if let read = bus.read(address, width: width) {
         value = read
       } else {
         value = .allOnes(width: width)
@@ -122,7 +142,11 @@ final class VCPUWorker: @unchecked Sendable {
     switch Int32(bitPattern: type) {
     case KVM_SYSTEM_EVENT_SHUTDOWN: owner.stop(with: .powerOff(source: "KVM system event (shutdown)"))
     case KVM_SYSTEM_EVENT_RESET: owner.stop(with: .reset(source: "KVM system event (reset)"))
-    default: owner.stop(with: .guestFault(VCPUFaultReport.make(kind: .unexpectedExit(reason: UInt32(KVM_EXIT_SYSTEM_EVENT)), vcpu: vcpu, memory: memory)))
+    default:
+      owner.stop(
+        with: .guestFault(
+          VCPUFaultReport.make(kind: .unexpectedExit(reason: UInt32(KVM_EXIT_SYSTEM_EVENT)), vcpu: vcpu, memory: memory)
+        ))
     }
   }
 
@@ -137,6 +161,16 @@ final class VCPUWorker: @unchecked Sendable {
   }
 }
 
+/// The machine-wide "stop now" flag, read by every vCPU on every exit.
+final class StopFlag: Sendable {
+  private let value = Atomic<Bool>(false)
+
+  @inline(__always)
+  var isSet: Bool { value.load(ordering: .relaxed) }
+
+  func set() { value.store(true, ordering: .sequentiallyConsistent) }
+}
+
 /// Reads `width` (1–8) bytes at `pointer` as a little-endian integer.
 @inline(__always)
 func loadLittleEndian(_ pointer: UnsafeRawPointer, width: Int) -> UInt64 {
@@ -147,7 +181,9 @@ func loadLittleEndian(_ pointer: UnsafeRawPointer, width: Int) -> UInt64 {
   case 8: return UInt64(littleEndian: pointer.loadUnaligned(as: UInt64.self))
   default:
     var value: UInt64 = 0
-    for index in 0..<min(width, 8) { value |= UInt64(pointer.load(fromByteOffset: index, as: UInt8.self)) << (index * 8) }
+    for index in 0..<min(width, 8) {
+      value |= UInt64(pointer.load(fromByteOffset: index, as: UInt8.self)) << (index * 8)
+    }
     return value
   }
 }

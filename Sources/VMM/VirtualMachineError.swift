@@ -1,7 +1,7 @@
+import Devices
 import GuestMemory
 import KVM
 import Machine
-import Devices
 
 /// Why a virtual machine could not be created or started. Each case reads as a sentence
 /// that says what was wrong, with the value, and what to do.

@@ -70,7 +70,8 @@ public struct VCPUFault: Sendable, Equatable, CustomStringConvertible {
     case .internalError(let suberror) where suberror == 1:
       "KVM could not emulate an instruction (KVM_EXIT_INTERNAL_ERROR, suberror 1)"
     case .internalError(let suberror): "KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror \(suberror))"
-    case .entryFailure(let reason): "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16)))"
+    case .entryFailure(let reason):
+      "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason 0x\(String(reason, radix: 16)))"
     case .unexpectedExit(let reason): "unhandled exit reason \(reason)"
     }
   }

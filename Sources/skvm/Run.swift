@@ -49,7 +49,9 @@ struct Run: ParsableCommand {
       throw ValidationError("--memory: \(error)")
     }
     if cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
-    if parsedDebugExitPort == .invalid { throw ValidationError("--debug-exit-port: '\(debugExitPort)' is not a port number (0–65535) or 'none'") }
+    if parsedDebugExitPort == .invalid {
+      throw ValidationError("--debug-exit-port: '\(debugExitPort)' is not a port number (0–65535) or 'none'")
+    }
   }
 
   private enum PortSetting: Equatable {

@@ -79,8 +79,10 @@ enum ProbeBuilder {
     let elf = work.appendingPathComponent("\(name).elf").path
     try run(
       bin.appendingPathComponent("ld.lld"),
-      ["-T", probesDirectory.appendingPathComponent("runtime/link.ld").path, "--image-base=0", "-static", "-nostdlib",
-       "-o", elf] + objects)
+      [
+        "-T", probesDirectory.appendingPathComponent("runtime/link.ld").path, "--image-base=0", "-static", "-nostdlib",
+        "-o", elf,
+      ] + objects)
     try FileManager.default.createDirectory(at: cacheDirectory, withIntermediateDirectories: true)
     let temporary = output.path + ".tmp-\(getpid())"
     try run(bin.appendingPathComponent("llvm-objcopy"), ["-O", "binary", elf, temporary])

@@ -1,5 +1,5 @@
-import Synchronization
 import SwiftKVM
+import Synchronization
 
 /// A test device: eight 8-byte registers that read back what was written, and a log of every access.
 final class RecordingDevice: IODevice {

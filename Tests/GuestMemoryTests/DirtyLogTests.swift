@@ -1,0 +1,38 @@
+import CKVM
+import KVM
+import Testing
+
+@testable import GuestMemory
+
+@Suite("Dirty page log")
+struct DirtyLogTests {
+  @Test("Pages the guest writes show up once in the dirty log")
+  func guestWritesAreLogged() throws {
+    let system = try KVMSystem()
+    let vm = try system.createVirtualMachine()
+    let memory = try GuestMemory(ranges: [(0, 1 << 20)])
+    try memory.map(into: vm, logDirtyPages: true)
+    // Real mode at 0:0x1000 — mov byte [0x3000], 1; hlt  (no irqchip, so hlt exits to us)
+    try memory.write([0xC6, 0x06, 0x00, 0x30, 0x01, 0xF4], to: 0x1000)
+    _ = try memory.dirtyPages(in: vm)  // clear what the host's own writes did
+    let vcpu = try vm.createVCPU(id: 0)
+    var special = try vcpu.specialRegisters()
+    special.cs.base = 0
+    special.cs.selector = 0
+    try vcpu.setSpecialRegisters(special)
+    var registers = try vcpu.registers()
+    registers.rip = 0x1000
+    registers.rflags = 2
+    try vcpu.setRegisters(registers)
+    var exits = 0
+    while exits < 100 {
+      exits += 1
+      if try vcpu.enter(), vcpu.exitReason == UInt32(KVM_EXIT_HLT) { break }
+    }
+    #expect(vcpu.exitReason == UInt32(KVM_EXIT_HLT))
+    #expect(try memory.load(UInt8.self, at: 0x3000) == 1)
+    let dirty = try memory.dirtyPages(in: vm)
+    #expect(dirty.contains(0x3000), "dirty pages: \(dirty)")
+    #expect(try memory.dirtyPages(in: vm).isEmpty, "reading the log resets it")
+  }
+}

@@ -1,0 +1,68 @@
+import Testing
+
+@testable import GuestMemory
+
+@Suite("Guest memory")
+struct GuestMemoryTests {
+  static let oneMiB: UInt64 = 1 << 20
+
+  func makeMemory() throws -> GuestMemory {
+    try GuestMemory(ranges: [(0, Self.oneMiB), (0x1_0000_0000, Self.oneMiB)])
+  }
+
+  @Test("Integers round-trip little-endian at any alignment")
+  func loadsAndStores() throws {
+    let memory = try makeMemory()
+    try memory.store(UInt64(0x0102_0304_0506_0708), at: 0x1003)
+    #expect(try memory.load(UInt64.self, at: 0x1003) == 0x0102_0304_0506_0708)
+    #expect(try memory.load(UInt8.self, at: 0x1003) == 0x08, "little-endian: low byte first")
+    try memory.store(UInt16(0xBEEF), at: 0x1_0000_0000)
+    #expect(try memory.bytes(at: 0x1_0000_0000, length: 2) == [0xEF, 0xBE])
+  }
+
+  static let outsideAccesses: [(UInt64, Int)] = [
+    ((1 << 20) - 7, 8),  // straddles the end of the low region
+    (1 << 20, 1),  // just past it
+    (0x8000_0000, 4),  // in the hole
+    (0x1_0000_0000 + (1 << 20), 1),  // past the high region
+    (UInt64.max - 3, 8),  // wraps around
+    (UInt64.max, 1),
+  ]
+
+  @Test("Accesses outside RAM fail instead of touching host memory", arguments: outsideAccesses)
+  func outOfBounds(address: UInt64, length: Int) throws {
+    let memory = try makeMemory()
+    #expect(throws: GuestMemoryError(address: address, length: UInt64(length))) {
+      _ = try memory.buffer(at: address, length: length)
+    }
+  }
+
+  @Test("The last byte of each region is reachable; zero-length accesses inside are fine")
+  func edges() throws {
+    let memory = try makeMemory()
+    try memory.store(UInt8(0x5A), at: Self.oneMiB - 1)
+    #expect(try memory.load(UInt8.self, at: Self.oneMiB - 1) == 0x5A)
+    #expect(try memory.buffer(at: 0, length: 0).count == 0)
+    #expect(throws: GuestMemoryError.self) { _ = try memory.buffer(at: 0, length: -1) }
+    #expect(throws: GuestMemoryError.self) { _ = try memory.bytes(at: Self.oneMiB - 1, length: 2) }
+  }
+
+  @Test("An access spanning two regions is refused, not split")
+  func noSpanning() throws {
+    let memory = try GuestMemory(ranges: [(0, 0x1000), (0x1000, 0x1000)])
+    #expect(memory.totalSize == 0x2000)
+    #expect(throws: GuestMemoryError.self) { _ = try memory.buffer(at: 0xFFE, length: 4) }
+    #expect(try memory.buffer(at: 0x1000, length: 4).count == 4)
+  }
+
+  static let invalidRanges: [[(UInt64, UInt64)]] = [
+    [(0, 0)], [(0, 4095)], [(1, 4096)], [(0, 8192), (4096, 4096)],
+  ]
+
+  @Test("Invalid layouts are refused", arguments: invalidRanges)
+  func invalidLayouts(ranges: [(UInt64, UInt64)]) {
+    #expect(throws: GuestMemoryAllocationError.self) {
+      _ = try GuestMemory(ranges: ranges.map { (guestAddress: $0.0, size: $0.1) })
+    }
+  }
+}

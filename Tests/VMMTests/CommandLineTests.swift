@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+/// `skvm` as a user runs it: exit statuses, messages, output.
+@Suite("skvm command line", .serialized)
+struct CommandLineTests {
+  struct Result {
+    let status: Int32
+    let output: String
+    let errors: String
+  }
+
+  static var executable: URL {
+    // The test bundle sits beside the built products.
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("skvm")
+  }
+
+  static func skvm(_ arguments: [String], interruptAfter: Double? = nil) throws -> Result {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    if let interruptAfter {
+      Thread.sleep(forTimeInterval: interruptAfter)
+      process.interrupt()
+    }
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Result(
+      status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+      errors: String(decoding: errorData, as: UTF8.self))
+  }
+
+  @Test("skvm run with no boot source runs the hello guest and exits 0")
+  func hello() throws {
+    let result = try Self.skvm(["run"])
+    #expect(result.status == 0, "\(result.errors)")
+    #expect(result.output.contains("Hello from a SwiftKVM guest"))
+  }
+
+  @Test("--stats prints exit counts and time per reason")
+  func stats() throws {
+    let result = try Self.skvm(["run", "--stats"])
+    #expect(result.status == 0)
+    #expect(result.errors.contains("io"))
+    #expect(result.errors.contains("time in guest (KVM_RUN)"))
+  }
+
+  @Test("A probe's debug-exit value becomes the exit status")
+  func flatLongProbe() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-cli-hello-\(getpid()).bin")
+    try Data(try ProbeBuilder.binary("hello")).write(to: path)
+    defer { try? FileManager.default.removeItem(at: path) }
+    let result = try Self.skvm(["run", "--flat", path.path, "--flat-entry", "long", "--cpus", "2"])
+    #expect(result.status == 1, "\(result.errors)")
+    #expect(result.output.contains("PASS running at CPL3"))
+  }
+
+  @Test("A triple fault exits 2 with the report on stderr")
+  func tripleFault() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-cli-tf-\(getpid()).bin")
+    try Data(try ProbeBuilder.binary("triple_fault")).write(to: path)
+    defer { try? FileManager.default.removeItem(at: path) }
+    let result = try Self.skvm(["run", "--flat", path.path, "--flat-entry", "long"])
+    #expect(result.status == 2)
+    #expect(result.errors.contains("triple fault") && result.errors.contains("at RIP 0x"))
+  }
+
+  @Test("SIGINT stops a spinning guest: status 130 and where each vCPU was")
+  func interrupt() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-cli-spin-\(getpid()).bin")
+    try Data([0xEB, 0xFE]).write(to: path)
+    defer { try? FileManager.default.removeItem(at: path) }
+    let result = try Self.skvm(["run", "--flat", path.path, "--cpus", "2"], interruptAfter: 0.5)
+    #expect(result.status == 130)
+    #expect(result.errors.contains("received SIGINT"))
+    #expect(result.errors.contains("vCPU 0 was at RIP 0x10000"))
+  }
+
+  static let badInvocations: [([String], String)] = [
+    (["run", "--memory", "0"], "minimum is 1 MiB"),
+    (["run", "--memory", "10Q"], "unknown unit 'Q'"),
+    (["run", "--cpus", "0"], "--cpus must be at least 1"),
+    (["run", "--cpus", "5000"], "between 1 and"),
+    (["run", "--flat", "/nonexistent/x.bin"], "cannot read guest image '/nonexistent/x.bin'"),
+    (["run", "--flat", "/dev/null"], "not a regular file"),
+    (["run", "--flat-entry", "sideways"], "sideways"),
+    (["run", "--debug-exit-port", "70000"], "not a port number"),
+  ]
+
+  @Test("Bad input: one clear line on stderr and a non-zero status")
+  func badInput() throws {
+    for (arguments, phrase) in Self.badInvocations {
+      let result = try Self.skvm(arguments)
+      #expect(result.status != 0, "\(arguments) succeeded")
+      #expect(result.errors.contains(phrase), "\(arguments): \(result.errors)")
+    }
+  }
+
+  @Test("--version and --help")
+  func versionAndHelp() throws {
+    #expect(try Self.skvm(["--version"]).output.hasPrefix("skvm 0."))
+    let help = try Self.skvm(["run", "--help"]).output
+    #expect(help.contains("--flat-entry") && help.contains("Exit status"))
+  }
+}
