@@ -16,7 +16,16 @@ enum VCPUFaultReport {
     }
     var text = "  (registers unavailable)"
     if let registers, let special { text = format(registers, special) }
-    return VCPUFault(kind: kind, vcpu: vcpu.id, instructionPointer: linear, instructionBytes: bytes, registers: text)
+    // kvm_amd reinitialises the VMCB after a shutdown intercept: the state then reads as
+    // the reset vector and says nothing about where the fault happened.
+    let stateLost = kind == .tripleFault && special?.cs.selector == 0xF000 && rip == 0xFFF0
+    if stateLost {
+      bytes = []
+      text = "  (the vCPU's state at the fault is not available: this host's KVM reset the vCPU on the triple fault)"
+    }
+    return VCPUFault(
+      kind: kind, vcpu: vcpu.id, instructionPointer: linear, instructionBytes: bytes, registers: text,
+      stateAvailable: !stateLost)
   }
 
   /// The instruction bytes KVM put in the exit itself, when it did.

@@ -63,6 +63,8 @@ public struct VCPUFault: Sendable, Equatable, CustomStringConvertible {
   public var instructionBytes: [UInt8]
   /// A register dump, one line per group.
   public var registers: String
+  /// False when KVM no longer had the vCPU's state at the fault (kvm_amd resets it on a triple fault).
+  public var stateAvailable: Bool = true
 
   public var summary: String {
     switch kind {
@@ -82,8 +84,7 @@ public struct VCPUFault: Sendable, Equatable, CustomStringConvertible {
       ? "unreadable" : instructionBytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " ")
     return """
       guest stopped on vCPU \(vcpu): \(summary)
-        at RIP 0x\(String(instructionPointer, radix: 16)), bytes: \(bytes)
-      \(registers)
+      \(stateAvailable ? "  at RIP 0x\(String(instructionPointer, radix: 16)), bytes: \(bytes)\n" : "")\(registers)
       """
   }
 }

@@ -72,8 +72,14 @@ struct ProbeGuestTests {
     }
     #expect(fault.kind == .tripleFault)
     #expect(fault.vcpu == 0)
-    #expect(fault.instructionBytes.starts(with: [0x0F, 0x0B]), "ud2 at RIP: \(fault.instructionBytes)")
-    #expect(fault.description.contains("triple fault") && fault.description.contains("rip="))
+    if fault.stateAvailable {
+      #expect(fault.instructionBytes.starts(with: [0x0F, 0x0B]), "ud2 at RIP: \(fault.instructionBytes)")
+      #expect(fault.description.contains("rip="))
+    } else {
+      // SVM hosts reset the vCPU on a shutdown intercept; the report must say so.
+      #expect(fault.description.contains("not available"))
+    }
+    #expect(fault.description.contains("triple fault"))
     #expect(run.exit.exitStatus == 2)
     #expect(!run.output.contains("still running"))
   }

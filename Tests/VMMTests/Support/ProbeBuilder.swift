@@ -14,16 +14,21 @@ enum ProbeBuilder {
     "-mno-red-zone", "-mgeneral-regs-only", "-fno-stack-protector", "-fno-builtin", "-O2", "-Wall", "-Werror",
   ]
 
-  private static let lock = Mutex<[String: [UInt8]]>([:])
+  private static let lock = Mutex<[String: URL]>([:])
 
   /// The flat binary of probe `name`, built if its sources changed.
   static func binary(_ name: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: path(name)))
+  }
+
+  /// Where the built flat binary of probe `name` is (inside the repository, so the real-KVM lane sees it too).
+  static func path(_ name: String) throws -> URL {
     // One build at a time: tests share the cache.
     try lock.withLock { built in
-      if let bytes = built[name] { return bytes }
-      let bytes = try build(name)
-      built[name] = bytes
-      return bytes
+      if let path = built[name] { return path }
+      let path = try build(name)
+      built[name] = path
+      return path
     }
   }
 
@@ -52,7 +57,7 @@ enum ProbeBuilder {
     return runtimeFiles + [probe]
   }
 
-  private static func build(_ name: String) throws -> [UInt8] {
+  private static func build(_ name: String) throws -> URL {
     let files = try sources(name)
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for file in files {
@@ -62,7 +67,7 @@ enum ProbeBuilder {
     }
     for byte in compileFlags.joined(separator: " ").utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
     let output = cacheDirectory.appendingPathComponent("\(name)-\(String(hash, radix: 16)).bin")
-    if let cached = FileManager.default.contents(atPath: output.path) { return [UInt8](cached) }
+    if FileManager.default.fileExists(atPath: output.path) { return output }
 
     let bin = try toolchainBin()
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-probe-\(name)-\(UUID().uuidString)")
@@ -86,11 +91,8 @@ enum ProbeBuilder {
     try FileManager.default.createDirectory(at: cacheDirectory, withIntermediateDirectories: true)
     let temporary = output.path + ".tmp-\(getpid())"
     try run(bin.appendingPathComponent("llvm-objcopy"), ["-O", "binary", elf, temporary])
-    _ = rename(temporary, output.path)
-    guard let bytes = FileManager.default.contents(atPath: output.path) else {
-      throw ProbeBuildError("llvm-objcopy produced no \(output.path)")
-    }
-    return [UInt8](bytes)
+    guard rename(temporary, output.path) == 0 else { throw ProbeBuildError("llvm-objcopy produced no \(output.path)") }
+    return output
   }
 
   private static func run(_ tool: URL, _ arguments: [String]) throws {

@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+/// Whether the real-KVM lane can run here.
+enum LaneAvailability {
+  /// Why the lane cannot run here, or nil when it can.
+  static let reason: String? = {
+    let environment = ProcessInfo.processInfo.environment
+    if environment["SKVM_IN_LANE"] != nil { return "already inside the lane" }
+    if environment["SKVM_LANE"] == "never" { return "SKVM_LANE=never" }
+    let path = environment["PATH"] ?? ""
+    let hasQEMU = path.split(separator: ":").contains {
+      FileManager.default.isExecutableFile(atPath: "\($0)/qemu-system-x86_64")
+    }
+    return hasQEMU ? nil : "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+  }()
+}
+
+/// The real-KVM lane itself (scripts/lane): an outer QEMU TCG VM with kvm_amd.
+@Suite(
+  "Real-KVM lane", .serialized,
+  .enabled(if: LaneAvailability.reason == nil, Comment(rawValue: LaneAvailability.reason ?? "")))
+struct LaneTests {
+  struct Result {
+    let status: Int32
+    let output: String
+    let errors: String
+    var statuses: [Int32] {
+      let line = errors.split(separator: "\n").last { $0.hasPrefix("lane: statuses ") } ?? ""
+      return line.dropFirst("lane: statuses ".count).split(separator: " ").compactMap { Int32($0) }
+    }
+  }
+
+  static func lane(_ arguments: [String]) throws -> Result {
+    let process = Process()
+    process.executableURL = ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane")
+    process.arguments = arguments
+    process.currentDirectoryURL = ProbeBuilder.repositoryRoot
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Result(
+      status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+      errors: String(decoding: errorData, as: UTF8.self))
+  }
+
+  @Test("/dev/kvm appears, a probe runs on it, and statuses and output come back intact")
+  func roundTrip() throws {
+    let probe = try ProbeBuilder.path("hello").path
+    let skvm = CommandLineTests.executable.path
+    let commands = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-lane-\(getpid()).txt")
+    try """
+    test -c /dev/kvm && grep -qw svm /proc/cpuinfo && echo LANE-KVM-OK
+    \(skvm) run --flat \(probe) --flat-entry long --cpus 2
+    printf 'first line\\nsecond line\\n'; exit 7
+    """.write(to: commands, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: commands) }
+    let result = try Self.lane(["--commands", commands.path, "--timeout", "120"])
+    #expect(result.statuses == [0, 1, 7], "\(result.errors)")
+    #expect(result.output.contains("LANE-KVM-OK"))
+    #expect(result.output.contains("PASS running at CPL3"))
+    #expect(result.output.contains("first line\nsecond line\n"))
+    #expect(result.status == 1, "a failing command fails the lane")
+  }
+
+  @Test("A hung inner run is killed by the timeout, with a clear message")
+  func timeout() throws {
+    let result = try Self.lane(["--timeout", "5", "--", "sleep 600"])
+    #expect(result.status == 137)
+    #expect(result.errors.contains("was killed by the lane's timeout"), "\(result.errors)")
+  }
+}
