@@ -24,17 +24,22 @@ let package = Package(
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
     .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine"]),
+    // The system zlib (gzip for initramfs images; deflate for qcow2 later).
+    .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+    // The default guest: Debian's kernel and a busybox initramfs, built and cached.
+    .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // The library product: one import for embedders.
     .target(name: "SwiftKVM", dependencies: ["VMM"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",
-      dependencies: ["SwiftKVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+      dependencies: ["SwiftKVM", "GuestKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
     ),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM"]),
+    .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
   ]
 )

@@ -60,3 +60,9 @@ public final class CapturedConsoleOutput: ConsoleOutput {
   /// Everything captured so far, decoded as UTF-8.
   public var text: String { String(decoding: bytes, as: UTF8.self) }
 }
+
+/// Console output thrown away (`--console none`).
+public struct DiscardedConsoleOutput: ConsoleOutput {
+  public init() {}
+  public func write(_ bytes: UnsafeRawBufferPointer) {}
+}

@@ -6,6 +6,8 @@ public enum StopRequest: Sendable, Equatable, Codable {
   case reset(source: String)
   /// The guest powered the machine off.
   case powerOff(source: String)
+  /// The guest's kernel reported a panic (pvpanic).
+  case guestPanicked
 }
 
 /// What devices may ask of the machine they sit in.

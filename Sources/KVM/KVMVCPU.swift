@@ -124,6 +124,22 @@ public final class KVMVCPU: @unchecked Sendable {
     return value.valid != 0 ? value.physical_address : nil
   }
 
+  /// `KVM_GET_LAPIC`: the in-kernel local APIC's 1 KiB register page.
+  public func localAPIC() throws(KVMError) -> [UInt8] {
+    var state = kvm_lapic_state()
+    try fd.ioctl(CKVM_GET_LAPIC, &state, "KVM_GET_LAPIC")
+    return withUnsafeBytes(of: &state.regs) { Array($0) }
+  }
+
+  /// `KVM_SET_LAPIC`.
+  public func setLocalAPIC(_ registers: [UInt8]) throws(KVMError) {
+    var state = kvm_lapic_state()
+    withUnsafeMutableBytes(of: &state.regs) { target in
+      for (index, byte) in registers.prefix(target.count).enumerated() { target[index] = byte }
+    }
+    try fd.ioctl(CKVM_SET_LAPIC, &state, "KVM_SET_LAPIC")
+  }
+
   // MARK: CPUID and MSRs
 
   /// `KVM_SET_CPUID2`: what the guest's CPUID instruction returns.

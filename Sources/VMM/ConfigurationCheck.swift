@@ -16,8 +16,8 @@ enum ConfigurationCheck {
     }
   }
 
-  /// Reads and checks the boot image; returns its bytes.
-  static func bootImage(_ boot: BootSource, ramBelowHole: UInt64) throws(VirtualMachineError) -> [UInt8] {
+  /// Reads and checks what the boot source names.
+  static func bootPayload(_ boot: BootSource, ramBelowHole: UInt64) throws(VirtualMachineError) -> BootPayload {
     let available = FlatBinaryBoot.capacity(ramBelowHole: ramBelowHole)
     switch boot {
     case .flatImage(let bytes, _):
@@ -25,9 +25,15 @@ enum ConfigurationCheck {
       if UInt64(bytes.count) > available {
         throw .imageTooLarge(path: "(in-memory image)", size: UInt64(bytes.count), available: available)
       }
-      return bytes
+      return .flat(bytes)
     case .flat(let path, _):
-      return try readFile(path, limit: available)
+      return .flat(try readFile(path, limit: available))
+    case .linux(let kernelPath, let initrdPath, _):
+      let kernelBytes = try readFile(kernelPath, limit: ramBelowHole)
+      let kernel: BzImage
+      do { kernel = try BzImage(kernelBytes, name: kernelPath) } catch { throw .linux(error) }
+      let initrd = try initrdPath.map { (path) throws(VirtualMachineError) in try readFile(path, limit: ramBelowHole) }
+      return .linux(kernel, initrd)
     }
   }
 
@@ -59,4 +65,10 @@ enum ConfigurationCheck {
     if done < bytes.count { throw .imageUnreadable(path: path, reason: "file shrank while being read") }
     return bytes
   }
+}
+
+/// What a boot source's files turned out to hold, read and validated.
+enum BootPayload {
+  case flat([UInt8])
+  case linux(BzImage, [UInt8]?)
 }

@@ -33,6 +33,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public let mmioBus = IOBus(kind: .mmio)
   /// COM1.
   public let serial: SerialPort
+  /// The ACPI PM1 registers (soft-off, the power button).
+  public private(set) var powerManagement: ACPIPowerManagement?
 
   private let vcpus: [KVMVCPU]
   private var workers: [VCPUWorker] = []
@@ -53,7 +55,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       throw .invalidCPUCount(configuration.cpuCount, maximum: ConfigurationCheck.cpuLimit)
     }
     let ranges = X86MemoryMap.ramRanges(size: configuration.memorySize)
-    let image = try ConfigurationCheck.bootImage(configuration.boot, ramBelowHole: ranges[0].size)
+    let payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
 
     hostKind = HostKVMKind.detect()
     do { kvm = try KVMSystem(path: kvmPath) } catch { throw .kvmUnavailable(error) }
@@ -84,9 +86,10 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       throw .kvm(KVMError("VM setup", errno: 0, detail: "\(error)"))
     }
 
-    serial = SerialPort(output: console)
+    serial = SerialPort(
+      output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
     try addPlatformDevices()
-    try boot(image)
+    try boot(payload, ranges: ranges)
     workers = vcpus.map {
       VCPUWorker(
         vcpu: $0, portBus: portBus, mmioBus: mmioBus, memory: memory, stopFlag: stopping, owner: self,
@@ -113,21 +116,65 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       I8042Controller(control: self), port: UInt16(I8042Controller.base), size: UInt16(I8042Controller.size))
     try addDevice(ResetControlRegister(control: self), port: UInt16(ResetControlRegister.port), size: 1)
     try addDevice(PostCodePort(), port: UInt16(PostCodePort.port), size: 1)
+    try addDevice(CMOSClock(), port: UInt16(CMOSClock.base), size: UInt16(CMOSClock.size))
+    try addDevice(PanicNotifier(control: self), port: UInt16(PanicNotifier.port), size: 1)
+    let powerManagement = ACPIPowerManagement(
+      control: self, interrupt: KVMInterruptLine(vm: vm, gsi: ACPIPowerManagement.sciInterrupt))
+    try addDevice(powerManagement, port: UInt16(ACPIPowerManagement.base), size: UInt16(ACPIPowerManagement.size))
+    self.powerManagement = powerManagement
     if let port = configuration.debugExitPort {
       try addDevice(DebugExitPort(control: self), port: port, size: UInt16(DebugExitPort.size))
     }
   }
 
-  private func boot(_ image: [UInt8]) throws(VirtualMachineError) {
-    switch configuration.boot {
-    case .flat(_, let entry), .flatImage(_, let entry):
-      do {
+  private func boot(_ payload: BootPayload, ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError)
+  {
+    do {
+      try wireLocalInterrupts()
+      switch (configuration.boot, payload) {
+      case (.flat(_, let entry), .flat(let image)), (.flatImage(_, let entry), .flat(let image)):
         try FlatBinaryBoot.load(image, into: memory)
         try FlatBinaryBoot.configureBootCPU(vcpus[0], mode: entry, memory: memory, cpuCount: vcpus.count)
-      } catch {
-        throw .boot(error)
+      case (.linux(_, _, let commandLine), .linux(let kernel, let initrd)):
+        let tables = ACPITables(cpuCount: vcpus.count)
+        try memory.write(tables.bytes, to: tables.base)
+        try LinuxBoot.load(
+          kernel: kernel, initrd: initrd, commandLine: commandLine, memory: memory,
+          e820: .standard(ramRanges: ranges), rsdpAddress: tables.rsdpAddress)
+        try LinuxBoot.configureBootCPU(vcpus[0], memory: memory)
+      default:
+        throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "boot source and payload disagree"))
       }
+    } catch let error as VirtualMachineError {
+      throw error
+    } catch let error as BootError {
+      throw .boot(error)
+    } catch let error as LinuxBootError {
+      throw .linux(error)
+    } catch let error as KVMError {
+      throw .kvm(error)
+    } catch {
+      throw .boot(.memory(GuestMemoryError(address: 0, length: 0)))
     }
+  }
+
+  /// Local APIC LINT0 as ExtINT (the PICs, for virtual-wire mode) and LINT1 as NMI on
+  /// every vCPU, as PC firmware leaves them.
+  private func wireLocalInterrupts() throws(KVMError) {
+    for vcpu in vcpus {
+      var registers = try vcpu.localAPIC()
+      let lint0: UInt32 = 0x7 << 8  // ExtINT
+      let lint1: UInt32 = 0x4 << 8  // NMI
+      for (offset, value) in [(0x350, lint0), (0x360, lint1)] {
+        for byte in 0..<4 { registers[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * byte)) }
+      }
+      try vcpu.setLocalAPIC(registers)
+    }
+  }
+
+  /// Presses the ACPI power button (QMP's `system_powerdown`).
+  public func pressPowerButton() {
+    powerManagement?.pressPowerButton()
   }
 
   // MARK: Devices
@@ -193,6 +240,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     case .debugExit(let value): stop(with: .debugExit(value: value))
     case .reset(let source): stop(with: .reset(source: source))
     case .powerOff(let source): stop(with: .powerOff(source: source))
+    case .guestPanicked: stop(with: .guestPanicked)
     }
   }
 

@@ -42,4 +42,6 @@ public enum BootSource: Sendable, Equatable, Codable {
   case flat(path: String, entry: FlatEntryMode)
   /// Flat binary bytes supplied by the embedding program, loaded at 0x10000.
   case flatImage(bytes: [UInt8], entry: FlatEntryMode)
+  /// A Linux bzImage, an optional initrd and the kernel command line (64-bit boot protocol, ACPI).
+  case linux(kernel: String, initrd: String?, commandLine: String)
 }

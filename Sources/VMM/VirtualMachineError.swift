@@ -15,6 +15,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case kvm(KVMError)
   case memoryAllocation(GuestMemoryAllocationError)
   case boot(BootError)
+  case linux(LinuxBootError)
   case device(IOBusError)
   case alreadyStarted
 
@@ -31,6 +32,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .kvm(let error): error.description
     case .memoryAllocation(let error): error.description
     case .boot(let error): error.description
+    case .linux(let error): error.description
     case .device(let error): error.description
     case .alreadyStarted: "this virtual machine has already been started; create a new one"
     }

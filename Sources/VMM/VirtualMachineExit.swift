@@ -8,6 +8,8 @@ public enum VirtualMachineExit: Sendable, Equatable {
   case reset(source: String)
   /// The guest powered the machine off.
   case powerOff(source: String)
+  /// The guest's kernel panicked (it said so through the pvpanic device).
+  case guestPanicked
   /// The host asked the machine to stop (a signal, the monitor, the embedding program).
   case stoppedByHost(reason: String)
   /// A vCPU hit a state it cannot continue from (triple fault, emulation failure, entry failure).
@@ -18,13 +20,13 @@ public enum VirtualMachineExit: Sendable, Equatable {
   /// The process exit status `skvm run` uses for this outcome.
   ///
   /// 0: the guest reset or powered off; `(value << 1) | 1`: debug exit; 2: the guest
-  /// crashed; 3: the VMM failed; 128 + signal when stopped by a signal.
+  /// crashed or its kernel panicked; 3: the VMM failed; 130 when stopped by the host.
   public var exitStatus: Int32 {
     switch self {
     case .debugExit(let value): StopRequest.debugExitStatus(value)
     case .reset, .powerOff: 0
     case .stoppedByHost: 130
-    case .guestFault: 2
+    case .guestFault, .guestPanicked: 2
     case .vmmFailure: 3
     }
   }
@@ -35,6 +37,7 @@ public enum VirtualMachineExit: Sendable, Equatable {
     case .debugExit, .reset, .powerOff: nil
     case .stoppedByHost(let reason): "stopped: \(reason)"
     case .guestFault(let fault): fault.description
+    case .guestPanicked: "the guest kernel panicked (reported through pvpanic)"
     case .vmmFailure(let text): "VMM failure: \(text)"
     }
   }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import GuestKit
 import SwiftKVM
 
 /// `skvm run`: boot a guest and run it until it resets, powers off or faults.
@@ -7,7 +8,9 @@ struct Run: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a virtual machine.",
     discussion: """
-      Without a boot source, runs the built-in hello guest.
+      Without a boot source, boots the default guest: Debian's cloud kernel and a busybox
+      initramfs (built on first use, see 'skvm kit'), to a shell on the serial console.
+      Standard input goes to the guest's console; on a terminal, in raw mode: Ctrl-A x quits.
 
       Flat binaries are loaded at guest-physical 0x10000. With --flat-entry real (the default)
       they start in 16-bit real mode at CS=0x1000, IP=0, SP=0x8000 (kvmtool's convention).
@@ -22,8 +25,23 @@ struct Run: ParsableCommand {
       """
   )
 
+  @Option(help: ArgumentHelp("Boot this Linux kernel (bzImage).", valueName: "file"))
+  var kernel: String?
+
+  @Option(help: ArgumentHelp("The initrd for --kernel.", valueName: "file"))
+  var initrd: String?
+
+  @Option(help: ArgumentHelp("The kernel command line.", valueName: "text"))
+  var cmdline: String?
+
+  @Option(help: "Where the guest console goes: serial (this terminal) or none.")
+  var console: ConsoleChoice = .serial
+
   @Option(name: .customLong("flat"), help: ArgumentHelp("Boot this flat binary.", valueName: "file"))
   var flatPath: String?
+
+  @Flag(help: "Run the built-in hello guest (16-bit real mode, prints a greeting and resets).")
+  var hello = false
 
   @Option(name: .customLong("flat-entry"), help: "How to enter the flat binary: real or long.")
   var flatEntry: FlatEntryMode = .real
@@ -49,6 +67,12 @@ struct Run: ParsableCommand {
       throw ValidationError("--memory: \(error)")
     }
     if cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+    if [kernel != nil, flatPath != nil, hello].filter({ $0 }).count > 1 {
+      throw ValidationError("--kernel, --flat and --hello each name what to boot: give one of them")
+    }
+    if (initrd != nil || cmdline != nil) && kernel == nil && (flatPath != nil || hello) {
+      throw ValidationError("--initrd and --cmdline go with --kernel (or the default guest)")
+    }
     if parsedDebugExitPort == .invalid {
       throw ValidationError("--debug-exit-port: '\(debugExitPort)' is not a port number (0–65535) or 'none'")
     }
@@ -69,7 +93,21 @@ struct Run: ParsableCommand {
 
   func makeConfiguration() throws -> VirtualMachineConfiguration {
     var configuration = BuiltInGuest.helloConfiguration
-    if let flatPath { configuration.boot = .flat(path: flatPath, entry: flatEntry) }
+    if let flatPath {
+      configuration.boot = .flat(path: flatPath, entry: flatEntry)
+    } else if let kernel {
+      configuration.boot = .linux(kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=ttyS0")
+    } else if !hello {
+      let kit: GuestKit
+      do {
+        kit = try GuestKit.prepare { printError($0) }
+      } catch {
+        printError("skvm: \(error)")
+        throw ExitCode(1)
+      }
+      configuration.boot = .linux(
+        kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath, commandLine: cmdline ?? GuestKit.defaultCommandLine)
+    }
     configuration.name = "skvm"
     configuration.memorySize = try ByteSize.parse(memory)
     configuration.cpuCount = cpus
@@ -84,31 +122,57 @@ struct Run: ParsableCommand {
 
   func run() throws {
     let configuration = try makeConfiguration()
+    if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
+      getenv("SKVM_ALLOW_PVM_LINUX") == nil
+    {
+      printError(
+        """
+        skvm: this host's KVM (kvm_pvm) cannot run a stock Linux user space: guest kernel code is emulated \
+        and the guest's first system call faults inside KVM, beyond any VMM's reach. Run it in the \
+        real-KVM lane instead (scripts/lane -- skvm run ...; see README), or set SKVM_ALLOW_PVM_LINUX=1 \
+        to try anyway.
+        """)
+      throw ExitCode(1)
+    }
     HostSignals.block()
     let machine: VirtualMachine
     do {
-      machine = try VirtualMachine(configuration: configuration)
+      machine = try VirtualMachine(
+        configuration: configuration,
+        console: console == .serial ? FileDescriptorConsoleOutput() : DiscardedConsoleOutput())
     } catch {
       printError("skvm: \(error)")
       throw ExitCode(1)
     }
     let received = ReceivedSignal()
     HostSignals.forward(to: machine, received: received)
+    TerminalMode.enterRaw()
+    ConsoleInputPump(fd: STDIN_FILENO, serial: machine.serial) {
+      machine.stop(reason: "Ctrl-A x typed on the console")
+    }.start()
     let exit: VirtualMachineExit
     do {
       exit = try machine.run()
     } catch {
+      TerminalMode.restore()
       printError("skvm: \(error)")
       throw ExitCode(3)
     }
+    TerminalMode.restore()
     if let message = exit.message { printError("skvm: \(message)") }
-    if case .stoppedByHost = exit {
+    if case .stoppedByHost = exit, received.number != nil {
       for line in machine.vcpuPositions { printError("skvm:   \(line)") }
     }
     if stats { printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount)) }
     if let number = received.number { throw ExitCode(128 + number) }
     throw ExitCode(exit.exitStatus)
   }
+}
+
+/// Where `skvm run` sends the guest console.
+enum ConsoleChoice: String, ExpressibleByArgument, CaseIterable {
+  case serial
+  case none
 }
 
 extension FlatEntryMode: ExpressibleByArgument {}

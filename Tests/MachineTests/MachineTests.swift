@@ -51,6 +51,7 @@ struct MachineTests {
     let table = CPUIDPolicy(supported: supported, cpuCount: 4).table(forAPICID: 3)
     #expect(table[1]?.ebx == 0x0304_0800)
     #expect(table[1].map { $0.edx & (1 << 28) != 0 } == true)
+    #expect(table[1].map { $0.ecx & (1 << 31) != 0 } == true, "hypervisor bit")
     #expect(table.entries.filter { $0.function == 0xB }.allSatisfy { $0.edx == 3 })
   }
 

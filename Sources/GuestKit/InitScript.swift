@@ -1,0 +1,32 @@
+/// The default guest's /init: mounts the usual file systems, loads the virtio and ACPI
+/// button modules, starts acpid (the power button powers off), says SKVM-GUEST-READY
+/// and keeps a shell on the console.
+enum InitScript {
+  static let text = """
+    #!/bin/busybox sh
+    /bin/busybox --install -s
+    export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev
+    mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+    for module in $(cat /etc/modules.order); do
+      insmod "/lib/modules/$module" 2>/dev/null
+    done
+    acpid -c /etc/acpi 2>/dev/null
+    console=$(sed -n 's/.*console=\\([a-z0-9]*\\).*/\\1/p' /proc/cmdline | tail -n 1)
+    echo "SKVM-GUEST-READY"
+    while true; do
+      setsid cttyhack /bin/sh -l
+    done
+
+    """
+
+  /// What acpid runs for the power button.
+  static let powerButtonAction = """
+    #!/bin/sh
+    echo "skvm guest: power button pressed, powering off"
+    poweroff -f
+
+    """
+}

@@ -1,0 +1,151 @@
+import Devices
+
+/// The ACPI tables SwiftKVM gives an x86 guest, laid out at one guest-physical base:
+/// RSDP, XSDT, FADT (with FACS), MADT and DSDT.
+///
+/// They describe N local APICs and one IOAPIC (so `--cpus N` works on kernels without
+/// MP tables), the PM1a registers used for soft-off and the power button (SCI on IRQ 9),
+/// the 0xCF9 reset register, the CMOS century register and a pvpanic device.
+public struct ACPITables: Sendable {
+  /// Where the tables start (inside the BIOS area, which the e820 map reserves).
+  public static let defaultBase: UInt64 = 0xE_0000
+
+  public let base: UInt64
+  /// All tables, concatenated as they are laid out from `base`.
+  public let bytes: [UInt8]
+  /// Where each table landed, by signature.
+  public let addresses: [String: UInt64]
+
+  /// The RSDP's address (what `acpi_rsdp_addr` in the zero page points at).
+  public var rsdpAddress: UInt64 { base }
+
+  public init(cpuCount: Int, base: UInt64 = defaultBase) {
+    self.base = base
+    var layout = Layout(base: base)
+    let rsdpOffset = layout.reserve(36)
+    let dsdt = layout.place("DSDT", Self.dsdt())
+    let facs = layout.place("FACS", Self.facs())
+    let fadt = layout.place("FACP", Self.fadt(facs: facs, dsdt: dsdt))
+    let madt = layout.place("APIC", Self.madt(cpuCount: cpuCount))
+    let xsdt = layout.place("XSDT", Self.xsdt(entries: [fadt, madt]))
+    layout.write(Self.rsdp(xsdt: xsdt), at: rsdpOffset)
+    bytes = layout.bytes
+    addresses = layout.addresses.merging(["RSDP": base]) { first, _ in first }
+  }
+
+  /// Appends tables 16-byte aligned and remembers where each went.
+  struct Layout {
+    let base: UInt64
+    var bytes: [UInt8] = []
+    var addresses: [String: UInt64] = [:]
+
+    mutating func reserve(_ count: Int) -> Int {
+      bytes += Array(repeating: 0, count: (16 - bytes.count % 16) % 16)
+      let offset = bytes.count
+      bytes += Array(repeating: 0, count: count)
+      return offset
+    }
+
+    mutating func place(_ signature: String, _ table: [UInt8]) -> UInt64 {
+      let offset = reserve(table.count)
+      write(table, at: offset)
+      let address = base + UInt64(offset)
+      addresses[signature] = address
+      return address
+    }
+
+    mutating func write(_ table: [UInt8], at offset: Int) {
+      bytes.replaceSubrange(offset..<offset + table.count, with: table)
+    }
+  }
+
+  static func rsdp(xsdt: UInt64) -> [UInt8] {
+    var table = Array("RSD PTR ".utf8) + [0] + Array("SKVM  ".utf8) + [2]  // revision 2 (ACPI 2.0+)
+    table += [0, 0, 0, 0]  // RSDT address: none, the XSDT is used
+    table += AML.littleEndian(UInt32(36))
+    table += AML.littleEndian(xsdt)
+    table += [0, 0, 0, 0]  // extended checksum, reserved
+    table[8] = ACPITable.checksum(of: table[0..<20])
+    table[32] = ACPITable.checksum(of: table)
+    return table
+  }
+
+  static func xsdt(entries: [UInt64]) -> [UInt8] {
+    var table = ACPITable(signature: "XSDT", revision: 1)
+    for entry in entries { table.append(entry) }
+    return table.finished()
+  }
+
+  static func facs() -> [UInt8] {
+    var table = Array("FACS".utf8) + AML.littleEndian(UInt32(64))
+    table += Array(repeating: 0, count: 64 - table.count)
+    table[32] = 2  // version
+    return table
+  }
+
+  static func fadt(facs: UInt64, dsdt: UInt64) -> [UInt8] {
+    var table = ACPITable(signature: "FACP", revision: 6)
+    table.append(Array(repeating: 0, count: 276 - 36))
+    table.set(UInt32(facs), at: 36)
+    table.set(UInt32(dsdt), at: 40)
+    table.set(UInt16(ACPIPowerManagement.sciInterrupt), at: 46)
+    table.set(UInt32(ACPIPowerManagement.base), at: 56)  // PM1a_EVT_BLK
+    table.set(UInt32((ACPIPowerManagement.base + 4)), at: 64)  // PM1a_CNT_BLK
+    table.set(UInt8(4), at: 88)  // PM1_EVT_LEN
+    table.set(UInt8(2), at: 89)  // PM1_CNT_LEN
+    table.set(UInt16(0x65), at: 96)  // P_LVL2_LAT > 100: no C2
+    table.set(UInt16(0x3E9), at: 98)  // P_LVL3_LAT > 1000: no C3
+    table.set(UInt8(0x32), at: 108)  // CENTURY: CMOS register
+    table.set(UInt16(1 << 2), at: 109)  // IAPC_BOOT_ARCH: no VGA; no 8042 to probe
+    // Flags: WBINVD, PROC_C1, SLP_BUTTON (none; the power button is fixed hardware), RESET_REG_SUP.
+    table.set(UInt32(1 << 0 | 1 << 2 | 1 << 5 | 1 << 10), at: 112)
+    let reset = ACPITable.ioAddress(0xCF9, bitWidth: 8, accessSize: 1)
+    for (index, byte) in reset.enumerated() { table.set(byte, at: 116 + index) }
+    table.set(UInt8(0x06), at: 128)  // RESET_VALUE: reset CPU, full reset
+    table.set(UInt64(facs), at: 132)  // X_FIRMWARE_CTRL
+    table.set(UInt64(dsdt), at: 140)  // X_DSDT
+    let event = ACPITable.ioAddress(UInt16(ACPIPowerManagement.base), bitWidth: 32, accessSize: 2)
+    let control = ACPITable.ioAddress(UInt16((ACPIPowerManagement.base + 4)), bitWidth: 16, accessSize: 2)
+    for (index, byte) in event.enumerated() { table.set(byte, at: 148 + index) }  // X_PM1a_EVT_BLK
+    for (index, byte) in control.enumerated() { table.set(byte, at: 172 + index) }  // X_PM1a_CNT_BLK
+    return table.finished()
+  }
+
+  static func madt(cpuCount: Int) -> [UInt8] {
+    var table = ACPITable(signature: "APIC", revision: 4)
+    table.append(UInt32(X86MemoryMap.localAPIC))
+    table.append(UInt32(1))  // PCAT_COMPAT: the machine also has 8259 PICs
+    for cpu in 0..<cpuCount {
+      table.append([0, 8, UInt8(cpu), UInt8(cpu)])  // processor local APIC: UID, APIC id
+      table.append(UInt32(1))  // enabled
+    }
+    table.append([1, 12, UInt8(cpuCount), 0])  // I/O APIC, its id after the CPUs'
+    table.append(UInt32(X86MemoryMap.ioAPIC))
+    table.append(UInt32(0))  // GSI base
+    // The SCI: ISA IRQ 9 is level-triggered, active high.
+    table.append([2, 10, 0, UInt8(ACPIPowerManagement.sciInterrupt)])
+    table.append(UInt32(ACPIPowerManagement.sciInterrupt))
+    table.append(UInt16(0x000D))
+    table.append([4, 6, 0xFF, 0, 0, 1])  // local APIC NMI on LINT1, all processors
+    return table.finished()
+  }
+
+  static func dsdt() -> [UInt8] {
+    var table = ACPITable(signature: "DSDT", revision: 2)
+    let sleepType = UInt64(ACPIPowerManagement.softOffSleepType)
+    table.append(
+      AML.name("_S5_", AML.package([AML.integer(sleepType), AML.integer(sleepType), AML.integer(0), AML.integer(0)])))
+    table.append(
+      AML.scope(
+        "_SB_",
+        [
+          AML.device(
+            "PEVT",
+            [
+              AML.name("_HID", AML.string("QEMU0001")),
+              AML.name("_CRS", AML.ioResource(port: UInt16(PanicNotifier.port), length: 1)),
+            ])
+        ]))
+    return table.finished()
+  }
+}
