@@ -31,13 +31,15 @@ mount -t tmpfs tmp /host/run 2>/dev/null
 echo "SKVM-LANE-READY $(cut -d' ' -f1 /proc/uptime)"
 
 cwd=$(cat /job.cwd)
+input=/dev/null
+[ -e /job.interactive ] && input=/dev/console
 timeout=$(cat /job.timeout)
 n=0
 while IFS= read -r line; do
   n=$((n + 1))
   echo "SKVM-LANE-BEGIN $n"
   timeout -s KILL "$timeout" chroot /host /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/opt/swift/usr/bin TERM=dumb SKVM_IN_LANE=1 \
-    /bin/sh -c "cd '$cwd' && $line" </dev/null
+    /bin/sh -c "cd '$cwd' && $line" <"$input"
   status=$?
   echo "SKVM-LANE-END $n $status"
 done </job

@@ -184,27 +184,34 @@ def prepare_kit():
     return vmlinuz, initramfs
 
 
-def job_archive(commands, cwd, timeout):
+def job_archive(commands, cwd, timeout, interactive=False):
     archive = Cpio()
+    if interactive:
+        archive.file("job.interactive", b"")
     archive.file("job", ("\n".join(commands) + "\n").encode())
     archive.file("job.cwd", cwd.encode())
     archive.file("job.timeout", str(int(timeout)).encode())
     return archive.finish()
 
 
-def boot_and_run(vmlinuz, initrd, commands, boot_timeout, command_timeout, verbose=False):
+def boot_and_run(vmlinuz, initrd, commands, boot_timeout, command_timeout, verbose=False, interactive=False):
     """One outer boot. Returns (statuses by command, finished cleanly, a reason if not)."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise SystemExit("lane: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
     arguments = [
-        qemu, "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1", "-nographic", "-serial", "stdio",
+        qemu, "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1", "-display", "none",
+        # The console on stdio without QEMU's Ctrl-A multiplexer and with Ctrl-C passed through,
+        # so an interactive session's keys all reach the command.
+        "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
         "-monitor", "none", "-no-reboot", "-nodefaults",
         "-kernel", vmlinuz, "-initrd", initrd,
         "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]
-    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=None if interactive else subprocess.DEVNULL)
     statuses = {}
     started = time.monotonic()
     deadline = started + boot_timeout
@@ -267,6 +274,8 @@ def main():
     parser.add_argument("--boot-timeout", type=float, default=120, help="seconds for the outer VM to be ready")
     parser.add_argument("--retries", type=int, default=1, help="reboots of an outer VM that hangs (default 1)")
     parser.add_argument("--verbose", action="store_true", help="show the outer VM's own console output too")
+    parser.add_argument("--interactive", action="store_true",
+                        help="connect this terminal to the command (for a guest shell); no retries")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     arguments = parser.parse_args()
     command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
@@ -281,13 +290,14 @@ def main():
     with tempfile.NamedTemporaryFile(prefix="skvm-lane-", suffix=".initrd") as initrd:
         # The small uncompressed job archive first, then the compressed base: the
         # kernel unpacks concatenated archives, but not an uncompressed one after a compressed one.
-        initrd.write(job_archive(commands, os.getcwd(), arguments.timeout))
+        initrd.write(job_archive(commands, os.getcwd(), arguments.timeout, arguments.interactive))
         initrd.write(open(base, "rb").read())
         initrd.flush()
-        for attempt in range(arguments.retries + 1):
+        for attempt in range(0 if arguments.interactive else arguments.retries, arguments.retries + 1):
             start = time.monotonic()
             statuses, complete, reason = boot_and_run(
-                vmlinuz, initrd.name, commands, arguments.boot_timeout, arguments.timeout, arguments.verbose)
+                vmlinuz, initrd.name, commands, arguments.boot_timeout, arguments.timeout, arguments.verbose,
+                arguments.interactive)
             if complete:
                 log(f"{len(commands)} command(s) in {time.monotonic() - start:.1f} s")
                 break

@@ -19,7 +19,9 @@ public struct GuestKit: Sendable {
   /// The kernel metapackage the default guest follows.
   public static let kernelMetapackage = "linux-image-cloud-amd64"
   /// Modules loaded at boot, with their dependencies put first.
-  static let modules = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "button", "evdev"]
+  static let modules = [
+    "pvpanic-mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "button", "evdev",
+  ]
 
   /// Why the kit could not be made.
   public struct Failure: Error, CustomStringConvertible {
@@ -36,6 +38,30 @@ public struct GuestKit: Sendable {
   /// Returns the kit, building it first when the cache has none for the current package versions.
   /// `log` receives progress lines.
   public static func prepare(log: (String) -> Void = { _ in }) throws(Failure) -> GuestKit {
+    // Fast path: the kit resolved last time, if apt's package lists have not changed since.
+    // (Asking apt-cache for versions costs about a second per query, far more in an emulator.)
+    let stamp = aptListsStamp()
+    let record = cacheRoot + "/current"
+    if let saved = try? Files.read(record) {
+      let lines = String(decoding: saved, as: UTF8.self).split(separator: "\n").map(String.init)
+      if lines.count == 4, lines[0] == stamp, Files.exists(lines[1]), Files.exists(lines[2]) {
+        return GuestKit(kernelPath: lines[1], initrdPath: lines[2], description: lines[3])
+      }
+    }
+    let kit = try resolve(log: log)
+    try? Files.writeAtomically(
+      Array([stamp, kit.kernelPath, kit.initrdPath, kit.description].joined(separator: "\n").utf8), to: record)
+    return kit
+  }
+
+  /// When apt's package lists last changed (`apt-get update` renames files into the directory).
+  static func aptListsStamp() -> String {
+    var status = stat()
+    guard stat("/var/lib/apt/lists", &status) == 0 else { return "none" }
+    return "\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
+  }
+
+  private static func resolve(log: (String) -> Void) throws(Failure) -> GuestKit {
     do {
       let kernelPackage = try dependency(of: kernelMetapackage)
       let kernelVersion = try candidateVersion(kernelPackage)
@@ -51,6 +77,7 @@ public struct GuestKit: Sendable {
         kernelPath: directory + "/vmlinuz", initrdPath: directory + "/initrd.gz",
         description: "\(kernelPackage) \(kernelVersion), busybox-static \(busyboxVersion)")
       if Files.exists(kit.kernelPath) && Files.exists(kit.initrdPath) { return kit }
+      try Files.makeDirectories(cacheRoot)
       log("skvm: building the default guest (\(kit.description)) in \(directory)")
       try build(kit, directory: directory, kernelPackage: kernelPackage)
       return kit

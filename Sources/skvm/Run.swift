@@ -122,6 +122,16 @@ struct Run: ParsableCommand {
 
   func run() throws {
     let configuration = try makeConfiguration()
+    HostSignals.block()
+    let machine: VirtualMachine
+    do {
+      machine = try VirtualMachine(
+        configuration: configuration,
+        console: console == .serial ? FileDescriptorConsoleOutput() : DiscardedConsoleOutput())
+    } catch {
+      printError("skvm: \(error)")
+      throw ExitCode(1)
+    }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
       getenv("SKVM_ALLOW_PVM_LINUX") == nil
     {
@@ -132,16 +142,6 @@ struct Run: ParsableCommand {
         real-KVM lane instead (scripts/lane -- skvm run ...; see README), or set SKVM_ALLOW_PVM_LINUX=1 \
         to try anyway.
         """)
-      throw ExitCode(1)
-    }
-    HostSignals.block()
-    let machine: VirtualMachine
-    do {
-      machine = try VirtualMachine(
-        configuration: configuration,
-        console: console == .serial ? FileDescriptorConsoleOutput() : DiscardedConsoleOutput())
-    } catch {
-      printError("skvm: \(error)")
       throw ExitCode(1)
     }
     let received = ReceivedSignal()

@@ -36,16 +36,16 @@ struct CommandLineTests {
       errors: String(decoding: errorData, as: UTF8.self))
   }
 
-  @Test("skvm run with no boot source runs the hello guest and exits 0")
+  @Test("skvm run --hello runs the built-in hello guest and exits 0")
   func hello() throws {
-    let result = try Self.skvm(["run"])
+    let result = try Self.skvm(["run", "--hello"])
     #expect(result.status == 0, "\(result.errors)")
     #expect(result.output.contains("Hello from a SwiftKVM guest"))
   }
 
   @Test("--stats prints exit counts and time per reason")
   func stats() throws {
-    let result = try Self.skvm(["run", "--stats"])
+    let result = try Self.skvm(["run", "--hello", "--stats"])
     #expect(result.status == 0)
     #expect(result.errors.contains("io"))
     #expect(result.errors.contains("time in guest (KVM_RUN)"))
@@ -84,14 +84,16 @@ struct CommandLineTests {
   }
 
   static let badInvocations: [([String], String)] = [
-    (["run", "--memory", "0"], "minimum is 1 MiB"),
+    (["run", "--hello", "--memory", "0"], "minimum is 1 MiB"),
+    (["run", "--kernel", "/etc/hostname"], "is not a Linux bzImage"),
+    (["run", "--hello", "--flat", "/tmp/x"], "give one of them"),
     (["run", "--memory", "10Q"], "unknown unit 'Q'"),
     (["run", "--cpus", "0"], "--cpus must be at least 1"),
-    (["run", "--cpus", "5000"], "between 1 and"),
+    (["run", "--hello", "--cpus", "5000"], "between 1 and"),
     (["run", "--flat", "/nonexistent/x.bin"], "cannot read guest image '/nonexistent/x.bin'"),
     (["run", "--flat", "/dev/null"], "not a regular file"),
     (["run", "--flat-entry", "sideways"], "sideways"),
-    (["run", "--debug-exit-port", "70000"], "not a port number"),
+    (["run", "--hello", "--debug-exit-port", "70000"], "not a port number"),
   ]
 
   @Test("Bad input: one clear line on stderr and a non-zero status")

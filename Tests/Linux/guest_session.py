@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Drives a guest console like a person at a terminal: starts a command (skvm run ...),
+waits for text to appear, types lines, and reports what happened.
+
+    guest_session.py [--timeout S] [--name NAME] STEP... -- COMMAND...
+
+Steps run in order:
+    expect:TEXT     wait until TEXT has appeared in the output (since the last expect)
+    send:LINE       type LINE and Enter
+    exit:STATUS     wait for COMMAND to end and check its status (any status if omitted)
+
+Prints "=== session NAME" first, then the console transcript, then one line
+"=== result NAME ok|failed: reason". Exit status: 0 when every step held, 1 otherwise.
+"""
+import os
+import select
+import subprocess
+import sys
+import time
+
+
+def main():
+    arguments = sys.argv[1:]
+    timeout, name = 60.0, "session"
+    while arguments and arguments[0].startswith("--") and arguments[0] != "--":
+        option = arguments.pop(0)
+        if option == "--timeout":
+            timeout = float(arguments.pop(0))
+        elif option == "--name":
+            name = arguments.pop(0)
+        else:
+            raise SystemExit(f"unknown option {option}")
+    split = arguments.index("--")
+    steps, command = arguments[:split], arguments[split + 1:]
+    print(f"=== session {name}", flush=True)
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    transcript = b""
+    position = 0
+    verdict = "ok"
+
+    def pump(wait):
+        nonlocal transcript
+        ready, _, _ = select.select([process.stdout], [], [], wait)
+        if not ready:
+            return True
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            return False
+        transcript += chunk
+        sys.stdout.write(chunk.decode(errors="replace"))
+        sys.stdout.flush()
+        return True
+
+    for step in steps:
+        kind, _, value = step.partition(":")
+        deadline = started + timeout
+        if kind == "expect":
+            needle = value.encode()
+            while needle not in transcript[position:]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not pump(min(remaining, 0.5)) and process.poll() is not None:
+                    verdict = f"failed: {value!r} did not appear within {timeout:.0f} s"
+                    break
+            else:
+                position = transcript.index(needle, position) + len(needle)
+                continue
+            break
+        elif kind == "send":
+            process.stdin.write(value.encode() + b"\n")
+            process.stdin.flush()
+        elif kind == "exit":
+            while process.poll() is None and time.monotonic() < deadline:
+                pump(0.5)
+            while pump(0):
+                if process.poll() is not None and not select.select([process.stdout], [], [], 0)[0]:
+                    break
+            if process.poll() is None:
+                verdict = f"failed: still running after {timeout:.0f} s"
+            elif value and process.returncode != int(value):
+                verdict = f"failed: exit status {process.returncode}, expected {value}"
+            break
+        else:
+            raise SystemExit(f"unknown step {step}")
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    elapsed = time.monotonic() - started
+    print(f"\n=== result {name} {verdict} (status {process.returncode}, {elapsed:.1f} s)", flush=True)
+    sys.exit(0 if verdict == "ok" else 1)
+
+
+if __name__ == "__main__":
+    main()

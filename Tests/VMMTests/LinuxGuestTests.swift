@@ -1,0 +1,84 @@
+import Foundation
+import KVM
+import Testing
+
+/// Where Linux guests can run: directly when the host's KVM is VMX/SVM, else through the lane.
+enum LinuxGuestHost {
+  /// nil when Linux guests can run here (directly or through the lane); otherwise why not.
+  static let unavailableReason: String? = {
+    if HostKVMKind.detect().runsStockLinuxUserspace && access("/dev/kvm", R_OK | W_OK) == 0 { return nil }
+    if let reason = LaneAvailability.reason {
+      return
+        "this host's KVM (\(HostKVMKind.detect().moduleName)) cannot run Linux user space and the lane cannot run: \(reason)"
+    }
+    return nil
+  }()
+
+  static var usesLane: Bool { !HostKVMKind.detect().runsStockLinuxUserspace || access("/dev/kvm", R_OK | W_OK) != 0 }
+
+  struct Session {
+    let status: Int32
+    let transcript: String
+    var passed: Bool { status == 0 && transcript.contains(" ok (status") }
+  }
+
+  /// Runs Tests/Linux/guest_session.py with `steps` against `skvm run arguments`.
+  static func session(_ name: String, steps: [String], skvm arguments: [String], timeout: Int = 120) throws -> Session {
+    let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
+    let skvm = CommandLineTests.executable.path
+    let words = ["python3", driver, "--name", name, "--timeout", String(timeout)] + steps + ["--", skvm] + arguments
+    let process = Process()
+    if usesLane {
+      process.executableURL = ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane")
+      let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+      process.arguments = ["--timeout", String(timeout + 30), "--", quoted]
+    } else {
+      process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+      process.arguments = words
+    }
+    process.currentDirectoryURL = ProbeBuilder.repositoryRoot
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Session(status: process.terminationStatus, transcript: String(decoding: data, as: UTF8.self))
+  }
+}
+
+/// The default guest (Debian's cloud kernel, busybox initramfs) on a real VMX/SVM KVM.
+@Suite(
+  "Linux guests", .serialized,
+  .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
+struct LinuxGuestTests {
+  @Test("The default guest reaches SKVM-GUEST-READY, runs a typed command, and poweroff -f ends with 0")
+  func commandAndPowerOff() throws {
+    let session = try LinuxGuestHost.session(
+      "basic",
+      steps: [
+        "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42", "send:poweroff -f", "exit:0",
+      ],
+      skvm: ["run"])
+    #expect(session.passed, "\(session.transcript)")
+  }
+
+  @Test("--cpus 2 gives the guest two CPUs; reboot -f ends with 0")
+  func twoCPUsAndReboot() throws {
+    let session = try LinuxGuestHost.session(
+      "smp",
+      steps: ["expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2", "send:reboot -f", "exit:0"],
+      skvm: ["run", "--cpus", "2"])
+    #expect(session.passed, "\(session.transcript)")
+  }
+
+  @Test("A kernel panic ends the run with status 2 and the panic text visible")
+  func panic() throws {
+    let session = try LinuxGuestHost.session(
+      "panic",
+      steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
+      skvm: ["run"])
+    #expect(session.passed, "\(session.transcript)")
+    #expect(session.transcript.contains("the guest kernel panicked"))
+  }
+}
