@@ -1,9 +1,9 @@
 // Port I/O at widths 1/2/4 and MMIO at widths 1/2/4/8 round-trip through the
-// host's recording device (ports 0x500–0x53f, MMIO 0xd0000000), plus string
+// host's recording device (ports 0x700–0x73f, MMIO 0xd0000000), plus string
 // port I/O (rep outsb / rep insw), which KVM delivers as one exit with count > 1.
 #include "runtime.h"
 
-#define PORT 0x500
+#define PORT 0x700
 #define MMIO 0xd0000000ull
 
 int main(unsigned cpu_count) {

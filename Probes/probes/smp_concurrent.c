@@ -1,8 +1,8 @@
-// Every vCPU hammers the host's counting device (port 0x530) at once, then the
+// Every vCPU hammers the host's counting device (port 0x770) at once, then the
 // boot CPU reads the total back. Exercises the exit path on all vCPU threads together.
 #include "runtime.h"
 
-#define COUNTER_PORT 0x530
+#define COUNTER_PORT 0x770
 #define WRITES_PER_CPU 2000
 
 static volatile unsigned finished;

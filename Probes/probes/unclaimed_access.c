@@ -2,7 +2,7 @@
 // writes vanish, and the guest carries on.
 #include "runtime.h"
 
-#define FREE_PORT 0x520
+#define FREE_PORT 0x760
 #define FREE_MMIO 0xd8000000ull
 
 int main(unsigned cpu_count) {

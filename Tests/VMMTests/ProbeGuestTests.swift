@@ -16,7 +16,7 @@ struct ProbeGuestTests {
   func ioWidths() async throws {
     let device = RecordingDevice()
     let run = try await GuestRunner.runProbe("io_widths") { machine in
-      try machine.addDevice(device, port: 0x500, size: 0x40)
+      try machine.addDevice(device, port: 0x700, size: 0x40)
       try machine.addDevice(device, mmio: 0xD000_0000, size: 0x1000)
     }
     #expect(
@@ -57,7 +57,7 @@ struct ProbeGuestTests {
   func smpConcurrentExits(cpus: Int) async throws {
     let counter = CountingDevice()
     let run = try await GuestRunner.runProbe("smp_concurrent", cpus: cpus) { machine in
-      try machine.addDevice(counter, port: 0x530, size: 4)
+      try machine.addDevice(counter, port: 0x770, size: 4)
     }
     #expect(run.passed(expecting: ["every vCPU online", "every write counted once"]), "\(run.output)")
     #expect(counter.total == UInt64(cpus * 2000))
