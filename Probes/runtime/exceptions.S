@@ -1,5 +1,6 @@
 // Exception entry stubs for vectors 0–31: push a uniform frame and call
-// runtime_exception(frame), which reports the fault and stops the machine.
+// runtime_exception(frame), which either handles the exception (a probe's
+// breakpoint_hook for #BP) and returns here to iretq, or reports it and stops.
   .text
   .code64
 
@@ -47,14 +48,44 @@ STUB 30, 1
 STUB 31, 0
 
 exception_common:
-  // Frame on the stack now: vector, error code, RIP, CS, RFLAGS, RSP, SS.
+  // Frame: vector, error code, RIP, CS, RFLAGS, RSP, SS; save the general registers below it.
+  pushq %rax
+  pushq %rbx
+  pushq %rcx
+  pushq %rdx
+  pushq %rsi
+  pushq %rdi
+  pushq %rbp
+  pushq %r8
+  pushq %r9
+  pushq %r10
+  pushq %r11
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
   movq %rsp, %rdi
+  movq %rsp, %rbx
   andq $-16, %rsp
-  call runtime_exception
-1:
-  cli
-  hlt
-  jmp 1b
+  call runtime_exception      // returns only when the exception was handled
+  movq %rbx, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %r11
+  popq %r10
+  popq %r9
+  popq %r8
+  popq %rbp
+  popq %rdi
+  popq %rsi
+  popq %rdx
+  popq %rcx
+  popq %rbx
+  popq %rax
+  addq $16, %rsp              // vector and error code
+  iretq
 
   .section .rodata
   .balign 8

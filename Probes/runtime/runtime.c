@@ -36,6 +36,7 @@ struct idt_gate {
 };
 
 struct exception_frame {
+  uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
   uint64_t vector, error_code, rip, cs, rflags, rsp, ss;
 };
 
@@ -55,6 +56,7 @@ static volatile unsigned failed_checks;
 
 __attribute__((weak)) void ap_main(unsigned cpu_index) { (void)cpu_index; }
 __attribute__((weak)) void kernel_prelude(void) {}
+__attribute__((weak)) void breakpoint_hook(void);
 
 void *memset(void *d, int c, unsigned long n) {
   unsigned char *p = d;
@@ -191,7 +193,11 @@ void probe_exit(uint32_t code) {
   for (;;) cpu_relax();
 }
 
-__attribute__((noreturn)) void runtime_exception(struct exception_frame *frame) {
+void runtime_exception(struct exception_frame *frame) {
+  if (frame->vector == 3 && breakpoint_hook) {
+    breakpoint_hook(); /* #BP is a trap: RIP already points after the int3 */
+    return;
+  }
   /* The faulting code may hold the serial lock: take it over rather than wait. */
   __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE);
   print("\nprobe: exception ");

@@ -16,6 +16,8 @@ int main(unsigned cpu_count);
 void ap_main(unsigned cpu_index);
 /// Runs at CPL0 on the boot CPU before it drops to CPL3 (optional).
 void kernel_prelude(void);
+/// Handles #BP (int3) and returns to the instruction after it (optional; without it #BP is fatal).
+void breakpoint_hook(void);
 
 // Port I/O (allowed at CPL3 because IOPL=3).
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }

@@ -14,6 +14,10 @@ public struct ExitStatistics: Sendable, Equatable {
   public var unclaimedMMIOAccesses: UInt64 = 0
   /// Times a vCPU was kicked out of `KVM_RUN` by a signal or `immediate_exit`.
   public var interruptions: UInt64 = 0
+  /// `int3` instructions KVM could not emulate, completed by injecting #BP (PVM hosts).
+  public var breakpointsInjected: UInt64 = 0
+  /// `fwait` instructions KVM could not emulate, skipped (PVM hosts).
+  public var fwaitsSkipped: UInt64 = 0
 
   public init() {
     counts = Array(repeating: 0, count: ExitReasonName.tableSize)
@@ -38,6 +42,8 @@ public struct ExitStatistics: Sendable, Equatable {
     unclaimedPortAccesses += other.unclaimedPortAccesses
     unclaimedMMIOAccesses += other.unclaimedMMIOAccesses
     interruptions += other.interruptions
+    breakpointsInjected += other.breakpointsInjected
+    fwaitsSkipped += other.fwaitsSkipped
   }
 
   /// A table for the terminal.
@@ -59,6 +65,10 @@ public struct ExitStatistics: Sendable, Equatable {
     lines.append(
       "  unclaimed port accesses: \(unclaimedPortAccesses), unclaimed MMIO accesses: \(unclaimedMMIOAccesses)")
     lines.append("  kicks (KVM_RUN interrupted): \(interruptions)")
+    if breakpointsInjected + fwaitsSkipped > 0 {
+      lines.append(
+        "  instructions KVM could not emulate, completed by skvm: int3 \(breakpointsInjected), fwait \(fwaitsSkipped)")
+    }
     return lines.joined(separator: "\n")
   }
 }

@@ -73,7 +73,12 @@ final class VCPUWorker: @unchecked Sendable {
       case KVM_EXIT_MMIO: handleMMIO(run, &mmio, &statistics)
       case KVM_EXIT_INTR: break
       case KVM_EXIT_SHUTDOWN: fail(.tripleFault)
-      case KVM_EXIT_INTERNAL_ERROR: fail(.internalError(suberror: ckvm_internal_suberror(run)))
+      case KVM_EXIT_INTERNAL_ERROR:
+        switch EmulationGaps.complete(vcpu) {
+        case .breakpoint: statistics.breakpointsInjected &+= 1
+        case .fwait: statistics.fwaitsSkipped &+= 1
+        case nil: fail(.internalError(suberror: ckvm_internal_suberror(run)))
+        }
       case KVM_EXIT_FAIL_ENTRY: fail(.entryFailure(hardwareReason: ckvm_fail_entry_reason(run)))
       case KVM_EXIT_SYSTEM_EVENT: handleSystemEvent(ckvm_system_event_type(run))
       default: fail(.unexpectedExit(reason: reason))

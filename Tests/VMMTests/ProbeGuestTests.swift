@@ -97,6 +97,21 @@ struct ProbeGuestTests {
     #expect(run.exit.exitStatus == 2)
   }
 
+  @Test("int3 and fwait at ring 0 work, completed by skvm where KVM cannot emulate them")
+  func emulationGaps() async throws {
+    let run = try await GuestRunner.runProbe("emulation_gaps")
+    #expect(
+      run.passed(expecting: [
+        "int3 at CPL0 reaches the #BP handler once", "execution continues after int3", "fwait at CPL0 completes",
+      ]), "\(run.output)")
+    if HostKVMKind.detect() == .pvm {
+      #expect(run.statistics.breakpointsInjected == 2)
+      #expect(run.statistics.fwaitsSkipped == 1)
+    } else {
+      #expect(run.statistics.breakpointsInjected == 0, "VMX/SVM run int3 themselves")
+    }
+  }
+
   @Test("An exception at CPL3 is reported by the probe runtime")
   func userException() async throws {
     let run = try await GuestRunner.runProbe("user_exception")
