@@ -64,12 +64,17 @@ def boot_once(command, timeout=120):
     return {"first_line_ms": first_line * 1e3, "ready_ms": ready * 1e3, "total_ms": end * 1e3}
 
 
-def peak_rss_mib(command):
+def peak_rss_mib(command, timeout=120):
     with tempfile.NamedTemporaryFile("r") as report:
         process = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", report.name] + command,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         output = b""
+        deadline = time.perf_counter() + timeout
         while process.poll() is None:
+            if time.perf_counter() > deadline:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"{command[0]}: no SKVM-GUEST-READY within {timeout} s while measuring RSS")
             if select.select([process.stdout], [], [], 0.5)[0]:
                 chunk = os.read(process.stdout.fileno(), 65536)
                 output += chunk
@@ -89,7 +94,10 @@ def main():
     arguments = parser.parse_args()
     results = {}
     for name, command in commands(arguments).items():
-        samples = [boot_once(command) for _ in range(arguments.runs)]
+        samples = []
+        for run in range(arguments.runs):
+            samples.append(boot_once(command))
+            print(f"  {name} boot {run + 1}: ready after {samples[-1]['ready_ms']:.0f} ms", file=sys.stderr, flush=True)
         results[name] = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
         results[name]["rss_mib"] = peak_rss_mib(command)
         print(f"  measured {name}: {arguments.runs} boots", file=sys.stderr, flush=True)

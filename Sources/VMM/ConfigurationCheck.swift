@@ -30,10 +30,13 @@ enum ConfigurationCheck {
       return .flat(try readFile(path, limit: available))
     case .linux(let kernelPath, let initrdPath, _):
       let kernelBytes = try readFile(kernelPath, limit: ramBelowHole)
-      let kernel: BzImage
-      do { kernel = try BzImage(kernelBytes, name: kernelPath) } catch { throw .linux(error) }
       let initrd = try initrdPath.map { (path) throws(VirtualMachineError) in try readFile(path, limit: ramBelowHole) }
-      return .linux(kernel, initrd)
+      do {
+        if ELFKernel.isELF(kernelBytes) { return .linuxELF(try ELFKernel(kernelBytes, name: kernelPath), initrd) }
+        return .linux(try BzImage(kernelBytes, name: kernelPath), initrd)
+      } catch {
+        throw .linux(error)
+      }
     }
   }
 
@@ -71,4 +74,5 @@ enum ConfigurationCheck {
 enum BootPayload {
   case flat([UInt8])
   case linux(BzImage, [UInt8]?)
+  case linuxELF(ELFKernel, [UInt8]?)
 }

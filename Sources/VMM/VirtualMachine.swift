@@ -142,6 +142,16 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
           kernel: kernel, initrd: initrd, commandLine: commandLine, memory: memory,
           e820: .standard(ramRanges: ranges), rsdpAddress: tables.rsdpAddress)
         try LinuxBoot.configureBootCPU(vcpus[0], memory: memory)
+      case (.linux(_, _, let commandLine), .linuxELF(let kernel, let initrd)):
+        let tables = ACPITables(cpuCount: vcpus.count)
+        try memory.write(tables.bytes, to: tables.base)
+        let entry = try LinuxBoot.load(
+          elf: kernel, initrd: initrd, commandLine: commandLine, memory: memory, e820: .standard(ramRanges: ranges),
+          rsdpAddress: tables.rsdpAddress)
+        switch entry {
+        case .pvh(let address): try PVHBoot.configureBootCPU(vcpus[0], entry: address)
+        case .startup64(let address): try LinuxBoot.configureBootCPU(vcpus[0], memory: memory, entry: address)
+        }
       default:
         throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "boot source and payload disagree"))
       }

@@ -30,9 +30,6 @@ public struct BzImage: Sendable {
     func u16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
     func u32(_ offset: Int) -> UInt32 { UInt32(u16(offset)) | UInt32(u16(offset + 2)) << 16 }
     guard u16(0x1FE) == 0xAA55, u32(0x202) == 0x5372_6448 else {  // "HdrS"
-      if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
-        throw .notABzImage(name, "it is an ELF file (vmlinux); boot the bzImage (vmlinuz) instead")
-      }
       throw .notABzImage(name, "no Linux boot sector signature (0xAA55) and setup header magic (HdrS)")
     }
     protocolVersion = u16(0x206)
