@@ -43,7 +43,8 @@ struct ELFKernelTests {
   @Test("Segments, the physical entry and the PVH note are read")
   func parses() throws {
     let kernel = try ELFKernel(Self.elf(), name: "vmlinux")
-    #expect(kernel.segments == [ELFKernel.Segment(physicalAddress: 0x100_0000, fileRange: 0x100..<0x110, memorySize: 32)])
+    #expect(
+      kernel.segments == [ELFKernel.Segment(physicalAddress: 0x100_0000, fileRange: 0x100..<0x110, memorySize: 32)])
     #expect(kernel.entry == 0x100_0000)
     #expect(kernel.pvhEntry == 0x100_0040)
     #expect(try ELFKernel(Self.elf(withPVHNote: false), name: "v").pvhEntry == nil)

@@ -147,7 +147,8 @@ public enum LinuxBoot {
         try memory.write(Array(kernel.bytes[segment.fileRange]), to: segment.physicalAddress)
         let zeroed = segment.memorySize - UInt64(segment.fileRange.count)
         if zeroed > 0 {
-          let tail = try memory.buffer(at: segment.physicalAddress + UInt64(segment.fileRange.count), length: Int(zeroed))
+          let tail = try memory.buffer(
+            at: segment.physicalAddress + UInt64(segment.fileRange.count), length: Int(zeroed))
           tail.initializeMemory(as: UInt8.self, repeating: 0)
         }
       }
