@@ -26,7 +26,13 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro hostroot /host || f
 mount -t devtmpfs dev /host/dev
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
-mount -t tmpfs -o size=512m tmp /host/tmp
+# /tmp: the host's files (a checkout or test input may live there) under a writable
+# in-memory layer, so the host's /tmp itself is never written.
+mkdir -p /overlay
+mount -t tmpfs -o size=512m overlay /overlay
+mkdir -p /overlay/upper /overlay/work
+mount -t overlay -o lowerdir=/host/tmp,upperdir=/overlay/upper,workdir=/overlay/work tmp /host/tmp ||
+  mount -t tmpfs -o size=512m tmp /host/tmp
 mount -t tmpfs tmp /host/run 2>/dev/null
 echo "SKVM-LANE-READY $(cut -d' ' -f1 /proc/uptime)"
 
