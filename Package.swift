@@ -39,7 +39,7 @@ let package = Package(
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
-    .testTarget(name: "VMMTests", dependencies: ["SwiftKVM"]),
+    .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
   ]
 )
