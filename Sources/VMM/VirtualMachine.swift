@@ -135,23 +135,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       case (.flat(_, let entry), .flat(let image)), (.flatImage(_, let entry), .flat(let image)):
         try FlatBinaryBoot.load(image, into: memory)
         try FlatBinaryBoot.configureBootCPU(vcpus[0], mode: entry, memory: memory, cpuCount: vcpus.count)
-      case (.linux(_, _, let commandLine), .linux(let kernel, let initrd)):
-        let tables = ACPITables(cpuCount: vcpus.count)
-        try memory.write(tables.bytes, to: tables.base)
-        try LinuxBoot.load(
-          kernel: kernel, initrd: initrd, commandLine: commandLine, memory: memory,
-          e820: .standard(ramRanges: ranges), rsdpAddress: tables.rsdpAddress)
-        try LinuxBoot.configureBootCPU(vcpus[0], memory: memory)
-      case (.linux(_, _, let commandLine), .linuxELF(let kernel, let initrd)):
-        let tables = ACPITables(cpuCount: vcpus.count)
-        try memory.write(tables.bytes, to: tables.base)
-        let entry = try LinuxBoot.load(
-          elf: kernel, initrd: initrd, commandLine: commandLine, memory: memory, e820: .standard(ramRanges: ranges),
-          rsdpAddress: tables.rsdpAddress)
-        switch entry {
-        case .pvh(let address): try PVHBoot.configureBootCPU(vcpus[0], entry: address)
-        case .startup64(let address): try LinuxBoot.configureBootCPU(vcpus[0], memory: memory, entry: address)
-        }
+      case (.linux(_, _, let commandLine), _):
+        try bootLinux(payload, commandLine: commandLine, ranges: ranges)
       default:
         throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "boot source and payload disagree"))
       }
@@ -163,8 +148,36 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       throw .linux(error)
     } catch let error as KVMError {
       throw .kvm(error)
+    } catch let error as GuestMemoryError {
+      throw .boot(.memory(error))
     } catch {
-      throw .boot(.memory(GuestMemoryError(address: 0, length: 0)))
+      throw .kvm(KVMError("boot", errno: EINVAL, detail: "\(error)"))
+    }
+  }
+
+  /// ACPI tables, then the kernel (bzImage or ELF), initrd, command line and boot vCPU state.
+  private func bootLinux(
+    _ payload: BootPayload, commandLine: String, ranges: [(guestAddress: UInt64, size: UInt64)]
+  ) throws {
+    let tables = ACPITables(cpuCount: vcpus.count)
+    try memory.write(tables.bytes, to: tables.base)
+    let e820 = E820Map.standard(ramRanges: ranges)
+    switch payload {
+    case .linux(let kernel, let initrd):
+      try LinuxBoot.load(
+        kernel: kernel, initrd: initrd, commandLine: commandLine, memory: memory, e820: e820,
+        rsdpAddress: tables.rsdpAddress)
+      try LinuxBoot.configureBootCPU(vcpus[0], memory: memory)
+    case .linuxELF(let kernel, let initrd):
+      let entry = try LinuxBoot.load(
+        elf: kernel, initrd: initrd, commandLine: commandLine, memory: memory, e820: e820,
+        rsdpAddress: tables.rsdpAddress)
+      switch entry {
+      case .pvh(let address): try PVHBoot.configureBootCPU(vcpus[0], entry: address)
+      case .startup64(let address): try LinuxBoot.configureBootCPU(vcpus[0], memory: memory, entry: address)
+      }
+    case .flat:
+      throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "a Linux boot source with a flat payload"))
     }
   }
 
