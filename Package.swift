@@ -28,8 +28,10 @@ let package = Package(
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
+    // Layer 6: the QMP monitor (control sockets) over a managed machine.
+    .target(name: "Monitor", dependencies: ["VMM", "Devices"]),
     // The library product: one import for embedders.
-    .target(name: "SwiftKVM", dependencies: ["VMM"]),
+    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",
@@ -41,5 +43,6 @@ let package = Package(
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
+    .testTarget(name: "MonitorTests", dependencies: ["Monitor", "SwiftKVM"]),
   ]
 )

@@ -1,5 +1,7 @@
 // The few CKVM helpers that need a body: the kick-signal handler and thread naming.
 #define _GNU_SOURCE
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "ckvm.h"
 
 #include <pthread.h>
@@ -28,6 +30,8 @@ int ckvm_unblock_kick_signal(void) {
   sigaddset(&set, ckvm_kick_signal());
   return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
+
+int ckvm_thread_id(void) { return (int)syscall(SYS_gettid); }
 
 int ckvm_set_thread_name(const char *name) {
   return pthread_setname_np(pthread_self(), name);

@@ -8,3 +8,4 @@
 @_exported import KVM
 @_exported import Machine
 @_exported import VMM
+@_exported import Monitor

@@ -11,15 +11,23 @@ public final class ConsoleInputPump: @unchecked Sendable {
   public static let escapeByte: UInt8 = 0x01
 
   private let fd: Int32
-  private let serial: SerialPort
+  private let deliver: @Sendable (ArraySlice<UInt8>) -> Int
   private let onEscape: @Sendable () -> Void
   private var thread: OSThread?
 
-  /// Starts pumping `fd` into `serial`; `onEscape` runs when the user types Ctrl-A x.
-  public init(fd: Int32, serial: SerialPort, onEscape: @escaping @Sendable () -> Void) {
+  /// Pumps `fd` into `deliver` (which returns how many bytes it took); `onEscape` runs when
+  /// the user types Ctrl-A x.
+  public init(
+    fd: Int32, deliver: @escaping @Sendable (ArraySlice<UInt8>) -> Int, onEscape: @escaping @Sendable () -> Void
+  ) {
     self.fd = fd
-    self.serial = serial
+    self.deliver = deliver
     self.onEscape = onEscape
+  }
+
+  /// Pumps `fd` into `serial`'s receive buffer.
+  public convenience init(fd: Int32, serial: SerialPort, onEscape: @escaping @Sendable () -> Void) {
+    self.init(fd: fd, deliver: { serial.receive($0) }, onEscape: onEscape)
   }
 
   /// Starts the reader thread. It ends at end of file; it is not joined (it may sit in read()).
@@ -51,7 +59,7 @@ public final class ConsoleInputPump: @unchecked Sendable {
       }
       var remaining = forward[...]
       while !remaining.isEmpty {
-        let accepted = serial.receive(remaining)
+        let accepted = deliver(remaining)
         remaining = remaining.dropFirst(accepted)
         if !remaining.isEmpty { usleep(1000) }
       }

@@ -3,8 +3,9 @@ import Glibc
 
 /// A plain POSIX thread, for work that blocks in the kernel (a vCPU in `KVM_RUN`)
 /// and so must never run on Swift concurrency's cooperative pool.
-final class OSThread: @unchecked Sendable {
-  private(set) var handle: pthread_t
+public final class OSThread: @unchecked Sendable {
+  /// The POSIX thread.
+  public private(set) var handle: pthread_t
   private var joined = false
 
   private final class Payload {
@@ -17,7 +18,7 @@ final class OSThread: @unchecked Sendable {
   }
 
   /// Starts `body` on a new thread named `name` (at most 15 characters are kept).
-  init(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMThreadError) {
+  public init(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMThreadError) {
     let payload = Unmanaged.passRetained(Payload(body: body, name: name)).toOpaque()
     var thread = pthread_t()
     let result = pthread_create(
@@ -42,30 +43,29 @@ final class OSThread: @unchecked Sendable {
   }
 
   /// Waits for the thread to finish.
-  func join() {
+  public func join() {
     pthread_join(handle, nil)
     joined = true
   }
 
   /// Sends `signal` to the thread.
-  func signal(_ signal: Int32) {
+  public func signal(_ signal: Int32) {
     pthread_kill(handle, signal)
   }
 }
 
 /// A thread could not be started.
-struct KVMThreadError: Error, CustomStringConvertible {
-  let name: String
-  let code: Int32
-  var description: String { "could not start thread \(name): \(String(cString: strerror(code)))" }
+public struct KVMThreadError: Error, CustomStringConvertible {
+  public let name: String
+  public let code: Int32
+  public var description: String { "could not start thread \(name): \(String(cString: strerror(code)))" }
 }
 
-/// A one-shot event a thread can wait for.
-final class OneShotEvent: @unchecked Sendable {
+/// A mutex with a condition variable, for threads that wait for a state change.
+final class ConditionLock: @unchecked Sendable {
   // Heap-allocated so their addresses never move.
   private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-  private var fired = false
 
   init() {
     pthread_mutex_init(mutex, nil)
@@ -79,16 +79,35 @@ final class OneShotEvent: @unchecked Sendable {
     mutex.deallocate()
   }
 
-  func fire() {
+  /// Runs `body` holding the lock.
+  func withLock<T>(_ body: () throws -> T) rethrows -> T {
     pthread_mutex_lock(mutex)
-    fired = true
-    pthread_cond_broadcast(condition)
-    pthread_mutex_unlock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    return try body()
+  }
+
+  /// With the lock held: waits until `done()` is true (re-checked after every broadcast).
+  func wait(until done: () -> Bool) {
+    while !done() { pthread_cond_wait(condition, mutex) }
+  }
+
+  /// With the lock held: wakes every waiter.
+  func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// A one-shot event a thread can wait for.
+final class OneShotEvent: @unchecked Sendable {
+  private let lock = ConditionLock()
+  private var fired = false
+
+  func fire() {
+    lock.withLock {
+      fired = true
+      lock.broadcast()
+    }
   }
 
   func wait() {
-    pthread_mutex_lock(mutex)
-    while !fired { pthread_cond_wait(condition, mutex) }
-    pthread_mutex_unlock(mutex)
+    lock.withLock { lock.wait { fired } }
   }
 }

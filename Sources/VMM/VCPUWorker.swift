@@ -15,7 +15,7 @@ final class VCPUWorker: @unchecked Sendable {
   private let portBus: IOBus
   private let mmioBus: IOBus
   private let memory: GuestMemory
-  private let stopFlag: StopFlag
+  private let gate: RunGate
   private unowned let owner: VirtualMachine
   private let timesExits: Bool
   /// This vCPU's figures; written once, when the loop ends.
@@ -23,16 +23,18 @@ final class VCPUWorker: @unchecked Sendable {
   /// Where the vCPU was when its loop ended (linear RIP, CPL), for reports on hung guests.
   private(set) var finalPosition: (instructionPointer: UInt64, privilegeLevel: UInt16)?
   var thread: OSThread?
+  /// The Linux thread id of this vCPU's thread (0 until it starts), for monitors.
+  let threadID = Atomic<Int32>(0)
 
   init(
-    vcpu: KVMVCPU, portBus: IOBus, mmioBus: IOBus, memory: GuestMemory, stopFlag: StopFlag, owner: VirtualMachine,
+    vcpu: KVMVCPU, portBus: IOBus, mmioBus: IOBus, memory: GuestMemory, gate: RunGate, owner: VirtualMachine,
     timesExits: Bool
   ) {
     self.vcpu = vcpu
     self.portBus = portBus
     self.mmioBus = mmioBus
     self.memory = memory
-    self.stopFlag = stopFlag
+    self.gate = gate
     self.owner = owner
     self.timesExits = timesExits
   }
@@ -40,6 +42,7 @@ final class VCPUWorker: @unchecked Sendable {
   /// The exit loop; returns when the machine stops.
   func run() {
     ckvm_unblock_kick_signal()
+    threadID.store(ckvm_thread_id(), ordering: .relaxed)
     // Everything the loop touches per exit is local: no class-property exclusivity
     // checks, no locks (the bus views refresh only when a bus changes).
     var statistics = ExitStatistics()
@@ -51,7 +54,12 @@ final class VCPUWorker: @unchecked Sendable {
       self.statistics = statistics
       recordFinalPosition()
     }
-    while !stopFlag.isSet {
+    while true {
+      if gate.needsAttention {
+        if gate.isStopping { break }
+        gate.park()
+        continue
+      }
       let entered = timed ? monotonicNanoseconds() : 0
       let exited: Bool
       do {
@@ -164,16 +172,6 @@ final class VCPUWorker: @unchecked Sendable {
   private func fail(_ kind: VCPUFault.Kind) {
     owner.stop(with: .guestFault(VCPUFaultReport.make(kind: kind, vcpu: vcpu, memory: memory)))
   }
-}
-
-/// The machine-wide "stop now" flag, read by every vCPU on every exit.
-final class StopFlag: Sendable {
-  private let value = Atomic<Bool>(false)
-
-  @inline(__always)
-  var isSet: Bool { value.load(ordering: .relaxed) }
-
-  func set() { value.store(true, ordering: .sequentiallyConsistent) }
 }
 
 /// Reads `width` (1–8) bytes at `pointer` as a little-endian integer.

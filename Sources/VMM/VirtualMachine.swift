@@ -38,7 +38,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
 
   private let vcpus: [KVMVCPU]
   private var workers: [VCPUWorker] = []
-  private let stopping = StopFlag()
+  private let gate = RunGate()
+  private let pauseLock = Mutex<Bool>(false)
   private let started = Atomic<Bool>(false)
   private let outcome = Mutex<VirtualMachineExit?>(nil)
   private let stopped = OneShotEvent()
@@ -92,7 +93,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     try boot(payload, ranges: ranges)
     workers = vcpus.map {
       VCPUWorker(
-        vcpu: $0, portBus: portBus, mmioBus: mmioBus, memory: memory, stopFlag: stopping, owner: self,
+        vcpu: $0, portBus: portBus, mmioBus: mmioBus, memory: memory, gate: gate, owner: self,
         timesExits: configuration.timesExits)
     }
   }
@@ -223,7 +224,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
         let thread = try OSThread(name: "vcpu\(worker.vcpu.id)") { worker.run() }
         worker.thread = thread
         threads.withLock { $0.append(thread) }
-        if stopping.isSet { thread.signal(ckvm_kick_signal()) }
+        if gate.needsAttention { thread.signal(ckvm_kick_signal()) }
       } catch {
         stop(with: .vmmFailure(error.description))
         break
@@ -275,14 +276,59 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       return true
     }
     guard first else { return }
-    stopping.set()
+    gate.requestStop()
+    kickAll()
+    stopped.fire()
+  }
+
+  /// Makes every vCPU leave `KVM_RUN` soon: `immediate_exit` for one about to enter, the
+  /// kick signal for one inside. The caller has already said why, in the run gate.
+  private func kickAll() {
     for vcpu in vcpus { vcpu.requestImmediateExit() }
     let current = pthread_self()
     for thread in threads.withLock({ $0 }) where pthread_equal(thread.handle, current) == 0 {
       thread.signal(ckvm_kick_signal())
     }
-    stopped.fire()
   }
+
+  // MARK: Pause and resume
+
+  /// True while the vCPUs are held out of the guest by `pause()`.
+  public var isPaused: Bool { pauseLock.withLock { $0 } }
+
+  /// Takes every vCPU out of the guest and parks it; returns once all are parked (or the
+  /// machine has stopped). Guest state is then stable until `resume()`. Idempotent.
+  public func pause() {
+    pauseLock.withLock { paused in
+      guard !paused else { return }
+      paused = true
+      gate.requestPause()
+      guard started.load(ordering: .acquiring) else { return }
+      kickAll()
+      _ = gate.waitUntilParked(vcpus.count)
+    }
+  }
+
+  /// Lets parked vCPUs enter the guest again. Idempotent.
+  public func resume() {
+    pauseLock.withLock { paused in
+      guard paused else { return }
+      paused = false
+      gate.releasePause()
+    }
+  }
+
+  /// Runs `body` with every vCPU parked (pausing and resuming around it if the machine was
+  /// running), so their registers can be read from this thread.
+  public func withVCPUsParked<T>(_ body: ([KVMVCPU]) throws -> T) rethrows -> T {
+    let wasPaused = isPaused
+    if !wasPaused { pause() }
+    defer { if !wasPaused { resume() } }
+    return try body(vcpus)
+  }
+
+  /// The Linux thread id of each vCPU's thread (0 before `run()` starts it).
+  public var vcpuThreadIDs: [Int32] { workers.map { $0.threadID.load(ordering: .relaxed) } }
 
   /// Where each vCPU was when the machine stopped, one line per vCPU. Complete once `run()` has returned.
   public var vcpuPositions: [String] {

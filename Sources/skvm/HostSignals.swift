@@ -15,7 +15,7 @@ enum HostSignals {
   }
 
   /// Starts the thread that waits for a signal and stops `machine`; records the signal in `received`.
-  static func forward(to machine: VirtualMachine, received: ReceivedSignal) {
+  static func forward(to machine: ManagedMachine, received: ReceivedSignal) {
     var thread = pthread_t()
     let context = Unmanaged.passRetained(Forwarding(machine: machine, received: received)).toOpaque()
     pthread_create(
@@ -27,7 +27,7 @@ enum HostSignals {
         var number: Int32 = 0
         if sigwait(&set, &number) == 0 {
           forwarding.received.number = number
-          forwarding.machine.stop(reason: "received \(HostSignals.name(number))")
+          forwarding.machine.stop(cause: .hostSignal, reason: "received \(HostSignals.name(number))")
         }
         return nil
       }, context)
@@ -51,9 +51,9 @@ enum HostSignals {
   }
 
   private final class Forwarding {
-    let machine: VirtualMachine
+    let machine: ManagedMachine
     let received: ReceivedSignal
-    init(machine: VirtualMachine, received: ReceivedSignal) {
+    init(machine: ManagedMachine, received: ReceivedSignal) {
       self.machine = machine
       self.received = received
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import GuestKit
+import Monitor
 import SwiftKVM
 
 /// `skvm run`: boot a guest and run it until it resets, powers off or faults.
@@ -52,6 +53,18 @@ struct Run: ParsableCommand {
   @Option(help: ArgumentHelp("Number of vCPUs.", valueName: "n"))
   var cpus: Int = 1
 
+  @Option(
+    name: .customLong("qmp"),
+    help: ArgumentHelp(
+      "Serve a QMP monitor here (repeatable): unix:PATH[,server=on][,wait=on|off] or tcp:[HOST]:PORT. "
+        + "TCP listens on loopback (127.0.0.1) unless HOST says otherwise; wait=on holds the guest "
+        + "until a client connects (default: off).",
+      valueName: "address"))
+  var qmp: [String] = []
+
+  @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
+  var name: String = "skvm"
+
   @Flag(help: "Print exit counts and time per exit reason when the guest stops.")
   var stats = false
 
@@ -72,6 +85,9 @@ struct Run: ParsableCommand {
     }
     if (initrd != nil || cmdline != nil) && kernel == nil && (flatPath != nil || hello) {
       throw ValidationError("--initrd and --cmdline go with --kernel (or the default guest)")
+    }
+    for value in qmp {
+      do { _ = try MonitorAddress(parsing: value) } catch { throw ValidationError("--qmp: \(error)") }
     }
     if parsedDebugExitPort == .invalid {
       throw ValidationError("--debug-exit-port: '\(debugExitPort)' is not a port number (0–65535) or 'none'")
@@ -108,7 +124,7 @@ struct Run: ParsableCommand {
       configuration.boot = .linux(
         kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath, commandLine: cmdline ?? GuestKit.defaultCommandLine)
     }
-    configuration.name = "skvm"
+    configuration.name = name
     configuration.memorySize = try ByteSize.parse(memory)
     configuration.cpuCount = cpus
     configuration.timesExits = stats
@@ -123,9 +139,9 @@ struct Run: ParsableCommand {
   func run() throws {
     let configuration = try makeConfiguration()
     HostSignals.block()
-    let machine: VirtualMachine
+    let managed: ManagedMachine
     do {
-      machine = try VirtualMachine(
+      managed = try ManagedMachine(
         configuration: configuration,
         console: console == .serial ? FileDescriptorConsoleOutput() : DiscardedConsoleOutput())
     } catch {
@@ -144,28 +160,53 @@ struct Run: ParsableCommand {
         """)
       throw ExitCode(1)
     }
+    let monitor = try startMonitor(for: managed)
+    defer { monitor?.close() }
     let received = ReceivedSignal()
-    HostSignals.forward(to: machine, received: received)
+    HostSignals.forward(to: managed, received: received)
     TerminalMode.enterRaw()
-    ConsoleInputPump(fd: STDIN_FILENO, serial: machine.serial) {
-      machine.stop(reason: "Ctrl-A x typed on the console")
+    ConsoleInputPump(fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) }) {
+      managed.stop(cause: .hostUI, reason: "Ctrl-A x typed on the console")
     }.start()
     let exit: VirtualMachineExit
     do {
-      exit = try machine.run()
+      exit = try managed.run()
     } catch {
       TerminalMode.restore()
       printError("skvm: \(error)")
       throw ExitCode(3)
     }
     TerminalMode.restore()
+    let machine = managed.machine
     if let message = exit.message { printError("skvm: \(message)") }
     if case .stoppedByHost = exit, received.number != nil {
       for line in machine.vcpuPositions { printError("skvm:   \(line)") }
     }
     if stats { printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount)) }
     if let number = received.number { throw ExitCode(128 + number) }
+    // quit from a monitor is an orderly end, as in QEMU.
+    if case .stoppedByHost = exit, managed.stopCause == .hostQMPQuit { throw ExitCode(0) }
     throw ExitCode(exit.exitStatus)
+  }
+
+  /// Opens the --qmp sockets (a clear error and status 1 if one cannot be), and waits for a
+  /// client if one asked for wait=on.
+  private func startMonitor(for managed: ManagedMachine) throws -> MonitorServer? {
+    guard !qmp.isEmpty else { return nil }
+    do {
+      let addresses = try qmp.map { value throws(MonitorAddress.ParseError) in try MonitorAddress(parsing: value) }
+      let server = try MonitorServer(
+        addresses: addresses, machine: managed, serialBackend: console == .serial ? "stdio" : "null")
+      try server.start()
+      if addresses.contains(where: \.waitForClient) {
+        printError("skvm: waiting for a monitor client on \(qmp.joined(separator: ", "))")
+        server.waitForClientIfAsked()
+      }
+      return server
+    } catch {
+      printError("skvm: \(error)")
+      throw ExitCode(1)
+    }
   }
 }
 

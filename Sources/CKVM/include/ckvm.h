@@ -138,6 +138,9 @@ int ckvm_unblock_kick_signal(void);
 /// Names the calling thread (at most 15 bytes are kept), for ps and debuggers.
 int ckvm_set_thread_name(const char *name);
 
+/// The calling thread's Linux thread id (what QEMU reports as a vCPU's thread-id).
+int ckvm_thread_id(void);
+
 #pragma clang assume_nonnull end
 
 #endif

@@ -1,0 +1,111 @@
+import Devices
+import VMM
+
+/// QEMU's human monitor (HMP) commands, as `human-monitor-command` and `skvm monitor` run them.
+/// Output lines end in "\r\n", as QEMU's do.
+struct HumanMonitor {
+  unowned let commands: QMPCommands
+
+  struct Reply {
+    var text: String
+    var afterReply: (@Sendable () -> Void)? = nil
+  }
+
+  static let help = """
+    cont|c -- resume emulation
+    help|? -- show this help
+    info cpus -- show infos for each CPU
+    info kvm -- show KVM information
+    info name -- show the current VM name
+    info qtree -- show device tree
+    info registers [-a] -- show the cpu registers (-a: all CPUs)
+    info status -- show the current VM status (running|paused)
+    info version -- show the version of SwiftKVM
+    quit|q -- quit the emulator
+    stop -- stop emulation
+    system_powerdown -- send system power down event
+    system_reset -- reset the system
+    """
+
+  func execute(_ line: String, cpuIndex: Int) -> Reply {
+    let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+    guard let verb = words.first else { return Reply(text: "") }
+    let machine = commands.machine
+    switch verb {
+    case "help", "?":
+      return Reply(text: Self.help.replacingNewlines() + "\r\n")
+    case "info":
+      return Reply(text: info(Array(words.dropFirst()), cpuIndex: cpuIndex))
+    case "stop":
+      machine.pause()
+    case "cont", "c":
+      machine.resume()
+    case "system_reset":
+      machine.reset()
+    case "system_powerdown":
+      machine.pressPowerButton()
+    case "quit", "q":
+      return Reply(text: "") { machine.stop(cause: .hostQMPQuit, reason: "quit (monitor)") }
+    default:
+      return Reply(text: "unknown command: '\(verb)'\r\n")
+    }
+    return Reply(text: "")
+  }
+
+  private func info(_ words: [String], cpuIndex: Int) -> String {
+    let machine = commands.machine
+    switch words.first {
+    case "status":
+      let state = machine.runState
+      return "VM status: \(state == .shutdown ? "shutdown" : state.rawValue)\r\n"
+    case "kvm":
+      return "kvm support: enabled\r\n"
+    case "name":
+      return "\(machine.configuration.name)\r\n"
+    case "version":
+      return "\(SwiftKVMVersion.current) (SwiftKVM)\r\n"
+    case "cpus":
+      return machine.machine.vcpuThreadIDs.enumerated().map { index, thread in
+        "\(index == cpuIndex ? "*" : " ") CPU #\(index): thread_id=\(thread)\r\n"
+      }.joined()
+    case "registers":
+      let all = words.dropFirst().contains("-a")
+      return machine.machine.withVCPUsParked { vcpus in
+        guard all || vcpus.indices.contains(cpuIndex) else { return "No CPU #\(cpuIndex)\r\n" }
+        let chosen = all ? vcpus : [vcpus[cpuIndex]]
+        return chosen.map { RegisterDump.text(of: $0) }.joined(separator: all ? "\r\n" : "")
+      }
+    case "qtree":
+      return qtree
+    case nil:
+      return "info: a subcommand is needed: status, kvm, name, version, cpus, registers, qtree\r\n"
+    case let other?:
+      return "info: unknown subcommand '\(other)'\r\n"
+    }
+  }
+
+  /// The machine's devices, grouped by address space, in the spirit of QEMU's `info qtree`.
+  private var qtree: String {
+    let machine = commands.machine.machine
+    var lines = [
+      "bus: main-system-bus", "  type System", "  dev: kvm-irqchip (in-kernel PIC, IOAPIC, LAPICs)",
+      "  dev: kvm-pit (in-kernel i8254)", "  dev: vcpus, count = \(machine.configuration.cpuCount)",
+    ]
+    for bus in [machine.portBus, machine.mmioBus] {
+      lines.append("  bus: \(bus.kind == .port ? "isa.0 (I/O ports)" : "mmio (guest-physical)")")
+      for mapping in bus.allMappings.sorted(by: { $0.base < $1.base }) {
+        let last = mapping.base + mapping.size - 1
+        lines.append(
+          "    dev: \(String(describing: type(of: mapping.device))), "
+            + "0x\(String(mapping.base, radix: 16))-0x\(String(last, radix: 16))")
+      }
+    }
+    return lines.joined(separator: "\r\n") + "\r\n"
+  }
+}
+
+extension String {
+  fileprivate func replacingNewlines() -> String {
+    split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\r\n")
+  }
+}

@@ -1,0 +1,116 @@
+import Glibc
+import VMM
+
+/// The QMP commands skvm implements, over one managed machine.
+///
+/// Each command takes its checked arguments and returns the `return` value; a command
+/// may also leave work to be done once its reply is on the wire (`quit`).
+final class QMPCommands: @unchecked Sendable {
+  /// A command's result: the `return` value and what to do after it has been sent.
+  struct Outcome {
+    var value: Any
+    var afterReply: (@Sendable () -> Void)?
+  }
+
+  private typealias Handler = ([String: Any]) throws(QMPError) -> Outcome
+
+  let machine: ManagedMachine
+  /// `query-chardev`'s answer beyond the serial port: the monitors' own sockets.
+  let monitorAddresses: [MonitorAddress]
+  /// What `query-chardev` says the serial port is connected to ("stdio", "null").
+  let serialBackend: String
+  private lazy var human = HumanMonitor(commands: self)
+  private var table: [String: Handler] = [:]
+
+  init(machine: ManagedMachine, monitorAddresses: [MonitorAddress], serialBackend: String) {
+    self.machine = machine
+    self.monitorAddresses = monitorAddresses
+    self.serialBackend = serialBackend
+    table = [
+      "query-version": noArguments { Self.version },
+      "query-commands": noArguments { [unowned self] in self.names.map { ["name": $0] } },
+      "query-name": noArguments { [unowned self] in ["name": self.machine.configuration.name] },
+      "query-status": noArguments { [unowned self] in self.status },
+      "query-kvm": noArguments { ["enabled": true, "present": true] },
+      "query-cpus-fast": noArguments { [unowned self] in self.cpus },
+      "query-block": noArguments { [Any]() },
+      "query-chardev": noArguments { [unowned self] in self.chardevs },
+      "stop": noArguments { [unowned self] in
+        self.machine.pause()
+        return [String: Any]()
+      },
+      "cont": noArguments { [unowned self] in
+        self.machine.resume()
+        return [String: Any]()
+      },
+      "system_reset": noArguments { [unowned self] in
+        self.machine.reset()
+        return [String: Any]()
+      },
+      "system_powerdown": noArguments { [unowned self] in
+        self.machine.pressPowerButton()
+        return [String: Any]()
+      },
+      "quit": { [unowned self] arguments throws(QMPError) in
+        _ = try QMPArguments(arguments, allowed: [])
+        let machine = self.machine
+        return Outcome(value: [String: Any]()) { machine.stop(cause: .hostQMPQuit, reason: "quit (QMP)") }
+      },
+      "human-monitor-command": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["command-line", "cpu-index"])
+        let line = try checked.requiredString("command-line")
+        let cpu = try checked.integer("cpu-index") ?? 0
+        let reply = self.human.execute(line, cpuIndex: cpu)
+        return Outcome(value: reply.text, afterReply: reply.afterReply)
+      },
+    ]
+  }
+
+  /// Every command name, `qmp_capabilities` included, sorted.
+  var names: [String] { (Array(table.keys) + ["qmp_capabilities"]).sorted() }
+
+  /// Runs `name`; `CommandNotFound` if there is no such command.
+  func execute(_ name: String, arguments: [String: Any]) throws(QMPError) -> Outcome {
+    guard let handler = table[name] else {
+      throw QMPError(.commandNotFound, "The command \(name) has not been found")
+    }
+    return try handler(arguments)
+  }
+
+  private func noArguments(_ body: @escaping () -> Any) -> Handler {
+    return { arguments throws(QMPError) in
+      _ = try QMPArguments(arguments, allowed: [])
+      return Outcome(value: body())
+    }
+  }
+
+  /// The `version` member of the greeting and of `query-version`: SwiftKVM's own version.
+  static var version: [String: Any] {
+    let parts = SwiftKVMVersion.current.split(separator: ".").map { Int($0) ?? 0 } + [0, 0, 0]
+    return [
+      "qemu": ["major": parts[0], "minor": parts[1], "micro": parts[2]],
+      "package": "SwiftKVM \(SwiftKVMVersion.current)",
+    ]
+  }
+
+  var status: [String: Any] {
+    let state = machine.runState
+    return ["running": state == .running, "singlestep": false, "status": state.rawValue]
+  }
+
+  var cpus: [[String: Any]] {
+    machine.machine.vcpuThreadIDs.enumerated().map { index, thread in
+      [
+        "cpu-index": index, "qom-path": "/machine/unattached/device[\(index)]", "thread-id": Int(thread),
+        "target": "x86_64", "props": ["core-id": index, "thread-id": 0, "socket-id": 0],
+      ]
+    }
+  }
+
+  var chardevs: [[String: Any]] {
+    [["label": "serial0", "filename": serialBackend, "frontend-open": true]]
+      + monitorAddresses.enumerated().map { index, address in
+        ["label": "monitor\(index)", "filename": address.description, "frontend-open": true]
+      }
+  }
+}

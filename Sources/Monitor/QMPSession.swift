@@ -1,0 +1,134 @@
+import Foundation
+import VMM
+
+/// One client's QMP conversation, independent of the socket: the greeting, capabilities
+/// negotiation, and each request turned into exactly one reply.
+///
+/// Requests are checked as QEMU checks them (`qmp-spec.rst`): a JSON object with a string
+/// `execute`, an object `arguments` if any, an `id` of any type that is echoed, nothing
+/// else. Before `qmp_capabilities` only that command is accepted.
+final class QMPSession {
+  private let commands: QMPCommands
+  /// True once the client has negotiated capabilities; only then does it get events.
+  private(set) var negotiated = false
+
+  init(commands: QMPCommands) {
+    self.commands = commands
+  }
+
+  /// The greeting sent when the client connects.
+  static var greeting: Data {
+    QMPMessage.encode(["QMP": ["version": QMPCommands.version, "capabilities": [String]()]])
+  }
+
+  /// A reply and the work that waits until it has been sent.
+  struct Reply {
+    var data: Data
+    var afterReply: (@Sendable () -> Void)?
+  }
+
+  /// Handles the bytes of one top-level JSON value.
+  func handle(_ bytes: [UInt8]) -> Reply {
+    let parsed: Any
+    do {
+      parsed = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
+    } catch {
+      return reply(error: QMPError(.genericError, "JSON parse error, \(Self.parseProblem(bytes))"), id: nil)
+    }
+    guard let request = parsed as? [String: Any] else {
+      return reply(error: QMPError(.genericError, "QMP input must be a JSON object"), id: nil)
+    }
+    let id = request["id"]
+    do throws(QMPError) {
+      let (name, arguments) = try Self.validate(request)
+      if name == "qmp_capabilities" {
+        return Reply(data: try negotiate(arguments, id: id), afterReply: nil)
+      }
+      guard negotiated else {
+        throw QMPError(.commandNotFound, "Expecting capabilities negotiation with 'qmp_capabilities'")
+      }
+      let outcome = try commands.execute(name, arguments: arguments)
+      return Reply(data: QMPMessage.encode(QMPMessage.withID(["return": outcome.value], id)), afterReply: outcome.afterReply)
+    } catch {
+      return reply(error: error, id: id)
+    }
+  }
+
+  private func negotiate(_ arguments: [String: Any], id: Any?) throws(QMPError) -> Data {
+    guard !negotiated else {
+      throw QMPError(.commandNotFound, "Capabilities negotiation is already complete, command ignored")
+    }
+    let checked = try QMPArguments(arguments, allowed: ["enable"])
+    if let wanted = try checked.stringArray("enable"), let first = wanted.first {
+      throw QMPError(.genericError, "Capability '\(first)' not available")
+    }
+    negotiated = true
+    return QMPMessage.encode(QMPMessage.withID(["return": [String: Any]()], id))
+  }
+
+  private static func validate(_ request: [String: Any]) throws(QMPError) -> (String, [String: Any]) {
+    for key in request.keys.sorted() where !["execute", "arguments", "id"].contains(key) {
+      if key == "exec-oob" { throw QMPError(.genericError, "QMP input member 'exec-oob' is unexpected") }
+      throw QMPError(.genericError, "QMP input member '\(key)' is unexpected")
+    }
+    guard let execute = request["execute"] else { throw QMPError(.genericError, "QMP input lacks member 'execute'") }
+    guard let name = execute as? String else {
+      throw QMPError(.genericError, "QMP input member 'execute' must be a string")
+    }
+    var arguments: [String: Any] = [:]
+    if let given = request["arguments"] {
+      guard let object = given as? [String: Any] else {
+        throw QMPError(.genericError, "QMP input member 'arguments' must be an object")
+      }
+      arguments = object
+    }
+    return (name, arguments)
+  }
+
+  private func reply(error: QMPError, id: Any?) -> Reply {
+    Reply(data: QMPMessage.encode(QMPMessage.withID(["error": error.json], id)), afterReply: nil)
+  }
+
+  /// A short, printable view of what could not be parsed.
+  private static func parseProblem(_ bytes: [UInt8]) -> String {
+    let printable = bytes.prefix(32).map { $0 >= 0x20 && $0 < 0x7F ? Character(UnicodeScalar($0)) : "?" }
+    return "invalid input '\(String(printable))\(bytes.count > 32 ? "…" : "")'"
+  }
+}
+
+/// Encoding of QMP messages: one JSON object per line, "\r\n"-terminated as QEMU sends them.
+enum QMPMessage {
+  static func encode(_ object: [String: Any]) -> Data {
+    var data =
+      (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+      ?? Data(#"{"error": {"class": "GenericError", "desc": "reply not encodable"}}"#.utf8)
+    data.append(contentsOf: [0x0D, 0x0A])
+    return data
+  }
+
+  static func withID(_ object: [String: Any], _ id: Any?) -> [String: Any] {
+    guard let id else { return object }
+    var result = object
+    result["id"] = id
+    return result
+  }
+
+  /// The event message for `event`, stamped with the current time.
+  static func event(_ event: MachineEvent) -> Data {
+    var time = timeval()
+    gettimeofday(&time, nil)
+    var message: [String: Any] = ["timestamp": ["seconds": Int(time.tv_sec), "microseconds": Int(time.tv_usec)]]
+    switch event {
+    case .stopped: message["event"] = "STOP"
+    case .resumed: message["event"] = "RESUME"
+    case .powerdown: message["event"] = "POWERDOWN"
+    case .reset(let cause):
+      message["event"] = "RESET"
+      message["data"] = ["guest": cause.byGuest, "reason": cause.rawValue]
+    case .shutdown(let cause):
+      message["event"] = "SHUTDOWN"
+      message["data"] = ["guest": cause.byGuest, "reason": cause.rawValue]
+    }
+    return encode(message)
+  }
+}

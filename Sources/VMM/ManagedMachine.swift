@@ -1,0 +1,183 @@
+import Devices
+import Synchronization
+
+/// Why a managed machine stopped for good, in QEMU's terms (QAPI `ShutdownCause`), so a
+/// QMP `SHUTDOWN` event reads the same as QEMU's.
+public enum ShutdownCause: String, Sendable, Codable {
+  case hostError = "host-error"
+  case hostQMPQuit = "host-qmp-quit"
+  case hostQMPSystemReset = "host-qmp-system-reset"
+  case hostSignal = "host-signal"
+  case hostUI = "host-ui"
+  case guestShutdown = "guest-shutdown"
+  case guestReset = "guest-reset"
+  case guestPanic = "guest-panic"
+
+  /// True when the guest asked for it.
+  public var byGuest: Bool { rawValue.hasPrefix("guest-") }
+}
+
+/// Something that happened to a managed machine: what a monitor reports as an event.
+public enum MachineEvent: Sendable, Equatable {
+  /// The vCPUs were paused (QMP `STOP`).
+  case stopped
+  /// The vCPUs run again (QMP `RESUME`).
+  case resumed
+  /// The machine was reset to its power-on state (QMP `RESET`).
+  case reset(ShutdownCause)
+  /// The ACPI power button was pressed (QMP `POWERDOWN`).
+  case powerdown
+  /// The machine stopped for good (QMP `SHUTDOWN`).
+  case shutdown(ShutdownCause)
+}
+
+/// Where a managed machine is in its life, with QEMU's names (QAPI `RunState`).
+public enum MachineRunState: String, Sendable {
+  case running
+  case paused
+  case shutdown
+}
+
+/// A machine under management: the lifecycle a monitor drives on top of `VirtualMachine`.
+///
+/// It runs one `VirtualMachine` at a time from one configuration. A host reset
+/// (`reset()`) stops it and builds a fresh one — vCPUs, in-kernel irqchip and PIT,
+/// devices and RAM all back to their power-on state — which boots the guest again,
+/// paused if the old one was. Every change of state is reported to event listeners.
+///
+/// ```swift
+/// let managed = try ManagedMachine(configuration: configuration)
+/// managed.addEventListener { print($0) }
+/// let exit = try managed.run()   // until the guest powers off or the host quits
+/// ```
+public final class ManagedMachine: @unchecked Sendable {
+  /// The configuration every incarnation of the machine is built from.
+  public let configuration: VirtualMachineConfiguration
+  private let console: any ConsoleOutput
+  private let kvmPath: String
+
+  private struct State {
+    var machine: VirtualMachine
+    var resetRequested = false
+    var hostCause: ShutdownCause?
+    var ended = false
+  }
+  private let state: Mutex<State>
+  private let listeners = Mutex<[@Sendable (MachineEvent) -> Void]>([])
+
+  /// Builds the first incarnation; fails as `VirtualMachine.init` does.
+  public init(
+    configuration: VirtualMachineConfiguration, console: any ConsoleOutput = FileDescriptorConsoleOutput(),
+    kvmPath: String = "/dev/kvm"
+  ) throws(VirtualMachineError) {
+    self.configuration = configuration
+    self.console = console
+    self.kvmPath = kvmPath
+    state = Mutex(State(machine: try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)))
+  }
+
+  /// The current incarnation (a new one after each reset).
+  public var machine: VirtualMachine { state.withLock { $0.machine } }
+
+  /// The host's reason for stopping the machine for good, once it has given one.
+  public var stopCause: ShutdownCause? { state.withLock { $0.hostCause } }
+
+  /// Running, paused, or shut down.
+  public var runState: MachineRunState {
+    state.withLock { $0.ended ? .shutdown : ($0.machine.isPaused ? .paused : .running) }
+  }
+
+  /// Calls `listener` for every later event, on the thread that caused it. Keep it short.
+  public func addEventListener(_ listener: @escaping @Sendable (MachineEvent) -> Void) {
+    listeners.withLock { $0.append(listener) }
+  }
+
+  private func emit(_ event: MachineEvent) {
+    for listener in listeners.withLock({ $0 }) { listener(event) }
+  }
+
+  /// Runs incarnations until one ends for a reason other than a host reset; returns that reason.
+  public func run() throws(VirtualMachineError) -> VirtualMachineExit {
+    while true {
+      let current = machine
+      let exit = try current.run()
+      let resetting = state.withLock { state in
+        defer { state.resetRequested = false }
+        return state.resetRequested && !state.ended
+      }
+      guard resetting else {
+        let cause = state.withLock { state in
+          state.ended = true
+          return state.hostCause
+        }
+        emit(.shutdown(Self.cause(of: exit, host: cause)))
+        return exit
+      }
+      let fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+      if current.isPaused { fresh.pause() }
+      // A reset asked for while this one was being built applies to the fresh machine.
+      let again = state.withLock { state in
+        state.machine = fresh
+        return state.resetRequested || state.hostCause != nil
+      }
+      emit(.reset(.hostQMPSystemReset))
+      if again { fresh.stop(reason: "stopped while it was being reset") }
+    }
+  }
+
+  /// Pauses every vCPU (QMP `stop`); returns once they are all out of the guest.
+  public func pause() {
+    let current = machine
+    guard !current.isPaused else { return }
+    current.pause()
+    emit(.stopped)
+  }
+
+  /// Resumes the vCPUs (QMP `cont`).
+  public func resume() {
+    let current = machine
+    guard current.isPaused else { return }
+    current.resume()
+    emit(.resumed)
+  }
+
+  /// Resets the machine to its power-on state; the guest boots again (QMP `system_reset`).
+  public func reset() {
+    let current = state.withLock { state in
+      state.resetRequested = true
+      return state.machine
+    }
+    current.stop(reason: "system_reset")
+  }
+
+  /// Presses the ACPI power button (QMP `system_powerdown`); the guest decides what to do.
+  public func pressPowerButton() {
+    machine.pressPowerButton()
+    emit(.powerdown)
+  }
+
+  /// Stops the machine for good on the host's behalf (QMP `quit`, a signal, the console's escape key).
+  public func stop(cause: ShutdownCause, reason: String) {
+    let current = state.withLock { state in
+      if state.hostCause == nil { state.hostCause = cause }
+      state.resetRequested = false
+      return state.machine
+    }
+    current.stop(reason: reason)
+  }
+
+  /// Hands console input to the current incarnation's serial port; returns how many bytes it took.
+  public func receiveConsoleInput(_ bytes: ArraySlice<UInt8>) -> Int {
+    machine.serial.receive(bytes)
+  }
+
+  private static func cause(of exit: VirtualMachineExit, host: ShutdownCause?) -> ShutdownCause {
+    switch exit {
+    case .powerOff, .debugExit: .guestShutdown
+    case .reset: .guestReset
+    case .guestPanicked: .guestPanic
+    case .stoppedByHost: host ?? .hostSignal
+    case .guestFault, .vmmFailure: .hostError
+    }
+  }
+}

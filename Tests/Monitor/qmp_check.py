@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Drives `skvm run` with a busy probe guest through its QMP socket, with the official
+client (PyPI qemu.qmp) and with raw, hostile sockets. Prints "qmp_check: <scenario> ok"
+and exits 0 when every check held; otherwise names the failed check and exits 1.
+
+  qmp_check.py --scenario lifecycle|hostile --skvm SKVM --probe BUSY.bin [--cpus N]
+"""
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+from qemu.qmp.qmp_client import ExecuteError
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, what):
+    if not condition:
+        raise CheckFailed(what)
+    print(f"  ok: {what}", flush=True)
+
+
+class Machine:
+    """skvm run with the busy probe and a QMP socket; its console goes to a file."""
+
+    def __init__(self, skvm, probe, cpus, directory):
+        self.socket = os.path.join(directory, "qmp.sock")
+        self.console = os.path.join(directory, "console.txt")
+        self.log = open(self.console, "wb")
+        self.process = subprocess.Popen(
+            [skvm, "run", "--flat-entry", "long", "--flat", probe, "--cpus", str(cpus), "--name", "probe-vm",
+             "--qmp", f"unix:{self.socket},server=on,wait=off"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise CheckFailed(f"skvm did not open its QMP socket: {self.output()}")
+            time.sleep(0.02)
+
+    def output(self):
+        with open(self.console, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def ticks(self):
+        return self.output().count("tick ")
+
+    def wait_ticks_grow(self, timeout=10):
+        start = self.ticks()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ticks() > start:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def finish(self, timeout=20):
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise CheckFailed("skvm did not exit after quit")
+
+
+async def next_event(client, name, timeout=10):
+    async def wait():
+        async for event in client.events:
+            if event["event"] == name:
+                return event
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def lifecycle(machine, cpus):
+    client = QMPClient("lifecycle")
+    await client.connect(machine.socket)
+    check(client.greeting is not None and client.greeting.QMP.version is not None, "greeting with a version")
+    status = await client.execute("query-status")
+    check(status["status"] == "running" and status["running"] is True, f"query-status running ({status})")
+    check((await client.execute("query-name"))["name"] == "probe-vm", "query-name")
+    names = {entry["name"] for entry in await client.execute("query-commands")}
+    wanted = {"qmp_capabilities", "query-version", "query-commands", "query-name", "query-status", "stop", "cont",
+              "system_reset", "system_powerdown", "quit", "query-cpus-fast", "query-kvm", "query-block",
+              "query-chardev", "human-monitor-command"}
+    check(wanted <= names, f"query-commands lists every command (missing {wanted - names})")
+    check(await client.execute("query-kvm") == {"enabled": True, "present": True}, "query-kvm")
+    kvm = await client.execute("human-monitor-command", {"command-line": "info kvm"})
+    check("kvm support: enabled" in kvm, f"info kvm ({kvm!r})")
+    check(machine.wait_ticks_grow(), "the guest runs")
+
+    await client.execute("stop")
+    event = await next_event(client, "STOP")
+    check("timestamp" in event and "seconds" in event["timestamp"], "STOP event with a timestamp")
+    check((await client.execute("query-status"))["status"] == "paused", "query-status paused after stop")
+    info = await client.execute("human-monitor-command", {"command-line": "info status"})
+    check(info.strip() == "VM status: paused", f"info status paused ({info!r})")
+    frozen = machine.ticks()
+    await asyncio.sleep(0.6)
+    check(machine.ticks() == frozen, "no guest progress while paused")
+    registers = await client.execute("human-monitor-command", {"command-line": "info registers -a"})
+    check(all(f"CPU#{index}" in registers for index in range(cpus)) and "RIP=" in registers and "CR3=" in registers,
+          "info registers -a dumps every vCPU")
+    await client.execute("cont")
+    await next_event(client, "RESUME")
+    check((await client.execute("query-status"))["status"] == "running", "query-status running after cont")
+    check(machine.wait_ticks_grow(), "the guest progresses after cont")
+
+    cpus_fast = await client.execute("query-cpus-fast")
+    threads = [entry["thread-id"] for entry in cpus_fast]
+    check(len(cpus_fast) == cpus and [entry["cpu-index"] for entry in cpus_fast] == list(range(cpus)),
+          "query-cpus-fast has every vCPU")
+    check(all(os.path.exists(f"/proc/{machine.process.pid}/task/{tid}") for tid in threads),
+          "query-cpus-fast thread ids are skvm's threads")
+    info_cpus = await client.execute("human-monitor-command", {"command-line": "info cpus"})
+    check(all(f"thread_id={tid}" in info_cpus for tid in threads), "info cpus shows the same threads")
+    chardevs = await client.execute("query-chardev")
+    check(any(dev["label"] == "serial0" for dev in chardevs) and
+          any(machine.socket in dev["filename"] for dev in chardevs), "query-chardev lists serial and monitor")
+    check(await client.execute("query-block") == [], "query-block: no block devices")
+    qtree = await client.execute("human-monitor-command", {"command-line": "info qtree"})
+    check("SerialPort" in qtree and "0x3f8" in qtree, "info qtree lists the devices")
+
+    boots = machine.output().count("busy:")
+    await client.execute("system_reset")
+    event = await next_event(client, "RESET")
+    check(event["data"] == {"guest": False, "reason": "host-qmp-system-reset"}, f"RESET event data ({event})")
+    deadline = time.monotonic() + 10
+    while machine.output().count("busy:") == boots and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    check(machine.output().count("busy:") == boots + 1, "the guest boots again after system_reset")
+    check((await client.execute("query-status"))["status"] == "running", "running after reset")
+
+    # Reset while paused: the fresh machine stays paused until cont.
+    await client.execute("stop")
+    await next_event(client, "STOP")
+    await client.execute("system_reset")
+    await next_event(client, "RESET")
+    check((await client.execute("query-status"))["status"] == "paused", "a reset while paused stays paused")
+    await client.execute("cont")
+    await next_event(client, "RESUME")
+
+    await client.execute("system_powerdown")
+    await next_event(client, "POWERDOWN")
+    check(True, "POWERDOWN event after system_powerdown")
+
+    try:
+        await client.execute("no-such-command")
+        check(False, "an unknown command fails")
+    except ExecuteError as error:
+        check(error.error.error.class_ == "CommandNotFound", "unknown command: CommandNotFound")
+
+    await client.execute("quit")
+    event = await next_event(client, "SHUTDOWN")
+    check(event["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN event data ({event})")
+    await client.disconnect()
+    status = machine.finish()
+    check(status == 0, f"quit ends skvm with status 0 (got {status})")
+    check(not os.path.exists(machine.socket), "the socket file is removed on exit")
+
+
+def raw_exchange(path, payload, read_until_close=False, timeout=5.0):
+    """Sends payload (after negotiating) on a fresh socket; returns the replies that followed."""
+    connection = socket.socket(socket.AF_UNIX)
+    connection.settimeout(timeout)
+    connection.connect(path)
+    data = b""
+    while b"\n" not in data:
+        data += connection.recv(4096)
+    connection.sendall(b'{"execute": "qmp_capabilities"}\n')
+    replies = []
+    buffer = b""
+    try:
+        connection.sendall(payload)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    deadline = time.monotonic() + timeout
+    closed = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = connection.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        replies += [json.loads(line) for line in lines if line.strip()]
+        if not read_until_close and len(replies) >= 2:
+            break
+    connection.close()
+    return replies[1:], closed
+
+
+async def hostile(machine, cpus):
+    observer = QMPClient("observer")
+    await observer.connect(machine.socket)
+
+    replies, _ = raw_exchange(machine.socket, b"garbage \x00\xff\xfe nonsense\n")
+    check(replies and all("error" in reply for reply in replies), f"garbage bytes get error replies ({replies[:2]})")
+    replies, _ = raw_exchange(machine.socket, b'{"execute": }\n{"execute": "query-status"}\n')
+    check(replies[0]["error"]["class"] == "GenericError" and "return" in replies[1],
+          "invalid JSON gets an error and the next request works")
+    replies, _ = raw_exchange(machine.socket, b'[1, 2]\n{"execute": 42}\n')
+    check(replies[0]["error"]["desc"] == "QMP input must be a JSON object" and
+          replies[1]["error"]["desc"] == "QMP input member 'execute' must be a string", "non-object input rejected")
+    replies, _ = raw_exchange(machine.socket, b'{"execute": "human-monitor-command", "arguments": {"command-line": 5}, "id": 7}\n'
+                              b'{"execute": "query-status", "arguments": {"bogus": 1}}\n')
+    check(replies[0]["id"] == 7 and "Invalid parameter type" in replies[0]["error"]["desc"], "wrong argument type named")
+    check("Parameter 'bogus' is unexpected" in replies[1]["error"]["desc"], "unexpected argument named")
+    replies, closed = raw_exchange(machine.socket, b'{"execute": "' + b"a" * (16 << 20) + b'"}\n', read_until_close=True,
+                                   timeout=20)
+    check(closed and replies and "error" in replies[0], "a 16 MiB request gets an error and a disconnect")
+    replies, closed = raw_exchange(machine.socket, b"[" * 100000, read_until_close=True)
+    check(closed and replies and "error" in replies[0], "absurd nesting gets an error and a disconnect")
+
+    # A client that vanishes in the middle of a command.
+    for _ in range(20):
+        connection = socket.socket(socket.AF_UNIX)
+        connection.connect(machine.socket)
+        connection.sendall(b'{"execute": "qmp_capabilities"}\n{"execute": "query-st')
+        connection.close()
+
+    rss_before = machine.rss_kib()
+    clients = []
+    for index in range(4):
+        client = QMPClient(f"load{index}")
+        await client.connect(machine.socket)
+        clients.append(client)
+
+    async def hammer(client):
+        answered = 0
+        start = time.monotonic()
+        for number in range(1000):
+            await client.execute("query-status")
+            answered += 1
+            delay = start + (number + 1) / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return answered, time.monotonic() - start
+
+    results = await asyncio.gather(*(hammer(client) for client in clients))
+    check(all(answered == 1000 for answered, _ in results),
+          f"4 clients x 1000 commands at up to 1000/s each, all answered ({[round(t, 2) for _, t in results]} s)")
+    for client in clients:
+        await client.disconnect()
+    rss_after = machine.rss_kib()
+    check(rss_after < rss_before + 16 * 1024, f"memory stays bounded (RSS {rss_before} -> {rss_after} KiB)")
+    check(machine.wait_ticks_grow(), "the guest still runs")
+    check((await observer.execute("query-status"))["status"] == "running", "a well-behaved client still gets answers")
+
+    # More clients than the monitor serves: the extra ones are told and cut off.
+    sockets = []
+    for _ in range(40):
+        connection = socket.socket(socket.AF_UNIX)
+        connection.settimeout(5)
+        connection.connect(machine.socket)
+        sockets.append(connection)
+    refused = 0
+    for connection in sockets:
+        data = b""
+        try:
+            while b"\n" not in data:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+        if b"too many monitor clients" in data:
+            refused += 1
+        connection.close()
+    check(refused >= 1, f"clients beyond the limit are refused ({refused} of 40)")
+
+    await observer.execute("quit")
+    await observer.disconnect()
+    check(machine.finish() == 0, "quit still ends skvm with status 0")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", choices=["lifecycle", "hostile"], required=True)
+    parser.add_argument("--skvm", required=True)
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="skvm-qmp-") as directory:
+        machine = Machine(args.skvm, args.probe, args.cpus, directory)
+        try:
+            scenario = lifecycle if args.scenario == "lifecycle" else hostile
+            asyncio.run(asyncio.wait_for(scenario(machine, args.cpus), 120))
+        except (CheckFailed, QMPError, asyncio.TimeoutError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
+            print(f"qmp_check: {args.scenario} FAILED: {type(error).__name__}: {error}", flush=True)
+            print("--- console ---\n" + machine.output()[-2000:], flush=True)
+            if machine.process.poll() is None:
+                machine.process.kill()
+            return 1
+    print(f"qmp_check: {args.scenario} ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
