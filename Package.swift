@@ -43,6 +43,6 @@ let package = Package(
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
-    .testTarget(name: "MonitorTests", dependencies: ["Monitor", "SwiftKVM"]),
+    .testTarget(name: "MonitorTests", dependencies: ["Monitor", "VMM", "Devices"]),
   ]
 )

@@ -40,7 +40,8 @@ final class MonitorClient: @unchecked Sendable {
           reply.afterReply?()
         case .tooLarge:
           let error = QMPError(
-            .genericError, "JSON value too large or too deeply nested (limit \(maximumRequestSize) bytes); disconnecting")
+            .genericError,
+            "JSON value too large or too deeply nested (limit \(maximumRequestSize) bytes); disconnecting")
           _ = send(QMPMessage.encode(["error": error.json]))
           return
         }

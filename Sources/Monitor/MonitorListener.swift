@@ -49,16 +49,19 @@ final class MonitorListener: @unchecked Sendable {
     var status = stat()
     if stat(directory, &status) != 0 || (status.st_mode & S_IFMT) != S_IFDIR {
       throw Failure(
-        description: "monitor socket \(path): the directory \(directory) does not exist; create it or choose another path")
+        description:
+          "monitor socket \(path): the directory \(directory) does not exist; create it or choose another path")
     }
     if lstat(path, &status) == 0 {
       guard (status.st_mode & S_IFMT) == S_IFSOCK else {
-        throw Failure(description: "monitor socket \(path): the path exists and is not a socket; refusing to replace it")
+        throw Failure(
+          description: "monitor socket \(path): the path exists and is not a socket; refusing to replace it")
       }
       if isServed(path) {
         throw Failure(
           description:
-            "monitor socket \(path) is in use by a live process (a client could connect); stop it or choose another path")
+            "monitor socket \(path) is in use by a live process (a client could connect); stop it or choose another path"
+        )
       }
       unlink(path)  // a stale socket left by a process that is gone
     }

@@ -48,7 +48,8 @@ final class QMPSession {
         throw QMPError(.commandNotFound, "Expecting capabilities negotiation with 'qmp_capabilities'")
       }
       let outcome = try commands.execute(name, arguments: arguments)
-      return Reply(data: QMPMessage.encode(QMPMessage.withID(["return": outcome.value], id)), afterReply: outcome.afterReply)
+      return Reply(
+        data: QMPMessage.encode(QMPMessage.withID(["return": outcome.value], id)), afterReply: outcome.afterReply)
     } catch {
       return reply(error: error, id: id)
     }

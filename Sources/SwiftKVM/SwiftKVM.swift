@@ -7,5 +7,5 @@
 @_exported import GuestMemory
 @_exported import KVM
 @_exported import Machine
-@_exported import VMM
 @_exported import Monitor
+@_exported import VMM

@@ -270,13 +270,11 @@ async def hostile(machine, cpus):
 
     # More clients than the monitor serves: the extra ones are told and cut off.
     sockets = []
+    refused = 0
     for _ in range(40):
         connection = socket.socket(socket.AF_UNIX)
-        connection.settimeout(5)
         connection.connect(machine.socket)
-        sockets.append(connection)
-    refused = 0
-    for connection in sockets:
+        connection.settimeout(5)
         data = b""
         try:
             while b"\n" not in data:
@@ -288,6 +286,8 @@ async def hostile(machine, cpus):
             pass
         if b"too many monitor clients" in data:
             refused += 1
+        sockets.append(connection)
+    for connection in sockets:
         connection.close()
     check(refused >= 1, f"clients beyond the limit are refused ({refused} of 40)")
 
@@ -310,7 +310,7 @@ def main():
             asyncio.run(asyncio.wait_for(scenario(machine, args.cpus), 120))
         except (CheckFailed, QMPError, asyncio.TimeoutError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
             print(f"qmp_check: {args.scenario} FAILED: {type(error).__name__}: {error}", flush=True)
-            print("--- console ---\n" + machine.output()[-2000:], flush=True)
+            print("--- console ---\n" + machine.output()[-400:], flush=True)
             if machine.process.poll() is None:
                 machine.process.kill()
             return 1

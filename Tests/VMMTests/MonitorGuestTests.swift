@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+/// The QMP monitor of `skvm run` against a busy probe guest, driven by the official
+/// client (PyPI qemu.qmp, installed by scripts/setup) and by hostile raw sockets.
+@Suite("QMP monitor with a running guest", .serialized)
+struct MonitorGuestTests {
+  /// The virtualenv scripts/setup makes, with qemu.qmp in it.
+  static var python: String {
+    let cache = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")
+    return cache + "/skvm/python/bin/python"
+  }
+
+  static func check(_ scenario: String, cpus: Int) throws -> (status: Int32, output: String) {
+    guard FileManager.default.isExecutableFile(atPath: python) else {
+      Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client the monitor tests use)")
+      return (-1, "")
+    }
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-\(scenario).bin")
+    try Data(try ProbeBuilder.binary("busy")).write(to: probe)
+    defer { try? FileManager.default.removeItem(at: probe) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: python)
+    process.arguments = [
+      ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Monitor/qmp_check.py").path, "--scenario", scenario,
+      "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
+    ]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+  }
+
+  @Test("qemu.qmp: status across stop/cont, events, info kvm/registers/cpus, reset, powerdown, quit → 0")
+  func lifecycle() throws {
+    let result = try Self.check("lifecycle", cpus: 2)
+    #expect(result.status == 0 && result.output.contains("qmp_check: lifecycle ok"), "\(result.output)")
+  }
+
+  @Test("Hostile clients get errors or are cut off; other clients and the guest carry on")
+  func hostileClients() throws {
+    let result = try Self.check("hostile", cpus: 2)
+    #expect(result.status == 0 && result.output.contains("qmp_check: hostile ok"), "\(result.output)")
+  }
+
+  @Test("Bad --qmp values and unusable socket paths fail before the guest starts, naming the problem")
+  func badAddresses() throws {
+    let unparseable = try CommandLineTests.skvm(["run", "--hello", "--qmp", "pipe:/x"])
+    #expect(unparseable.status != 0 && unparseable.errors.contains("'pipe:/x' is not a monitor address"))
+    let missing = try CommandLineTests.skvm(["run", "--hello", "--qmp", "unix:/nonexistent-dir/q.sock"])
+    #expect(missing.status == 1 && missing.errors.contains("the directory /nonexistent-dir does not exist"))
+    #expect(!missing.output.contains("Hello"), "the guest never started")
+
+    // A stale socket file (nobody listening) is replaced; a live one is refused.
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-qmp-\(getpid()).sock").path
+    defer { unlink(path) }
+    let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    #expect(bound == 0 && listen(listener, 1) == 0)
+    let live = try CommandLineTests.skvm(["run", "--hello", "--qmp", "unix:\(path)"])
+    #expect(live.status == 1 && live.errors.contains("in use by a live process"), "\(live.errors)")
+    close(listener)  // the file stays, stale now
+    let stale = try CommandLineTests.skvm(["run", "--hello", "--qmp", "unix:\(path),server=on,wait=off"])
+    #expect(stale.status == 0 && stale.output.contains("Hello"), "\(stale.errors)")
+    #expect(access(path, F_OK) != 0, "the socket file is removed when skvm exits")
+  }
+}
