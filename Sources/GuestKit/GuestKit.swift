@@ -40,7 +40,7 @@ public struct GuestKit: Sendable {
   public static func prepare(log: (String) -> Void = { _ in }) throws(Failure) -> GuestKit {
     // Fast path: the kit resolved last time, if apt's package lists have not changed since.
     // (Asking apt-cache for versions costs about a second per query, far more in an emulator.)
-    let stamp = aptListsStamp()
+    let stamp = aptListsStamp() + " " + contentKey
     let record = cacheRoot + "/current"
     if let saved = try? Files.read(record) {
       let lines = String(decoding: saved, as: UTF8.self).split(separator: "\n").map(String.init)
@@ -61,16 +61,22 @@ public struct GuestKit: Sendable {
     return "\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
   }
 
+  /// A hash of what the kit is made of besides the packages (the init script, the module
+  /// list): a change to either makes a new kit.
+  static let contentKey: String = {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in (InitScript.text + InitScript.powerButtonAction + modules.joined()).utf8 {
+      hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+    }
+    return String(hash, radix: 16)
+  }()
+
   private static func resolve(log: (String) -> Void) throws(Failure) -> GuestKit {
     do {
       let kernelPackage = try dependency(of: kernelMetapackage)
       let kernelVersion = try candidateVersion(kernelPackage)
       let busyboxVersion = try candidateVersion("busybox-static")
-      var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-      for byte in (InitScript.text + InitScript.powerButtonAction + modules.joined()).utf8 {
-        hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-      }
-      let key = "\(kernelPackage)_\(kernelVersion)+busybox_\(busyboxVersion)+\(String(hash, radix: 16))"
+      let key = "\(kernelPackage)_\(kernelVersion)+busybox_\(busyboxVersion)+\(contentKey)"
         .map { $0.isLetter || $0.isNumber || "._+-".contains($0) ? $0 : "_" }
       let directory = cacheRoot + "/" + String(key)
       let kit = GuestKit(

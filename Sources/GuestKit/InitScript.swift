@@ -13,7 +13,9 @@ enum InitScript {
     for module in $(cat /etc/modules.order); do
       insmod "/lib/modules/$module" 2>/dev/null
     done
-    acpid -c /etc/acpi 2>/dev/null
+    # acpid daemonizes only if it can open its log and pid files.
+    mkdir -p /var/log /var/run
+    acpid -c /etc/acpi || echo "skvm guest: acpid did not start: the ACPI power button will not power off"
     console=$(sed -n 's/.*console=\\([a-z0-9]*\\).*/\\1/p' /proc/cmdline | tail -n 1)
     echo "SKVM-GUEST-READY"
     while true; do

@@ -8,6 +8,8 @@ Steps run in order:
     expect:TEXT     wait until TEXT has appeared in the output (since the last expect)
     send:LINE       type LINE and Enter
     exit:STATUS     wait for COMMAND to end and check its status (any status if omitted)
+    qmp:COMMAND     run a QMP command (with --qmp-socket; needs PyPI qemu.qmp)
+    qmp-event:NAME  wait for the QMP event NAME
 
 Prints "=== session NAME" first, then the console transcript, then one line
 "=== result NAME ok|failed: reason". Exit status: 0 when every step held, 1 otherwise.
@@ -21,13 +23,15 @@ import time
 
 def main():
     arguments = sys.argv[1:]
-    timeout, name = 60.0, "session"
+    timeout, name, qmp_socket = 60.0, "session", None
     while arguments and arguments[0].startswith("--") and arguments[0] != "--":
         option = arguments.pop(0)
         if option == "--timeout":
             timeout = float(arguments.pop(0))
         elif option == "--name":
             name = arguments.pop(0)
+        elif option == "--qmp-socket":
+            qmp_socket = arguments.pop(0)
         else:
             raise SystemExit(f"unknown option {option}")
     split = arguments.index("--")
@@ -38,6 +42,17 @@ def main():
     transcript = b""
     position = 0
     verdict = "ok"
+    monitor = None
+
+    def qmp():
+        nonlocal monitor
+        if monitor is None:
+            from qemu.qmp.legacy import QEMUMonitorProtocol
+            while not os.path.exists(qmp_socket):
+                time.sleep(0.05)
+            monitor = QEMUMonitorProtocol(qmp_socket)
+            monitor.connect(negotiate=True)
+        return monitor
 
     def pump(wait):
         nonlocal transcript
@@ -69,6 +84,24 @@ def main():
         elif kind == "send":
             process.stdin.write(value.encode() + b"\n")
             process.stdin.flush()
+        elif kind == "qmp":
+            reply = qmp().cmd(value)
+            print(f"\n[qmp] {value} -> {reply}", flush=True)
+            if "return" not in reply:
+                verdict = f"failed: QMP {value} answered {reply}"
+                break
+        elif kind == "qmp-event":
+            event = None
+            while event is None and time.monotonic() < deadline:
+                pump(0.05)
+                event = qmp().pull_event(wait=False)
+                if event is not None and event["event"] != value:
+                    print(f"\n[qmp] event {event['event']} (waiting for {value})", flush=True)
+                    event = None
+            if event is None:
+                verdict = f"failed: no QMP event {value} within {timeout:.0f} s"
+                break
+            print(f"\n[qmp] event {value}: {event.get('data', {})}", flush=True)
         elif kind == "exit":
             while process.poll() is None and time.monotonic() < deadline:
                 pump(0.5)

@@ -24,10 +24,17 @@ enum LinuxGuestHost {
   }
 
   /// Runs Tests/Linux/guest_session.py with `steps` against `skvm run arguments`.
-  static func session(_ name: String, steps: [String], skvm arguments: [String], timeout: Int = 120) throws -> Session {
+  /// With `monitor`, skvm serves QMP on a fresh socket the steps' `qmp:` commands use.
+  static func session(
+    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
+  ) throws -> Session {
     let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
     let skvm = CommandLineTests.executable.path
-    let words = ["python3", driver, "--name", name, "--timeout", String(timeout)] + steps + ["--", skvm] + arguments
+    let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
+    let python = monitor ? MonitorGuestTests.python : "python3"
+    let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
+    let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []
+    let words = [python, driver] + options + steps + ["--", skvm] + arguments + qmp
     let process = Process()
     if usesLane {
       process.executableURL = ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane")
@@ -81,6 +88,19 @@ struct LinuxGuestTests {
       skvm: ["run"])
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("the guest kernel panicked"))
+  }
+
+  @Test("QMP system_reset boots the guest again; system_powerdown powers it off cleanly (status 0)")
+  func monitorResetAndPowerdown() throws {
+    let session = try LinuxGuestHost.session(
+      "qmp",
+      steps: [
+        "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
+        "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
+      ],
+      skvm: ["run"], monitor: true)
+    #expect(session.passed, "\(session.transcript)")
+    #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
 
   @Test("The kit kernel as an ELF vmlinux (entered at its PVH note) boots with two CPUs")
