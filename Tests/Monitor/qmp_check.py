@@ -314,6 +314,10 @@ def main():
             if machine.process.poll() is None:
                 machine.process.kill()
             return 1
+        except BaseException:
+            if machine.process.poll() is None:
+                machine.process.kill()
+            raise
     print(f"qmp_check: {args.scenario} ok", flush=True)
     return 0
 

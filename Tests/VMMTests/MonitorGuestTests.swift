@@ -74,4 +74,33 @@ struct MonitorGuestTests {
     #expect(stale.status == 0 && stale.output.contains("Hello"), "\(stale.errors)")
     #expect(access(path, F_OK) != 0, "the socket file is removed when skvm exits")
   }
+
+  @Test("skvm monitor runs HMP commands against a running machine; quit ends it with status 0")
+  func humanMonitorClient() throws {
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-hmp.bin")
+    try Data(try ProbeBuilder.binary("busy")).write(to: probe)
+    defer { try? FileManager.default.removeItem(at: probe) }
+    let socket = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-hmp-\(getpid()).sock").path
+    let machine = Process()
+    machine.executableURL = CommandLineTests.executable
+    machine.arguments = ["run", "--flat-entry", "long", "--flat", probe.path, "--qmp", "unix:\(socket)"]
+    machine.standardOutput = FileHandle.nullDevice
+    try machine.run()
+    defer { if machine.isRunning { machine.terminate() } }
+    var waited = 0
+    while access(socket, F_OK) != 0 && waited < 200 {
+      usleep(50_000)
+      waited += 1
+    }
+    let result = try CommandLineTests.skvm([
+      "monitor", socket, "-c", "info kvm", "-c", "stop", "-c", "info status", "-c", "cont", "-c", "quit",
+    ])
+    #expect(result.status == 0, "\(result.errors)")
+    #expect(result.output.contains("kvm support: enabled"))
+    #expect(result.output.contains("VM status: paused"))
+    machine.waitUntilExit()
+    #expect(machine.terminationStatus == 0)
+    let missing = try CommandLineTests.skvm(["monitor", socket + ".absent"])
+    #expect(missing.status == 1 && missing.errors.contains("cannot connect to the monitor"))
+  }
 }

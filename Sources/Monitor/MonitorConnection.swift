@@ -1,0 +1,138 @@
+import Foundation
+import Glibc
+import VMM
+
+/// A QMP client connection, for `skvm monitor` and for Swift programs that drive a
+/// machine through its monitor: connects, negotiates capabilities, executes commands
+/// one at a time, and hands asynchronous events to a callback.
+///
+/// ```swift
+/// let connection = try MonitorConnection(address: try MonitorAddress(parsing: "unix:/tmp/vm.qmp"))
+/// let status = try connection.execute("query-status")
+/// ```
+public final class MonitorConnection: @unchecked Sendable {
+  private let fd: Int32
+  private let replies = NSCondition()
+  private var pending: [[String: Any]] = []
+  private var closed = false
+  private let onEvent: @Sendable (String, [String: Any]) -> Void
+  /// The server's greeting (`{"QMP": {...}}`).
+  public private(set) var greeting: [String: Any] = [:]
+
+  /// Connects and negotiates; `onEvent` gets each event's name and whole message, on a reader thread.
+  public init(
+    address: MonitorAddress, onEvent: @escaping @Sendable (String, [String: Any]) -> Void = { _, _ in }
+  ) throws(MonitorError) {
+    self.onEvent = onEvent
+    fd = try Self.connect(address)
+    do {
+      _ = try OSThread(name: "qmp-reader") { [self] in readLoop() }
+    } catch {
+      Glibc.close(fd)
+      throw MonitorError(description: error.description)
+    }
+    greeting = try nextReply()
+    _ = try execute("qmp_capabilities")
+  }
+
+  deinit {
+    shutdown(fd, Int32(SHUT_RDWR))
+    Glibc.close(fd)
+  }
+
+  /// Runs a command; returns its `return` value, or throws the server's error.
+  @discardableResult
+  public func execute(_ command: String, arguments: [String: Any] = [:]) throws(MonitorError) -> Any {
+    var request: [String: Any] = ["execute": command]
+    if !arguments.isEmpty { request["arguments"] = arguments }
+    guard var data = try? JSONSerialization.data(withJSONObject: request) else {
+      throw MonitorError(description: "the arguments of \(command) are not JSON")
+    }
+    data.append(0x0A)
+    let sent = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    guard sent == data.count else { throw MonitorError(description: "the monitor connection is closed") }
+    let reply = try nextReply()
+    if let error = reply["error"] as? [String: Any] {
+      throw MonitorError(description: "\(error["class"] ?? "Error"): \(error["desc"] ?? "")")
+    }
+    return reply["return"] ?? [String: Any]()
+  }
+
+  /// Runs a human-monitor (HMP) command line; returns its text output.
+  public func human(_ line: String) throws(MonitorError) -> String {
+    let output = try execute("human-monitor-command", arguments: ["command-line": line])
+    return output as? String ?? ""
+  }
+
+  private func nextReply() throws(MonitorError) -> [String: Any] {
+    replies.lock()
+    defer { replies.unlock() }
+    while pending.isEmpty && !closed { replies.wait() }
+    guard !pending.isEmpty else { throw MonitorError(description: "the monitor closed the connection") }
+    return pending.removeFirst()
+  }
+
+  private func readLoop() {
+    var splitter = JSONStreamSplitter(maximumValueSize: 64 << 20)
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    defer {
+      replies.lock()
+      closed = true
+      replies.broadcast()
+      replies.unlock()
+    }
+    while true {
+      let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if count < 0, errno == EINTR { continue }
+      guard count > 0 else { return }
+      for piece in splitter.feed(buffer[0..<count]) {
+        guard case .value(let bytes) = piece,
+          let message = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        else { return }
+        if let event = message["event"] as? String {
+          onEvent(event, message)
+        } else {
+          replies.lock()
+          pending.append(message)
+          replies.signal()
+          replies.unlock()
+        }
+      }
+    }
+  }
+
+  private static func connect(_ address: MonitorAddress) throws(MonitorError) -> Int32 {
+    switch address.endpoint {
+    case .unix(let path):
+      let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      var socketAddress = MonitorListener.unixAddress(path)
+      let result = withUnsafePointer(to: &socketAddress) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+          Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+      }
+      guard fd >= 0, result == 0 else {
+        let message = String(cString: strerror(errno))
+        if fd >= 0 { Glibc.close(fd) }
+        throw MonitorError(description: "cannot connect to the monitor at \(path): \(message)")
+      }
+      return fd
+    case .tcp(let host, let port):
+      var hints = addrinfo()
+      hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+      var list: UnsafeMutablePointer<addrinfo>?
+      let status = getaddrinfo(host, String(port), &hints, &list)
+      guard status == 0, let first = list else {
+        throw MonitorError(description: "monitor address \(host):\(port): \(String(cString: gai_strerror(status)))")
+      }
+      defer { freeaddrinfo(list) }
+      let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, 0)
+      guard fd >= 0, Glibc.connect(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
+        let message = String(cString: strerror(errno))
+        if fd >= 0 { Glibc.close(fd) }
+        throw MonitorError(description: "cannot connect to the monitor at \(host):\(port): \(message)")
+      }
+      return fd
+    }
+  }
+}
