@@ -174,8 +174,10 @@ async def lifecycle(machine, cpus):
     check(not os.path.exists(machine.socket), "the socket file is removed on exit")
 
 
-def raw_exchange(path, payload, read_until_close=False, timeout=5.0):
-    """Sends payload (after negotiating) on a fresh socket; returns the replies that followed."""
+def raw_exchange(path, payload, expected=1, read_until_close=False, timeout=10.0):
+    """Sends payload (after negotiating) on a fresh socket; returns the replies that followed
+    (at least `expected` of them unless the server closed first or time ran out) and whether
+    the server closed the connection."""
     connection = socket.socket(socket.AF_UNIX)
     connection.settimeout(timeout)
     connection.connect(path)
@@ -205,7 +207,7 @@ def raw_exchange(path, payload, read_until_close=False, timeout=5.0):
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         replies += [json.loads(line) for line in lines if line.strip()]
-        if not read_until_close and len(replies) >= 2:
+        if not read_until_close and len(replies) >= expected + 1:
             break
     connection.close()
     return replies[1:], closed
@@ -217,14 +219,14 @@ async def hostile(machine, cpus):
 
     replies, _ = raw_exchange(machine.socket, b"garbage \x00\xff\xfe nonsense\n")
     check(replies and all("error" in reply for reply in replies), f"garbage bytes get error replies ({replies[:2]})")
-    replies, _ = raw_exchange(machine.socket, b'{"execute": }\n{"execute": "query-status"}\n')
+    replies, _ = raw_exchange(machine.socket, b'{"execute": }\n{"execute": "query-status"}\n', expected=2)
     check(replies[0]["error"]["class"] == "GenericError" and "return" in replies[1],
           "invalid JSON gets an error and the next request works")
-    replies, _ = raw_exchange(machine.socket, b'[1, 2]\n{"execute": 42}\n')
+    replies, _ = raw_exchange(machine.socket, b'[1, 2]\n{"execute": 42}\n', expected=2)
     check(replies[0]["error"]["desc"] == "QMP input must be a JSON object" and
           replies[1]["error"]["desc"] == "QMP input member 'execute' must be a string", "non-object input rejected")
     replies, _ = raw_exchange(machine.socket, b'{"execute": "human-monitor-command", "arguments": {"command-line": 5}, "id": 7}\n'
-                              b'{"execute": "query-status", "arguments": {"bogus": 1}}\n')
+                              b'{"execute": "query-status", "arguments": {"bogus": 1}}\n', expected=2)
     check(replies[0]["id"] == 7 and "Invalid parameter type" in replies[0]["error"]["desc"], "wrong argument type named")
     check("Parameter 'bogus' is unexpected" in replies[1]["error"]["desc"], "unexpected argument named")
     replies, closed = raw_exchange(machine.socket, b'{"execute": "' + b"a" * (16 << 20) + b'"}\n', read_until_close=True,
