@@ -16,24 +16,13 @@ struct CommandLineTests {
   }
 
   static func skvm(_ arguments: [String], interruptAfter: Double? = nil) throws -> Result {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    if let interruptAfter {
-      Thread.sleep(forTimeInterval: interruptAfter)
-      process.interrupt()
+    let result = try ChildProcess.run(executable, arguments) { process in
+      if let interruptAfter {
+        Thread.sleep(forTimeInterval: interruptAfter)
+        process.interrupt()
+      }
     }
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Result(
-      status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
-      errors: String(decoding: errorData, as: UTF8.self))
+    return Result(status: result.status, output: result.output, errors: result.errors)
   }
 
   @Test("skvm run --hello runs the built-in hello guest and exits 0")

@@ -32,21 +32,10 @@ struct LaneTests {
   }
 
   static func lane(_ arguments: [String]) throws -> Result {
-    let process = Process()
-    process.executableURL = ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane")
-    process.arguments = arguments
-    process.currentDirectoryURL = ProbeBuilder.repositoryRoot
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Result(
-      status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
-      errors: String(decoding: errorData, as: UTF8.self))
+    let result = try ChildProcess.run(
+      ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"), arguments,
+      directory: ProbeBuilder.repositoryRoot)
+    return Result(status: result.status, output: result.output, errors: result.errors)
   }
 
   @Test("/dev/kvm appears, a probe runs on it, and statuses and output come back intact")

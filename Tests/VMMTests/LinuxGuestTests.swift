@@ -35,23 +35,15 @@ enum LinuxGuestHost {
     let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
     let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []
     let words = [python, driver] + options + steps + ["--", skvm] + arguments + qmp
-    let process = Process()
-    if usesLane {
-      process.executableURL = ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane")
-      let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-      process.arguments = ["--timeout", String(timeout + 30), "--", quoted]
-    } else {
-      process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-      process.arguments = words
-    }
-    process.currentDirectoryURL = ProbeBuilder.repositoryRoot
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Session(status: process.terminationStatus, transcript: String(decoding: data, as: UTF8.self))
+    let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+    let result =
+      usesLane
+      ? try ChildProcess.run(
+        ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"),
+        ["--timeout", String(timeout + 30), "--", quoted], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
+      : try ChildProcess.run(
+        URL(fileURLWithPath: "/usr/bin/env"), words, directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
+    return Session(status: result.status, transcript: result.output)
   }
 }
 

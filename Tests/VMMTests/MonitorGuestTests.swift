@@ -19,19 +19,13 @@ struct MonitorGuestTests {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-\(scenario).bin")
     try Data(try ProbeBuilder.binary("busy")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = [
-      ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Monitor/qmp_check.py").path, "--scenario", scenario,
-      "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
-    ]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try ChildProcess.run(
+      URL(fileURLWithPath: python),
+      [
+        ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Monitor/qmp_check.py").path, "--scenario", scenario,
+        "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
+      ], mergeErrors: true)
+    return (result.status, result.output)
   }
 
   @Test("qemu.qmp: status across stop/cont, events, info kvm/registers/cpus, reset, powerdown, quit → 0")
