@@ -97,4 +97,39 @@ struct MonitorGuestTests {
     let missing = try CommandLineTests.skvm(["monitor", socket + ".absent"])
     #expect(missing.status == 1 && missing.errors.contains("cannot connect to the monitor"))
   }
+
+  @Test("--qmp tcp with wait=on holds the guest until a client connects, on loopback")
+  func tcpWaitForClient() throws {
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-tcp.bin")
+    try Data(try ProbeBuilder.binary("busy")).write(to: probe)
+    defer { try? FileManager.default.removeItem(at: probe) }
+    let port = 20000 + Int(getpid() % 20000)
+    let console = Pipe()
+    let errors = Pipe()
+    let machine = Process()
+    machine.executableURL = CommandLineTests.executable
+    machine.arguments = [
+      "run", "--flat-entry", "long", "--flat", probe.path, "--qmp", "tcp::\(port),server=on,wait=on",
+    ]
+    machine.standardOutput = console
+    machine.standardError = errors
+    try machine.run()
+    defer { if machine.isRunning { machine.terminate() } }
+    // Until a client connects the guest has not started: not a byte on its console.
+    var waitingSaid = false
+    for _ in 0..<100 where !waitingSaid {
+      usleep(50_000)
+      waitingSaid = (errors.fileHandleForReading.availableData.count > 0)
+    }
+    #expect(waitingSaid, "skvm says it is waiting for a monitor client")
+    usleep(300_000)
+    let flags = fcntl(console.fileHandleForReading.fileDescriptor, F_GETFL)
+    _ = fcntl(console.fileHandleForReading.fileDescriptor, F_SETFL, flags | O_NONBLOCK)
+    var byte: UInt8 = 0
+    #expect(read(console.fileHandleForReading.fileDescriptor, &byte, 1) < 0, "no guest output before a client connects")
+    let result = try CommandLineTests.skvm(["monitor", "tcp:127.0.0.1:\(port)", "-c", "info status", "-c", "quit"])
+    #expect(result.status == 0 && result.output.contains("VM status: running"), "\(result.errors)")
+    machine.waitUntilExit()
+    #expect(machine.terminationStatus == 0)
+  }
 }
