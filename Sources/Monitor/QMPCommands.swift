@@ -35,22 +35,10 @@ final class QMPCommands: @unchecked Sendable {
       "query-cpus-fast": noArguments { [unowned self] in self.cpus },
       "query-block": noArguments { [Any]() },
       "query-chardev": noArguments { [unowned self] in self.chardevs },
-      "stop": noArguments { [unowned self] in
-        self.machine.pause()
-        return [String: Any]()
-      },
-      "cont": noArguments { [unowned self] in
-        self.machine.resume()
-        return [String: Any]()
-      },
-      "system_reset": noArguments { [unowned self] in
-        self.machine.reset()
-        return [String: Any]()
-      },
-      "system_powerdown": noArguments { [unowned self] in
-        self.machine.pressPowerButton()
-        return [String: Any]()
-      },
+      "stop": action { [unowned self] in self.machine.pause() },
+      "cont": action { [unowned self] in self.machine.resume() },
+      "system_reset": action { [unowned self] in self.machine.reset() },
+      "system_powerdown": action { [unowned self] in self.machine.pressPowerButton() },
       "quit": { [unowned self] arguments throws(QMPError) in
         _ = try QMPArguments(arguments, allowed: [])
         let machine = self.machine
@@ -81,6 +69,14 @@ final class QMPCommands: @unchecked Sendable {
     return { arguments throws(QMPError) in
       _ = try QMPArguments(arguments, allowed: [])
       return Outcome(value: body())
+    }
+  }
+
+  /// A command that takes no arguments, does something and returns an empty object.
+  private func action(_ body: @escaping () -> Void) -> Handler {
+    noArguments {
+      body()
+      return [String: Any]()
     }
   }
 

@@ -20,10 +20,6 @@ final class RunGate: @unchecked Sendable {
   var needsAttention: Bool { attention.load(ordering: .relaxed) != 0 }
 
   var isStopping: Bool { attention.load(ordering: .acquiring) & Self.stopBit != 0 }
-  var isPauseRequested: Bool { attention.load(ordering: .acquiring) & Self.pauseBit != 0 }
-
-  /// vCPU threads parked right now.
-  var parked: Int { lock.withLock { parkedThreads } }
 
   func requestStop() {
     lock.withLock {
