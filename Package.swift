@@ -26,6 +26,8 @@ let package = Package(
     .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine"]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+    // Disk images: raw and qcow2 (no KVM needed).
+    .target(name: "DiskImage", dependencies: ["CZlib"]),
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.
@@ -43,6 +45,7 @@ let package = Package(
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
+    .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
     .testTarget(name: "MonitorTests", dependencies: ["Monitor", "VMM", "Devices"]),
   ]
 )

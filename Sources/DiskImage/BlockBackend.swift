@@ -1,0 +1,60 @@
+import Glibc
+
+/// A disk image as a device sees it: a byte-addressed store of `size` bytes.
+///
+/// Implementations are safe to call from several threads at once (virtio-blk issues
+/// requests in parallel); each call either completes or throws `DiskImageError`.
+public protocol BlockBackend: AnyObject, Sendable {
+  /// The virtual size in bytes.
+  var size: UInt64 { get }
+  /// True when writes are refused.
+  var isReadOnly: Bool { get }
+  /// Fills `buffer` from the image at `offset`; past the end of the image is an error.
+  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError)
+}
+
+extension BlockBackend {
+  /// Reads `count` bytes at `offset`.
+  public func read(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    var failure: DiskImageError?
+    bytes.withUnsafeMutableBytes { buffer in
+      do throws(DiskImageError) { try read(into: buffer, at: offset) } catch { failure = error }
+    }
+    if let failure { throw failure }
+    return bytes
+  }
+
+  /// Checks that `[offset, offset + count)` lies inside the image.
+  func checkRange(_ offset: UInt64, _ count: Int) throws(DiskImageError) {
+    let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+    guard !overflow, end <= size else { throw .outOfRange(offset: offset, length: count, size: size) }
+  }
+}
+
+/// What went wrong with a disk image, naming the file and the value.
+public enum DiskImageError: Error, Equatable, CustomStringConvertible {
+  /// The file could not be opened or read.
+  case io(path: String, operation: String, errno: Int32)
+  /// The file is not an image of the format asked for, or its metadata is inconsistent.
+  case invalid(path: String, reason: String)
+  /// The image uses a feature SwiftKVM does not implement.
+  case unsupported(path: String, feature: String)
+  /// A request reached past the end of the image.
+  case outOfRange(offset: UInt64, length: Int, size: UInt64)
+  /// A backing file could not be found.
+  case missingBacking(image: String, backing: String, lookedAt: String)
+
+  public var description: String {
+    switch self {
+    case .io(let path, let operation, let code):
+      "\(path): \(operation) failed: \(String(cString: strerror(code)))"
+    case .invalid(let path, let reason): "\(path): \(reason)"
+    case .unsupported(let path, let feature): "\(path): uses \(feature), which SwiftKVM does not support"
+    case .outOfRange(let offset, let length, let size):
+      "request of \(length) bytes at offset \(offset) reaches past the end of the image (\(size) bytes)"
+    case .missingBacking(let image, let backing, let lookedAt):
+      "\(image): its backing file '\(backing)' was not found (looked for \(lookedAt))"
+    }
+  }
+}

@@ -1,0 +1,62 @@
+import Glibc
+
+/// Image formats SwiftKVM reads and writes.
+public enum DiskImageFormat: String, Sendable, CaseIterable, Codable {
+  case raw
+  case qcow2
+}
+
+/// Opening images by path: format detection and backing chains.
+public enum DiskImage {
+  /// Backing chains deeper than this are refused (a loop would otherwise never end).
+  public static let maximumChainDepth = 64
+
+  /// The format of the file at `path`: qcow2 by its magic, else raw.
+  public static func detectFormat(_ path: String) throws(DiskImageError) -> DiskImageFormat {
+    let file = try ImageFile(path: path, writable: false)
+    let magic = BigEndianReader(try file.read(count: 4, at: 0)).u32(0)
+    return magic == QCow2Header.magic ? .qcow2 : .raw
+  }
+
+  /// Opens `path` for reading as `format` (detected when nil), with its backing chain.
+  public static func open(_ path: String, format: DiskImageFormat? = nil) throws(DiskImageError) -> any BlockBackend {
+    try open(path, format: format, depth: 0)
+  }
+
+  private static func open(_ path: String, format: DiskImageFormat?, depth: Int) throws(DiskImageError)
+    -> any BlockBackend
+  {
+    guard depth < maximumChainDepth else {
+      throw .invalid(path: path, reason: "backing chain deeper than \(maximumChainDepth) (a loop?)")
+    }
+    let detected = try detectFormat(path)
+    let chosen = format ?? detected
+    if chosen == .qcow2 && detected != .qcow2 {
+      throw .invalid(path: path, reason: "not a qcow2 image (no QFI\\xfb magic); is it raw?")
+    }
+    switch chosen {
+    case .raw:
+      return try RawImage(path: path)
+    case .qcow2:
+      let file = try ImageFile(path: path, writable: false)
+      let header = try QCow2Header.read(from: file)
+      var backing: (any BlockBackend)?
+      if let name = header.backingFile {
+        let resolved = resolve(backing: name, of: path)
+        guard access(resolved, F_OK) == 0 else {
+          throw .missingBacking(image: path, backing: name, lookedAt: resolved)
+        }
+        let backingFormat = header.backingFormat.flatMap { DiskImageFormat(rawValue: $0) }
+        backing = try open(resolved, format: backingFormat, depth: depth + 1)
+      }
+      return try QCow2Image(file: file, header: header, backing: backing)
+    }
+  }
+
+  /// A backing file name as QEMU resolves it: absolute as is, relative to the image's directory.
+  public static func resolve(backing name: String, of image: String) -> String {
+    if name.hasPrefix("/") { return name }
+    guard let slash = image.lastIndex(of: "/") else { return name }
+    return String(image[...slash]) + name
+  }
+}

@@ -1,0 +1,76 @@
+import Glibc
+
+/// An open image file: positioned reads and writes that complete fully or throw.
+/// Reads past the end of the file return zeros, as QEMU's file layer does.
+final class ImageFile: @unchecked Sendable {
+  let path: String
+  let fd: Int32
+  let writable: Bool
+
+  init(path: String, writable: Bool) throws(DiskImageError) {
+    self.path = path
+    self.writable = writable
+    let fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+    guard fd >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
+    var status = stat()
+    guard fstat(fd, &status) == 0 else {
+      let code = errno
+      close(fd)
+      throw .io(path: path, operation: "stat", errno: code)
+    }
+    guard (status.st_mode & S_IFMT) == S_IFREG || (status.st_mode & S_IFMT) == S_IFBLK else {
+      close(fd)
+      throw .invalid(path: path, reason: "not a regular file or block device")
+    }
+    self.fd = fd
+  }
+
+  deinit { close(fd) }
+
+  /// The file's length in bytes.
+  var length: UInt64 {
+    var status = stat()
+    guard fstat(fd, &status) == 0 else { return 0 }
+    if (status.st_mode & S_IFMT) == S_IFBLK {
+      return UInt64(max(0, lseek(fd, 0, SEEK_END)))
+    }
+    return UInt64(status.st_size)
+  }
+
+  /// Bytes the file occupies on disk.
+  var allocatedBytes: UInt64 {
+    var status = stat()
+    guard fstat(fd, &status) == 0 else { return 0 }
+    return UInt64(status.st_blocks) * 512
+  }
+
+  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    guard let base = buffer.baseAddress else { return }
+    var done = 0
+    while done < buffer.count {
+      guard offset <= UInt64(Int64.max) - UInt64(buffer.count) else {
+        throw .invalid(path: path, reason: "offset \(offset) is beyond any file")
+      }
+      let count = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw .io(path: path, operation: "read at \(offset + UInt64(done))", errno: errno)
+      }
+      if count == 0 {
+        (base + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+        return
+      }
+      done += count
+    }
+  }
+
+  func read(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    var failure: DiskImageError?
+    bytes.withUnsafeMutableBytes { buffer in
+      do throws(DiskImageError) { try read(into: buffer, at: offset) } catch { failure = error }
+    }
+    if let failure { throw failure }
+    return bytes
+  }
+}
