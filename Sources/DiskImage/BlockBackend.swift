@@ -11,6 +11,10 @@ public protocol BlockBackend: AnyObject, Sendable {
   var isReadOnly: Bool { get }
   /// Fills `buffer` from the image at `offset`; past the end of the image is an error.
   func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError)
+  /// Writes `bytes` at `offset`; past the end of the image is an error.
+  func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError)
+  /// Makes every completed write durable.
+  func flush() throws(DiskImageError)
 }
 
 extension BlockBackend {
@@ -23,6 +27,15 @@ extension BlockBackend {
     }
     if let failure { throw failure }
     return bytes
+  }
+
+  /// Writes `bytes` at `offset`.
+  public func write(_ bytes: [UInt8], at offset: UInt64) throws(DiskImageError) {
+    var failure: DiskImageError?
+    bytes.withUnsafeBytes { buffer in
+      do throws(DiskImageError) { try write(buffer, at: offset) } catch { failure = error }
+    }
+    if let failure { throw failure }
   }
 
   /// Checks that `[offset, offset + count)` lies inside the image.

@@ -18,13 +18,15 @@ public enum DiskImage {
     return magic == QCow2Header.magic ? .qcow2 : .raw
   }
 
-  /// Opens `path` for reading as `format` (detected when nil), with its backing chain.
-  public static func open(_ path: String, format: DiskImageFormat? = nil) throws(DiskImageError) -> any BlockBackend {
-    try open(path, format: format, depth: 0)
+  /// Opens `path` as `format` (detected when nil), with its backing chain (always read-only).
+  public static func open(_ path: String, format: DiskImageFormat? = nil, writable: Bool = false)
+    throws(DiskImageError) -> any BlockBackend
+  {
+    try open(path, format: format, writable: writable, depth: 0)
   }
 
-  private static func open(_ path: String, format: DiskImageFormat?, depth: Int) throws(DiskImageError)
-    -> any BlockBackend
+  private static func open(_ path: String, format: DiskImageFormat?, writable: Bool, depth: Int)
+    throws(DiskImageError) -> any BlockBackend
   {
     guard depth < maximumChainDepth else {
       throw .invalid(path: path, reason: "backing chain deeper than \(maximumChainDepth) (a loop?)")
@@ -36,9 +38,9 @@ public enum DiskImage {
     }
     switch chosen {
     case .raw:
-      return try RawImage(path: path)
+      return try RawImage(path: path, readOnly: !writable)
     case .qcow2:
-      let file = try ImageFile(path: path, writable: false)
+      let file = try ImageFile(path: path, writable: writable)
       let header = try QCow2Header.read(from: file)
       var backing: (any BlockBackend)?
       if let name = header.backingFile {
@@ -47,7 +49,7 @@ public enum DiskImage {
           throw .missingBacking(image: path, backing: name, lookedAt: resolved)
         }
         let backingFormat = header.backingFormat.flatMap { DiskImageFormat(rawValue: $0) }
-        backing = try open(resolved, format: backingFormat, depth: depth + 1)
+        backing = try open(resolved, format: backingFormat, writable: false, depth: depth + 1)
       }
       return try QCow2Image(file: file, header: header, backing: backing)
     }

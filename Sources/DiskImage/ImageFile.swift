@@ -73,4 +73,44 @@ final class ImageFile: @unchecked Sendable {
     if let failure { throw failure }
     return bytes
   }
+
+  /// Writes all of `bytes` at `offset`.
+  func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    guard let base = bytes.baseAddress else { return }
+    var done = 0
+    while done < bytes.count {
+      let count = pwrite(fd, base + done, bytes.count - done, off_t(offset) + off_t(done))
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw .io(path: path, operation: "write at \(offset + UInt64(done))", errno: errno)
+      }
+      done += count
+    }
+  }
+
+  func write(_ bytes: [UInt8], at offset: UInt64) throws(DiskImageError) {
+    var failure: DiskImageError?
+    bytes.withUnsafeBytes { buffer in
+      do throws(DiskImageError) { try write(buffer, at: offset) } catch { failure = error }
+    }
+    if let failure { throw failure }
+  }
+
+  /// Makes every write so far durable (fdatasync): the ordering point of metadata updates.
+  func flush() throws(DiskImageError) {
+    guard fdatasync(fd) == 0 else { throw .io(path: path, operation: "fdatasync", errno: errno) }
+  }
+
+  /// Sets the file's length.
+  func truncate(to length: UInt64) throws(DiskImageError) {
+    guard ftruncate(fd, off_t(length)) == 0 else { throw .io(path: path, operation: "truncate", errno: errno) }
+  }
+
+  /// Creates (or truncates) a file for a new image.
+  static func create(path: String) throws(DiskImageError) -> ImageFile {
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw .io(path: path, operation: "create", errno: errno) }
+    close(fd)
+    return try ImageFile(path: path, writable: true)
+  }
 }

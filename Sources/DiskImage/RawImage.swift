@@ -16,4 +16,14 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     try checkRange(offset, buffer.count)
     try file.read(into: buffer, at: offset)
   }
+
+  public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    try checkRange(offset, bytes.count)
+    try file.write(bytes, at: offset)
+  }
+
+  public func flush() throws(DiskImageError) {
+    try file.flush()
+  }
 }

@@ -1,22 +1,33 @@
-import Synchronization
+import Glibc
 
-/// A qcow2 image (versions 2 and 3), read through its L1/L2 tables: unallocated clusters
-/// come from the backing file (or read as zeros), zero clusters read as zeros, compressed
-/// clusters are inflated. Every table and data offset is checked against the file before
-/// use; L2 tables are cached within a fixed budget.
+/// A qcow2 image (versions 2 and 3).
+///
+/// Reads go through the L1/L2 tables: unallocated clusters come from the backing file
+/// (or read as zeros), zero clusters read as zeros, compressed clusters are inflated.
+/// Writes allocate clusters copy-on-write (from the backing file, a compressed or zero
+/// cluster, or a cluster shared with a snapshot) and update metadata in crash-safe order:
+/// a new cluster's refcount is durable before any table points to it, and an old
+/// cluster's refcount drops only after nothing points to it — a crash leaks clusters at
+/// worst. Every table and data offset is checked against the file before use.
 public final class QCow2Image: BlockBackend, @unchecked Sendable {
   public let path: String
-  public let header: QCow2Header
-  public let isReadOnly = true
-  public var size: UInt64 { header.size }
+  public let isReadOnly: Bool
   /// The image this one reads unallocated clusters from, if any.
   public let backing: (any BlockBackend)?
   /// Bytes of L2 tables kept in memory at most.
   public static let l2CacheBudget = 16 << 20
 
   let file: ImageFile
-  private let l1: [UInt64]
-  private let l2Cache: Mutex<L2Cache>
+  private let lock = MetadataLock()
+  /// Guarded by `lock`.
+  private var metadata: State
+
+  private struct State {
+    var header: QCow2Header
+    var l1: [UInt64]
+    var l2Cache: L2Cache
+    var refcounts: QCow2Refcounts?
+  }
 
   /// Bits 9–55 of L1/L2 entries: a host offset.
   static let offsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
@@ -24,28 +35,63 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   static let compressedFlag: UInt64 = 1 << 62
   static let zeroFlag: UInt64 = 1
 
-  /// Opens `path`; `backing` is the already-opened backing image (see `DiskImage.open`).
+  /// Opens an image whose header has been read; `backing` is its opened backing image.
   init(file: ImageFile, header: QCow2Header, backing: (any BlockBackend)?) throws(DiskImageError) {
     self.path = file.path
     self.file = file
-    self.header = header
     self.backing = backing
+    self.isReadOnly = !file.writable
     let raw = try file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset)
     let reader = BigEndianReader(raw)
-    l1 = (0..<Int(header.l1Size)).map { reader.u64($0 * 8) }
+    let l1 = (0..<Int(header.l1Size)).map { reader.u64($0 * 8) }
     let tables = max(1, Self.l2CacheBudget / Int(header.clusterSize))
-    l2Cache = Mutex(L2Cache(capacity: tables))
+    var refcounts: QCow2Refcounts?
+    if file.writable {
+      if header.isCorrupt {
+        throw .invalid(path: file.path, reason: "the image is marked corrupt; repair it with 'skvm img check -r all'")
+      }
+      refcounts = try QCow2Refcounts(file: file, header: header)
+    }
+    metadata = State(header: header, l1: l1, l2Cache: L2Cache(capacity: tables), refcounts: refcounts)
+    do {
+      metadata.refcounts?.tableMoved = { [file] offset, clusters throws(DiskImageError) in
+        var bytes = QCow2Refcounts.bigEndian(offset)
+        bytes += (0..<4).map { UInt8(truncatingIfNeeded: clusters >> (24 - 8 * $0)) }
+        try file.write(Array(bytes[0..<8]), at: 48)
+        try file.write(Array(bytes[8..<12]), at: 56)
+      }
+    }
   }
+
+  /// Runs `body` with the metadata, holding the lock.
+  private func withMetadata<T>(_ body: (inout State) throws(DiskImageError) -> T) throws(DiskImageError) -> T {
+    lock.lock()
+    defer { lock.unlock() }
+    return try body(&metadata)
+  }
+
+  /// The header as it is now (the refcount table may have moved since opening).
+  public var header: QCow2Header {
+    lock.lock()
+    defer { lock.unlock() }
+    return metadata.header
+  }
+  public var size: UInt64 { header.size }
+
+  // MARK: Reading
 
   public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
     try checkRange(offset, buffer.count)
+    let clusterSize = header.clusterSize
     var done = 0
     while done < buffer.count {
       let position = offset + UInt64(done)
-      let inCluster = Int(position & (header.clusterSize - 1))
-      let count = min(buffer.count - done, Int(header.clusterSize) - inCluster)
+      let inCluster = Int(position & (clusterSize - 1))
+      let count = min(buffer.count - done, Int(clusterSize) - inCluster)
       let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count])
-      try readWithinCluster(piece, at: position, inCluster: inCluster)
+      let mapping = try withMetadata { state throws(DiskImageError) in try Self.mapping(of: position, in: &state, file)
+      }
+      try read(piece, of: mapping, at: position, inCluster: inCluster)
       done += count
     }
   }
@@ -54,40 +100,51 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   enum Mapping: Equatable {
     case unallocated
     case zero
-    case data(hostOffset: UInt64)
+    case data(hostOffset: UInt64, exclusive: Bool)
     case compressed(hostOffset: UInt64, length: Int)
   }
 
   func mapping(of position: UInt64) throws(DiskImageError) -> Mapping {
+    try withMetadata { state throws(DiskImageError) in try Self.mapping(of: position, in: &state, file) }
+  }
+
+  private static func mapping(of position: UInt64, in state: inout State, _ file: ImageFile) throws(DiskImageError)
+    -> Mapping
+  {
+    let header = state.header
     let clusterBits = UInt64(header.clusterBits)
-    let l2Bits = clusterBits - 3
-    let l1Index = Int(position >> (clusterBits + l2Bits))
-    guard l1Index < l1.count else { return .unallocated }
-    let l2Offset = l1[l1Index] & Self.offsetMask
+    let l1Index = Int(position >> (2 * clusterBits - 3))
+    guard l1Index < state.l1.count else { return .unallocated }
+    let l2Offset = state.l1[l1Index] & offsetMask
     if l2Offset == 0 { return .unallocated }
-    let table = try l2Table(at: l2Offset)
+    let table = try l2Table(at: l2Offset, in: &state, file)
     let entry = table[Int((position >> clusterBits) & (header.l2Entries - 1))]
-    if entry & Self.compressedFlag != 0 {
+    return try decode(entry, header: header, path: file.path)
+  }
+
+  static func decode(_ entry: UInt64, header: QCow2Header, path: String) throws(DiskImageError) -> Mapping {
+    let clusterBits = UInt64(header.clusterBits)
+    if entry & compressedFlag != 0 {
       let offsetBits = 62 - (clusterBits - 8)
       let hostOffset = entry & ((1 << offsetBits) - 1)
-      let sectors = (entry & ~Self.copiedFlag & ~Self.compressedFlag) >> offsetBits
+      let sectors = (entry & ~copiedFlag & ~compressedFlag) >> offsetBits
       let length = Int((sectors + 1) * 512 - (hostOffset & 511))
       return .compressed(hostOffset: hostOffset, length: length)
     }
-    if header.version >= 3 && entry & Self.zeroFlag != 0 { return .zero }
-    let hostOffset = entry & Self.offsetMask
+    if header.version >= 3 && entry & zeroFlag != 0 { return .zero }
+    let hostOffset = entry & offsetMask
     if hostOffset == 0 { return .unallocated }
     guard hostOffset & (header.clusterSize - 1) == 0 else {
       throw .invalid(
         path: path, reason: "data cluster offset 0x\(String(hostOffset, radix: 16)) is not cluster-aligned")
     }
-    return .data(hostOffset: hostOffset)
+    return .data(hostOffset: hostOffset, exclusive: entry & copiedFlag != 0)
   }
 
-  private func readWithinCluster(
-    _ buffer: UnsafeMutableRawBufferPointer, at position: UInt64, inCluster: Int
+  private func read(
+    _ buffer: UnsafeMutableRawBufferPointer, of mapping: Mapping, at position: UInt64, inCluster: Int
   ) throws(DiskImageError) {
-    switch try mapping(of: position) {
+    switch mapping {
     case .unallocated:
       if let backing, position < backing.size {
         let available = Int(min(UInt64(buffer.count), backing.size - position))
@@ -100,14 +157,15 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
       }
     case .zero:
       buffer.initializeMemory(as: UInt8.self, repeating: 0)
-    case .data(let hostOffset):
+    case .data(let hostOffset, _):
       try file.read(into: buffer, at: hostOffset + UInt64(inCluster))
     case .compressed(let hostOffset, let length):
-      guard length > 0, length <= Int(header.clusterSize) * 2 + 512 else {
+      let clusterSize = Int(header.clusterSize)
+      guard length > 0, length <= clusterSize * 2 + 512 else {
         throw .invalid(path: path, reason: "compressed cluster at \(hostOffset) has an absurd length \(length)")
       }
       let compressed = try file.read(count: length, at: hostOffset)
-      guard let cluster = Inflate.raw(compressed, outputSize: Int(header.clusterSize)) else {
+      guard let cluster = Inflate.raw(compressed, outputSize: clusterSize) else {
         throw .invalid(path: path, reason: "compressed cluster at host offset \(hostOffset) does not inflate")
       }
       cluster.withUnsafeBytes { source in
@@ -116,20 +174,135 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
   }
 
-  private func l2Table(at offset: UInt64) throws(DiskImageError) -> [UInt64] {
-    if let table = l2Cache.withLock({ $0.lookup(offset) }) { return table }
-    guard offset & (header.clusterSize - 1) == 0 else {
-      throw .invalid(path: path, reason: "L2 table offset 0x\(String(offset, radix: 16)) is not cluster-aligned")
+  private static func l2Table(at offset: UInt64, in state: inout State, _ file: ImageFile) throws(DiskImageError)
+    -> [UInt64]
+  {
+    if let table = state.l2Cache.lookup(offset) { return table }
+    let clusterSize = state.header.clusterSize
+    guard offset & (clusterSize - 1) == 0 else {
+      throw .invalid(path: file.path, reason: "L2 table offset 0x\(String(offset, radix: 16)) is not cluster-aligned")
     }
-    let (end, overflow) = offset.addingReportingOverflow(header.clusterSize)
+    let (end, overflow) = offset.addingReportingOverflow(clusterSize)
     guard !overflow, end <= file.length else {
-      throw .invalid(path: path, reason: "L2 table at 0x\(String(offset, radix: 16)) lies past the end of the file")
+      throw .invalid(
+        path: file.path, reason: "L2 table at 0x\(String(offset, radix: 16)) lies past the end of the file")
     }
-    let raw = try file.read(count: Int(header.clusterSize), at: offset)
-    let reader = BigEndianReader(raw)
-    let table = (0..<Int(header.l2Entries)).map { reader.u64($0 * 8) }
-    l2Cache.withLock { $0.insert(table, at: offset) }
+    let reader = BigEndianReader(try file.read(count: Int(clusterSize), at: offset))
+    let table = (0..<Int(state.header.l2Entries)).map { reader.u64($0 * 8) }
+    state.l2Cache.insert(table, at: offset)
     return table
+  }
+
+  // MARK: Writing
+
+  /// Writes `bytes` at guest offset `offset`, allocating clusters as needed.
+  public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    try checkRange(offset, bytes.count)
+    let clusterSize = header.clusterSize
+    var done = 0
+    while done < bytes.count {
+      let position = offset + UInt64(done)
+      let inCluster = Int(position & (clusterSize - 1))
+      let count = min(bytes.count - done, Int(clusterSize) - inCluster)
+      let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<done + count])
+      try withMetadata { state throws(DiskImageError) in
+        try writeWithinCluster(piece, at: position, inCluster: inCluster, in: &state)
+      }
+      done += count
+    }
+  }
+
+  /// Makes everything written so far durable.
+  public func flush() throws(DiskImageError) {
+    try file.flush()
+  }
+
+  /// Writes `piece` into the cluster holding guest `position`: in place when this image owns
+  /// the cluster alone, else into a new cluster filled with the old contents and `piece`,
+  /// written whole before the L2 entry points at it.
+  private func writeWithinCluster(
+    _ piece: UnsafeRawBufferPointer, at position: UInt64, inCluster: Int, in state: inout State
+  ) throws(DiskImageError) {
+    let header = state.header
+    let clusterBits = UInt64(header.clusterBits)
+    let clusterStart = position & ~(header.clusterSize - 1)
+    let l1Index = Int(position >> (2 * clusterBits - 3))
+    let l2Index = Int((position >> clusterBits) & (header.l2Entries - 1))
+    let l2Offset = try ownedL2Table(l1Index, in: &state)
+    var table = try Self.l2Table(at: l2Offset, in: &state, file)
+    let old = table[l2Index]
+    let mapping = try Self.decode(old, header: header, path: path)
+    if case .data(let host, exclusive: true) = mapping {
+      try file.write(piece, at: host + UInt64(inCluster))
+      return
+    }
+
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let host = try refcounts.allocate()
+    state.refcounts = refcounts
+    try file.flush()  // the refcount before anything points at the cluster
+    var contents = [UInt8](repeating: 0, count: Int(header.clusterSize))
+    var failure: DiskImageError?
+    contents.withUnsafeMutableBytes { buffer in
+      do throws(DiskImageError) {
+        if piece.count < buffer.count { try read(buffer, of: mapping, at: clusterStart, inCluster: 0) }
+        UnsafeMutableRawBufferPointer(rebasing: buffer[inCluster..<inCluster + piece.count]).copyMemory(from: piece)
+      } catch { failure = error }
+    }
+    if let failure { throw failure }
+    try file.write(contents, at: host)
+    table[l2Index] = host | Self.copiedFlag
+    try file.write(QCow2Refcounts.bigEndian(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
+    state.l2Cache.insert(table, at: l2Offset)
+    try release(mapping, in: &state)
+  }
+
+  /// Drops this table's reference to what `mapping` pointed at, once the new entry is durable.
+  private func release(_ mapping: Mapping, in state: inout State) throws(DiskImageError) {
+    guard var refcounts = state.refcounts else { return }
+    switch mapping {
+    case .data(let host, _):
+      try file.flush()
+      try refcounts.adjust(offset: host, length: state.header.clusterSize, by: -1)
+    case .compressed(let host, let length):
+      try file.flush()
+      try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: -1)
+    case .unallocated, .zero:
+      break
+    }
+    state.refcounts = refcounts
+  }
+
+  /// The offset of the L2 table for `l1Index`, allocated or copied so this image owns it alone.
+  private func ownedL2Table(_ l1Index: Int, in state: inout State) throws(DiskImageError) -> UInt64 {
+    guard l1Index < state.l1.count else {
+      throw .invalid(path: path, reason: "L1 index \(l1Index) is past the L1 table (\(state.l1.count) entries)")
+    }
+    let entry = state.l1[l1Index]
+    let current = entry & Self.offsetMask
+    if current != 0 && entry & Self.copiedFlag != 0 { return current }
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let clusterSize = state.header.clusterSize
+    var table = [UInt64](repeating: 0, count: Int(state.header.l2Entries))
+    if current != 0 {
+      // Shared with a snapshot: copy it; the data clusters it names stay shared (no COPIED flag).
+      table = try Self.l2Table(at: current, in: &state, file).map { $0 & ~Self.copiedFlag }
+    }
+    let fresh = try refcounts.allocate()
+    state.refcounts = refcounts
+    try file.flush()
+    try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: fresh)
+    try file.flush()  // the table's contents before the L1 entry that names it
+    state.l1[l1Index] = fresh | Self.copiedFlag
+    try file.write(QCow2Refcounts.bigEndian(state.l1[l1Index]), at: state.header.l1TableOffset + UInt64(l1Index) * 8)
+    state.l2Cache.insert(table, at: fresh)
+    if current != 0 {
+      try file.flush()
+      try refcounts.adjust(offset: current, length: clusterSize, by: -1)
+      state.refcounts = refcounts
+    }
+    return fresh
   }
 }
 
@@ -149,10 +322,24 @@ struct L2Cache {
   }
 
   mutating func insert(_ table: [UInt64], at offset: UInt64) {
-    if tables.count >= capacity, let oldest = tables.min(by: { $0.value.used < $1.value.used })?.key {
+    if tables[offset] == nil, tables.count >= capacity,
+      let oldest = tables.min(by: { $0.value.used < $1.value.used })?.key
+    {
       tables.removeValue(forKey: oldest)
     }
     clock += 1
     tables[offset] = (table, clock)
   }
+}
+
+/// A plain mutex for the image's metadata (held across the file I/O of a metadata update).
+final class MetadataLock: @unchecked Sendable {
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  init() { pthread_mutex_init(mutex, nil) }
+  deinit {
+    pthread_mutex_destroy(mutex)
+    mutex.deallocate()
+  }
+  func lock() { pthread_mutex_lock(mutex) }
+  func unlock() { pthread_mutex_unlock(mutex) }
 }
