@@ -33,7 +33,7 @@ let package = Package(
     // Layer 6: the QMP monitor (control sockets) over a managed machine.
     .target(name: "Monitor", dependencies: ["VMM", "Devices"]),
     // The library product: one import for embedders.
-    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor"]),
+    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",

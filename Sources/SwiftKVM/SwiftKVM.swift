@@ -4,6 +4,7 @@
 // configuration (VMM), the x86 boot code (Machine), devices and buses
 // (Devices), guest memory (GuestMemory) and the typed KVM wrappers (KVM).
 @_exported import Devices
+@_exported import DiskImage
 @_exported import GuestMemory
 @_exported import KVM
 @_exported import Machine

@@ -8,7 +8,7 @@ struct SKVM: ParsableCommand {
     commandName: "skvm",
     abstract: "SwiftKVM: a KVM virtual machine monitor and toolstack.",
     version: "skvm \(SwiftKVMVersion.current)",
-    subcommands: [Run.self, Kit.self, MonitorCommand.self],
+    subcommands: [Run.self, Kit.self, MonitorCommand.self, ImgCommand.self],
     defaultSubcommand: nil
   )
 }

@@ -22,7 +22,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   /// Guarded by `lock`.
   private var metadata: State
 
-  private struct State {
+  fileprivate struct State {
     var header: QCow2Header
     var l1: [UInt64]
     var l2Cache: L2Cache
@@ -64,7 +64,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   }
 
   /// Runs `body` with the metadata, holding the lock.
-  private func withMetadata<T>(_ body: (inout State) throws(DiskImageError) -> T) throws(DiskImageError) -> T {
+  fileprivate func withMetadata<T>(_ body: (inout State) throws(DiskImageError) -> T) throws(DiskImageError) -> T {
     lock.lock()
     defer { lock.unlock() }
     return try body(&metadata)
@@ -258,6 +258,28 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     try release(mapping, in: &state)
   }
 
+  /// Places compressed data in a fresh cluster and points the L2 entry at it.
+  fileprivate func writeCompressedCluster(_ compressed: [UInt8], at position: UInt64, in state: inout State)
+    throws(DiskImageError)
+  {
+    let header = state.header
+    let clusterBits = UInt64(header.clusterBits)
+    let l1Index = Int(position >> (2 * clusterBits - 3))
+    let l2Index = Int((position >> clusterBits) & (header.l2Entries - 1))
+    let l2Offset = try ownedL2Table(l1Index, in: &state)
+    var table = try Self.l2Table(at: l2Offset, in: &state, file)
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let host = try refcounts.allocate()
+    state.refcounts = refcounts
+    try file.flush()
+    try file.write(compressed, at: host)
+    let offsetBits = 62 - (clusterBits - 8)
+    let extraSectors = UInt64((compressed.count + 511) / 512 - 1)
+    table[l2Index] = Self.compressedFlag | extraSectors << offsetBits | host
+    try file.write(QCow2Refcounts.bigEndian(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
+    state.l2Cache.insert(table, at: l2Offset)
+  }
+
   /// Drops this table's reference to what `mapping` pointed at, once the new entry is durable.
   private func release(_ mapping: Mapping, in state: inout State) throws(DiskImageError) {
     guard var refcounts = state.refcounts else { return }
@@ -342,4 +364,25 @@ final class MetadataLock: @unchecked Sendable {
   }
   func lock() { pthread_mutex_lock(mutex) }
   func unlock() { pthread_mutex_unlock(mutex) }
+}
+
+extension QCow2Image {
+  /// Writes one whole guest cluster compressed (as `qemu-img convert -c` does), if it
+  /// shrinks; otherwise writes it as it is. The cluster must not be allocated yet.
+  public func writeCompressed(cluster index: UInt64, _ bytes: [UInt8]) throws(DiskImageError) {
+    let header = self.header
+    guard bytes.count == Int(header.clusterSize) else {
+      throw .invalid(path: path, reason: "a compressed write must be exactly one cluster")
+    }
+    let position = index << UInt64(header.clusterBits)
+    guard let compressed = Deflate.raw(bytes), compressed.count < Int(header.clusterSize) - 512,
+      try mapping(of: position) == .unallocated
+    else {
+      try write(bytes, at: position)
+      return
+    }
+    try withMetadata { state throws(DiskImageError) in
+      try writeCompressedCluster(compressed, at: position, in: &state)
+    }
+  }
 }

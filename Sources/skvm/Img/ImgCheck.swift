@@ -1,0 +1,92 @@
+import ArgumentParser
+import DiskImage
+
+/// `skvm img check [-f FMT] [-r leaks|all] [--output human|json] FILE`, with qemu-img's
+/// exit statuses: 0 clean, 1 the check could not run, 2 corruptions, 3 only leaks, 63 no checks for the format.
+struct ImgCheck: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "check", abstract: "Check an image for errors (qemu-img check).")
+
+  @Option(name: .short, help: "Format (detected when left out).")
+  var f: DiskImageFormat?
+
+  @Option(name: .short, help: "Repair: leaks (leaked clusters) or all.")
+  var r: RepairMode?
+
+  @Option(help: "human or json.")
+  var output: OutputFormat = .human
+
+  @Flag(name: .short, help: "Quiet.")
+  var q = false
+
+  @Argument(help: "The image.")
+  var filename: String
+
+  enum RepairMode: String, ExpressibleByArgument {
+    case leaks
+    case all
+  }
+
+  func run() throws {
+    let format: DiskImageFormat
+    do { format = try f ?? DiskImage.detectFormat(filename) } catch { throw imgFailure("\(error)") }
+    guard format == .qcow2 else {
+      if !q { print("This image format does not support checks") }
+      throw ExitCode(63)
+    }
+    let result: QCow2CheckResult
+    do {
+      guard let image = try DiskImage.open(filename, format: .qcow2, writable: r != nil) as? QCow2Image else {
+        throw imgFailure("\(filename) did not open as qcow2")
+      }
+      result = try image.check(repairLeaks: r != nil)
+    } catch let error as ExitCode {
+      throw error
+    } catch {
+      throw imgFailure("Could not check '\(filename)': \(error)")
+    }
+    report(result)
+    if result.corruptions > 0 { throw ExitCode(2) }
+    if result.leaks > 0 { throw ExitCode(3) }
+  }
+
+  private func report(_ result: QCow2CheckResult) {
+    switch output {
+    case .json:
+      var object: [String: Any] = [
+        "filename": filename, "format": "qcow2", "check-errors": result.checkErrors,
+        "image-end-offset": result.imageEndOffset, "total-clusters": result.totalClusters,
+        "allocated-clusters": result.allocatedClusters, "fragmented-clusters": result.fragmentedClusters,
+        "compressed-clusters": result.compressedClusters,
+      ]
+      if result.corruptions > 0 { object["corruptions"] = result.corruptions }
+      if result.leaks > 0 { object["leaks"] = result.leaks }
+      if result.leaksFixed > 0 { object["leaks-fixed"] = result.leaksFixed }
+      if result.corruptionsFixed > 0 { object["corruptions-fixed"] = result.corruptionsFixed }
+      printJSON(object)
+    case .human:
+      guard !q else { return }
+      for message in result.messages { print(message) }
+      if result.leaksFixed > 0 {
+        print("The following inconsistencies were found and repaired:\n\n    \(result.leaksFixed) leaked clusters\n")
+        print("Double checking the fixed image now...")
+      }
+      if result.corruptions > 0 {
+        print("\n\(result.corruptions) errors were found on the image.")
+        print("Data may be corrupted, or further writes to the image may corrupt it.")
+      }
+      if result.leaks > 0 {
+        print("\n\(result.leaks) leaked clusters were found on the image.")
+        print("This means waste of disk space, but no harm to data.")
+      }
+      if result.corruptions == 0 && result.leaks == 0 { print("No errors were found on the image.") }
+      let total = max(result.totalClusters, 1)
+      func percent(_ value: UInt64) -> String { String(format: "%.2f%%", Double(value) * 100 / Double(total)) }
+      print(
+        "\(result.allocatedClusters)/\(result.totalClusters) = \(percent(result.allocatedClusters)) allocated, "
+          + "\(percent(result.fragmentedClusters)) fragmented, \(percent(result.compressedClusters)) compressed clusters"
+      )
+      print("Image end offset: \(result.imageEndOffset)")
+    }
+  }
+}

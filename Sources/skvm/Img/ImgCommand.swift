@@ -1,0 +1,66 @@
+import ArgumentParser
+import DiskImage
+import Foundation
+
+/// `skvm img`: disk images, with qemu-img's verbs, flags and output.
+struct ImgCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "img",
+    abstract: "Create, inspect, check and convert disk images (raw, qcow2), as qemu-img does.",
+    subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgCompare.self])
+}
+
+/// Parses qemu-img sizes: a number with an optional k, M, G, T, P or E suffix (powers of 1024).
+enum ImageSize {
+  static func parse(_ text: String) throws -> UInt64 {
+    let units: [Character: UInt64] = [
+      "b": 1, "k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+      "P": 1 << 50, "E": 1 << 60,
+    ]
+    var digits = Substring(text)
+    var multiplier: UInt64 = 1
+    if let last = text.last, !last.isNumber {
+      guard let unit = units[last] else {
+        throw ValidationError(
+          "invalid size '\(text)': use a number with an optional k, M, G, T, P or E suffix (e.g. 10G)")
+      }
+      multiplier = unit
+      digits = digits.dropLast()
+    }
+    guard let value = UInt64(digits), value.multipliedReportingOverflow(by: multiplier).overflow == false else {
+      throw ValidationError(
+        "invalid size '\(text)': use a number with an optional k, M, G, T, P or E suffix (e.g. 10G)")
+    }
+    return value * multiplier
+  }
+
+  /// "64 MiB" as qemu-img prints sizes.
+  static func human(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+      value /= 1024
+      unit += 1
+    }
+    if unit == 0 { return "\(bytes) B" }
+    let text = String(format: value < 10 ? "%.3g" : "%.4g", value)
+    return "\(text) \(units[unit])"
+  }
+}
+
+/// Fails a command with qemu-img's style: "skvm img: <message>", status 1.
+func imgFailure(_ message: String) -> ExitCode {
+  printError("skvm img: \(message)")
+  return ExitCode(1)
+}
+
+extension DiskImageFormat: ExpressibleByArgument {}
+
+/// Writes JSON the way qemu-img does: pretty, four-space indented.
+func printJSON(_ value: Any) {
+  guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys]),
+    let text = String(data: data, encoding: .utf8)
+  else { return }
+  print(text)
+}

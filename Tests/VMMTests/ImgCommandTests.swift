@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+
+/// `skvm img` as a user runs it, with the real qemu-img as the judge.
+@Suite(
+  "skvm img", .serialized,
+  .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img"), "needs qemu-img (qemu-utils)"))
+struct ImgCommandTests {
+  static func qemuImg(_ arguments: [String]) throws -> ChildProcess.Result {
+    try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), arguments)
+  }
+
+  static func scratch() throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-imgcli-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+  }
+
+  static func jsonObject(_ text: String) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+  }
+
+  @Test(
+    "create makes what qemu-img makes: info --output=json agrees on every key both print",
+    arguments: [
+      ["-f", "qcow2"], ["-f", "qcow2", "-o", "cluster_size=4096,compat=0.10"],
+      ["-f", "qcow2", "-o", "cluster_size=2M,refcount_bits=64,lazy_refcounts=on"], ["-f", "raw"],
+    ])
+  func createAndInfo(_ options: [String]) throws {
+    let directory = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let ours = directory + "/ours.img"
+    let theirs = directory + "/theirs.img"
+    let created = try CommandLineTests.skvm(["img", "create"] + options + [ours, "100M"])
+    #expect(created.status == 0, "\(created.errors)")
+    #expect(try Self.qemuImg(["create", "-q"] + options + [theirs, "100M"]).status == 0)
+    let ourInfo = try Self.jsonObject(try CommandLineTests.skvm(["img", "info", "--output", "json", ours]).output)
+    let theirInfo = try Self.jsonObject(try Self.qemuImg(["info", "--output=json", theirs]).output)
+    for key in Set(ourInfo.keys).intersection(theirInfo.keys) where !["filename", "actual-size"].contains(key) {
+      #expect(
+        (ourInfo[key] as? NSObject) == (theirInfo[key] as? NSObject),
+        "\(key): ours \(ourInfo[key] ?? "nil"), qemu-img \(theirInfo[key] ?? "nil")")
+    }
+    #expect(Set(theirInfo.keys).subtracting(ourInfo.keys).isEmpty, "keys only qemu-img prints")
+    if options.contains("qcow2") {
+      #expect(try Self.qemuImg(["check", ours]).status == 0, "qemu-img check accepts our image")
+    }
+  }
+
+  @Test("convert raw → qcow2 (compressed) → raw keeps every byte; the outputs pass qemu-img check and compare")
+  func convertRoundTrip() throws {
+    let directory = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    var data = [UInt8](repeating: 0, count: 12 << 20)
+    for block in stride(from: 0, to: data.count, by: 3 * 65536 + 4096) {
+      for index in block..<min(block + 40_000, data.count) { data[index] = UInt8(truncatingIfNeeded: index / 7) }
+    }
+    try Data(data).write(to: URL(fileURLWithPath: directory + "/source.raw"))
+    for (arguments, output) in [
+      (["-O", "qcow2", "-c"], "compressed.qcow2"), (["-O", "qcow2", "-o", "cluster_size=4096"], "plain.qcow2"),
+    ] {
+      let result = try CommandLineTests.skvm(
+        ["img", "convert"] + arguments + [directory + "/source.raw", directory + "/" + output])
+      #expect(result.status == 0, "\(result.errors)")
+      #expect(try Self.qemuImg(["check", directory + "/" + output]).status == 0)
+      #expect(try Self.qemuImg(["compare", directory + "/source.raw", directory + "/" + output]).status == 0)
+    }
+    let back = try CommandLineTests.skvm([
+      "img", "convert", "-f", "qcow2", "-O", "raw", directory + "/compressed.qcow2", directory + "/back.raw",
+    ])
+    #expect(back.status == 0, "\(back.errors)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/back.raw")) == Data(data))
+    let same = try CommandLineTests.skvm(["img", "compare", directory + "/source.raw", directory + "/plain.qcow2"])
+    #expect(same.status == 0 && same.output.contains("Images are identical."))
+  }
+
+  @Test("check reports leaks with status 3 and -r leaks repairs them; clean images give 0")
+  func checkAndRepair() throws {
+    let directory = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let path = directory + "/leaky.qcow2"
+    #expect(try Self.qemuImg(["create", "-q", "-f", "qcow2", path, "16M"]).status == 0)
+    #expect(try CommandLineTests.skvm(["img", "check", path]).status == 0)
+    // Leak: qemu-io writes, then the L2 entry is cleared by hand, leaving the data cluster counted but unused.
+    _ = try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-io"), ["-f", "qcow2", "-c", "write -P 1 0 64k", path])
+    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    try handle.seek(toOffset: 3 * 65536 + 65536)  // the first L2 table sits after header, refcounts and L1
+    let firstL2Entry = handle.readData(ofLength: 8)
+    #expect(firstL2Entry != Data(count: 8), "the write allocated a cluster")
+    try handle.seek(toOffset: 3 * 65536 + 65536)
+    handle.write(Data(count: 8))
+    try handle.close()
+    let leaky = try CommandLineTests.skvm(["img", "check", "--output", "json", path])
+    #expect(leaky.status == 3, "\(leaky.output)")
+    #expect(try Self.jsonObject(leaky.output)["leaks"] as? Int == 1)
+    let repaired = try CommandLineTests.skvm(["img", "check", "-r", "leaks", path])
+    #expect(repaired.status == 0, "\(repaired.output)")
+    #expect(try Self.qemuImg(["check", path]).status == 0, "qemu-img agrees the leak is gone")
+  }
+
+  @Test("Bad input: wrong -f, a missing backing file, an unparseable size — status 1 and a sentence")
+  func badInput() throws {
+    let directory = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let raw = directory + "/plain.raw"
+    #expect(try CommandLineTests.skvm(["img", "create", "-f", "raw", raw, "1M"]).status == 0)
+    let wrong = try CommandLineTests.skvm(["img", "info", "-f", "qcow2", raw])
+    #expect(wrong.status == 1 && wrong.errors.contains("not a qcow2 image"), "\(wrong.errors)")
+    let missing = try CommandLineTests.skvm([
+      "img", "create", "-f", "qcow2", "-b", "nowhere.qcow2", "-F", "qcow2", directory + "/top.qcow2",
+    ])
+    #expect(missing.status == 1 && missing.errors.contains(directory + "/nowhere.qcow2"), "\(missing.errors)")
+    let size = try CommandLineTests.skvm(["img", "create", "-f", "raw", directory + "/q.raw", "10Q"])
+    #expect(size.status == 1 && size.errors.contains("invalid size '10Q'"), "\(size.errors)")
+    #expect(!FileManager.default.fileExists(atPath: directory + "/q.raw"))
+  }
+}
