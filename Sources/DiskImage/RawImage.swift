@@ -2,7 +2,7 @@
 public final class RawImage: BlockBackend, @unchecked Sendable {
   public let path: String
   public let isReadOnly: Bool
-  public let size: UInt64
+  public private(set) var size: UInt64
   let file: ImageFile
 
   public init(path: String, readOnly: Bool = true) throws(DiskImageError) {
@@ -25,5 +25,12 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
 
   public func flush() throws(DiskImageError) {
     try file.flush()
+  }
+
+  /// Sets the file's length (new space reads as zeros and takes no disk space).
+  public func resize(to newSize: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    try file.truncate(to: newSize)
+    size = newSize
   }
 }

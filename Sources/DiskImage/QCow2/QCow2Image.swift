@@ -22,7 +22,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   /// Guarded by `lock`.
   private var metadata: State
 
-  fileprivate struct State {
+  struct State {
     var header: QCow2Header
     var l1: [UInt64]
     var l2Cache: L2Cache
@@ -64,7 +64,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   }
 
   /// Runs `body` with the metadata, holding the lock.
-  fileprivate func withMetadata<T>(_ body: (inout State) throws(DiskImageError) -> T) throws(DiskImageError) -> T {
+  func withMetadata<T>(_ body: (inout State) throws(DiskImageError) -> T) throws(DiskImageError) -> T {
     lock.lock()
     defer { lock.unlock() }
     return try body(&metadata)
@@ -102,6 +102,11 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     case zero
     case data(hostOffset: UInt64, exclusive: Bool)
     case compressed(hostOffset: UInt64, length: Int)
+  }
+
+  /// True when the image itself has nothing for the cluster at `position` (it reads from the backing file).
+  public func isUnallocated(at position: UInt64) throws(DiskImageError) -> Bool {
+    try mapping(of: position) == .unallocated
   }
 
   func mapping(of position: UInt64) throws(DiskImageError) -> Mapping {
@@ -174,7 +179,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
   }
 
-  private static func l2Table(at offset: UInt64, in state: inout State, _ file: ImageFile) throws(DiskImageError)
+  static func l2Table(at offset: UInt64, in state: inout State, _ file: ImageFile) throws(DiskImageError)
     -> [UInt64]
   {
     if let table = state.l2Cache.lookup(offset) { return table }
@@ -259,7 +264,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   }
 
   /// Places compressed data in a fresh cluster and points the L2 entry at it.
-  fileprivate func writeCompressedCluster(_ compressed: [UInt8], at position: UInt64, in state: inout State)
+  func writeCompressedCluster(_ compressed: [UInt8], at position: UInt64, in state: inout State)
     throws(DiskImageError)
   {
     let header = state.header
@@ -280,8 +285,43 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     state.l2Cache.insert(table, at: l2Offset)
   }
 
+  /// Makes the guest cluster at `position` unallocated (reading from the backing file
+  /// again) and frees what it pointed at.
+  func unmapCluster(at position: UInt64, in state: inout State) throws(DiskImageError) {
+    let header = state.header
+    let clusterBits = UInt64(header.clusterBits)
+    let l1Index = Int(position >> (2 * clusterBits - 3))
+    guard l1Index < state.l1.count, state.l1[l1Index] & Self.offsetMask != 0 else { return }
+    let l2Index = Int((position >> clusterBits) & (header.l2Entries - 1))
+    let l2Offset = try ownedL2Table(l1Index, in: &state)
+    var table = try Self.l2Table(at: l2Offset, in: &state, file)
+    let old = table[l2Index]
+    guard old != 0 else { return }
+    let mapping = try Self.decode(old, header: header, path: path)
+    table[l2Index] = 0
+    try file.write(QCow2Refcounts.bigEndian(0), at: l2Offset + UInt64(l2Index) * 8)
+    state.l2Cache.insert(table, at: l2Offset)
+    if case .zero = mapping, old & Self.offsetMask != 0 {
+      try release(.data(hostOffset: old & Self.offsetMask, exclusive: false), in: &state)
+    } else {
+      try release(mapping, in: &state)
+    }
+  }
+
+  /// Makes every cluster of the image unallocated (`qemu-img commit` empties the overlay).
+  public func unmapAll() throws(DiskImageError) {
+    try withMetadata { state throws(DiskImageError) in
+      var position: UInt64 = 0
+      while position < state.header.size {
+        try unmapCluster(at: position, in: &state)
+        position += state.header.clusterSize
+      }
+      try file.flush()
+    }
+  }
+
   /// Drops this table's reference to what `mapping` pointed at, once the new entry is durable.
-  private func release(_ mapping: Mapping, in state: inout State) throws(DiskImageError) {
+  func release(_ mapping: Mapping, in state: inout State) throws(DiskImageError) {
     guard var refcounts = state.refcounts else { return }
     switch mapping {
     case .data(let host, _):
@@ -297,7 +337,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   }
 
   /// The offset of the L2 table for `l1Index`, allocated or copied so this image owns it alone.
-  private func ownedL2Table(_ l1Index: Int, in state: inout State) throws(DiskImageError) -> UInt64 {
+  func ownedL2Table(_ l1Index: Int, in state: inout State) throws(DiskImageError) -> UInt64 {
     guard l1Index < state.l1.count else {
       throw .invalid(path: path, reason: "L1 index \(l1Index) is past the L1 table (\(state.l1.count) entries)")
     }

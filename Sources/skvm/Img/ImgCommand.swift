@@ -7,7 +7,10 @@ struct ImgCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "img",
     abstract: "Create, inspect, check and convert disk images (raw, qcow2), as qemu-img does.",
-    subcommands: [ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgCompare.self])
+    subcommands: [
+      ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgCompare.self, ImgMap.self, ImgResize.self,
+      ImgRebase.self, ImgCommit.self, ImgMeasure.self,
+    ])
 }
 
 /// Parses qemu-img sizes: a number with an optional k, M, G, T, P or E suffix (powers of 1024).
