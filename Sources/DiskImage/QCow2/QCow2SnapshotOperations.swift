@@ -1,0 +1,206 @@
+import Glibc
+
+/// Internal snapshots: create, apply, delete. Each follows QEMU's order of updates, so a
+/// crash at any point leaves leaked clusters at worst: references are counted up before
+/// the table that holds them is published, and counted down only after it is gone.
+extension QCow2Image {
+  /// The image's internal snapshots.
+  public var snapshots: [QCow2Snapshot] {
+    get throws(DiskImageError) { try QCow2Snapshot.readTable(header: header, file: file).snapshots }
+  }
+
+  /// Records the current disk contents as a snapshot named `name`.
+  public func createSnapshot(named name: String) throws(DiskImageError) {
+    try withMetadata { state throws(DiskImageError) in
+      var (list, oldLength) = try QCow2Snapshot.readTable(header: state.header, file: file)
+      guard !list.contains(where: { $0.name == name }) else {
+        throw .invalid(path: path, reason: "a snapshot named '\(name)' already exists")
+      }
+      guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+      let clusterSize = state.header.clusterSize
+      // 1. A copy of the active L1 table, without COPIED flags.
+      let l1Bytes = UInt64(state.l1.count) * 8
+      let l1Clusters = max(1, Int((l1Bytes + clusterSize - 1) / clusterSize))
+      let copy = try refcounts.allocate(l1Clusters)
+      state.refcounts = refcounts
+      try file.write(state.l1.map { $0 & ~Self.copiedFlag }.flatMap(QCow2Refcounts.bigEndian), at: copy)
+      // 2. Everything the active L1 references gains a reference; COPIED flags follow.
+      try adjustReferences(of: state.l1, by: 1, in: &state)
+      try updateCopiedFlags(in: &state)
+      try file.flush()
+      // 3. The new table, then the header that publishes it.
+      var time = timespec()
+      clock_gettime(CLOCK_REALTIME, &time)
+      let nextID = (list.compactMap { Int($0.id) }.max() ?? 0) + 1
+      list.append(
+        QCow2Snapshot(
+          l1TableOffset: copy, l1Size: UInt32(state.l1.count), id: String(nextID), name: name,
+          dateSeconds: UInt32(truncatingIfNeeded: time.tv_sec), dateNanoseconds: UInt32(time.tv_nsec),
+          vmClockNanoseconds: 0, vmStateSize: 0, diskSize: state.header.size))
+      try writeSnapshotTable(list, replacing: oldLength, in: &state)
+    }
+  }
+
+  /// Makes the disk's contents those of the snapshot `name` (by name or id).
+  public func applySnapshot(_ name: String) throws(DiskImageError) {
+    try withMetadata { state throws(DiskImageError) in
+      let list = try QCow2Snapshot.readTable(header: state.header, file: file).snapshots
+      guard let snapshot = list.first(where: { $0.name == name || $0.id == name }) else {
+        throw .invalid(path: path, reason: "no snapshot '\(name)' (see 'skvm img snapshot -l')")
+      }
+      let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))
+      var table = (0..<Int(snapshot.l1Size)).map { reader.u64($0 * 8) & ~Self.copiedFlag }
+      guard table.count <= state.l1.count else {
+        throw .unsupported(path: path, feature: "applying a snapshot with a larger L1 table than the image's")
+      }
+      table += [UInt64](repeating: 0, count: state.l1.count - table.count)
+      let old = state.l1
+      try adjustReferences(of: table, by: 1, in: &state)
+      try file.flush()
+      try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: state.header.l1TableOffset)
+      try file.flush()
+      state.l1 = table
+      state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
+      try adjustReferences(of: old, by: -1, in: &state)
+      if let size = snapshot.diskSize, size != state.header.size {
+        try file.write(QCow2Refcounts.bigEndian(size), at: 24)
+        state.header.size = size
+      }
+      try updateCopiedFlags(in: &state)
+      try file.flush()
+    }
+  }
+
+  /// Deletes the snapshot `name` (by name or id) and frees what only it referenced.
+  public func deleteSnapshot(_ name: String) throws(DiskImageError) {
+    try withMetadata { state throws(DiskImageError) in
+      var (list, oldLength) = try QCow2Snapshot.readTable(header: state.header, file: file)
+      guard let index = list.firstIndex(where: { $0.name == name || $0.id == name }) else {
+        throw .invalid(path: path, reason: "no snapshot '\(name)' (see 'skvm img snapshot -l')")
+      }
+      let snapshot = list.remove(at: index)
+      try writeSnapshotTable(list, replacing: oldLength, in: &state)
+      let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))
+      let table = (0..<Int(snapshot.l1Size)).map { reader.u64($0 * 8) }
+      try adjustReferences(of: table, by: -1, in: &state)
+      guard var refcounts = state.refcounts else { return }
+      try refcounts.adjust(
+        offset: snapshot.l1TableOffset, length: max(UInt64(snapshot.l1Size) * 8, 1), by: -1)
+      state.refcounts = refcounts
+      try updateCopiedFlags(in: &state)
+      try file.flush()
+    }
+  }
+
+  /// Adds `delta` to the refcount of every L2 table `l1` names and every cluster those tables name.
+  private func adjustReferences(of l1: [UInt64], by delta: Int64, in state: inout State) throws(DiskImageError) {
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let header = state.header
+    for entry in l1 {
+      let l2Offset = entry & Self.offsetMask
+      guard l2Offset != 0 else { continue }
+      try refcounts.adjust(offset: l2Offset, length: header.clusterSize, by: delta)
+      let reader = BigEndianReader(try file.read(count: Int(header.clusterSize), at: l2Offset))
+      for slot in 0..<Int(header.l2Entries) {
+        let l2Entry = reader.u64(slot * 8)
+        guard l2Entry != 0 else { continue }
+        switch try Self.decode(l2Entry, header: header, path: path) {
+        case .data(let host, _):
+          try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
+        case .compressed(let host, let length):
+          try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: delta)
+        case .zero:
+          let host = l2Entry & Self.offsetMask
+          if host != 0 { try refcounts.adjust(offset: host, length: header.clusterSize, by: delta) }
+        case .unallocated:
+          break
+        }
+      }
+    }
+    state.refcounts = refcounts
+  }
+
+  /// Sets COPIED exactly where the refcount is 1, in the active L1 table and the L2 tables it names.
+  private func updateCopiedFlags(in state: inout State) throws(DiskImageError) {
+    guard var refcounts = state.refcounts else { return }
+    let header = state.header
+    let clusterBits = UInt64(header.clusterBits)
+    for index in state.l1.indices {
+      let l2Offset = state.l1[index] & Self.offsetMask
+      guard l2Offset != 0 else { continue }
+      let owned = try refcounts.refcount(l2Offset >> clusterBits) == 1
+      let l1Entry = owned ? state.l1[index] | Self.copiedFlag : state.l1[index] & ~Self.copiedFlag
+      if l1Entry != state.l1[index] {
+        state.l1[index] = l1Entry
+        try file.write(QCow2Refcounts.bigEndian(l1Entry), at: header.l1TableOffset + UInt64(index) * 8)
+      }
+      // Shared tables too: their entries must say "not exclusive" wherever a count is above 1.
+      let reader = BigEndianReader(try file.read(count: Int(header.clusterSize), at: l2Offset))
+      var table = (0..<Int(header.l2Entries)).map { reader.u64($0 * 8) }
+      var changed = false
+      for slot in table.indices {
+        guard case .data(let host, let exclusive) = try Self.decode(table[slot], header: header, path: path) else {
+          continue
+        }
+        let single = try refcounts.refcount(host >> clusterBits) == 1
+        if single != exclusive {
+          table[slot] = single ? table[slot] | Self.copiedFlag : table[slot] & ~Self.copiedFlag
+          changed = true
+        }
+      }
+      if changed {
+        try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: l2Offset)
+        state.l2Cache.insert(table, at: l2Offset)
+      }
+    }
+    state.refcounts = refcounts
+  }
+
+  /// Writes `list` as a new snapshot table, points the header at it, then frees the old one.
+  private func writeSnapshotTable(_ list: [QCow2Snapshot], replacing oldLength: UInt64, in state: inout State)
+    throws(DiskImageError)
+  {
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let bytes = list.flatMap { $0.encoded() }
+    var offset: UInt64 = 0
+    if !bytes.isEmpty {
+      let clusters = Int((UInt64(bytes.count) + state.header.clusterSize - 1) / state.header.clusterSize)
+      offset = try refcounts.allocate(clusters)
+      try file.write(bytes, at: offset)
+      try file.flush()
+    }
+    let oldOffset = state.header.snapshotsOffset
+    try file.write((0..<4).map { UInt8(truncatingIfNeeded: UInt32(list.count) >> (24 - 8 * $0)) }, at: 60)
+    try file.write(QCow2Refcounts.bigEndian(offset), at: 64)
+    try file.flush()
+    state.header.snapshotCount = UInt32(list.count)
+    state.header.snapshotsOffset = offset
+    if oldOffset != 0 && oldLength > 0 { try refcounts.adjust(offset: oldOffset, length: oldLength, by: -1) }
+    state.refcounts = refcounts
+  }
+}
+
+extension QCow2Snapshot {
+  /// The table entry: fixed fields, 24 bytes of extra data (as QEMU writes), id, name, padding.
+  func encoded() -> [UInt8] {
+    var bytes: [UInt8] = []
+    func put64(_ value: UInt64) { bytes += QCow2Refcounts.bigEndian(value) }
+    func put32(_ value: UInt32) { bytes += (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
+    func put16(_ value: UInt16) { bytes += [UInt8(value >> 8), UInt8(value & 0xFF)] }
+    put64(l1TableOffset)
+    put32(l1Size)
+    put16(UInt16(id.utf8.count))
+    put16(UInt16(name.utf8.count))
+    put32(dateSeconds)
+    put32(dateNanoseconds)
+    put64(vmClockNanoseconds)
+    put32(UInt32(truncatingIfNeeded: vmStateSize))
+    put32(24)
+    put64(vmStateSize)
+    put64(diskSize ?? 0)
+    put64(UInt64.max)  // icount: not recorded
+    bytes += Array(id.utf8) + Array(name.utf8)
+    bytes += [UInt8](repeating: 0, count: (8 - bytes.count % 8) % 8)
+    return bytes
+  }
+}
