@@ -96,7 +96,16 @@ final class ImageFile: @unchecked Sendable {
     if let failure { throw failure }
   }
 
-  /// Makes every write so far durable (fdatasync): the ordering point of metadata updates.
+  /// Whether metadata ordering points sync the file (safe against power loss) or only keep
+  /// the order of writes (safe against the process being killed, which loses no written data).
+  var syncsAtOrderingPoints = true
+
+  /// Where one metadata update must be durable before the next is written.
+  func orderingPoint() throws(DiskImageError) {
+    if syncsAtOrderingPoints { try flush() }
+  }
+
+  /// Makes every write so far durable (fdatasync).
   func flush() throws(DiskImageError) {
     guard fdatasync(fd) == 0 else { throw .io(path: path, operation: "fdatasync", errno: errno) }
   }

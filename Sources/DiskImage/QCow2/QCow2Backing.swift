@@ -16,7 +16,7 @@ extension QCow2Image {
         throw .invalid(path: path, reason: "the backing file name does not fit in the header cluster")
       }
       try file.write(bytes + [UInt8](repeating: 0, count: Int(header.clusterSize) - bytes.count), at: 0)
-      try file.flush()
+      try file.orderingPoint()
       state.header = header
     }
   }

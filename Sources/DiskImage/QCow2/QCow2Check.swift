@@ -132,7 +132,7 @@ extension QCow2Image {
       }
     }
     if repairLeaks {
-      try file.flush()
+      try file.orderingPoint()
       result.leaks -= result.leaksFixed
     }
     let lastUsed = expected.lastIndex(where: { $0 > 0 }).map { UInt64($0 + 1) } ?? 1

@@ -64,7 +64,7 @@ extension QCow2Image {
     try file.truncate(to: (3 + l1Clusters) * clusterSize)
     var refcounts = try QCow2Refcounts(file: file, header: header)
     for cluster in 0..<(3 + l1Clusters) { try refcounts.setRefcount(cluster, to: 1) }
-    try file.flush()
+    try file.orderingPoint()
     // Reopened through the usual path, so the backing chain is resolved for copy-on-write.
     guard let image = try DiskImage.open(path, format: .qcow2, writable: true) as? QCow2Image else {
       throw invalid("the new image did not reopen as qcow2")

@@ -218,6 +218,21 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
   }
 
+  /// How metadata updates are ordered. `.powerLoss` (the default) syncs the file between
+  /// dependent updates, so even a power cut leaves at worst leaked clusters; `.processCrash`
+  /// only keeps their order — enough when the process dies but the host does not, and much
+  /// faster for allocating writes (qemu-img's cache=unsafe/writeback); `flush()` still syncs.
+  public enum MetadataOrdering: Sendable {
+    case powerLoss
+    case processCrash
+  }
+
+  /// The ordering in force; see `MetadataOrdering`.
+  public var metadataOrdering: MetadataOrdering {
+    get { file.syncsAtOrderingPoints ? .powerLoss : .processCrash }
+    set { file.syncsAtOrderingPoints = newValue == .powerLoss }
+  }
+
   /// Makes everything written so far durable.
   public func flush() throws(DiskImageError) {
     try file.flush()
@@ -246,7 +261,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
     let host = try refcounts.allocate()
     state.refcounts = refcounts
-    try file.flush()  // the refcount before anything points at the cluster
+    try file.orderingPoint()  // the refcount before anything points at the cluster
     var contents = [UInt8](repeating: 0, count: Int(header.clusterSize))
     var failure: DiskImageError?
     contents.withUnsafeMutableBytes { buffer in
@@ -276,7 +291,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
     let host = try refcounts.allocate()
     state.refcounts = refcounts
-    try file.flush()
+    try file.orderingPoint()
     try file.write(compressed, at: host)
     let offsetBits = 62 - (clusterBits - 8)
     let extraSectors = UInt64((compressed.count + 511) / 512 - 1)
@@ -316,7 +331,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
         try unmapCluster(at: position, in: &state)
         position += state.header.clusterSize
       }
-      try file.flush()
+      try file.orderingPoint()
     }
   }
 
@@ -325,10 +340,10 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     guard var refcounts = state.refcounts else { return }
     switch mapping {
     case .data(let host, _):
-      try file.flush()
+      try file.orderingPoint()
       try refcounts.adjust(offset: host, length: state.header.clusterSize, by: -1)
     case .compressed(let host, let length):
-      try file.flush()
+      try file.orderingPoint()
       try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: -1)
     case .unallocated, .zero:
       break
@@ -353,14 +368,14 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
     let fresh = try refcounts.allocate()
     state.refcounts = refcounts
-    try file.flush()
+    try file.orderingPoint()
     try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: fresh)
-    try file.flush()  // the table's contents before the L1 entry that names it
+    try file.orderingPoint()  // the table's contents before the L1 entry that names it
     state.l1[l1Index] = fresh | Self.copiedFlag
     try file.write(QCow2Refcounts.bigEndian(state.l1[l1Index]), at: state.header.l1TableOffset + UInt64(l1Index) * 8)
     state.l2Cache.insert(table, at: fresh)
     if current != 0 {
-      try file.flush()
+      try file.orderingPoint()
       try refcounts.adjust(offset: current, length: clusterSize, by: -1)
       state.refcounts = refcounts
     }

@@ -117,7 +117,7 @@ struct QCow2Refcounts {
     blocks[offset] = block
     freeHint = max(freeHint, cluster + 1)
     if ownIndex != index { try setRefcount(cluster, to: 1) }
-    try file.flush()
+    try file.orderingPoint()
     table[index] = offset
     try writeTableEntry(index)
   }
@@ -141,9 +141,9 @@ struct QCow2Refcounts {
     tableOffset = newFirst << clusterBits
     for cluster in newFirst..<newFirst + UInt64(clusters) { try setRefcount(cluster, to: 1) }
     try file.write(table.flatMap(Self.bigEndian), at: tableOffset)
-    try file.flush()
+    try file.orderingPoint()
     try tableMoved(tableOffset, UInt32(clusters))
-    try file.flush()
+    try file.orderingPoint()
     try adjust(offset: oldOffset, length: oldClusters << clusterBits, by: -1)
   }
 

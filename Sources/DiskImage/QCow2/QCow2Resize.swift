@@ -13,7 +13,7 @@ extension QCow2Image {
       let needed = QCow2Header.l1EntriesNeeded(size: newSize, clusterBits: header.clusterBits)
       if needed > UInt64(header.l1Size) { try growL1(to: Int(needed), in: &state) }
       try file.write(QCow2Refcounts.bigEndian(newSize), at: 24)
-      try file.flush()
+      try file.orderingPoint()
       state.header.size = newSize
     }
   }
@@ -40,12 +40,12 @@ extension QCow2Image {
     let offset = try refcounts.allocate(Int(clusters))
     state.refcounts = refcounts
     let table = state.l1 + [UInt64](repeating: 0, count: entries - state.l1.count)
-    try file.flush()
+    try file.orderingPoint()
     try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: offset)
-    try file.flush()
+    try file.orderingPoint()
     try file.write((0..<4).map { UInt8(truncatingIfNeeded: UInt32(entries) >> (24 - 8 * $0)) }, at: 36)
     try file.write(QCow2Refcounts.bigEndian(offset), at: 40)
-    try file.flush()
+    try file.orderingPoint()
     state.l1 = table
     state.header.l1Size = UInt32(entries)
     state.header.l1TableOffset = offset

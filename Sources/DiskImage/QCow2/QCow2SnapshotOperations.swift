@@ -27,7 +27,7 @@ extension QCow2Image {
       // 2. Everything the active L1 references gains a reference; COPIED flags follow.
       try adjustReferences(of: state.l1, by: 1, in: &state)
       try updateCopiedFlags(in: &state)
-      try file.flush()
+      try file.orderingPoint()
       // 3. The new table, then the header that publishes it.
       var time = timespec()
       clock_gettime(CLOCK_REALTIME, &time)
@@ -56,9 +56,9 @@ extension QCow2Image {
       table += [UInt64](repeating: 0, count: state.l1.count - table.count)
       let old = state.l1
       try adjustReferences(of: table, by: 1, in: &state)
-      try file.flush()
+      try file.orderingPoint()
       try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: state.header.l1TableOffset)
-      try file.flush()
+      try file.orderingPoint()
       state.l1 = table
       state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
       try adjustReferences(of: old, by: -1, in: &state)
@@ -67,7 +67,7 @@ extension QCow2Image {
         state.header.size = size
       }
       try updateCopiedFlags(in: &state)
-      try file.flush()
+      try file.orderingPoint()
     }
   }
 
@@ -88,7 +88,7 @@ extension QCow2Image {
         offset: snapshot.l1TableOffset, length: max(UInt64(snapshot.l1Size) * 8, 1), by: -1)
       state.refcounts = refcounts
       try updateCopiedFlags(in: &state)
-      try file.flush()
+      try file.orderingPoint()
     }
   }
 
@@ -167,12 +167,12 @@ extension QCow2Image {
       let clusters = Int((UInt64(bytes.count) + state.header.clusterSize - 1) / state.header.clusterSize)
       offset = try refcounts.allocate(clusters)
       try file.write(bytes, at: offset)
-      try file.flush()
+      try file.orderingPoint()
     }
     let oldOffset = state.header.snapshotsOffset
     try file.write((0..<4).map { UInt8(truncatingIfNeeded: UInt32(list.count) >> (24 - 8 * $0)) }, at: 60)
     try file.write(QCow2Refcounts.bigEndian(offset), at: 64)
-    try file.flush()
+    try file.orderingPoint()
     state.header.snapshotCount = UInt32(list.count)
     state.header.snapshotsOffset = offset
     if oldOffset != 0 && oldLength > 0 { try refcounts.adjust(offset: oldOffset, length: oldLength, by: -1) }

@@ -9,7 +9,7 @@ struct ImgCommand: ParsableCommand {
     abstract: "Create, inspect, check and convert disk images (raw, qcow2), as qemu-img does.",
     subcommands: [
       ImgCreate.self, ImgInfo.self, ImgCheck.self, ImgConvert.self, ImgCompare.self, ImgMap.self, ImgResize.self,
-      ImgRebase.self, ImgCommit.self, ImgMeasure.self, ImgSnapshot.self,
+      ImgRebase.self, ImgCommit.self, ImgMeasure.self, ImgSnapshot.self, ImgBench.self,
     ])
 }
 

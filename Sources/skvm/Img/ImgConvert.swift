@@ -60,7 +60,11 @@ struct ImgConvert: ParsableCommand {
         close(fd)
         output = try RawImage(path: destination, readOnly: false)
       case .qcow2:
-        output = try QCow2Image.create(at: destination, options: options)
+        let qcow2 = try QCow2Image.create(at: destination, options: options)
+        // As qemu-img convert's default cache=unsafe: a failed conversion is discarded anyway;
+        // the final flush makes the result durable.
+        qcow2.metadataOrdering = .processCrash
+        output = qcow2
       }
       try copy(from: input, to: output, chunk: Int(outputFormat == .qcow2 ? options.clusterSize : 1 << 20))
       try output.flush()
