@@ -210,12 +210,56 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
       let position = offset + UInt64(done)
       let inCluster = Int(position & (clusterSize - 1))
       let count = min(bytes.count - done, Int(clusterSize) - inCluster)
+      if inCluster == 0 && count == Int(clusterSize) {
+        let written = try withMetadata { state throws(DiskImageError) in
+          try writeFreshRun(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: position, in: &state)
+        }
+        if written > 0 {
+          done += written
+          continue
+        }
+      }
       let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<done + count])
       try withMetadata { state throws(DiskImageError) in
         try writeWithinCluster(piece, at: position, inCluster: inCluster, in: &state)
       }
       done += count
     }
+  }
+
+  /// Writes whole clusters starting at cluster-aligned `position` whose old contents do not
+  /// matter (unallocated with no backing data, or zero) as one run: contiguous clusters, one
+  /// data write, one write of the L2 entries. Returns the bytes written (0: not applicable).
+  private func writeFreshRun(_ bytes: UnsafeRawBufferPointer, at position: UInt64, in state: inout State)
+    throws(DiskImageError) -> Int
+  {
+    let header = state.header
+    let clusterSize = Int(header.clusterSize)
+    let clusterBits = UInt64(header.clusterBits)
+    let l1Index = Int(position >> (2 * clusterBits - 3))
+    let firstSlot = Int((position >> clusterBits) & (header.l2Entries - 1))
+    let l2Offset = try ownedL2Table(l1Index, in: &state)
+    var table = try Self.l2Table(at: l2Offset, in: &state, file)
+    var run = 0
+    while run < bytes.count / clusterSize && firstSlot + run < table.count {
+      let entry = table[firstSlot + run]
+      let clusterStart = position + UInt64(run * clusterSize)
+      let replaceable =
+        entry == 0 ? backing.map { clusterStart >= $0.size } ?? true : entry == Self.zeroFlag && header.version >= 3
+      guard replaceable else { break }
+      run += 1
+    }
+    guard run > 1 else { return 0 }
+    guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let host = try refcounts.allocate(run)
+    state.refcounts = refcounts
+    try file.orderingPoint()
+    try file.write(UnsafeRawBufferPointer(rebasing: bytes[0..<run * clusterSize]), at: host)
+    for index in 0..<run { table[firstSlot + index] = (host + UInt64(index * clusterSize)) | Self.copiedFlag }
+    try file.write(
+      table[firstSlot..<firstSlot + run].flatMap(QCow2Refcounts.bigEndian), at: l2Offset + UInt64(firstSlot) * 8)
+    state.l2Cache.insert(table, at: l2Offset)
+    return run * clusterSize
   }
 
   /// How metadata updates are ordered. `.powerLoss` (the default) syncs the file between
@@ -259,19 +303,33 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
 
     guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let endBefore = file.length
     let host = try refcounts.allocate()
     state.refcounts = refcounts
     try file.orderingPoint()  // the refcount before anything points at the cluster
-    var contents = [UInt8](repeating: 0, count: Int(header.clusterSize))
-    var failure: DiskImageError?
-    contents.withUnsafeMutableBytes { buffer in
-      do throws(DiskImageError) {
-        if piece.count < buffer.count { try read(buffer, of: mapping, at: clusterStart, inCluster: 0) }
-        UnsafeMutableRawBufferPointer(rebasing: buffer[inCluster..<inCluster + piece.count]).copyMemory(from: piece)
-      } catch { failure = error }
+    // A cluster past the old end of the file has never been written: it reads as zeros, so
+    // when the old contents were zeros too only the new bytes need writing.
+    let oldIsZero: Bool
+    switch mapping {
+    case .zero: oldIsZero = true
+    case .unallocated: oldIsZero = backing.map { clusterStart >= $0.size } ?? true
+    default: oldIsZero = false
     }
-    if let failure { throw failure }
-    try file.write(contents, at: host)
+    if host >= endBefore && oldIsZero {
+      try file.write(piece, at: host + UInt64(inCluster))
+      if file.length < host + header.clusterSize { try file.truncate(to: host + header.clusterSize) }
+    } else {
+      var contents = [UInt8](repeating: 0, count: Int(header.clusterSize))
+      var failure: DiskImageError?
+      contents.withUnsafeMutableBytes { buffer in
+        do throws(DiskImageError) {
+          if piece.count < buffer.count { try read(buffer, of: mapping, at: clusterStart, inCluster: 0) }
+          UnsafeMutableRawBufferPointer(rebasing: buffer[inCluster..<inCluster + piece.count]).copyMemory(from: piece)
+        } catch { failure = error }
+      }
+      if let failure { throw failure }
+      try file.write(contents, at: host)
+    }
     table[l2Index] = host | Self.copiedFlag
     try file.write(QCow2Refcounts.bigEndian(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
     state.l2Cache.insert(table, at: l2Offset)

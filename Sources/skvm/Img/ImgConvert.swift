@@ -75,20 +75,47 @@ struct ImgConvert: ParsableCommand {
     }
   }
 
-  private func copy(from input: any BlockBackend, to output: any BlockBackend, chunk: Int) throws {
+  /// Copies in chunks of `cluster` bytes read 1 MiB at a time into one reused buffer;
+  /// chunks of zeros are skipped, leaving holes (raw) or unallocated clusters (qcow2).
+  private func copy(from input: any BlockBackend, to output: any BlockBackend, chunk cluster: Int) throws {
     let size = input.size
+    let window = max(cluster, 1 << 20) / cluster * cluster
+    var buffer = [UInt8](repeating: 0, count: window)
     var offset: UInt64 = 0
     var lastShown = -1
     while offset < size {
-      let count = Int(min(UInt64(chunk), size - offset))
-      let bytes = try input.read(count: count, at: offset)
-      if bytes.contains(where: { $0 != 0 }) {
-        if c, count == chunk, let qcow2 = output as? QCow2Image {
-          try qcow2.writeCompressed(cluster: offset / UInt64(chunk), bytes)
-        } else {
-          try output.write(bytes, at: offset)
-        }
+      let count = Int(min(UInt64(window), size - offset))
+      var failure: Error?
+      buffer.withUnsafeMutableBytes { whole in
+        do {
+          let view = UnsafeMutableRawBufferPointer(rebasing: whole[0..<count])
+          try input.read(into: view, at: offset)
+          // Runs of non-zero clusters go out in one write (the image allocates them together).
+          var start = 0
+          while start < count {
+            let end = min(start + cluster, count)
+            guard !isAllZero(UnsafeRawBufferPointer(rebasing: view[start..<end])) else {
+              start = end
+              continue
+            }
+            if c, end - start == cluster, let qcow2 = output as? QCow2Image {
+              let position = offset + UInt64(start)
+              try qcow2.writeCompressed(cluster: position / UInt64(cluster), Array(view[start..<end]))
+              start = end
+              continue
+            }
+            var runEnd = end
+            while runEnd < count {
+              let next = min(runEnd + cluster, count)
+              if isAllZero(UnsafeRawBufferPointer(rebasing: view[runEnd..<next])) { break }
+              runEnd = next
+            }
+            try output.write(UnsafeRawBufferPointer(rebasing: view[start..<runEnd]), at: offset + UInt64(start))
+            start = runEnd
+          }
+        } catch { failure = error }
       }
+      if let failure { throw failure }
       offset += UInt64(count)
       if p {
         let percent = Int(offset * 100 / max(size, 1))
@@ -100,6 +127,15 @@ struct ImgConvert: ParsableCommand {
     }
     if p { showProgress("\n") }
   }
+}
+
+/// True when every byte is zero (compared eight at a time).
+private func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+  guard let base = bytes.baseAddress else { return true }
+  let words = bytes.count / 8
+  for index in 0..<words where base.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self) != 0 { return false }
+  for index in words * 8..<bytes.count where bytes[index] != 0 { return false }
+  return true
 }
 
 /// Writes a progress line to standard error as it is (no newline added), like qemu-img -p.
