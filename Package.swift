@@ -26,8 +26,10 @@ let package = Package(
     .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine"]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+    // File calls Swift's Glibc module lacks (fallocate).
+    .target(name: "CFileIO"),
     // Disk images: raw and qcow2 (no KVM needed).
-    .target(name: "DiskImage", dependencies: ["CZlib"]),
+    .target(name: "DiskImage", dependencies: ["CZlib", "CFileIO"]),
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.

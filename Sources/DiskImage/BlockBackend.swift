@@ -15,6 +15,10 @@ public protocol BlockBackend: AnyObject, Sendable {
   func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError)
   /// Makes every completed write durable.
   func flush() throws(DiskImageError)
+  /// Makes the range read as zeros, giving space back where the format can.
+  func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError)
+  /// The guest no longer needs the range; it reads as zeros afterwards.
+  func discard(at offset: UInt64, length: UInt64) throws(DiskImageError)
 }
 
 extension BlockBackend {

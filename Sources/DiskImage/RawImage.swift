@@ -1,3 +1,6 @@
+import CFileIO
+import Glibc
+
 /// A raw image: the file's bytes are the disk's bytes.
 public final class RawImage: BlockBackend, @unchecked Sendable {
   public let path: String
@@ -25,6 +28,26 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
 
   public func flush() throws(DiskImageError) {
     try file.flush()
+  }
+
+  /// Punches a hole (the file keeps its size and reads zeros there); where the file system
+  /// cannot, writes zeros.
+  public func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    try checkRange(offset, Int(clamping: length))
+    let punchHoleKeepSize: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if cfileio_fallocate(file.fd, punchHoleKeepSize, off_t(offset), off_t(length)) == 0 { return }
+    var position = offset
+    let zeros = [UInt8](repeating: 0, count: 1 << 20)
+    while position < offset + length {
+      let count = Int(min(UInt64(zeros.count), offset + length - position))
+      try file.write(Array(zeros[0..<count]), at: position)
+      position += UInt64(count)
+    }
+  }
+
+  public func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {
+    try writeZeroes(at: offset, length: length)
   }
 
   /// Sets the file's length (new space reads as zeros and takes no disk space).

@@ -24,7 +24,7 @@ struct QCow2WriteTests {
   }
 
   @Test(
-    "Random writes of random sizes, mirrored in memory, read back the same, reopened, and pass qemu-img check",
+    "Random writes, zero-writes and discards of random sizes, mirrored in memory, read back the same, reopened, and pass qemu-img check",
     arguments: [
       (4096, "1.1", UInt32(16)), (65536, "1.1", UInt32(1)), (65536, "0.10", UInt32(16)), (512, "1.1", UInt32(64)),
     ])
@@ -40,13 +40,22 @@ struct QCow2WriteTests {
     let image = try QCow2Image.create(at: path, options: options)
     var mirror = [UInt8](repeating: 0, count: size)
     var random = SeededGenerator(state: UInt64(clusterSize) ^ UInt64(refcountBits))
-    for round in 0..<600 {
+    for round in 0..<1500 {
       let length = Int.random(in: 1...(round % 10 == 0 ? 300_000 : 9000), using: &random)
       let offset = Int.random(in: 0...(size - length), using: &random)
-      let value = UInt8(truncatingIfNeeded: round + 1)
-      let bytes = (0..<length).map { value &+ UInt8(truncatingIfNeeded: $0 >> 9) }
-      try image.write(bytes, at: UInt64(offset))
-      mirror.replaceSubrange(offset..<offset + length, with: bytes)
+      switch Int.random(in: 0..<20, using: &random) {
+      case 0..<3:
+        try image.writeZeroes(at: UInt64(offset), length: UInt64(length))
+        mirror.replaceSubrange(offset..<offset + length, with: repeatElement(0, count: length))
+      case 3..<6:
+        try image.discard(at: UInt64(offset), length: UInt64(length))
+        mirror.replaceSubrange(offset..<offset + length, with: repeatElement(0, count: length))
+      default:
+        let value = UInt8(truncatingIfNeeded: round + 1)
+        let bytes = (0..<length).map { value &+ UInt8(truncatingIfNeeded: $0 >> 9) }
+        try image.write(bytes, at: UInt64(offset))
+        mirror.replaceSubrange(offset..<offset + length, with: bytes)
+      }
       if round % 150 == 0 {
         let probe = Int.random(in: 0...(size - 70_000), using: &random)
         #expect(try image.read(count: 70_000, at: UInt64(probe)) == Array(mirror[probe..<probe + 70_000]))

@@ -48,7 +48,14 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     var refcounts: QCow2Refcounts?
     if file.writable {
       if header.isCorrupt {
-        throw .invalid(path: file.path, reason: "the image is marked corrupt; repair it with 'skvm img check -r all'")
+        throw .invalid(path: file.path, reason: "the image is marked corrupt; repair it with 'qemu-img check -r all'")
+      }
+      if header.isDirty {
+        // Lazy refcounts after a crash: the stored counts may be too low to allocate safely.
+        throw .unsupported(
+          path: file.path,
+          feature: "writing an image whose dirty bit is set (lazy refcounts left after a crash); "
+            + "rebuild its refcounts with 'qemu-img check -r all' first")
       }
       refcounts = try QCow2Refcounts(file: file, header: header)
     }
@@ -285,7 +292,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   /// Writes `piece` into the cluster holding guest `position`: in place when this image owns
   /// the cluster alone, else into a new cluster filled with the old contents and `piece`,
   /// written whole before the L2 entry points at it.
-  private func writeWithinCluster(
+  func writeWithinCluster(
     _ piece: UnsafeRawBufferPointer, at position: UInt64, inCluster: Int, in state: inout State
   ) throws(DiskImageError) {
     let header = state.header
