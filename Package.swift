@@ -6,6 +6,7 @@ let package = Package(
   platforms: [.macOS(.v15)],
   products: [
     .library(name: "SwiftKVM", targets: ["SwiftKVM"]),
+    .library(name: "DiskImage", targets: ["DiskImage"]),
     .executable(name: "skvm", targets: ["skvm"]),
   ],
   dependencies: [
