@@ -98,6 +98,29 @@ struct ImgCommandTests {
     #expect(try Self.qemuImg(["check", path]).status == 0, "qemu-img agrees the leak is gone")
   }
 
+  @Test("A crash with lazy refcounts (qemu-io abort) is corruption to check; -r all and a writable open repair it")
+  func lazyRefcountCrash() throws {
+    let directory = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let image = directory + "/lazy.qcow2"
+    #expect(try Self.qemuImg(["create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", image, "4M"]).status == 0)
+    _ = try ChildProcess.run(
+      URL(fileURLWithPath: "/usr/bin/qemu-io"), ["-f", "qcow2", "-c", "write -P 1 0 192k", "-c", "abort", image])
+    try FileManager.default.copyItem(atPath: image, toPath: image + ".copy")
+    let found = try CommandLineTests.skvm(["img", "check", image])
+    #expect(found.status == 2, "the missing refcounts are corruption: \(found.output)")
+    let repaired = try CommandLineTests.skvm(["img", "check", "-r", "all", image])
+    #expect(repaired.status == 0, "\(repaired.output)")
+    #expect(try Self.qemuImg(["check", image]).status == 0)
+    // Opening the other copy for writing repairs it first, as QEMU does.
+    let written = try CommandLineTests.skvm(["img", "bench", "-w", "-c", "10", image + ".copy"])
+    #expect(written.status == 0, "\(written.errors)")
+    #expect(try Self.qemuImg(["check", image + ".copy"]).status == 0)
+    let data = try ChildProcess.run(
+      URL(fileURLWithPath: "/usr/bin/qemu-io"), ["-f", "qcow2", "-c", "read -P 1 64k 128k", image + ".copy"])
+    #expect(data.output.contains("read 131072/131072"), "the data written before the crash survives")
+  }
+
   @Test("Bad input: wrong -f, a missing backing file, an unparseable size — status 1 and a sentence")
   func badInput() throws {
     let directory = try Self.scratch()

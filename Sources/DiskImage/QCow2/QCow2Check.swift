@@ -14,10 +14,38 @@ public struct QCow2CheckResult: Sendable, Equatable {
   public var messages: [String] = []
 }
 
+/// What `check` may repair (qemu-img check -r).
+public enum QCow2Repair: Sendable {
+  case none
+  /// Lower refcounts that are too high (leaked clusters).
+  case leaks
+  /// Also raise refcounts that are too low and correct COPIED flags.
+  case all
+}
+
 extension QCow2Image {
-  /// Recounts every reference (header, tables, snapshots, L2 tables, data) and compares the
-  /// counts with the stored refcounts; with `repairLeaks`, lowers leaked refcounts.
-  public func check(repairLeaks: Bool = false) throws(DiskImageError) -> QCow2CheckResult {
+  /// Recounts every reference (header, tables, snapshots, L2 tables, data), compares the
+  /// counts with the stored refcounts, and repairs what `repair` allows; after a repair the
+  /// image is checked again and that result returned, with what was fixed.
+  public func check(repair: QCow2Repair = .none) throws(DiskImageError) -> QCow2CheckResult {
+    let first = try checkOnce(repair: repair)
+    guard repair != .none, first.leaksFixed + first.corruptionsFixed > 0 || repair == .all else { return first }
+    try withMetadata { state throws(DiskImageError) in
+      guard state.refcounts != nil else { return }
+      state.refcounts = try QCow2Refcounts(file: file, header: state.header)
+      state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
+      if repair == .all { try updateCopiedFlags(in: &state) }
+      try file.orderingPoint()
+    }
+    var second = try checkOnce(repair: .none)
+    second.leaksFixed = first.leaksFixed
+    second.corruptionsFixed =
+      first.corruptionsFixed + max(0, first.corruptions - second.corruptions - first.corruptionsFixed)
+    return second
+  }
+
+  private func checkOnce(repair: QCow2Repair) throws(DiskImageError) -> QCow2CheckResult {
+    let repairLeaks = repair != .none
     let header = self.header
     let clusterSize = header.clusterSize
     let clusterBits = UInt64(header.clusterBits)
@@ -104,8 +132,12 @@ extension QCow2Image {
       if stored == counted { continue }
       if stored < counted {
         result.corruptions += 1
-        result.messages.append(
-          "ERROR cluster \(cluster) refcount=\(stored) reference=\(counted)")
+        if repair == .all {
+          try refcounts.setRefcount(cluster, to: counted)
+          result.corruptionsFixed += 1
+        } else {
+          result.messages.append("ERROR cluster \(cluster) refcount=\(stored) reference=\(counted)")
+        }
       } else {
         result.leaks += 1
         if repairLeaks {
@@ -119,7 +151,12 @@ extension QCow2Image {
     if limit > coveredClusters {
       for cluster in coveredClusters..<limit where expected[Int(cluster)] > 0 {
         result.corruptions += 1
-        result.messages.append("ERROR cluster \(cluster) refcount=0 reference=\(expected[Int(cluster)])")
+        if repair == .all {
+          try refcounts.setRefcount(cluster, to: UInt64(expected[Int(cluster)]))
+          result.corruptionsFixed += 1
+        } else {
+          result.messages.append("ERROR cluster \(cluster) refcount=0 reference=\(expected[Int(cluster)])")
+        }
       }
     }
     for check in copiedChecks {
@@ -134,6 +171,7 @@ extension QCow2Image {
     if repairLeaks {
       try file.orderingPoint()
       result.leaks -= result.leaksFixed
+      result.corruptions -= result.corruptionsFixed
     }
     let lastUsed = expected.lastIndex(where: { $0 > 0 }).map { UInt64($0 + 1) } ?? 1
     result.imageEndOffset = lastUsed << clusterBits

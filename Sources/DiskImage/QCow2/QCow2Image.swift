@@ -50,13 +50,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
       if header.isCorrupt {
         throw .invalid(path: file.path, reason: "the image is marked corrupt; repair it with 'qemu-img check -r all'")
       }
-      if header.isDirty {
-        // Lazy refcounts after a crash: the stored counts may be too low to allocate safely.
-        throw .unsupported(
-          path: file.path,
-          feature: "writing an image whose dirty bit is set (lazy refcounts left after a crash); "
-            + "rebuild its refcounts with 'qemu-img check -r all' first")
-      }
+
       refcounts = try QCow2Refcounts(file: file, header: header)
     }
     metadata = State(header: header, l1: l1, l2Cache: L2Cache(capacity: tables), refcounts: refcounts)
@@ -67,6 +61,14 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
         try file.write(Array(bytes[0..<8]), at: 48)
         try file.write(Array(bytes[8..<12]), at: 56)
       }
+    }
+    // Lazy refcounts left by a crash: the stored counts may be too low to allocate safely,
+    // so they are rebuilt from the tables before anything is written (as QEMU does on open).
+    if file.writable && header.isDirty {
+      _ = try check(repair: .all)
+      try file.write(QCow2Refcounts.bigEndian(header.incompatibleFeatures & ~QCow2Header.Incompatible.dirty), at: 72)
+      try file.flush()
+      metadata.header.incompatibleFeatures &= ~QCow2Header.Incompatible.dirty
     }
   }
 

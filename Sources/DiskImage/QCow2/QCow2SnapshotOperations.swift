@@ -121,7 +121,7 @@ extension QCow2Image {
   }
 
   /// Sets COPIED exactly where the refcount is 1, in the active L1 table and the L2 tables it names.
-  private func updateCopiedFlags(in state: inout State) throws(DiskImageError) {
+  func updateCopiedFlags(in state: inout State) throws(DiskImageError) {
     guard var refcounts = state.refcounts else { return }
     let header = state.header
     let clusterBits = UInt64(header.clusterBits)

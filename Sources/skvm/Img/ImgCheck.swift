@@ -39,7 +39,7 @@ struct ImgCheck: ParsableCommand {
       guard let image = try DiskImage.open(filename, format: .qcow2, writable: r != nil) as? QCow2Image else {
         throw imgFailure("\(filename) did not open as qcow2")
       }
-      result = try image.check(repairLeaks: r != nil)
+      result = try image.check(repair: r == .all ? .all : (r == .leaks ? .leaks : .none))
     } catch let error as ExitCode {
       throw error
     } catch {
@@ -67,8 +67,10 @@ struct ImgCheck: ParsableCommand {
     case .human:
       guard !q else { return }
       for message in result.messages { print(message) }
-      if result.leaksFixed > 0 {
-        print("The following inconsistencies were found and repaired:\n\n    \(result.leaksFixed) leaked clusters\n")
+      if result.leaksFixed + result.corruptionsFixed > 0 {
+        print(
+          "The following inconsistencies were found and repaired:\n\n    \(result.leaksFixed) leaked clusters\n"
+            + "    \(result.corruptionsFixed) corruptions\n")
         print("Double checking the fixed image now...")
       }
       if result.corruptions > 0 {
