@@ -10,6 +10,7 @@ public struct QCow2CreateOptions: Sendable, Equatable {
   public var lazyRefcounts = false
   public var backingFile: String?
   public var backingFormat: DiskImageFormat?
+  public var preallocation: QCow2Preallocation = .off
 
   public init(size: UInt64) { self.size = size }
 }
@@ -68,6 +69,10 @@ extension QCow2Image {
     // Reopened through the usual path, so the backing chain is resolved for copy-on-write.
     guard let image = try DiskImage.open(path, format: .qcow2, writable: true) as? QCow2Image else {
       throw invalid("the new image did not reopen as qcow2")
+    }
+    if options.preallocation != .off {
+      guard options.backingFile == nil else { throw invalid("preallocation and a backing file do not go together") }
+      try image.preallocate(options.preallocation)
     }
     return image
   }

@@ -13,7 +13,7 @@ struct ImgCreate: ParsableCommand {
   @Option(
     name: .short,
     help:
-      "Options: cluster_size=, compat=0.10|1.1, lazy_refcounts=on|off, refcount_bits=, backing_file=, backing_fmt=, preallocation=off."
+      "Options: cluster_size=, compat=0.10|1.1, lazy_refcounts=on|off, refcount_bits=, backing_file=, backing_fmt=, preallocation=off|metadata|falloc|full."
   )
   var o: [String] = []
 
@@ -56,7 +56,10 @@ struct ImgCreate: ParsableCommand {
           guard let format = DiskImageFormat(rawValue: value) else { throw imgFailure("unknown format '\(value)'") }
           backingFmt = format
         case "preallocation":
-          guard value == "off" else { throw imgFailure("preallocation=\(value) is not supported yet; use off") }
+          guard let mode = QCow2Preallocation(rawValue: value) else {
+            throw imgFailure("invalid preallocation '\(value)': use off, metadata, falloc or full")
+          }
+          qcow2.preallocation = mode
         default:
           throw imgFailure("invalid option '\(key)' for format \(f.rawValue)")
         }
