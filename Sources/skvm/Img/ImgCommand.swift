@@ -67,3 +67,30 @@ func printJSON(_ value: Any) {
   else { return }
   print(text)
 }
+
+/// qemu-img's `-o key=value,...` options (the flag may repeat), in order.
+func imageOptions(_ groups: [String]) -> [(key: String, value: String)] {
+  groups.flatMap { $0.split(separator: ",") }.map { option in
+    let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
+    return (pair.first ?? "", pair.count == 2 ? pair[1] : "")
+  }
+}
+
+/// Applies one qcow2 creation option; false when `key` is not one.
+func applyQCow2Option(_ key: String, _ value: String, to options: inout QCow2CreateOptions) throws -> Bool {
+  switch key {
+  case "cluster_size": options.clusterSize = try ImageSize.parse(value)
+  case "compat": options.compat = value
+  case "lazy_refcounts": options.lazyRefcounts = value == "on"
+  case "refcount_bits":
+    guard let bits = UInt32(value) else { throw imgFailure("refcount_bits '\(value)' is not a number") }
+    options.refcountBits = bits
+  case "preallocation":
+    guard let mode = QCow2Preallocation(rawValue: value) else {
+      throw imgFailure("invalid preallocation '\(value)': use off, metadata, falloc or full")
+    }
+    options.preallocation = mode
+  default: return false
+  }
+  return true
+}

@@ -36,18 +36,8 @@ struct ImgConvert: ParsableCommand {
       throw imgFailure("Could not open '\(source)': \(error)")
     }
     var options = QCow2CreateOptions(size: input.size)
-    for group in o {
-      for option in group.split(separator: ",") {
-        let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-        let value = pair.count == 2 ? pair[1] : ""
-        switch pair[0] {
-        case "cluster_size": options.clusterSize = try ImageSize.parse(value)
-        case "compat": options.compat = value
-        case "lazy_refcounts": options.lazyRefcounts = value == "on"
-        case "refcount_bits": options.refcountBits = UInt32(value) ?? 0
-        default: throw imgFailure("invalid option '\(pair[0])' for format \(outputFormat.rawValue)")
-        }
-      }
+    for (key, value) in imageOptions(o) where try !applyQCow2Option(key, value, to: &options) {
+      throw imgFailure("invalid option '\(key)' for format \(outputFormat.rawValue)")
     }
     do {
       let output: any BlockBackend

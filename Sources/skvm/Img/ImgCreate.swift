@@ -39,30 +39,15 @@ struct ImgCreate: ParsableCommand {
     var qcow2 = QCow2CreateOptions(size: 0)
     var backing = b
     var backingFmt = backingFormat
-    for group in o {
-      for option in group.split(separator: ",") {
-        let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-        let key = pair[0]
-        let value = pair.count == 2 ? pair[1] : ""
-        switch key {
-        case "cluster_size": qcow2.clusterSize = try ImageSize.parse(value)
-        case "compat": qcow2.compat = value
-        case "lazy_refcounts": qcow2.lazyRefcounts = value == "on"
-        case "refcount_bits":
-          guard let bits = UInt32(value) else { throw imgFailure("refcount_bits '\(value)' is not a number") }
-          qcow2.refcountBits = bits
-        case "backing_file": backing = value
-        case "backing_fmt":
-          guard let format = DiskImageFormat(rawValue: value) else { throw imgFailure("unknown format '\(value)'") }
-          backingFmt = format
-        case "preallocation":
-          guard let mode = QCow2Preallocation(rawValue: value) else {
-            throw imgFailure("invalid preallocation '\(value)': use off, metadata, falloc or full")
-          }
-          qcow2.preallocation = mode
-        default:
-          throw imgFailure("invalid option '\(key)' for format \(f.rawValue)")
-        }
+    for (key, value) in imageOptions(o) {
+      if try applyQCow2Option(key, value, to: &qcow2) { continue }
+      switch key {
+      case "backing_file": backing = value
+      case "backing_fmt":
+        guard let format = DiskImageFormat(rawValue: value) else { throw imgFailure("unknown format '\(value)'") }
+        backingFmt = format
+      default:
+        throw imgFailure("invalid option '\(key)' for format \(f.rawValue)")
       }
     }
     var virtualSize: UInt64?

@@ -25,19 +25,12 @@ struct ImgMeasure: ParsableCommand {
   var filename: String?
 
   func run() throws {
-    var clusterSize: UInt64 = 65536
-    var refcountBits: UInt32 = 16
-    for group in o {
-      for option in group.split(separator: ",") {
-        let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-        let value = pair.count == 2 ? pair[1] : ""
-        switch pair[0] {
-        case "cluster_size": clusterSize = try ImageSize.parse(value)
-        case "refcount_bits": refcountBits = UInt32(value) ?? 16
-        default: throw imgFailure("invalid option '\(pair[0])'")
-        }
-      }
+    var options = QCow2CreateOptions(size: 0)
+    for (key, value) in imageOptions(o) where try !applyQCow2Option(key, value, to: &options) {
+      throw imgFailure("invalid option '\(key)'")
     }
+    let clusterSize = options.clusterSize
+    let refcountBits = options.refcountBits
     let virtualSize: UInt64
     var allocated: UInt64 = 0
     switch (size, filename) {
