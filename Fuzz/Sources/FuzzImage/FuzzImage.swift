@@ -33,7 +33,8 @@ public func fuzzImage(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
 /// libFuzzer's driver (in the fuzzer runtime that -sanitize=fuzzer links).
 @_silgen_name("LLVMFuzzerRunDriver")
 func runFuzzerDriver(
-  _ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+  _ argc: UnsafeMutablePointer<Int32>,
+  _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
   _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
 ) -> Int32
 

@@ -1,0 +1,165 @@
+import GuestMemory
+import Synchronization
+
+/// A split virtqueue (virtio 1.2 §2.7) as the device sees it: the driver's descriptor
+/// table, available ring and used ring in guest memory.
+///
+/// No device knowledge lives here. Every index and address the driver wrote is untrusted:
+/// chains are walked with a hard length limit, every buffer is checked against guest
+/// memory, readable buffers must precede writable ones, indirect tables are one level
+/// deep — a violation is a `VirtqueueError`, never a trap or an access outside the guest.
+public struct SplitVirtqueue: Sendable {
+  /// Descriptor flags.
+  public enum Flag {
+    public static let next: UInt16 = 1
+    public static let write: UInt16 = 2
+    public static let indirect: UInt16 = 4
+  }
+
+  public let size: UInt16
+  public let descriptorTable: UInt64
+  public let availableRing: UInt64
+  public let usedRing: UInt64
+  /// VIRTIO_F_RING_EVENT_IDX negotiated.
+  public var eventIndex: Bool
+  /// VIRTIO_F_INDIRECT_DESC negotiated.
+  public var indirectDescriptors: Bool
+  /// The next available-ring slot the device will read.
+  public private(set) var nextAvailable: UInt16 = 0
+  /// The next used-ring slot the device will write.
+  public private(set) var nextUsed: UInt16 = 0
+  /// The used index at the last notification decision (for EVENT_IDX).
+  private var signalledUsed: UInt16 = 0
+
+  /// The largest indirect table accepted, in descriptors.
+  public static let maximumIndirectDescriptors = 1024
+
+  /// A queue of `size` entries (a power of two up to 32768) at the given guest addresses.
+  public init(
+    size: UInt16, descriptorTable: UInt64, availableRing: UInt64, usedRing: UInt64, eventIndex: Bool = false,
+    indirectDescriptors: Bool = false
+  ) {
+    self.size = size
+    self.descriptorTable = descriptorTable
+    self.availableRing = availableRing
+    self.usedRing = usedRing
+    self.eventIndex = eventIndex
+    self.indirectDescriptors = indirectDescriptors
+  }
+
+  /// Checks that the three rings lie inside guest memory (do this when the driver enables the queue).
+  public func validate(in memory: GuestMemory) throws(VirtqueueError) {
+    let queue = UInt64(size)
+    for (address, length) in [
+      (descriptorTable, 16 * queue), (availableRing, 6 + 2 * queue), (usedRing, 6 + 8 * queue),
+    ] where memory.region(containing: address, length: length) == nil {
+      throw .ringOutsideMemory(address: address)
+    }
+  }
+
+  /// The next request, or nil when the driver has made none since the last call.
+  public mutating func next(in memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
+    let available = try load(UInt16.self, at: availableRing + 2, memory)
+    guard available != nextAvailable else { return nil }
+    // The ring entry and descriptors only after the index that published them.
+    atomicMemoryFence(ordering: .acquiring)
+    guard available &- nextAvailable <= size else {
+      throw .availableIndexJump(from: nextAvailable, to: available)
+    }
+    let slot = availableRing + 4 + 2 * UInt64(nextAvailable % size)
+    let head = try load(UInt16.self, at: slot, memory)
+    nextAvailable &+= 1
+    if eventIndex {
+      // avail_event: tell the driver which index to notify at next.
+      try store(nextAvailable, at: usedRing + 4 + 8 * UInt64(size), memory)
+    }
+    return try chain(from: head, in: memory)
+  }
+
+  /// Walks the chain starting at `head`.
+  func chain(from head: UInt16, in memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
+    var result = DescriptorChain(head: head, buffers: [])
+    var index = head
+    var table = descriptorTable
+    var tableSize = Int(size)
+    var inIndirect = false
+    var steps = 0
+    var seenWritable = false
+    while true {
+      guard Int(index) < tableSize else {
+        throw .descriptorIndexOutOfRange(index: index, queueSize: UInt16(clamping: tableSize))
+      }
+      steps += 1
+      guard steps <= tableSize else { throw .chainTooLong(limit: tableSize) }
+      let descriptor = table + 16 * UInt64(index)
+      let address = try load(UInt64.self, at: descriptor, memory)
+      let length = try load(UInt32.self, at: descriptor + 8, memory)
+      let flags = try load(UInt16.self, at: descriptor + 12, memory)
+      let next = try load(UInt16.self, at: descriptor + 14, memory)
+      if flags & Flag.indirect != 0 {
+        guard indirectDescriptors, !inIndirect, flags & Flag.next == 0, result.buffers.isEmpty else {
+          throw .nestedIndirect
+        }
+        guard length > 0, length % 16 == 0, Int(length / 16) <= Self.maximumIndirectDescriptors else {
+          throw .invalidIndirectTable(length: length)
+        }
+        guard memory.region(containing: address, length: UInt64(length)) != nil else {
+          throw .bufferOutsideMemory(address: address, length: length)
+        }
+        table = address
+        tableSize = Int(length / 16)
+        inIndirect = true
+        index = 0
+        steps = 0
+        continue
+      }
+      guard length == 0 || memory.region(containing: address, length: UInt64(length)) != nil else {
+        throw .bufferOutsideMemory(address: address, length: length)
+      }
+      let writable = flags & Flag.write != 0
+      if writable {
+        seenWritable = true
+      } else if seenWritable {
+        throw .readableAfterWritable(index: index)
+      }
+      result.buffers.append(.init(address: address, length: length, isWritable: writable))
+      guard flags & Flag.next != 0 else { return result }
+      index = next
+    }
+  }
+
+  /// Returns a request to the driver: `written` bytes of its writable buffers were filled.
+  public mutating func complete(_ head: UInt16, written: UInt32, in memory: GuestMemory) throws(VirtqueueError) {
+    let element = usedRing + 4 + 8 * UInt64(nextUsed % size)
+    try store(UInt32(head), at: element, memory)
+    try store(written, at: element + 4, memory)
+    nextUsed &+= 1
+    // The element before the index (virtio 1.2 §2.7.8.2).
+    atomicMemoryFence(ordering: .releasing)
+    try store(nextUsed, at: usedRing + 2, memory)
+  }
+
+  /// Whether the driver wants an interrupt for what was completed since the last decision.
+  public mutating func shouldNotify(in memory: GuestMemory) throws(VirtqueueError) -> Bool {
+    defer { signalledUsed = nextUsed }
+    if eventIndex {
+      let usedEvent = try load(UInt16.self, at: availableRing + 4 + 2 * UInt64(size), memory)
+      // virtio 1.2 §2.7.10: notify when used_event lies in (old, new].
+      return nextUsed &- usedEvent &- 1 < nextUsed &- signalledUsed
+    }
+    let flags = try load(UInt16.self, at: availableRing, memory)
+    return flags & 1 == 0  // VIRTQ_AVAIL_F_NO_INTERRUPT
+  }
+
+  private func load<T: FixedWidthInteger>(_ type: T.Type, at address: UInt64, _ memory: GuestMemory)
+    throws(VirtqueueError) -> T
+  {
+    do { return try memory.load(T.self, at: address) } catch { throw .ringOutsideMemory(address: address) }
+  }
+
+  private func store<T: FixedWidthInteger>(_ value: T, at address: UInt64, _ memory: GuestMemory)
+    throws(VirtqueueError)
+  {
+    do { try memory.store(value, at: address) } catch { throw .ringOutsideMemory(address: address) }
+  }
+}
