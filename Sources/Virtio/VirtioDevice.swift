@@ -1,0 +1,37 @@
+/// A virtio device model behind a transport: what it offers and how it serves its queues.
+/// The transport (`VirtioPCITransport`) owns feature negotiation, status and queue setup.
+public protocol VirtioDevice: AnyObject, Sendable {
+  /// The virtio device ID (2 block, 3 console, 4 entropy, …).
+  var deviceType: UInt16 { get }
+  /// Feature bits offered (the transport adds VERSION_1, EVENT_IDX and INDIRECT_DESC).
+  var deviceFeatures: UInt64 { get }
+  /// Queues the device has and the largest size of each.
+  var queueSizes: [UInt16] { get }
+  /// Reads the device-specific configuration.
+  func readConfig(_ offset: Int, width: Int) -> UInt64
+  /// Writes the device-specific configuration.
+  func writeConfig(_ offset: Int, width: Int, value: UInt64)
+  /// The driver set DRIVER_OK: these queues (by index) are live with these features.
+  func activate(queues: [SplitVirtqueue], features: UInt64)
+  /// The driver kicked queue `index`.
+  func notify(queue index: Int)
+  /// The driver reset the device: stop using the queues.
+  func reset()
+}
+
+/// Feature bits of the transport and rings (virtio 1.2 §6).
+public enum VirtioFeature {
+  public static let indirectDescriptors: UInt64 = 1 << 28
+  public static let eventIndex: UInt64 = 1 << 29
+  public static let version1: UInt64 = 1 << 32
+}
+
+/// Device status bits (virtio 1.2 §2.1).
+public enum VirtioStatus {
+  public static let acknowledge: UInt8 = 1
+  public static let driver: UInt8 = 2
+  public static let driverOK: UInt8 = 4
+  public static let featuresOK: UInt8 = 8
+  public static let needsReset: UInt8 = 64
+  public static let failed: UInt8 = 128
+}
