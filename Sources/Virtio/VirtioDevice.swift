@@ -13,8 +13,9 @@ public protocol VirtioDevice: AnyObject, Sendable {
   func writeConfig(_ offset: Int, width: Int, value: UInt64)
   /// The driver set DRIVER_OK: these queues (by index) are live with these features.
   func activate(queues: [SplitVirtqueue], features: UInt64)
-  /// The driver kicked queue `index`.
-  func notify(queue index: Int)
+  /// The driver kicked queue `index`: serve what it made available. False when the queue
+  /// broke the rules (the transport then sets DEVICE_NEEDS_RESET).
+  func notify(queue index: Int) -> Bool
   /// The driver reset the device: stop using the queues.
   func reset()
 }

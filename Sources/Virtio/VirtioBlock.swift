@@ -1,0 +1,197 @@
+import DiskImage
+import GuestMemory
+import Synchronization
+
+/// virtio-blk (device type 2) over any `BlockBackend`: read, write, flush, get-id, discard,
+/// write-zeroes. Requests are checked against the disk's size and the guest's memory; a bad
+/// one gets IOERR or UNSUPP in its status byte and the device carries on.
+public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
+  public let deviceType: UInt16 = 2
+  public let queueSizes: [UInt16] = [256]
+  public let backend: any BlockBackend
+  /// The serial number GET_ID returns (at most 20 bytes).
+  public let serial: String
+  private let memory: GuestMemory
+  private let queues = Mutex<[SplitVirtqueue]>([])
+  /// Requests served and bytes moved, for `--stats`.
+  public let statistics = Mutex(Statistics())
+
+  /// Per-device counters.
+  public struct Statistics: Sendable, Equatable {
+    public var reads = 0
+    public var writes = 0
+    public var flushes = 0
+    public var other = 0
+    public var bytesRead = 0
+    public var bytesWritten = 0
+    public var errors = 0
+  }
+
+  /// Feature bits (virtio 1.2 §5.2.3).
+  public enum Feature {
+    public static let segmentMaximum: UInt64 = 1 << 2
+    public static let readOnly: UInt64 = 1 << 5
+    public static let blockSize: UInt64 = 1 << 6
+    public static let flush: UInt64 = 1 << 9
+    public static let discard: UInt64 = 1 << 13
+    public static let writeZeroes: UInt64 = 1 << 14
+  }
+
+  /// What the transport does when requests completed: raise the queue's interrupt.
+  public var interrupt: @Sendable (Int) -> Void = { _ in }
+
+  public init(backend: any BlockBackend, memory: GuestMemory, serial: String = "skvm") {
+    self.backend = backend
+    self.memory = memory
+    self.serial = String(serial.utf8.prefix(20)) ?? "skvm"
+  }
+
+  public var deviceFeatures: UInt64 {
+    var features = Feature.segmentMaximum | Feature.blockSize | Feature.flush
+    if backend.isReadOnly { features |= Feature.readOnly } else { features |= Feature.discard | Feature.writeZeroes }
+    return features
+  }
+
+  /// capacity, size_max, seg_max, geometry, blk_size, …, discard and write-zeroes limits.
+  public func readConfig(_ offset: Int, width: Int) -> UInt64 {
+    var config = [UInt8](repeating: 0, count: 64)
+    func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
+      withUnsafeBytes(of: value.littleEndian) { config.replaceSubrange(at..<at + $0.count, with: $0) }
+    }
+    put(backend.size / VirtioBlockRequest.sectorSize, 0)
+    put(UInt32(126), 12)  // seg_max
+    put(UInt32(512), 20)  // blk_size
+    put(UInt32(UInt32.max >> 9), 36)  // max_discard_sectors
+    put(UInt32(1), 40)  // max_discard_seg
+    put(UInt32(1), 44)  // discard_sector_alignment
+    put(UInt32(UInt32.max >> 9), 48)  // max_write_zeroes_sectors
+    put(UInt32(1), 52)  // max_write_zeroes_seg
+    config[56] = 1  // write_zeroes_may_unmap
+    guard offset >= 0, offset + width <= config.count else { return 0 }
+    return (0..<width).reduce(0) { $0 | UInt64(config[offset + $1]) << (8 * UInt64($1)) }
+  }
+
+  public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}  // writeback toggles not offered
+
+  public func activate(queues: [SplitVirtqueue], features: UInt64) {
+    self.queues.withLock { $0 = queues }
+  }
+
+  public func reset() {
+    queues.withLock { $0 = [] }
+  }
+
+  /// Serves every request available on queue `index` (the transport calls this on a kick,
+  /// off the vCPU thread); returns false if the queue broke the rules (the transport sets NEEDS_RESET).
+  @discardableResult
+  public func notify(queue index: Int) -> Bool {
+    var broken = false
+    let notify = queues.withLock { queues -> Bool in
+      guard queues.indices.contains(index) else { return false }
+      var completed = false
+      while true {
+        do {
+          guard let chain = try queues[index].next(in: memory) else { break }
+          let written = serve(chain)
+          try queues[index].complete(chain.head, written: written, in: memory)
+          completed = true
+        } catch {
+          broken = true
+          break
+        }
+      }
+      return completed && ((try? queues[index].shouldNotify(in: memory)) ?? true)
+    }
+    if notify { interrupt(index) }
+    return !broken
+  }
+
+  /// Performs one request; returns the bytes written into the driver's buffers.
+  private func serve(_ chain: DescriptorChain) -> UInt32 {
+    guard let request = VirtioBlockRequest(chain, memory: memory) else {
+      statistics.withLock { $0.errors += 1 }
+      return 0
+    }
+    var written: UInt32 = 0
+    let status: VirtioBlockRequest.Status
+    do {
+      status = try perform(request, written: &written)
+    } catch {
+      status = .ioError
+    }
+    if status != .ok { statistics.withLock { $0.errors += 1 } }
+    try? memory.store(status.rawValue, at: request.statusAddress)
+    return written + 1
+  }
+
+  private func perform(_ request: VirtioBlockRequest, written: inout UInt32) throws -> VirtioBlockRequest.Status {
+    let offset = request.sector.multipliedReportingOverflow(by: VirtioBlockRequest.sectorSize)
+    switch VirtioBlockRequest.Kind(rawValue: request.type) {
+    case .read?:
+      guard !offset.overflow, request.data.allSatisfy(\.isWritable), fits(offset.partialValue, request.dataLength)
+      else { return .ioError }
+      var position = offset.partialValue
+      for buffer in request.data {
+        try backend.read(into: try memory.buffer(at: buffer.address, length: Int(buffer.length)), at: position)
+        position += UInt64(buffer.length)
+      }
+      written = UInt32(request.dataLength)
+      statistics.withLock {
+        $0.reads += 1
+        $0.bytesRead += request.dataLength
+      }
+    case .write?:
+      guard !backend.isReadOnly else { return .ioError }
+      guard !offset.overflow, request.data.allSatisfy({ !$0.isWritable }), fits(offset.partialValue, request.dataLength)
+      else { return .ioError }
+      var position = offset.partialValue
+      for buffer in request.data {
+        try backend.write(
+          UnsafeRawBufferPointer(try memory.buffer(at: buffer.address, length: Int(buffer.length))), at: position)
+        position += UInt64(buffer.length)
+      }
+      statistics.withLock {
+        $0.writes += 1
+        $0.bytesWritten += request.dataLength
+      }
+    case .flush?:
+      try backend.flush()
+      statistics.withLock { $0.flushes += 1 }
+    case .getID?:
+      guard let buffer = request.data.first, buffer.isWritable else { return .ioError }
+      let id = Array(serial.utf8) + [UInt8](repeating: 0, count: 20 - serial.utf8.count)
+      let length = min(Int(buffer.length), 20)
+      try memory.write(Array(id.prefix(length)), to: buffer.address)
+      written = UInt32(length)
+      statistics.withLock { $0.other += 1 }
+    case .discard?, .writeZeroes?:
+      guard !backend.isReadOnly else { return .ioError }
+      // Segments: sector (8), num_sectors (4), flags (4).
+      for buffer in request.data where !buffer.isWritable {
+        for segment in stride(from: 0, to: Int(buffer.length) - 15, by: 16) {
+          let base = buffer.address + UInt64(segment)
+          let sector = try memory.load(UInt64.self, at: base)
+          let count = UInt64(try memory.load(UInt32.self, at: base + 8))
+          let start = sector.multipliedReportingOverflow(by: VirtioBlockRequest.sectorSize)
+          guard !start.overflow, fits(start.partialValue, Int(count * VirtioBlockRequest.sectorSize)) else {
+            return .ioError
+          }
+          if request.type == VirtioBlockRequest.Kind.discard.rawValue {
+            try backend.discard(at: start.partialValue, length: count * VirtioBlockRequest.sectorSize)
+          } else {
+            try backend.writeZeroes(at: start.partialValue, length: count * VirtioBlockRequest.sectorSize)
+          }
+        }
+      }
+      statistics.withLock { $0.other += 1 }
+    case nil:
+      return .unsupported
+    }
+    return .ok
+  }
+
+  private func fits(_ offset: UInt64, _ length: Int) -> Bool {
+    let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
+    return !overflow && end <= backend.size
+  }
+}
