@@ -23,6 +23,11 @@ struct ImgConvert: ParsableCommand {
   @Option(name: .short, help: "Output options: cluster_size=, compat=, refcount_bits=, lazy_refcounts=.")
   var o: [String] = []
 
+  @Option(
+    name: .short,
+    help: "Output cache mode: unsafe (default, as qemu-img: nothing is synced), writeback or none (synced at the end).")
+  var t: String = "unsafe"
+
   @Argument(help: "The source image.")
   var source: String
 
@@ -52,12 +57,12 @@ struct ImgConvert: ParsableCommand {
       case .qcow2:
         let qcow2 = try QCow2Image.create(at: destination, options: options)
         // As qemu-img convert's default cache=unsafe: a failed conversion is discarded anyway;
-        // the final flush makes the result durable.
+        // with -t writeback or none, the final flush makes the result durable.
         qcow2.metadataOrdering = .processCrash
         output = qcow2
       }
       try copy(from: input, to: output, chunk: Int(outputFormat == .qcow2 ? options.clusterSize : 1 << 20))
-      try output.flush()
+      if t != "unsafe" { try output.flush() }
     } catch let error as ExitCode {
       throw error
     } catch {
