@@ -23,7 +23,7 @@ let package = Package(
     // Layer 3: the I/O bus and platform devices.
     .target(name: "Devices", dependencies: ["GuestMemory"]),
     // Layer 3: virtqueues, the virtio-pci common configuration, virtio devices.
-    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage"]),
+    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices"]),
     // Layer 4: x86 machine setup (CPU modes, page tables, boot).
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
@@ -52,7 +52,7 @@ let package = Package(
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
     .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
-    .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "DiskImage"]),
+    .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "DiskImage", "Devices"]),
     .testTarget(name: "MonitorTests", dependencies: ["Monitor", "VMM", "Devices"]),
   ]
 )

@@ -1,0 +1,250 @@
+import Devices
+import GuestMemory
+import Synchronization
+
+/// Where a virtio-pci device's interrupts go: MSI-X messages, or the legacy INTx line.
+public protocol VirtioInterruptSink: Sendable {
+  /// Delivers an MSI-X message (the VMM turns it into a KVM MSI / irqfd).
+  func deliverMessage(address: UInt64, data: UInt32)
+  /// Raises or lowers the function's INTx line.
+  func setLine(_ asserted: Bool)
+}
+
+/// The virtio 1.x PCI transport (virtio 1.2 §4.1): a PCI function whose BAR 0 holds the
+/// common configuration, ISR, device configuration and notification structures and the
+/// MSI-X table, all announced through vendor capabilities. Devices plug in as `VirtioDevice`.
+///
+/// BAR 0 layout (16 KiB): common 0x0000, ISR 0x1000, device 0x2000, notify 0x3000 (4 bytes
+/// a queue), MSI-X table 0x3800, pending bits 0x3C00.
+public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
+  public static let barSize: UInt64 = 0x4000
+  enum Layout {
+    static let common: UInt64 = 0x0000
+    static let isr: UInt64 = 0x1000
+    static let device: UInt64 = 0x2000
+    static let notify: UInt64 = 0x3000
+    static let notifyMultiplier: UInt32 = 4
+    static let msixTable: UInt64 = 0x3800
+    static let msixPending: UInt64 = 0x3C00
+  }
+
+  public let device: any VirtioDevice
+  public var name: String { "virtio-pci (type \(device.deviceType))" }
+  private let memory: GuestMemory
+  private let sink: any VirtioInterruptSink
+  private let state: Mutex<State>
+
+  struct State {
+    var space: PCIConfigSpace
+    var common: VirtioCommonConfig
+    var isr: UInt8 = 0
+    var msixTable: [UInt8]
+    var msixPending: UInt64 = 0
+  }
+
+  /// Offered on top of the device's own features.
+  static let transportFeatures = VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
+
+  public init(device: any VirtioDevice, memory: GuestMemory, sink: any VirtioInterruptSink, classCode: UInt32) {
+    self.device = device
+    self.memory = memory
+    self.sink = sink
+    let vectors = device.queueSizes.count + 1
+    var space = PCIConfigSpace(
+      vendor: 0x1AF4, device: 0x1040 + device.deviceType, classCode: classCode, revision: 1,
+      subsystemVendor: 0x1AF4, subsystem: 0x1100 + device.deviceType, interruptPin: 1)
+    space.setBAR(0, .init(kind: .memory64, size: Self.barSize))
+    Self.addCapabilities(to: &space, vectors: vectors)
+    state = Mutex(
+      State(
+        space: space,
+        common: VirtioCommonConfig(
+          offeredFeatures: device.deviceFeatures | Self.transportFeatures, queueSizes: device.queueSizes),
+        msixTable: Self.maskedTable(vectors)))
+  }
+
+  private static func maskedTable(_ vectors: Int) -> [UInt8] {
+    var table = [UInt8](repeating: 0, count: 16 * vectors)
+    for vector in 0..<vectors { table[16 * vector + 12] = 1 }  // masked until the driver says otherwise
+    return table
+  }
+
+  /// MSI-X at 0x40, then the virtio capabilities: common, notify, ISR, device, PCI access.
+  private static func addCapabilities(to space: inout PCIConfigSpace, vectors: Int) {
+    space.setCapabilityList(at: 0x40)
+    func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
+    let control = UInt16(vectors - 1)
+    space.setDeviceBytes(
+      [0x11, 0x4C, UInt8(control & 0xFF), UInt8(control >> 8)] + le32(UInt32(Layout.msixTable))
+        + le32(UInt32(Layout.msixPending)), at: 0x40, writable: [0, 0, 0, 0xC0])
+    func virtio(_ type: UInt8, at offset: Int, next: UInt8, region: UInt64, length: UInt32, extra: [UInt8] = []) {
+      let header: [UInt8] = [0x09, next, UInt8(16 + extra.count), type, 0, 0, 0, 0]
+      space.setDeviceBytes(header + le32(UInt32(region)) + le32(length) + extra, at: offset)
+    }
+    virtio(1, at: 0x4C, next: 0x5C, region: Layout.common, length: UInt32(VirtioCommonConfig.Register.size))
+    virtio(2, at: 0x5C, next: 0x70, region: Layout.notify, length: 0x800, extra: le32(Layout.notifyMultiplier))
+    virtio(3, at: 0x70, next: 0x80, region: Layout.isr, length: 1)
+    virtio(4, at: 0x80, next: 0x90, region: Layout.device, length: 0x1000)
+    virtio(5, at: 0x90, next: 0, region: 0, length: 0, extra: [0, 0, 0, 0])
+  }
+
+  // MARK: Configuration space
+
+  public func configRead(_ offset: Int, width: Int) -> UInt32 {
+    state.withLock { $0.space.read(offset, width: width) }
+  }
+
+  public func configWrite(_ offset: Int, width: Int, value: UInt32) {
+    state.withLock { $0.space.write(offset, width: width, value: value) }
+  }
+
+  /// Where the driver put BAR 0 (nil until memory decoding is on and a base is set).
+  public var barAddress: UInt64? {
+    state.withLock { state in state.space.memoryEnabled ? state.space.barAddress(0).flatMap { $0 == 0 ? nil : $0 } : nil
+    }
+  }
+
+  // MARK: BAR 0
+
+  /// A read of BAR 0 at `offset`.
+  public func barRead(_ offset: UInt64, width: Int) -> UInt64 {
+    state.withLock { state in
+      switch offset {
+      case Layout.common..<Layout.common + UInt64(VirtioCommonConfig.Register.size):
+        return state.common.read(Int(offset - Layout.common), width: width)
+      case Layout.isr:
+        // Reading the ISR acknowledges it and lowers INTx.
+        let value = state.isr
+        state.isr = 0
+        if value != 0 { sink.setLine(false) }
+        return UInt64(value)
+      case Layout.device..<Layout.device + 0x1000:
+        return device.readConfig(Int(offset - Layout.device), width: width)
+      case Layout.msixTable..<Layout.msixTable + UInt64(state.msixTable.count):
+        let start = Int(offset - Layout.msixTable)
+        return (0..<min(width, state.msixTable.count - start)).reduce(0) {
+          $0 | UInt64(state.msixTable[start + $1]) << (8 * UInt64($1))
+        }
+      case Layout.msixPending..<Layout.msixPending + 8:
+        return state.msixPending >> (8 * (offset - Layout.msixPending))
+      default:
+        return 0
+      }
+    }
+  }
+
+  /// A write to BAR 0 at `offset` (a queue notification lands here unless an ioeventfd takes it first).
+  public func barWrite(_ offset: UInt64, width: Int, value: UInt64) {
+    var kick: Int?
+    var effect = VirtioCommonConfig.Effect.none
+    var pendingDelivery: [(UInt64, UInt32)] = []
+    state.withLock { state in
+      switch offset {
+      case Layout.common..<Layout.common + UInt64(VirtioCommonConfig.Register.size):
+        effect = state.common.write(Int(offset - Layout.common), width: width, value: value)
+      case Layout.device..<Layout.device + 0x1000:
+        device.writeConfig(Int(offset - Layout.device), width: width, value: value)
+      case Layout.notify..<Layout.notify + 0x800:
+        kick = Int((offset - Layout.notify) / UInt64(Layout.notifyMultiplier))
+      case Layout.msixTable..<Layout.msixTable + UInt64(state.msixTable.count):
+        let start = Int(offset - Layout.msixTable)
+        for byte in 0..<min(width, state.msixTable.count - start) {
+          state.msixTable[start + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(byte)))
+        }
+        // Unmasking a vector with a pending message delivers it.
+        let vector = start / 16
+        if Self.entry(state.msixTable, vector).masked == false, state.msixPending & (1 << UInt64(vector)) != 0 {
+          state.msixPending &= ~(1 << UInt64(vector))
+          let entry = Self.entry(state.msixTable, vector)
+          pendingDelivery.append((entry.address, entry.data))
+        }
+      default:
+        break
+      }
+    }
+    for (address, data) in pendingDelivery { sink.deliverMessage(address: address, data: data) }
+    switch effect {
+    case .reset: device.reset()
+    case .driverReady: activate()
+    case .none: break
+    }
+    if let kick, !device.notify(queue: kick) { markNeedsReset() }
+  }
+
+  private func activate() {
+    let (queues, features, valid) = state.withLock { state -> ([SplitVirtqueue], UInt64, Bool) in
+      let features = state.common.negotiatedFeatures
+      var valid = true
+      let queues = state.common.queues.filter(\.enabled).map { queue in
+        let ring = SplitVirtqueue(
+          size: queue.size, descriptorTable: queue.descriptorTable, availableRing: queue.driverArea,
+          usedRing: queue.deviceArea, eventIndex: features & VirtioFeature.eventIndex != 0,
+          indirectDescriptors: features & VirtioFeature.indirectDescriptors != 0)
+        if (try? ring.validate(in: memory)) == nil { valid = false }
+        return ring
+      }
+      return (queues, features, valid)
+    }
+    guard valid else {
+      markNeedsReset()
+      return
+    }
+    device.activate(queues: queues, features: features)
+  }
+
+  private func markNeedsReset() {
+    state.withLock { $0.common.markNeedsReset() }
+    signalConfigChange()
+  }
+
+  // MARK: Interrupts
+
+  /// Tells the driver queue `index` has used buffers.
+  public func signal(queue index: Int) {
+    let vector = state.withLock { state -> UInt16 in
+      state.common.queues.indices.contains(index) ? state.common.queues[index].msixVector : 0xFFFF
+    }
+    deliver(vector: vector, isrBit: 1)
+  }
+
+  /// Tells the driver the device configuration (or status) changed.
+  public func signalConfigChange() {
+    let vector = state.withLock { $0.common.configMSIXVector }
+    deliver(vector: vector, isrBit: 2)
+  }
+
+  private func deliver(vector: UInt16, isrBit: UInt8) {
+    enum Route {
+      case message(UInt64, UInt32)
+      case line, nothing
+    }
+    let route = state.withLock { state -> Route in
+      let control = UInt16(state.space.read(0x42, width: 2))
+      let msix = control & 0x8000 != 0
+      if msix {
+        guard vector != 0xFFFF, Int(vector) < state.msixTable.count / 16 else { return .nothing }
+        let entry = Self.entry(state.msixTable, Int(vector))
+        if entry.masked || control & 0x4000 != 0 {
+          state.msixPending |= 1 << UInt64(vector)
+          return .nothing
+        }
+        return .message(entry.address, entry.data)
+      }
+      state.isr |= isrBit
+      return .line
+    }
+    switch route {
+    case .message(let address, let data): sink.deliverMessage(address: address, data: data)
+    case .line: sink.setLine(true)
+    case .nothing: break
+    }
+  }
+
+  private static func entry(_ table: [UInt8], _ vector: Int) -> (address: UInt64, data: UInt32, masked: Bool) {
+    let base = 16 * vector
+    func le(_ at: Int, _ count: Int) -> UInt64 {
+      (0..<count).reduce(0) { $0 | UInt64(table[at + $1]) << (8 * UInt64($1)) }
+    }
+    return (le(base, 8), UInt32(le(base + 8, 4)), table[base + 12] & 1 != 0)
+  }
+}
