@@ -27,7 +27,7 @@ let package = Package(
     // Layer 4: x86 machine setup (CPU modes, page tables, boot).
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
-    .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine"]),
+    .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage"]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
     // File calls Swift's Glibc module lacks (fallocate).

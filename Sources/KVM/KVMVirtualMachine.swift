@@ -164,6 +164,15 @@ public final class KVMVirtualMachine: Sendable {
     try fd.ioctl(CKVM_IRQFD, &request, "KVM_IRQFD")
   }
 
+  /// `KVM_SIGNAL_MSI`: delivers one MSI message (address, data) to the in-kernel LAPICs.
+  public func signalMSI(address: UInt64, data: UInt32) throws(KVMError) {
+    var message = kvm_msi()
+    message.address_lo = UInt32(truncatingIfNeeded: address)
+    message.address_hi = UInt32(truncatingIfNeeded: address >> 32)
+    message.data = data
+    _ = try fd.ioctl(CKVM_SIGNAL_MSI, &message, "KVM_SIGNAL_MSI")
+  }
+
   /// Removes an irqfd.
   public func unregisterIRQFD(_ eventFD: Int32, gsi: UInt32) throws(KVMError) {
     var request = kvm_irqfd()

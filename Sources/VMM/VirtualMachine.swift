@@ -35,6 +35,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public let serial: SerialPort
   /// The ACPI PM1 registers (soft-off, the power button).
   public private(set) var powerManagement: ACPIPowerManagement?
+  /// PCI bus 0 and its virtio devices, when the configuration has disks.
+  private var pci: PCIDevices?
 
   private let vcpus: [KVMVCPU]
   private var workers: [VCPUWorker] = []
@@ -90,6 +92,11 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     serial = SerialPort(
       output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
     try addPlatformDevices()
+    if !configuration.disks.isEmpty {
+      let pci = try PCIDevices(disks: configuration.disks, vm: vm, memory: memory)
+      do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
+      self.pci = pci
+    }
     try boot(payload, ranges: ranges)
     workers = vcpus.map {
       VCPUWorker(
@@ -160,7 +167,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   private func bootLinux(
     _ payload: BootPayload, commandLine: String, ranges: [(guestAddress: UInt64, size: UInt64)]
   ) throws {
-    let tables = ACPITables(cpuCount: vcpus.count)
+    let tables = ACPITables(cpuCount: vcpus.count, pci: pci != nil)
     try memory.write(tables.bytes, to: tables.base)
     let e820 = E820Map.standard(ramRanges: ranges)
     switch payload {

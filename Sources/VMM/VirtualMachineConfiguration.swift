@@ -17,6 +17,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   public var debugExitPort: UInt16?
   /// Whether to time every exit (a few tens of nanoseconds each) for `ExitStatistics`.
   public var timesExits: Bool
+  /// virtio-blk disks, in order: /dev/vda, /dev/vdb, …
+  public var disks: [DiskConfiguration] = []
 
   /// The default amount of guest RAM.
   public static let defaultMemorySize: UInt64 = 256 << 20
@@ -44,4 +46,18 @@ public enum BootSource: Sendable, Equatable, Codable {
   case flatImage(bytes: [UInt8], entry: FlatEntryMode)
   /// A Linux bzImage, an optional initrd and the kernel command line (64-bit boot protocol, ACPI).
   case linux(kernel: String, initrd: String?, commandLine: String)
+}
+
+/// A virtio-blk disk.
+public struct DiskConfiguration: Sendable, Equatable, Codable {
+  public var path: String
+  /// nil: detected from the file.
+  public var format: String?
+  public var readOnly: Bool
+
+  public init(path: String, format: String? = nil, readOnly: Bool = false) {
+    self.path = path
+    self.format = format
+    self.readOnly = readOnly
+  }
 }

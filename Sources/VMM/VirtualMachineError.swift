@@ -17,6 +17,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case boot(BootError)
   case linux(LinuxBootError)
   case device(IOBusError)
+  case disk(path: String, reason: String)
   case alreadyStarted
 
   public var description: String {
@@ -29,6 +30,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .imageEmpty(let path): "guest image '\(path)' is empty"
     case .imageTooLarge(let path, let size, let available):
       "guest image '\(path)' is \(size) bytes, but only \(available) bytes of guest RAM lie above its load address; raise --memory"
+    case .disk(let path, let reason): "disk '\(path)': \(reason)"
     case .kvm(let error): error.description
     case .memoryAllocation(let error): error.description
     case .boot(let error): error.description

@@ -62,6 +62,12 @@ struct Run: ParsableCommand {
       valueName: "address"))
   var qmp: [String] = []
 
+  @Option(
+    help: ArgumentHelp(
+      "Attach a virtio-blk disk (repeatable: /dev/vda, /dev/vdb, …): PATH[,format=raw|qcow2][,readonly=on].",
+      valueName: "disk"))
+  var disk: [String] = []
+
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
@@ -125,6 +131,7 @@ struct Run: ParsableCommand {
         kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath, commandLine: cmdline ?? GuestKit.defaultCommandLine)
     }
     configuration.name = name
+    configuration.disks = try disk.map(Self.parseDisk)
     configuration.memorySize = try ByteSize.parse(memory)
     configuration.cpuCount = cpus
     configuration.timesExits = stats
@@ -187,6 +194,24 @@ struct Run: ParsableCommand {
     // quit from a monitor is an orderly end, as in QEMU.
     if case .stoppedByHost = exit, managed.stopCause == .hostQMPQuit { throw ExitCode(0) }
     throw ExitCode(exit.exitStatus)
+  }
+
+  /// `PATH[,format=raw|qcow2][,readonly=on|off]`.
+  static func parseDisk(_ text: String) throws -> DiskConfiguration {
+    let parts = text.split(separator: ",").map(String.init)
+    guard let path = parts.first, !path.isEmpty else { throw ValidationError("--disk: a path is needed") }
+    var disk = DiskConfiguration(path: path)
+    for option in parts.dropFirst() {
+      let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
+      switch (pair[0], pair.count == 2 ? pair[1] : "on") {
+      case ("format", let value) where ["raw", "qcow2"].contains(value): disk.format = value
+      case ("readonly", "on"): disk.readOnly = true
+      case ("readonly", "off"): disk.readOnly = false
+      default:
+        throw ValidationError("--disk \(text): unknown option '\(option)' (format=raw|qcow2, readonly=on|off)")
+      }
+    }
+    return disk
   }
 
   /// Opens the --qmp sockets (a clear error and status 1 if one cannot be), and waits for a

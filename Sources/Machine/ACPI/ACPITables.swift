@@ -19,11 +19,12 @@ public struct ACPITables: Sendable {
   /// The RSDP's address (what `acpi_rsdp_addr` in the zero page points at).
   public var rsdpAddress: UInt64 { base }
 
-  public init(cpuCount: Int, base: UInt64 = defaultBase) {
+  /// Tables for `cpuCount` CPUs; with `pci`, the DSDT describes a PCI root bridge.
+  public init(cpuCount: Int, pci: Bool = false, base: UInt64 = defaultBase) {
     self.base = base
     var layout = Layout(base: base)
     let rsdpOffset = layout.reserve(36)
-    let dsdt = layout.place("DSDT", Self.dsdt())
+    let dsdt = layout.place("DSDT", Self.dsdt(pci: pci))
     let facs = layout.place("FACS", Self.facs())
     let fadt = layout.place("FACP", Self.fadt(facs: facs, dsdt: dsdt))
     let madt = layout.place("APIC", Self.madt(cpuCount: cpuCount))
@@ -130,7 +131,10 @@ public struct ACPITables: Sendable {
     return table.finished()
   }
 
-  static func dsdt() -> [UInt8] {
+  /// The PCI memory window the DSDT describes (BARs are placed inside it).
+  public static let pciMemoryWindow: ClosedRange<UInt32> = 0xE000_0000...0xFEBF_FFFF
+
+  static func dsdt(pci: Bool = false) -> [UInt8] {
     var table = ACPITable(signature: "DSDT", revision: 2)
     let sleepType = UInt64(ACPIPowerManagement.softOffSleepType)
     table.append(
@@ -145,7 +149,19 @@ public struct ACPITables: Sendable {
               AML.name("_HID", AML.string("QEMU0001")),
               AML.name("_CRS", AML.ioResource(port: UInt16(PanicNotifier.port), length: 1)),
             ])
-        ]))
+        ] + (pci ? [Self.pciRoot()] : [])))
     return table.finished()
+  }
+
+  /// PCI0: the PCI Express root bridge (bus 0), its I/O ports and memory window. Devices
+  /// use MSI-X, so no interrupt routing table is needed yet.
+  static func pciRoot() -> [UInt8] {
+    AML.device(
+      "PCI0",
+      [
+        AML.name("_HID", AML.eisaID("PNP0A08")), AML.name("_CID", AML.eisaID("PNP0A03")),
+        AML.name("_UID", AML.integer(0)), AML.name("_SEG", AML.integer(0)), AML.name("_BBN", AML.integer(0)),
+        AML.name("_CRS", AML.pciRootResources(memoryWindow: pciMemoryWindow)),
+      ])
   }
 }

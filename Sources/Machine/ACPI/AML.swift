@@ -68,6 +68,37 @@ public enum AML {
     return buffer(descriptor + [0x79, 0x00])  // end tag; checksum 0 means "not computed"
   }
 
+  /// `EISAID("PNP0A03")`: three letters and four hex digits packed into a 32-bit integer.
+  public static func eisaID(_ id: String) -> [UInt8] {
+    let characters = Array(id.utf8)
+    guard characters.count == 7 else { return integer(0) }
+    func letter(_ c: UInt8) -> UInt32 { UInt32(c - 0x40) & 0x1F }
+    func hex(_ c: UInt8) -> UInt32 { UInt32(Int(String(UnicodeScalar(c)), radix: 16) ?? 0) }
+    let high = letter(characters[0]) << 10 | letter(characters[1]) << 5 | letter(characters[2])
+    let product = hex(characters[3]) << 12 | hex(characters[4]) << 8 | hex(characters[5]) << 4 | hex(characters[6])
+    // Stored big-endian within the 32-bit value, as ACPI's EISAID macro does.
+    let value = (high >> 8 & 0xFF) | (high & 0xFF) << 8 | (product >> 8 & 0xFF) << 16 | (product & 0xFF) << 24
+    return integer(UInt64(value))
+  }
+
+  /// The resources of a PCI root bridge: bus numbers, the I/O ports around 0xCF8–0xCFF,
+  /// and one 32-bit memory window (ACPI 6 §6.4.3.5 address space descriptors).
+  public static func pciRootResources(memoryWindow: ClosedRange<UInt32>) -> [UInt8] {
+    func word(type: UInt8, flags: UInt8, minimum: UInt16, maximum: UInt16) -> [UInt8] {
+      [0x88, 0x0D, 0x00, type, 0x0C, flags] + littleEndian(UInt16(0)) + littleEndian(minimum) + littleEndian(maximum)
+        + littleEndian(UInt16(0)) + littleEndian(maximum - minimum + 1)
+    }
+    let busNumbers = word(type: 2, flags: 0, minimum: 0, maximum: 0)
+    let lowPorts = word(type: 1, flags: 3, minimum: 0x0000, maximum: 0x0CF7)
+    let highPorts = word(type: 1, flags: 3, minimum: 0x0D00, maximum: 0xFFFF)
+    let configPorts: [UInt8] = [0x47, 0x01] + littleEndian(UInt16(0xCF8)) + littleEndian(UInt16(0xCF8)) + [0x01, 0x08]
+    let memory: [UInt8] =
+      [0x87, 0x17, 0x00, 0x00, 0x0C, 0x01] + littleEndian(UInt32(0)) + littleEndian(memoryWindow.lowerBound)
+      + littleEndian(memoryWindow.upperBound) + littleEndian(UInt32(0))
+      + littleEndian(memoryWindow.upperBound - memoryWindow.lowerBound + 1)
+    return buffer(busNumbers + configPorts + lowPorts + highPorts + memory + [0x79, 0x00])
+  }
+
   static func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian) { Array($0) }
   }
