@@ -10,6 +10,8 @@ Steps run in order:
     exit:STATUS     wait for COMMAND to end and check its status (any status if omitted)
     qmp:COMMAND     run a QMP command (with --qmp-socket; needs PyPI qemu.qmp)
     qmp-event:NAME  wait for the QMP event NAME
+    host:COMMAND    after exit: run COMMAND in a shell where skvm runs (in the lane, inside
+                    it) and add its output to the transcript, for expect: to check
 
 Prints "=== session NAME" first, then the console transcript, then one line
 "=== result NAME ok|failed: reason". Exit status: 0 when every step held, 1 otherwise.
@@ -110,9 +112,14 @@ def main():
                     break
             if process.poll() is None:
                 verdict = f"failed: still running after {timeout:.0f} s"
-            elif value and process.returncode != int(value):
+                break
+            if value and process.returncode != int(value):
                 verdict = f"failed: exit status {process.returncode}, expected {value}"
-            break
+                break
+        elif kind == "host":
+            output = subprocess.run(value, shell=True, capture_output=True).stdout
+            transcript += b"\n[host] " + output + b"\n"
+            sys.stdout.write("\n[host] " + output.decode(errors="replace") + "\n")
         else:
             raise SystemExit(f"unknown step {step}")
     if process.poll() is None:

@@ -100,4 +100,13 @@ struct CommandLineTests {
     let help = try Self.skvm(["run", "--help"]).output
     #expect(help.contains("--flat-entry") && help.contains("Exit status"))
   }
+
+  @Test("--disk with a missing file or a bad option fails before the guest starts, naming it")
+  func badDisks() throws {
+    let missing = try Self.skvm(["run", "--hello", "--disk", "/nonexistent/disk.img"])
+    #expect(missing.status == 1 && missing.errors.contains("/nonexistent/disk.img"), "\(missing.errors)")
+    #expect(!missing.output.contains("Hello"))
+    let option = try Self.skvm(["run", "--hello", "--disk", "/tmp/x.img,cache=maybe"])
+    #expect(option.status != 0 && option.errors.contains("unknown option 'cache=maybe'"), "\(option.errors)")
+  }
 }

@@ -95,6 +95,45 @@ struct LinuxGuestTests {
     #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
 
+  @Test(
+    "virtio-blk: the guest reads the host's pattern from /dev/vda, writes its own that the host reads back after sync; a read-only qcow2 disk refuses writes"
+  )
+  func virtioBlock() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-vblk-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let raw = directory.appendingPathComponent("disk.raw").path
+    var bytes = [UInt8](repeating: 0, count: 8 << 20)
+    for sector in 0..<(bytes.count / 512) {
+      bytes.replaceSubrange(
+        sector * 512..<sector * 512 + 8, with: Array(String(format: "SECT%04d", sector % 10000).utf8))
+    }
+    try Data(bytes).write(to: URL(fileURLWithPath: raw))
+    let qcow2 = directory.appendingPathComponent("disk.qcow2").path
+    let created = try CommandLineTests.skvm(["img", "convert", "-O", "qcow2", raw, qcow2])
+    #expect(created.status == 0, "\(created.errors)")
+    let session = try LinuxGuestHost.session(
+      "virtio-blk",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:dd if=/dev/vda bs=512 skip=777 count=1 2>/dev/null | head -c 8; echo",
+        "expect:SECT0777",
+        "send:printf 'GUEST-WROTE-THIS' | dd of=/dev/vda bs=512 seek=100 conv=notrunc 2>/dev/null; sync; echo synced",
+        "expect:synced",
+        "send:dd if=/dev/vdb bs=512 skip=4095 count=1 2>/dev/null | head -c 8; echo",
+        "expect:SECT4095",
+        "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
+        "expect:WRITE-REFUSED",
+        "send:poweroff -f", "exit:0",
+        // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
+        "host:dd if=\(raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
+      ],
+      skvm: ["run", "--disk", raw, "--disk", "\(qcow2),format=qcow2,readonly=on"])
+    #expect(session.passed, "\(session.transcript)")
+    let check = try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), ["check", qcow2])
+    #expect(check.status == 0, "\(check.output)")
+  }
+
   @Test("The kit kernel as an ELF vmlinux (entered at its PVH note) boots with two CPUs")
   func elfKernel() throws {
     let kit = try GuestKit.prepare()
