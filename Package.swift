@@ -23,17 +23,17 @@ let package = Package(
     // Layer 3: the I/O bus and platform devices.
     .target(name: "Devices", dependencies: ["GuestMemory"]),
     // Layer 3: virtqueues, the virtio-pci common configuration, virtio devices.
-    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices"]),
+    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices", "CSystemCalls"]),
     // Layer 4: x86 machine setup (CPU modes, page tables, boot).
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
     .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage"]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
-    // File calls Swift's Glibc module lacks (fallocate).
-    .target(name: "CFileIO"),
+    // System calls Swift's Glibc module lacks (fallocate, getrandom).
+    .target(name: "CSystemCalls"),
     // Disk images: raw and qcow2 (no KVM needed).
-    .target(name: "DiskImage", dependencies: ["CZlib", "CFileIO"]),
+    .target(name: "DiskImage", dependencies: ["CZlib", "CSystemCalls"]),
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.

@@ -1,4 +1,4 @@
-import CFileIO
+import CSystemCalls
 import Glibc
 
 /// A raw image: the file's bytes are the disk's bytes.
@@ -36,7 +36,7 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
     try checkRange(offset, Int(clamping: length))
     let punchHoleKeepSize: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    if cfileio_fallocate(file.fd, punchHoleKeepSize, off_t(offset), off_t(length)) == 0 { return }
+    if csys_fallocate(file.fd, punchHoleKeepSize, off_t(offset), off_t(length)) == 0 { return }
     var position = offset
     let zeros = [UInt8](repeating: 0, count: 1 << 20)
     while position < offset + length {

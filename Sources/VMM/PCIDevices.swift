@@ -15,8 +15,13 @@ final class PCIDevices: @unchecked Sendable {
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
 
-  /// Opens every disk (errors name the file, before the guest starts) and attaches it.
-  init(disks configurations: [DiskConfiguration], vm: KVMVirtualMachine, memory: GuestMemory)
+  private(set) var entropy: VirtioEntropy?
+
+  /// Opens every disk (errors name the file, before the guest starts) and attaches it, then
+  /// the entropy device if asked for.
+  init(
+    disks configurations: [DiskConfiguration], entropy wantsEntropy: Bool, vm: KVMVirtualMachine, memory: GuestMemory
+  )
     throws(VirtualMachineError)
   {
     do { try bus.attach(PCIHostBridge(), device: 0) } catch { throw .disk(path: "", reason: "\(error)") }
@@ -38,15 +43,43 @@ final class PCIDevices: @unchecked Sendable {
       let transport = VirtioPCITransport(
         device: device, memory: memory, sink: MSISink(vm: vm), classCode: 0x01_8000)
       device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-      do { try bus.attach(transport, device: index + 1) } catch { throw .disk(path: disk.path, reason: "\(error)") }
-      // Firmware's job: place BAR 0 and turn on memory decoding and bus mastering.
-      transport.configWrite(0x10, width: 4, value: UInt32(truncatingIfNeeded: nextBAR))
-      transport.configWrite(0x14, width: 4, value: UInt32(truncatingIfNeeded: nextBAR >> 32))
-      transport.configWrite(0x04, width: 2, value: 0x0006)
-      nextBAR += VirtioPCITransport.barSize
-      transports.append(transport)
+      do { try plug(transport, slot: index + 1, bar: &nextBAR) } catch {
+        throw .disk(path: disk.path, reason: "\(error)")
+      }
       disks.append(device)
     }
+    if wantsEntropy {
+      let device = VirtioEntropy(memory: memory)
+      let transport = VirtioPCITransport(device: device, memory: memory, sink: MSISink(vm: vm), classCode: 0x00_FF00)
+      device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
+      do { try plug(transport, slot: configurations.count + 1, bar: &nextBAR) } catch {
+        throw .disk(path: "entropy", reason: "\(error)")
+      }
+      entropy = device
+    }
+  }
+
+  /// Attaches `transport` and does firmware's job: places BAR 0, turns on memory decoding and bus mastering.
+  private func plug(_ transport: VirtioPCITransport, slot: Int, bar: inout UInt64) throws(PCIBusError) {
+    try bus.attach(transport, device: slot)
+    transport.configWrite(0x10, width: 4, value: UInt32(truncatingIfNeeded: bar))
+    transport.configWrite(0x14, width: 4, value: UInt32(truncatingIfNeeded: bar >> 32))
+    transport.configWrite(0x04, width: 2, value: 0x0006)
+    bar += VirtioPCITransport.barSize
+    transports.append(transport)
+  }
+
+  /// One line per device for `--stats`.
+  var statisticsLines: [String] {
+    var lines = disks.enumerated().map { index, disk in
+      let stats = disk.statistics.withLock { $0 }
+      return
+        "  vd\(Character(UnicodeScalar(UInt8(97 + index % 26)))): \(stats.reads) reads (\(stats.bytesRead) bytes), "
+        + "\(stats.writes) writes (\(stats.bytesWritten) bytes), \(stats.flushes) flushes, \(stats.other) other, "
+        + "\(stats.errors) errors"
+    }
+    if let entropy { lines.append("  rng: \(entropy.bytesServed.load(ordering: .relaxed)) bytes") }
+    return lines
   }
 
   /// Puts the configuration ports and every BAR on the machine's buses.

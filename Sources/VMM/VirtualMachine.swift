@@ -92,8 +92,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     serial = SerialPort(
       output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
     try addPlatformDevices()
-    if !configuration.disks.isEmpty {
-      let pci = try PCIDevices(disks: configuration.disks, vm: vm, memory: memory)
+    if !configuration.disks.isEmpty || configuration.entropy {
+      let pci = try PCIDevices(disks: configuration.disks, entropy: configuration.entropy, vm: vm, memory: memory)
       do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
       self.pci = pci
     }
@@ -345,6 +345,9 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
         "vCPU \(worker.vcpu.id) was at RIP 0x\(String(position.instructionPointer, radix: 16)) (CPL \(position.privilegeLevel))"
     }
   }
+
+  /// Per-device request counts and bytes (virtio devices), one line each.
+  public var deviceStatistics: [String] { pci?.statisticsLines ?? [] }
 
   /// Exit statistics summed over all vCPUs. Complete once `run()` has returned.
   public var statistics: ExitStatistics {

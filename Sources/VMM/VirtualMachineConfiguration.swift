@@ -19,6 +19,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   public var timesExits: Bool
   /// virtio-blk disks, in order: /dev/vda, /dev/vdb, …
   public var disks: [DiskConfiguration] = []
+  /// A virtio-rng device fed from the host's getrandom.
+  public var entropy = false
 
   /// The default amount of guest RAM.
   public static let defaultMemorySize: UInt64 = 256 << 20

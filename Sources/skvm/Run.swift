@@ -68,6 +68,9 @@ struct Run: ParsableCommand {
       valueName: "disk"))
   var disk: [String] = []
 
+  @Flag(help: "Attach a virtio-rng device fed from the host's getrandom (/dev/hwrng in the guest).")
+  var rng = false
+
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
@@ -132,6 +135,7 @@ struct Run: ParsableCommand {
     }
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
+    configuration.entropy = rng
     configuration.memorySize = try ByteSize.parse(memory)
     configuration.cpuCount = cpus
     configuration.timesExits = stats
@@ -189,7 +193,11 @@ struct Run: ParsableCommand {
     if case .stoppedByHost = exit, received.number != nil {
       for line in machine.vcpuPositions { printError("skvm:   \(line)") }
     }
-    if stats { printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount)) }
+    if stats {
+      printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount))
+      let devices = machine.deviceStatistics
+      if !devices.isEmpty { printError((["devices:"] + devices).joined(separator: "\n")) }
+    }
     if let number = received.number { throw ExitCode(128 + number) }
     // quit from a monitor is an orderly end, as in QEMU.
     if case .stoppedByHost = exit, managed.stopCause == .hostQMPQuit { throw ExitCode(0) }

@@ -124,12 +124,15 @@ struct LinuxGuestTests {
         "expect:SECT4095",
         "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
         "expect:WRITE-REFUSED",
+        "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
+        "expect:rng=virtio_rng.0 bytes=64",
         "send:poweroff -f", "exit:0",
         // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
         "host:dd if=\(raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
       ],
-      skvm: ["run", "--disk", raw, "--disk", "\(qcow2),format=qcow2,readonly=on"])
+      skvm: ["run", "--disk", raw, "--disk", "\(qcow2),format=qcow2,readonly=on", "--rng", "--stats"])
     #expect(session.passed, "\(session.transcript)")
+    #expect(session.transcript.contains("vda: ") && session.transcript.contains("rng: "), "--stats lists the devices")
     let check = try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), ["check", qcow2])
     #expect(check.status == 0, "\(check.output)")
   }

@@ -1,4 +1,4 @@
-import CFileIO
+import CSystemCalls
 import Glibc
 
 /// qemu-img's `preallocation=` modes for new qcow2 images.
@@ -38,7 +38,7 @@ extension QCow2Image {
           let zeros = [UInt8](repeating: 0, count: Int(clusterSize))
           for index in 0..<UInt64(count) { try file.write(zeros, at: host + index * clusterSize) }
         case .falloc:
-          if cfileio_fallocate(file.fd, 0, off_t(host), off_t(end - host)) != 0 {
+          if csys_fallocate(file.fd, 0, off_t(host), off_t(end - host)) != 0 {
             try file.truncate(to: max(file.length, end))
           }
         case .metadata, .off:

@@ -1,0 +1,58 @@
+import CSystemCalls
+import GuestMemory
+import Synchronization
+
+/// virtio-rng (device type 4): fills every buffer the driver offers with bytes from the
+/// host's `getrandom`.
+public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
+  public let deviceType: UInt16 = 4
+  public let deviceFeatures: UInt64 = 0
+  public let queueSizes: [UInt16] = [64]
+  private let memory: GuestMemory
+  private let queues = Mutex<[SplitVirtqueue]>([])
+  /// Bytes handed to the guest, for `--stats`.
+  public let bytesServed = Atomic<Int>(0)
+  /// Raises the queue's interrupt (set by the transport's owner).
+  public var interrupt: @Sendable (Int) -> Void = { _ in }
+
+  public init(memory: GuestMemory) { self.memory = memory }
+
+  public func readConfig(_ offset: Int, width: Int) -> UInt64 { 0 }
+  public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
+  public func activate(queues: [SplitVirtqueue], features: UInt64) { self.queues.withLock { $0 = queues } }
+  public func reset() { queues.withLock { $0 = [] } }
+
+  public func notify(queue index: Int) -> Bool {
+    var broken = false
+    let signal = queues.withLock { queues -> Bool in
+      guard index == 0, !queues.isEmpty else { return false }
+      var completed = false
+      while true {
+        do {
+          guard let chain = try queues[0].next(in: memory) else { break }
+          var written = 0
+          for buffer in chain.writable where buffer.length > 0 {
+            let target = try memory.buffer(at: buffer.address, length: Int(buffer.length))
+            guard let base = target.baseAddress else { continue }
+            var filled = 0
+            while filled < target.count {
+              let count = csys_getrandom(base + filled, target.count - filled)
+              if count <= 0 { break }
+              filled += count
+            }
+            written += filled
+          }
+          try queues[0].complete(chain.head, written: UInt32(clamping: written), in: memory)
+          bytesServed.add(written, ordering: .relaxed)
+          completed = true
+        } catch {
+          broken = true
+          break
+        }
+      }
+      return completed && ((try? queues[0].shouldNotify(in: memory)) ?? true)
+    }
+    if signal { interrupt(0) }
+    return !broken
+  }
+}
