@@ -7,11 +7,14 @@ final class ImageFile: @unchecked Sendable {
   let fd: Int32
   let writable: Bool
 
-  init(path: String, writable: Bool) throws(DiskImageError) {
+  /// Opens `path`; a writable open takes an exclusive advisory lock, so two processes never
+  /// write one image at once. With `create`, the file is made (or emptied, once locked).
+  init(path: String, writable: Bool, create: Bool = false) throws(DiskImageError) {
     self.path = path
     self.writable = writable
-    let fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
-    guard fd >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
+    let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (create ? O_CREAT : 0)
+    let fd = open(path, flags, 0o644)
+    guard fd >= 0 else { throw .io(path: path, operation: create ? "create" : "open", errno: errno) }
     var status = stat()
     guard fstat(fd, &status) == 0 else {
       let code = errno
@@ -21,6 +24,17 @@ final class ImageFile: @unchecked Sendable {
     guard (status.st_mode & S_IFMT) == S_IFREG || (status.st_mode & S_IFMT) == S_IFBLK else {
       close(fd)
       throw .invalid(path: path, reason: "not a regular file or block device")
+    }
+    if writable && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+      close(fd)
+      throw .invalid(
+        path: path,
+        reason: "is in use by another process that writes to it (it holds the image's lock); stop that one first")
+    }
+    if create && ftruncate(fd, 0) != 0 {
+      let code = errno
+      close(fd)
+      throw .io(path: path, operation: "truncate", errno: code)
     }
     self.fd = fd
   }
@@ -117,9 +131,6 @@ final class ImageFile: @unchecked Sendable {
 
   /// Creates (or truncates) a file for a new image.
   static func create(path: String) throws(DiskImageError) -> ImageFile {
-    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw .io(path: path, operation: "create", errno: errno) }
-    close(fd)
-    return try ImageFile(path: path, writable: true)
+    try ImageFile(path: path, writable: true, create: true)
   }
 }

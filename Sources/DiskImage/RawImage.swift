@@ -8,6 +8,20 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
   public private(set) var size: UInt64
   let file: ImageFile
 
+  /// Creates (or empties) a sparse raw image of `size` bytes, open for writing.
+  public static func create(at path: String, size: UInt64) throws(DiskImageError) -> RawImage {
+    let file = try ImageFile.create(path: path)
+    try file.truncate(to: size)
+    return RawImage(file: file)
+  }
+
+  private init(file: ImageFile) {
+    self.path = file.path
+    self.isReadOnly = false
+    self.file = file
+    self.size = file.length
+  }
+
   public init(path: String, readOnly: Bool = true) throws(DiskImageError) {
     self.path = path
     self.isReadOnly = readOnly

@@ -125,3 +125,17 @@ struct HostileImageTests {
     }
   }
 }
+
+@Suite("Image locking")
+struct ImageLockTests {
+  @Test("A second writer is refused while the first holds the image; readers are not")
+  func secondWriter() throws {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-lock-\(UUID().uuidString).raw")
+    defer { try? FileManager.default.removeItem(at: url) }
+    let first = try RawImage.create(at: url.path, size: 1 << 20)
+    #expect(performing: { _ = try DiskImage.open(url.path, writable: true) }, throws: { "\($0)".contains("in use") })
+    #expect(performing: { _ = try RawImage.create(at: url.path, size: 10) }, throws: { "\($0)".contains("in use") })
+    #expect(try DiskImage.open(url.path).size == 1 << 20, "a reader still opens it, and the writer's file is intact")
+    _ = first
+  }
+}

@@ -106,6 +106,11 @@ struct CommandLineTests {
     let missing = try Self.skvm(["run", "--hello", "--disk", "/nonexistent/disk.img"])
     #expect(missing.status == 1 && missing.errors.contains("/nonexistent/disk.img"), "\(missing.errors)")
     #expect(!missing.output.contains("Hello"))
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-twice-\(getpid()).raw").path
+    try Data(count: 1 << 20).write(to: URL(fileURLWithPath: path))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let twice = try Self.skvm(["run", "--hello", "--disk", path, "--disk", path])
+    #expect(twice.status == 1 && twice.errors.contains("in use"), "\(twice.errors)")
     let option = try Self.skvm(["run", "--hello", "--disk", "/tmp/x.img,cache=maybe"])
     #expect(option.status != 0 && option.errors.contains("unknown option 'cache=maybe'"), "\(option.errors)")
   }

@@ -66,10 +66,13 @@ extension QCow2Image {
     var refcounts = try QCow2Refcounts(file: file, header: header)
     for cluster in 0..<(3 + l1Clusters) { try refcounts.setRefcount(cluster, to: 1) }
     try file.orderingPoint()
-    // Reopened through the usual path, so the backing chain is resolved for copy-on-write.
-    guard let image = try DiskImage.open(path, format: .qcow2, writable: true) as? QCow2Image else {
-      throw invalid("the new image did not reopen as qcow2")
+    // Opened on the same (locked) file, with the backing chain resolved for copy-on-write.
+    let written = try QCow2Header.read(from: file)
+    let backing = try written.backingFile.map { name throws(DiskImageError) in
+      try DiskImage.open(
+        DiskImage.resolve(backing: name, of: path), format: written.backingFormat.flatMap(DiskImageFormat.init))
     }
+    let image = try QCow2Image(file: file, header: written, backing: backing)
     if options.preallocation != .off {
       guard options.backingFile == nil else { throw invalid("preallocation and a backing file do not go together") }
       try image.preallocate(options.preallocation)

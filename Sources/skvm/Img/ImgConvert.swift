@@ -48,12 +48,7 @@ struct ImgConvert: ParsableCommand {
       let output: any BlockBackend
       switch outputFormat {
       case .raw:
-        let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0, ftruncate(fd, off_t(input.size)) == 0 else {
-          throw DiskImageError.io(path: destination, operation: "create", errno: errno)
-        }
-        close(fd)
-        output = try RawImage(path: destination, readOnly: false)
+        output = try RawImage.create(at: destination, size: input.size)
       case .qcow2:
         let qcow2 = try QCow2Image.create(at: destination, options: options)
         // As qemu-img convert's default cache=unsafe: a failed conversion is discarded anyway;

@@ -84,11 +84,7 @@ struct ImgCreate: ParsableCommand {
     do {
       switch f {
       case .raw:
-        let fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0, ftruncate(fd, off_t(virtualSize)) == 0 else {
-          throw DiskImageError.io(path: filename, operation: "create", errno: errno)
-        }
-        close(fd)
+        _ = try RawImage.create(at: filename, size: virtualSize)
       case .qcow2:
         qcow2.size = virtualSize
         qcow2.backingFile = backing
