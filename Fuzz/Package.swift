@@ -9,13 +9,14 @@ let package = Package(
   name: "SwiftKVMFuzz",
   dependencies: [.package(name: "SwiftKVM", path: "..")],
   targets: [
+    .target(name: "FuzzSupport"),
     // -parse-as-library: no Swift top-level main; <Target>_main (what SwiftPM makes an
     // executable's entry) hands over to libFuzzer's driver.
     .executableTarget(
-      name: "FuzzImage", dependencies: [.product(name: "DiskImage", package: "SwiftKVM")],
+      name: "FuzzImage", dependencies: ["FuzzSupport", .product(name: "DiskImage", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     .executableTarget(
-      name: "FuzzVirtqueue", dependencies: [.product(name: "Virtio", package: "SwiftKVM")],
+      name: "FuzzVirtqueue", dependencies: ["FuzzSupport", .product(name: "Virtio", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
   ]
 )

@@ -85,23 +85,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   /// off the vCPU thread); returns false if the queue broke the rules (the transport sets NEEDS_RESET).
   @discardableResult
   public func notify(queue index: Int) -> Bool {
-    var broken = false
-    let notify = queues.withLock { queues -> Bool in
-      guard queues.indices.contains(index) else { return false }
-      var completed = false
-      while true {
-        do {
-          guard let chain = try queues[index].next(in: memory) else { break }
-          let written = serve(chain)
-          try queues[index].complete(chain.head, written: written, in: memory)
-          completed = true
-        } catch {
-          broken = true
-          break
-        }
-      }
-      return completed && ((try? queues[index].shouldNotify(in: memory)) ?? true)
-    }
+    let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { serve($0) }
     if notify { interrupt(index) }
     return !broken
   }

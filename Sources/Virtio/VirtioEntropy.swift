@@ -23,36 +23,27 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
   public func reset() { queues.withLock { $0 = [] } }
 
   public func notify(queue index: Int) -> Bool {
-    var broken = false
-    let signal = queues.withLock { queues -> Bool in
-      guard index == 0, !queues.isEmpty else { return false }
-      var completed = false
-      while true {
-        do {
-          guard let chain = try queues[0].next(in: memory) else { break }
-          var written = 0
-          for buffer in chain.writable where buffer.length > 0 {
-            let target = try memory.buffer(at: buffer.address, length: Int(buffer.length))
-            guard let base = target.baseAddress else { continue }
-            var filled = 0
-            while filled < target.count {
-              let count = csys_getrandom(base + filled, target.count - filled)
-              if count <= 0 { break }
-              filled += count
-            }
-            written += filled
-          }
-          try queues[0].complete(chain.head, written: UInt32(clamping: written), in: memory)
-          bytesServed.add(written, ordering: .relaxed)
-          completed = true
-        } catch {
-          broken = true
-          break
-        }
-      }
-      return completed && ((try? queues[0].shouldNotify(in: memory)) ?? true)
-    }
-    if signal { interrupt(0) }
+    let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { fill($0) }
+    if notify { interrupt(index) }
     return !broken
+  }
+
+  /// Fills every writable buffer of `chain` with random bytes; returns how many.
+  private func fill(_ chain: DescriptorChain) -> UInt32 {
+    var written = 0
+    for buffer in chain.writable where buffer.length > 0 {
+      guard let target = try? memory.buffer(at: buffer.address, length: Int(buffer.length)),
+        let base = target.baseAddress
+      else { continue }
+      var filled = 0
+      while filled < target.count {
+        let count = csys_getrandom(base + filled, target.count - filled)
+        if count <= 0 { break }
+        filled += count
+      }
+      written += filled
+    }
+    bytesServed.add(written, ordering: .relaxed)
+    return UInt32(clamping: written)
   }
 }

@@ -1,4 +1,5 @@
 import DiskImage
+import FuzzSupport
 import Glibc
 
 /// libFuzzer entry: the input is an image file. Opening it as qcow2, reading it, mapping it,
@@ -30,20 +31,8 @@ public func fuzzImage(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   return 0
 }
 
-/// libFuzzer's driver (in the fuzzer runtime that -sanitize=fuzzer links).
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(
-  _ argc: UnsafeMutablePointer<Int32>,
-  _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-  _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
-) -> Int32
-
 /// The executable's entry point as SwiftPM names it.
 @_cdecl("FuzzImage_main")
-public func fuzzImageMain(
-  _ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
-) -> Int32 {
-  var count = argc
-  var arguments = argv
-  return runFuzzerDriver(&count, &arguments, { data, size in fuzzImage(data, size) })
+public func fuzzImageMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+  runFuzzer(argc, argv) { data, size in fuzzImage(data, size) }
 }

@@ -1,3 +1,4 @@
+import FuzzSupport
 import GuestMemory
 import Virtio
 
@@ -31,18 +32,8 @@ enum FuzzMemory {
   nonisolated(unsafe) static let shared = try? GuestMemory(ranges: [(0, 0x10000)])
 }
 
-/// libFuzzer's driver (in the fuzzer runtime that -sanitize=fuzzer links).
-@_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(
-  _ argc: UnsafeMutablePointer<Int32>,
-  _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-  _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
-) -> Int32
-
 /// The executable's entry point as SwiftPM names it.
 @_cdecl("FuzzVirtqueue_main")
 public func fuzzVirtqueueMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-  var count = argc
-  var arguments = argv
-  return runFuzzerDriver(&count, &arguments, { data, size in fuzzVirtqueue(data, size) })
+  runFuzzer(argc, argv) { data, size in fuzzVirtqueue(data, size) }
 }
