@@ -19,6 +19,8 @@ public protocol BlockBackend: AnyObject, Sendable {
   func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError)
   /// The guest no longer needs the range; it reads as zeros afterwards.
   func discard(at offset: UInt64, length: UInt64) throws(DiskImageError)
+  /// Closes the image (and its backing chain) now, releasing the write lock.
+  func close()
 }
 
 extension BlockBackend {

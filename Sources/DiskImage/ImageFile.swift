@@ -4,7 +4,8 @@ import Glibc
 /// Reads past the end of the file return zeros, as QEMU's file layer does.
 final class ImageFile: @unchecked Sendable {
   let path: String
-  let fd: Int32
+  /// -1 once closed (I/O then fails with EBADF rather than touching a reused descriptor).
+  private(set) var fd: Int32
   let writable: Bool
 
   /// Opens `path`; a writable open takes an exclusive advisory lock, so two processes never
@@ -18,28 +19,35 @@ final class ImageFile: @unchecked Sendable {
     var status = stat()
     guard fstat(fd, &status) == 0 else {
       let code = errno
-      close(fd)
+      Glibc.close(fd)
       throw .io(path: path, operation: "stat", errno: code)
     }
     guard (status.st_mode & S_IFMT) == S_IFREG || (status.st_mode & S_IFMT) == S_IFBLK else {
-      close(fd)
+      Glibc.close(fd)
       throw .invalid(path: path, reason: "not a regular file or block device")
     }
     if writable && flock(fd, LOCK_EX | LOCK_NB) != 0 {
-      close(fd)
+      Glibc.close(fd)
       throw .invalid(
         path: path,
         reason: "is in use by another process that writes to it (it holds the image's lock); stop that one first")
     }
     if create && ftruncate(fd, 0) != 0 {
       let code = errno
-      close(fd)
+      Glibc.close(fd)
       throw .io(path: path, operation: "truncate", errno: code)
     }
     self.fd = fd
   }
 
-  deinit { close(fd) }
+  deinit { close() }
+
+  /// Closes the file now (releasing its lock); later I/O fails cleanly.
+  func close() {
+    guard fd >= 0 else { return }
+    Glibc.close(fd)
+    fd = -1
+  }
 
   /// The file's length in bytes.
   var length: UInt64 {

@@ -33,7 +33,7 @@ final class QMPCommands: @unchecked Sendable {
       "query-status": noArguments { [unowned self] in self.status },
       "query-kvm": noArguments { ["enabled": true, "present": true] },
       "query-cpus-fast": noArguments { [unowned self] in self.cpus },
-      "query-block": noArguments { [Any]() },
+      "query-block": noArguments { [unowned self] in self.blocks },
       "query-chardev": noArguments { [unowned self] in self.chardevs },
       "stop": action { [unowned self] in self.machine.pause() },
       "cont": action { [unowned self] in self.machine.resume() },
@@ -99,6 +99,22 @@ final class QMPCommands: @unchecked Sendable {
       [
         "cpu-index": index, "qom-path": "/machine/unattached/device[\(index)]", "thread-id": Int(thread),
         "target": "x86_64", "props": ["core-id": index, "thread-id": 0, "socket-id": 0],
+      ]
+    }
+  }
+
+  /// One entry per --disk, in QEMU's shape (the `inserted` medium with its file and driver).
+  var blocks: [[String: Any]] {
+    machine.configuration.disks.enumerated().map { index, disk in
+      [
+        "device": "virtio\(index)", "qdev": "/machine/peripheral-anon/device[\(index)]/virtio-backend",
+        "locked": false, "removable": false, "type": "unknown",
+        "inserted": [
+          "file": disk.path, "ro": disk.readOnly, "drv": disk.format ?? "raw", "encrypted": false,
+          "backing_file_depth": 0, "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
+          "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
+          "cache": ["writeback": true, "direct": false, "no-flush": false],
+        ] as [String: Any],
       ]
     }
   }

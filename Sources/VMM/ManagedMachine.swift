@@ -113,6 +113,7 @@ public final class ManagedMachine: @unchecked Sendable {
         emit(.shutdown(Self.cause(of: exit, host: cause)))
         return exit
       }
+      current.releaseDisks()
       let fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
       if current.isPaused { fresh.pause() }
       // A reset asked for while this one was being built applies to the fresh machine.

@@ -69,6 +69,11 @@ final class PCIDevices: @unchecked Sendable {
     transports.append(transport)
   }
 
+  /// Closes every disk image (releasing its lock) once the machine has stopped.
+  func closeDisks() {
+    for disk in disks { disk.backend.close() }
+  }
+
   /// One line per device for `--stats`.
   var statisticsLines: [String] {
     var lines = disks.enumerated().map { index, disk in

@@ -346,6 +346,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
   }
 
+  /// Closes the disk images (releasing their locks) after `run()` has returned, so a fresh
+  /// machine (a reset) can open them again.
+  public func releaseDisks() {
+    pci?.closeDisks()
+  }
+
   /// Per-device request counts and bytes (virtio devices), one line each.
   public var deviceStatistics: [String] { pci?.statisticsLines ?? [] }
 

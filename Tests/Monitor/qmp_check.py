@@ -35,11 +35,14 @@ class Machine:
 
     def __init__(self, skvm, probe, cpus, directory):
         self.socket = os.path.join(directory, "qmp.sock")
+        self.disk = os.path.join(directory, "disk.raw")
+        with open(self.disk, "wb") as f:
+            f.truncate(1 << 20)
         self.console = os.path.join(directory, "console.txt")
         self.log = open(self.console, "wb")
         self.process = subprocess.Popen(
             [skvm, "run", "--flat-entry", "long", "--flat", probe, "--cpus", str(cpus), "--name", "probe-vm",
-             "--qmp", f"unix:{self.socket},server=on,wait=off"],
+             "--qmp", f"unix:{self.socket},server=on,wait=off", "--disk", self.disk],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket):
@@ -132,7 +135,9 @@ async def lifecycle(machine, cpus):
     chardevs = await client.execute("query-chardev")
     check(any(dev["label"] == "serial0" for dev in chardevs) and
           any(machine.socket in dev["filename"] for dev in chardevs), "query-chardev lists serial and monitor")
-    check(await client.execute("query-block") == [], "query-block: no block devices")
+    blocks = await client.execute("query-block")
+    check(len(blocks) == 1 and blocks[0]["inserted"]["file"] == machine.disk and blocks[0]["inserted"]["ro"] is False,
+          f"query-block lists the disk ({blocks})")
     qtree = await client.execute("human-monitor-command", {"command-line": "info qtree"})
     check("SerialPort" in qtree and "0x3f8" in qtree, "info qtree lists the devices")
 

@@ -286,6 +286,13 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     set { file.syncsAtOrderingPoints = newValue == .powerLoss }
   }
 
+  public func close() {
+    lock.lock()
+    file.close()
+    lock.unlock()
+    backing?.close()
+  }
+
   /// Makes everything written so far durable.
   public func flush() throws(DiskImageError) {
     try file.flush()
