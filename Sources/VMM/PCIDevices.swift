@@ -8,14 +8,15 @@ import Virtio
 /// The machine's PCI side: bus 0 with a host bridge and one virtio-blk function per disk,
 /// each BAR placed by the VMM (acting as firmware) in the window the DSDT describes.
 ///
-/// First version: queue kicks are served on the vCPU thread that wrote the notify
-/// register, and interrupts are MSI-X messages sent with `KVM_SIGNAL_MSI`.
+/// Queue kicks reach a per-device I/O thread through ioeventfds (the MMIO exit path stays as
+/// the fallback); interrupts are MSI-X messages sent with `KVM_SIGNAL_MSI`.
 final class PCIDevices: @unchecked Sendable {
   let bus = PCIBus()
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
 
   private(set) var entropy: VirtioEntropy?
+  private var notifiers: [QueueNotifier] = []
 
   /// Opens every disk (errors name the file, before the guest starts) and attaches it, then
   /// the entropy device if asked for.
@@ -85,6 +86,21 @@ final class PCIDevices: @unchecked Sendable {
     }
     if let entropy { lines.append("  rng: \(entropy.bytesServed.load(ordering: .relaxed)) bytes") }
     return lines
+  }
+
+  /// Starts one I/O thread per device, fed by ioeventfds on the notify registers.
+  func startIOThreads(vm: KVMVirtualMachine) {
+    for (index, transport) in transports.enumerated() {
+      if let notifier = QueueNotifier(transport: transport, vm: vm, name: "virtio-io\(index)") {
+        notifiers.append(notifier)
+      }
+    }
+  }
+
+  /// Stops the I/O threads.
+  func stopIOThreads() {
+    for notifier in notifiers { notifier.stop() }
+    notifiers = []
   }
 
   /// Puts the configuration ports and every BAR on the machine's buses.

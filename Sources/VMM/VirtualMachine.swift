@@ -95,6 +95,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     if !configuration.disks.isEmpty || configuration.entropy {
       let pci = try PCIDevices(disks: configuration.disks, entropy: configuration.entropy, vm: vm, memory: memory)
       do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
+      pci.startIOThreads(vm: vm)
       self.pci = pci
     }
     try boot(payload, ranges: ranges)
@@ -239,6 +240,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     stopped.wait()
     for thread in threads.withLock({ $0 }) { thread.join() }
+    pci?.stopIOThreads()
     return outcome.withLock { $0 } ?? .vmmFailure("the machine stopped without a reason")
   }
 
@@ -349,6 +351,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Closes the disk images (releasing their locks) after `run()` has returned, so a fresh
   /// machine (a reset) can open them again.
   public func releaseDisks() {
+    pci?.stopIOThreads()
     pci?.closeDisks()
   }
 

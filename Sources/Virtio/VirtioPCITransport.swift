@@ -168,7 +168,19 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     case .driverReady: activate()
     case .none: break
     }
-    if let kick, !device.notify(queue: kick) { markNeedsReset() }
+    if let kick { self.kick(queue: kick) }
+  }
+
+  /// The driver notified queue `index` (through the notify register or an ioeventfd):
+  /// the device serves it; a queue that broke the rules gets DEVICE_NEEDS_RESET.
+  public func kick(queue index: Int) {
+    if !device.notify(queue: index) { markNeedsReset() }
+  }
+
+  /// Guest-physical addresses of each queue's notify register, once BAR 0 is placed.
+  public var notifyAddresses: [UInt64] {
+    guard let base = barAddress else { return [] }
+    return device.queueSizes.indices.map { base + Layout.notify + UInt64($0) * UInt64(Layout.notifyMultiplier) }
   }
 
   private func activate() {
