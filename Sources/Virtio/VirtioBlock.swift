@@ -25,6 +25,16 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     public var bytesRead = 0
     public var bytesWritten = 0
     public var errors = 0
+
+    mutating func add(_ more: Statistics) {
+      reads += more.reads
+      writes += more.writes
+      flushes += more.flushes
+      other += more.other
+      bytesRead += more.bytesRead
+      bytesWritten += more.bytesWritten
+      errors += more.errors
+    }
   }
 
   /// Feature bits (virtio 1.2 §5.2.3).
@@ -97,18 +107,22 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       return 0
     }
     var written: UInt32 = 0
+    var counts = Statistics()
     let status: VirtioBlockRequest.Status
     do {
-      status = try perform(request, written: &written)
+      status = try perform(request, written: &written, counts: &counts)
     } catch {
       status = .ioError
     }
-    if status != .ok { statistics.withLock { $0.errors += 1 } }
+    if status != .ok { counts.errors += 1 }
+    statistics.withLock { $0.add(counts) }
     try? memory.store(status.rawValue, at: request.statusAddress)
     return written + 1
   }
 
-  private func perform(_ request: VirtioBlockRequest, written: inout UInt32) throws -> VirtioBlockRequest.Status {
+  private func perform(_ request: VirtioBlockRequest, written: inout UInt32, counts: inout Statistics) throws
+    -> VirtioBlockRequest.Status
+  {
     let offset = request.sector.multipliedReportingOverflow(by: VirtioBlockRequest.sectorSize)
     switch VirtioBlockRequest.Kind(rawValue: request.type) {
     case .read?:
@@ -120,10 +134,8 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
         position += UInt64(buffer.length)
       }
       written = UInt32(request.dataLength)
-      statistics.withLock {
-        $0.reads += 1
-        $0.bytesRead += request.dataLength
-      }
+      counts.reads += 1
+      counts.bytesRead += request.dataLength
     case .write?:
       guard !backend.isReadOnly else { return .ioError }
       guard !offset.overflow, request.data.allSatisfy({ !$0.isWritable }), fits(offset.partialValue, request.dataLength)
@@ -134,20 +146,18 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
           UnsafeRawBufferPointer(try memory.buffer(at: buffer.address, length: Int(buffer.length))), at: position)
         position += UInt64(buffer.length)
       }
-      statistics.withLock {
-        $0.writes += 1
-        $0.bytesWritten += request.dataLength
-      }
+      counts.writes += 1
+      counts.bytesWritten += request.dataLength
     case .flush?:
       try backend.flush()
-      statistics.withLock { $0.flushes += 1 }
+      counts.flushes += 1
     case .getID?:
       guard let buffer = request.data.first, buffer.isWritable else { return .ioError }
       let id = Array(serial.utf8) + [UInt8](repeating: 0, count: 20 - serial.utf8.count)
       let length = min(Int(buffer.length), 20)
       try memory.write(Array(id.prefix(length)), to: buffer.address)
       written = UInt32(length)
-      statistics.withLock { $0.other += 1 }
+      counts.other += 1
     case .discard?, .writeZeroes?:
       guard !backend.isReadOnly else { return .ioError }
       // Segments: sector (8), num_sectors (4), flags (4).
@@ -167,7 +177,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
           }
         }
       }
-      statistics.withLock { $0.other += 1 }
+      counts.other += 1
     case nil:
       return .unsupported
     }

@@ -61,7 +61,7 @@ extension QCow2Image {
     let file = try ImageFile.create(path: path)
     try file.write(first, at: 0)
     // Refcount table: one entry, the block in cluster 2; the block counts clusters 0–2.
-    try file.write(QCow2Refcounts.bigEndian(2 * clusterSize), at: clusterSize)
+    try file.write(BigEndian.bytes(2 * clusterSize), at: clusterSize)
     try file.truncate(to: (3 + l1Clusters) * clusterSize)
     var refcounts = try QCow2Refcounts(file: file, header: header)
     for cluster in 0..<(3 + l1Clusters) { try refcounts.setRefcount(cluster, to: 1) }
@@ -85,32 +85,31 @@ extension QCow2Header {
   /// The header and its extensions as bytes (what `read(from:)` parses).
   func encoded() -> [UInt8] {
     var bytes: [UInt8] = []
-    func put64(_ value: UInt64) { bytes += QCow2Refcounts.bigEndian(value) }
-    func put32(_ value: UInt32) { bytes += (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
-    put32(Self.magic)
-    put32(version)
-    put64(0)  // backing file offset, patched below
-    put32(0)
-    put32(clusterBits)
-    put64(size)
-    put32(cryptMethod)
-    put32(l1Size)
-    put64(l1TableOffset)
-    put64(refcountTableOffset)
-    put32(refcountTableClusters)
-    put32(snapshotCount)
-    put64(snapshotsOffset)
+    func put<T: FixedWidthInteger>(_ value: T) { bytes += BigEndian.bytes(value) }
+    put(UInt32(Self.magic))
+    put(UInt32(version))
+    put(UInt64(0))  // backing file offset, patched below
+    put(UInt32(0))
+    put(UInt32(clusterBits))
+    put(UInt64(size))
+    put(UInt32(cryptMethod))
+    put(UInt32(l1Size))
+    put(UInt64(l1TableOffset))
+    put(UInt64(refcountTableOffset))
+    put(UInt32(refcountTableClusters))
+    put(UInt32(snapshotCount))
+    put(UInt64(snapshotsOffset))
     if version == 3 {
-      put64(incompatibleFeatures)
-      put64(compatibleFeatures)
-      put64(autoclearFeatures)
-      put32(refcountOrder)
-      put32(headerLength)
+      put(UInt64(incompatibleFeatures))
+      put(UInt64(compatibleFeatures))
+      put(UInt64(autoclearFeatures))
+      put(UInt32(refcountOrder))
+      put(UInt32(headerLength))
       bytes += [compressionType] + [UInt8](repeating: 0, count: Int(headerLength) - 105)
     }
     func extensionBlock(_ type: UInt32, _ data: [UInt8]) {
-      put32(type)
-      put32(UInt32(data.count))
+      put(UInt32(type))
+      put(UInt32(data.count))
       bytes += data + [UInt8](repeating: 0, count: (8 - data.count % 8) % 8)
     }
     if let backingFormat { extensionBlock(0xE279_2ACA, Array(backingFormat.utf8)) }
@@ -125,14 +124,14 @@ extension QCow2Header {
           [type, bit] + Array(name.utf8) + [UInt8](repeating: 0, count: 46 - name.utf8.count)
         })
     }
-    put32(0)  // end of extensions
-    put32(0)
+    put(UInt32(0))  // end of extensions
+    put(UInt32(0))
     if let backingFile {
       let offset = UInt64(bytes.count)
       bytes += Array(backingFile.utf8)
-      bytes.replaceSubrange(8..<16, with: QCow2Refcounts.bigEndian(offset))
+      bytes.replaceSubrange(8..<16, with: BigEndian.bytes(offset))
       bytes.replaceSubrange(
-        16..<20, with: (0..<4).map { UInt8(truncatingIfNeeded: UInt32(backingFile.utf8.count) >> (24 - 8 * $0)) })
+        16..<20, with: BigEndian.bytes(UInt32(backingFile.utf8.count)))
     }
     return bytes
   }

@@ -214,6 +214,13 @@ public struct QCow2Header: Sendable, Equatable {
   }
 }
 
+/// Big-endian encoding of the integers qcow2 stores.
+enum BigEndian {
+  static func bytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+    withUnsafeBytes(of: value.bigEndian) { Array($0) }
+  }
+}
+
 /// Big-endian field access into a byte array; out-of-range reads give 0 (callers check lengths).
 struct BigEndianReader {
   let bytes: [UInt8]

@@ -56,8 +56,8 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     metadata = State(header: header, l1: l1, l2Cache: L2Cache(capacity: tables), refcounts: refcounts)
     do {
       metadata.refcounts?.tableMoved = { [file] offset, clusters throws(DiskImageError) in
-        var bytes = QCow2Refcounts.bigEndian(offset)
-        bytes += (0..<4).map { UInt8(truncatingIfNeeded: clusters >> (24 - 8 * $0)) }
+        var bytes = BigEndian.bytes(offset)
+        bytes += BigEndian.bytes(clusters)
         try file.write(Array(bytes[0..<8]), at: 48)
         try file.write(Array(bytes[8..<12]), at: 56)
       }
@@ -66,7 +66,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     // so they are rebuilt from the tables before anything is written (as QEMU does on open).
     if file.writable && header.isDirty {
       _ = try check(repair: .all)
-      try file.write(QCow2Refcounts.bigEndian(header.incompatibleFeatures & ~QCow2Header.Incompatible.dirty), at: 72)
+      try file.write(BigEndian.bytes(header.incompatibleFeatures & ~QCow2Header.Incompatible.dirty), at: 72)
       try file.flush()
       metadata.header.incompatibleFeatures &= ~QCow2Header.Incompatible.dirty
     }
@@ -179,7 +179,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
         throw .invalid(path: path, reason: "compressed cluster at \(hostOffset) has an absurd length \(length)")
       }
       let compressed = try file.read(count: length, at: hostOffset)
-      guard let cluster = Inflate.raw(compressed, outputSize: clusterSize) else {
+      guard let cluster = RawDeflate.decompress(compressed, outputSize: clusterSize) else {
         throw .invalid(path: path, reason: "compressed cluster at host offset \(hostOffset) does not inflate")
       }
       cluster.withUnsafeBytes { source in
@@ -266,7 +266,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     try file.write(UnsafeRawBufferPointer(rebasing: bytes[0..<run * clusterSize]), at: host)
     for index in 0..<run { table[firstSlot + index] = (host + UInt64(index * clusterSize)) | Self.copiedFlag }
     try file.write(
-      table[firstSlot..<firstSlot + run].flatMap(QCow2Refcounts.bigEndian), at: l2Offset + UInt64(firstSlot) * 8)
+      table[firstSlot..<firstSlot + run].flatMap(BigEndian.bytes), at: l2Offset + UInt64(firstSlot) * 8)
     state.l2Cache.insert(table, at: l2Offset)
     return run * clusterSize
   }
@@ -347,7 +347,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
       try file.write(contents, at: host)
     }
     table[l2Index] = host | Self.copiedFlag
-    try file.write(QCow2Refcounts.bigEndian(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
+    try file.write(BigEndian.bytes(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
     state.l2Cache.insert(table, at: l2Offset)
     try release(mapping, in: &state)
   }
@@ -370,7 +370,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     let offsetBits = 62 - (clusterBits - 8)
     let extraSectors = UInt64((compressed.count + 511) / 512 - 1)
     table[l2Index] = Self.compressedFlag | extraSectors << offsetBits | host
-    try file.write(QCow2Refcounts.bigEndian(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
+    try file.write(BigEndian.bytes(table[l2Index]), at: l2Offset + UInt64(l2Index) * 8)
     state.l2Cache.insert(table, at: l2Offset)
   }
 
@@ -388,7 +388,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     guard old != 0 else { return }
     let mapping = try Self.decode(old, header: header, path: path)
     table[l2Index] = 0
-    try file.write(QCow2Refcounts.bigEndian(0), at: l2Offset + UInt64(l2Index) * 8)
+    try file.write(BigEndian.bytes(0), at: l2Offset + UInt64(l2Index) * 8)
     state.l2Cache.insert(table, at: l2Offset)
     if case .zero = mapping, old & Self.offsetMask != 0 {
       try release(.data(hostOffset: old & Self.offsetMask, exclusive: false), in: &state)
@@ -443,10 +443,10 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     let fresh = try refcounts.allocate()
     state.refcounts = refcounts
     try file.orderingPoint()
-    try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: fresh)
+    try file.write(table.flatMap(BigEndian.bytes), at: fresh)
     try file.orderingPoint()  // the table's contents before the L1 entry that names it
     state.l1[l1Index] = fresh | Self.copiedFlag
-    try file.write(QCow2Refcounts.bigEndian(state.l1[l1Index]), at: state.header.l1TableOffset + UInt64(l1Index) * 8)
+    try file.write(BigEndian.bytes(state.l1[l1Index]), at: state.header.l1TableOffset + UInt64(l1Index) * 8)
     state.l2Cache.insert(table, at: fresh)
     if current != 0 {
       try file.orderingPoint()
@@ -504,7 +504,7 @@ extension QCow2Image {
       throw .invalid(path: path, reason: "a compressed write must be exactly one cluster")
     }
     let position = index << UInt64(header.clusterBits)
-    guard let compressed = Deflate.raw(bytes), compressed.count < Int(header.clusterSize) - 512,
+    guard let compressed = RawDeflate.compress(bytes), compressed.count < Int(header.clusterSize) - 512,
       try mapping(of: position) == .unallocated
     else {
       try write(bytes, at: position)

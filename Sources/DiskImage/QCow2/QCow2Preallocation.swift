@@ -46,7 +46,7 @@ extension QCow2Image {
         }
         try file.orderingPoint()
         for index in 0..<count { table[firstSlot + index] = (host + UInt64(index) * clusterSize) | Self.copiedFlag }
-        try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: l2Offset)
+        try file.write(table.flatMap(BigEndian.bytes), at: l2Offset)
         state.l2Cache.insert(table, at: l2Offset)
         cluster += UInt64(count)
       }

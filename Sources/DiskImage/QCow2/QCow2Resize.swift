@@ -12,7 +12,7 @@ extension QCow2Image {
       if newSize < header.size { try discardClusters(from: newSize, in: &state) }
       let needed = QCow2Header.l1EntriesNeeded(size: newSize, clusterBits: header.clusterBits)
       if needed > UInt64(header.l1Size) { try growL1(to: Int(needed), in: &state) }
-      try file.write(QCow2Refcounts.bigEndian(newSize), at: 24)
+      try file.write(BigEndian.bytes(newSize), at: 24)
       try file.orderingPoint()
       state.header.size = newSize
     }
@@ -41,10 +41,10 @@ extension QCow2Image {
     state.refcounts = refcounts
     let table = state.l1 + [UInt64](repeating: 0, count: entries - state.l1.count)
     try file.orderingPoint()
-    try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: offset)
+    try file.write(table.flatMap(BigEndian.bytes), at: offset)
     try file.orderingPoint()
-    try file.write((0..<4).map { UInt8(truncatingIfNeeded: UInt32(entries) >> (24 - 8 * $0)) }, at: 36)
-    try file.write(QCow2Refcounts.bigEndian(offset), at: 40)
+    try file.write(BigEndian.bytes(UInt32(entries)), at: 36)
+    try file.write(BigEndian.bytes(offset), at: 40)
     try file.orderingPoint()
     state.l1 = table
     state.header.l1Size = UInt32(entries)

@@ -23,7 +23,7 @@ extension QCow2Image {
       let l1Clusters = max(1, Int((l1Bytes + clusterSize - 1) / clusterSize))
       let copy = try refcounts.allocate(l1Clusters)
       state.refcounts = refcounts
-      try file.write(state.l1.map { $0 & ~Self.copiedFlag }.flatMap(QCow2Refcounts.bigEndian), at: copy)
+      try file.write(state.l1.map { $0 & ~Self.copiedFlag }.flatMap(BigEndian.bytes), at: copy)
       // 2. Everything the active L1 references gains a reference; COPIED flags follow.
       try adjustReferences(of: state.l1, by: 1, in: &state)
       try updateCopiedFlags(in: &state)
@@ -57,13 +57,13 @@ extension QCow2Image {
       let old = state.l1
       try adjustReferences(of: table, by: 1, in: &state)
       try file.orderingPoint()
-      try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: state.header.l1TableOffset)
+      try file.write(table.flatMap(BigEndian.bytes), at: state.header.l1TableOffset)
       try file.orderingPoint()
       state.l1 = table
       state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
       try adjustReferences(of: old, by: -1, in: &state)
       if let size = snapshot.diskSize, size != state.header.size {
-        try file.write(QCow2Refcounts.bigEndian(size), at: 24)
+        try file.write(BigEndian.bytes(size), at: 24)
         state.header.size = size
       }
       try updateCopiedFlags(in: &state)
@@ -132,7 +132,7 @@ extension QCow2Image {
       let l1Entry = owned ? state.l1[index] | Self.copiedFlag : state.l1[index] & ~Self.copiedFlag
       if l1Entry != state.l1[index] {
         state.l1[index] = l1Entry
-        try file.write(QCow2Refcounts.bigEndian(l1Entry), at: header.l1TableOffset + UInt64(index) * 8)
+        try file.write(BigEndian.bytes(l1Entry), at: header.l1TableOffset + UInt64(index) * 8)
       }
       // Shared tables too: their entries must say "not exclusive" wherever a count is above 1.
       let reader = BigEndianReader(try file.read(count: Int(header.clusterSize), at: l2Offset))
@@ -149,7 +149,7 @@ extension QCow2Image {
         }
       }
       if changed {
-        try file.write(table.flatMap(QCow2Refcounts.bigEndian), at: l2Offset)
+        try file.write(table.flatMap(BigEndian.bytes), at: l2Offset)
         state.l2Cache.insert(table, at: l2Offset)
       }
     }
@@ -170,8 +170,8 @@ extension QCow2Image {
       try file.orderingPoint()
     }
     let oldOffset = state.header.snapshotsOffset
-    try file.write((0..<4).map { UInt8(truncatingIfNeeded: UInt32(list.count) >> (24 - 8 * $0)) }, at: 60)
-    try file.write(QCow2Refcounts.bigEndian(offset), at: 64)
+    try file.write(BigEndian.bytes(UInt32(list.count)), at: 60)
+    try file.write(BigEndian.bytes(offset), at: 64)
     try file.orderingPoint()
     state.header.snapshotCount = UInt32(list.count)
     state.header.snapshotsOffset = offset
@@ -184,21 +184,19 @@ extension QCow2Snapshot {
   /// The table entry: fixed fields, 24 bytes of extra data (as QEMU writes), id, name, padding.
   func encoded() -> [UInt8] {
     var bytes: [UInt8] = []
-    func put64(_ value: UInt64) { bytes += QCow2Refcounts.bigEndian(value) }
-    func put32(_ value: UInt32) { bytes += (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
-    func put16(_ value: UInt16) { bytes += [UInt8(value >> 8), UInt8(value & 0xFF)] }
-    put64(l1TableOffset)
-    put32(l1Size)
-    put16(UInt16(id.utf8.count))
-    put16(UInt16(name.utf8.count))
-    put32(dateSeconds)
-    put32(dateNanoseconds)
-    put64(vmClockNanoseconds)
-    put32(UInt32(truncatingIfNeeded: vmStateSize))
-    put32(24)
-    put64(vmStateSize)
-    put64(diskSize ?? 0)
-    put64(UInt64.max)  // icount: not recorded
+    func put<T: FixedWidthInteger>(_ value: T) { bytes += BigEndian.bytes(value) }
+    put(UInt64(l1TableOffset))
+    put(UInt32(l1Size))
+    put(UInt16(id.utf8.count))
+    put(UInt16(name.utf8.count))
+    put(UInt32(dateSeconds))
+    put(UInt32(dateNanoseconds))
+    put(UInt64(vmClockNanoseconds))
+    put(UInt32(truncatingIfNeeded: vmStateSize))
+    put(UInt32(24))
+    put(UInt64(vmStateSize))
+    put(UInt64(diskSize ?? 0))
+    put(UInt64.max)  // icount: not recorded
     bytes += Array(id.utf8) + Array(name.utf8)
     bytes += [UInt8](repeating: 0, count: (8 - bytes.count % 8) % 8)
     return bytes

@@ -49,7 +49,7 @@ extension QCow2Image {
     if old == Self.zeroFlag || (old == 0 && !backingData) { return }
     let mapping = try Self.decode(old, header: header, path: path)
     table[slot] = Self.zeroFlag
-    try file.write(QCow2Refcounts.bigEndian(Self.zeroFlag), at: l2Offset + UInt64(slot) * 8)
+    try file.write(BigEndian.bytes(Self.zeroFlag), at: l2Offset + UInt64(slot) * 8)
     state.l2Cache.insert(table, at: l2Offset)
     if case .zero = mapping, old & Self.offsetMask != 0 {
       try release(.data(hostOffset: old & Self.offsetMask, exclusive: false), in: &state)

@@ -18,23 +18,10 @@ struct ImgCommit: ParsableCommand {
 
   func run() throws {
     do {
-      guard let top = try DiskImage.open(filename, format: f, writable: !d) as? QCow2Image,
-        let name = top.header.backingFile
-      else { throw imgFailure("'\(filename)' has no backing file to commit to") }
-      let backingPath = DiskImage.resolve(backing: name, of: filename)
-      let format = top.header.backingFormat.flatMap(DiskImageFormat.init)
-      let backing = try DiskImage.open(backingPath, format: format, writable: true)
-      let clusterSize = Int(top.header.clusterSize)
-      var position: UInt64 = 0
-      while position < min(top.size, backing.size) {
-        let count = Int(min(UInt64(clusterSize), min(top.size, backing.size) - position))
-        if try !top.isUnallocated(at: position) {
-          try backing.write(try top.read(count: count, at: position), at: position)
-        }
-        position += UInt64(count)
+      guard let top = try DiskImage.open(filename, format: f, writable: !d) as? QCow2Image else {
+        throw imgFailure("'\(filename)' is not a qcow2 image with a backing file to commit to")
       }
-      try backing.flush()
-      if !d { try top.unmapAll() }
+      try top.commit(keepContents: d)
       print("Image committed.")
     } catch let error as ExitCode {
       throw error

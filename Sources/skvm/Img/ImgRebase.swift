@@ -27,48 +27,11 @@ struct ImgRebase: ParsableCommand {
       guard let image = try DiskImage.open(filename, format: f, writable: true) as? QCow2Image else {
         throw imgFailure("only qcow2 images have a backing file")
       }
-      let newName = b.isEmpty ? nil : b
-      var format = backingFormat
-      if !u {
-        let newBacking = try newName.map { name throws(DiskImageError) in
-          try DiskImage.open(DiskImage.resolve(backing: name, of: filename), format: backingFormat)
-        }
-        if let newName, format == nil {
-          format = try DiskImage.detectFormat(DiskImage.resolve(backing: newName, of: filename))
-        }
-        try copyDifferences(into: image, newBacking: newBacking)
-      }
-      try image.setBacking(file: newName, format: format)
+      try image.rebase(onto: b.isEmpty ? nil : b, format: backingFormat, unsafe: u)
     } catch let error as ExitCode {
       throw error
     } catch {
       throw imgFailure("Could not rebase '\(filename)': \(error)")
     }
-  }
-
-  /// Where the image itself has nothing, writes the old backing's bytes wherever the new
-  /// backing would read differently, so the guest sees the same disk afterwards.
-  private func copyDifferences(into image: QCow2Image, newBacking: (any BlockBackend)?) throws {
-    let clusterSize = Int(image.header.clusterSize)
-    var position: UInt64 = 0
-    while position < image.size {
-      let count = Int(min(UInt64(clusterSize), image.size - position))
-      if try image.isUnallocated(at: position) {
-        let old =
-          try image.backing.map { try readPadded($0, count: count, at: position) }
-          ?? [UInt8](repeating: 0, count: count)
-        let new =
-          try newBacking.map { try readPadded($0, count: count, at: position) } ?? [UInt8](repeating: 0, count: count)
-        if old != new { try image.write(old, at: position) }
-      }
-      position += UInt64(count)
-    }
-    try image.flush()
-  }
-
-  private func readPadded(_ image: any BlockBackend, count: Int, at position: UInt64) throws -> [UInt8] {
-    guard position < image.size else { return [UInt8](repeating: 0, count: count) }
-    let available = Int(min(UInt64(count), image.size - position))
-    return try image.read(count: available, at: position) + [UInt8](repeating: 0, count: count - available)
   }
 }
