@@ -37,7 +37,7 @@ let package = Package(
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.
-    .target(name: "Monitor", dependencies: ["VMM", "Devices"]),
+    .target(name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage"]),
     // The library product: one import for embedders.
     .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage"]),
     // The command-line tool.

@@ -6,6 +6,15 @@ public enum DiskImageFormat: String, Sendable, CaseIterable, Codable {
   case qcow2
 }
 
+/// How an image's I/O uses the host's page cache (QEMU's `cache=` modes of the same names).
+public enum CacheMode: String, Sendable, CaseIterable, Codable {
+  /// Through the page cache; a guest flush is an `fdatasync`.
+  case writeback
+  /// Past the page cache with O_DIRECT (the host does not cache the guest's data twice);
+  /// a guest flush is still an `fdatasync`, for the device's own cache.
+  case none
+}
+
 /// Opening images by path: format detection and backing chains.
 public enum DiskImage {
   /// Backing chains deeper than this are refused (a loop would otherwise never end).
@@ -18,14 +27,17 @@ public enum DiskImage {
     return magic == QCow2Header.magic ? .qcow2 : .raw
   }
 
-  /// Opens `path` as `format` (detected when nil), with its backing chain (always read-only).
-  public static func open(_ path: String, format: DiskImageFormat? = nil, writable: Bool = false)
+  /// Opens `path` as `format` (detected when nil), with its backing chain (always read-only),
+  /// every file of the chain in cache mode `cache`.
+  public static func open(
+    _ path: String, format: DiskImageFormat? = nil, writable: Bool = false, cache: CacheMode = .writeback
+  )
     throws(DiskImageError) -> any BlockBackend
   {
-    try open(path, format: format, writable: writable, depth: 0)
+    try open(path, format: format, writable: writable, cache: cache, depth: 0)
   }
 
-  private static func open(_ path: String, format: DiskImageFormat?, writable: Bool, depth: Int)
+  private static func open(_ path: String, format: DiskImageFormat?, writable: Bool, cache: CacheMode, depth: Int)
     throws(DiskImageError) -> any BlockBackend
   {
     guard depth < maximumChainDepth else {
@@ -38,9 +50,9 @@ public enum DiskImage {
     }
     switch chosen {
     case .raw:
-      return try RawImage(path: path, readOnly: !writable)
+      return try RawImage(path: path, readOnly: !writable, cache: cache)
     case .qcow2:
-      let file = try ImageFile(path: path, writable: writable)
+      let file = try ImageFile(path: path, writable: writable, cache: cache)
       let header = try QCow2Header.read(from: file)
       var backing: (any BlockBackend)?
       if let name = header.backingFile {
@@ -49,7 +61,7 @@ public enum DiskImage {
           throw .missingBacking(image: path, backing: name, lookedAt: resolved)
         }
         let backingFormat = header.backingFormat.flatMap { DiskImageFormat(rawValue: $0) }
-        backing = try open(resolved, format: backingFormat, writable: false, depth: depth + 1)
+        backing = try open(resolved, format: backingFormat, writable: false, cache: cache, depth: depth + 1)
       }
       return try QCow2Image(file: file, header: header, backing: backing)
     }

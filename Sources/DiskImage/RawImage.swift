@@ -22,10 +22,10 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     self.size = file.length
   }
 
-  public init(path: String, readOnly: Bool = true) throws(DiskImageError) {
+  public init(path: String, readOnly: Bool = true, cache: CacheMode = .writeback) throws(DiskImageError) {
     self.path = path
     self.isReadOnly = readOnly
-    file = try ImageFile(path: path, writable: !readOnly)
+    file = try ImageFile(path: path, writable: !readOnly, cache: cache)
     size = file.length
   }
 

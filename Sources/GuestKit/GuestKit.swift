@@ -15,7 +15,10 @@ public struct GuestKit: Sendable {
   public let description: String
 
   /// The command line the default guest boots with.
-  public static let defaultCommandLine = "console=ttyS0 quiet panic=-1"
+  public static let defaultCommandLine = defaultCommandLine(console: "ttyS0")
+
+  /// The default guest's command line with its console on `console` (ttyS0, hvc0).
+  public static func defaultCommandLine(console: String) -> String { "console=\(console) quiet panic=-1" }
   /// The kernel metapackage the default guest follows.
   public static let kernelMetapackage = "linux-image-cloud-amd64"
   /// Modules loaded at boot, with their dependencies put first.

@@ -16,7 +16,10 @@ enum InitScript {
     # acpid daemonizes only if it can open its log and pid files.
     mkdir -p /var/log /var/run
     acpid -c /etc/acpi || echo "skvm guest: acpid did not start: the ACPI power button will not power off"
-    console=$(sed -n 's/.*console=\\([a-z0-9]*\\).*/\\1/p' /proc/cmdline | tail -n 1)
+    console=$(sed -n 's/.*console=\\([A-Za-z0-9]*\\).*/\\1/p' /proc/cmdline | tail -n 1)
+    # A console whose driver is a module (hvc0) did not exist when the kernel opened
+    # /dev/console for init: talk to it now that it does.
+    if [ -n "$console" ] && (: <"/dev/$console") 2>/dev/null; then exec <"/dev/$console" >"/dev/$console" 2>&1; fi
     echo "SKVM-GUEST-READY"
     while true; do
       setsid cttyhack /bin/sh -l

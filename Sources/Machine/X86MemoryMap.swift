@@ -5,6 +5,10 @@ public enum X86MemoryMap {
   /// RAM resumes here when the guest has more than fits below the hole.
   public static let highMemoryStart: UInt64 = 0x1_0000_0000
 
+  /// PCI Express ECAM (MMCONFIG) for bus 0: 1 MiB at the start of the MMIO hole, below the
+  /// PCI memory window; MCFG points here and the e820 map reserves it.
+  public static let pciExpressECAM: UInt64 = 0xC000_0000
+
   /// The local APIC's default MMIO page.
   public static let localAPIC: UInt64 = 0xFEE0_0000
   /// The IOAPIC's default MMIO page.

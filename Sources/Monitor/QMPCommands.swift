@@ -1,3 +1,4 @@
+import DiskImage
 import Glibc
 import VMM
 
@@ -110,7 +111,8 @@ final class QMPCommands: @unchecked Sendable {
         "device": "virtio\(index)", "qdev": "/machine/peripheral-anon/device[\(index)]/virtio-backend",
         "locked": false, "removable": false, "type": "unknown",
         "inserted": [
-          "file": disk.path, "ro": disk.readOnly, "drv": disk.format ?? "raw", "encrypted": false,
+          "file": disk.path, "ro": disk.readOnly,
+          "drv": (disk.format ?? (try? DiskImage.detectFormat(disk.path)) ?? .raw).rawValue, "encrypted": false,
           "backing_file_depth": 0, "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
           "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
           "cache": ["writeback": true, "direct": false, "no-flush": false],

@@ -167,9 +167,9 @@ public final class ManagedMachine: @unchecked Sendable {
     current.stop(reason: reason)
   }
 
-  /// Hands console input to the current incarnation's serial port; returns how many bytes it took.
+  /// Hands console input to the current incarnation's console device; returns how many bytes it took.
   public func receiveConsoleInput(_ bytes: ArraySlice<UInt8>) -> Int {
-    machine.serial.receive(bytes)
+    machine.receiveConsoleInput(bytes)
   }
 
   private static func cause(of exit: VirtualMachineExit, host: ShutdownCause?) -> ShutdownCause {

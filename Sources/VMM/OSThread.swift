@@ -93,6 +93,9 @@ final class ConditionLock: @unchecked Sendable {
 
   /// With the lock held: wakes every waiter.
   func broadcast() { pthread_cond_broadcast(condition) }
+
+  /// With the lock held: wakes one waiter.
+  func signal() { pthread_cond_signal(condition) }
 }
 
 /// A one-shot event a thread can wait for.

@@ -5,64 +5,106 @@ import KVM
 import Machine
 import Virtio
 
-/// The machine's PCI side: bus 0 with a host bridge and one virtio-blk function per disk,
-/// each BAR placed by the VMM (acting as firmware) in the window the DSDT describes.
+/// The machine's PCI side: bus 0 with a host bridge and one virtio function per device
+/// (disks, then the console, then the entropy source), configuration space through the
+/// 0xCF8/0xCFC ports and ECAM, each BAR placed by the VMM (acting as firmware) in the
+/// window the DSDT describes — and followed wherever the guest moves it.
 ///
 /// Queue kicks reach a per-device I/O thread through ioeventfds (the MMIO exit path stays as
-/// the fallback); interrupts are MSI-X messages sent with `KVM_SIGNAL_MSI`.
+/// the fallback); block requests run on a pool of I/O workers, several at a time; MSI-X
+/// vectors are irqfds on KVM GSI routes; INTx is a level on the `_PRT`'s IOAPIC pin.
 final class PCIDevices: @unchecked Sendable {
   let bus = PCIBus()
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
-
   private(set) var entropy: VirtioEntropy?
+  private(set) var console: VirtioConsole?
   private var notifiers: [QueueNotifier] = []
+  private let routing: InterruptRouting
+  private var lines: [UInt32: SharedInterruptLine] = [:]
+  private let workers: IOWorkerPool?
+  private let vm: KVMVirtualMachine
+
+  /// Host threads serving block requests, per disk (QEMU's thread pool has up to 64 in all).
+  static let workersPerDisk = 4
+  static let maximumWorkers = 16
 
   /// Opens every disk (errors name the file, before the guest starts) and attaches it, then
-  /// the entropy device if asked for.
+  /// the console (with an output) and the entropy device if asked for.
   init(
-    disks configurations: [DiskConfiguration], entropy wantsEntropy: Bool, vm: KVMVirtualMachine, memory: GuestMemory
+    disks configurations: [DiskConfiguration], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
+    vm: KVMVirtualMachine, memory: GuestMemory
   )
     throws(VirtualMachineError)
   {
+    self.vm = vm
+    routing = InterruptRouting(vm: vm)
+    if configurations.isEmpty {
+      workers = nil
+    } else {
+      do {
+        workers = try IOWorkerPool(
+          count: min(Self.maximumWorkers, Self.workersPerDisk * configurations.count), name: "virtio-blk")
+      } catch {
+        throw .disk(path: configurations[0].path, reason: "\(error)")
+      }
+    }
     do { try bus.attach(PCIHostBridge(), device: 0) } catch { throw .disk(path: "", reason: "\(error)") }
     var nextBAR = UInt64(ACPITables.pciMemoryWindow.lowerBound)
     for (index, disk) in configurations.enumerated() {
       let backend: any BlockBackend
       do {
-        let format = try disk.format.map { name throws(DiskImageError) -> DiskImageFormat in
-          guard let format = DiskImageFormat(rawValue: name) else {
-            throw .invalid(path: disk.path, reason: "unknown format '\(name)' (use raw or qcow2)")
-          }
-          return format
-        }
-        backend = try DiskImage.open(disk.path, format: format, writable: !disk.readOnly)
+        backend = try disk.open()
       } catch {
+        workers?.stop()
         throw .disk(path: disk.path, reason: "\(error)")
       }
-      let device = VirtioBlock(backend: backend, memory: memory, serial: "skvm-disk-\(index)")
-      let transport = VirtioPCITransport(
-        device: device, memory: memory, sink: MSISink(vm: vm), classCode: 0x01_8000)
+      let device = VirtioBlock(backend: backend, memory: memory, serial: "skvm-disk-\(index)", executor: workers)
+      let transport = makeTransport(device, memory: memory, slot: index + 1, classCode: 0x01_8000)
       device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
       do { try plug(transport, slot: index + 1, bar: &nextBAR) } catch {
         throw .disk(path: disk.path, reason: "\(error)")
       }
       disks.append(device)
     }
+    var slot = configurations.count + 1
+    if let consoleOutput {
+      let device = VirtioConsole(memory: memory, output: consoleOutput)
+      let transport = makeTransport(device, memory: memory, slot: slot, classCode: 0x07_8000)
+      device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
+      do { try plug(transport, slot: slot, bar: &nextBAR) } catch {
+        throw .disk(path: "console", reason: "\(error)")
+      }
+      console = device
+      slot += 1
+    }
     if wantsEntropy {
       let device = VirtioEntropy(memory: memory)
-      let transport = VirtioPCITransport(device: device, memory: memory, sink: MSISink(vm: vm), classCode: 0x00_FF00)
+      let transport = makeTransport(device, memory: memory, slot: slot, classCode: 0x00_FF00)
       device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-      do { try plug(transport, slot: configurations.count + 1, bar: &nextBAR) } catch {
+      do { try plug(transport, slot: slot, bar: &nextBAR) } catch {
         throw .disk(path: "entropy", reason: "\(error)")
       }
       entropy = device
     }
   }
 
-  /// Attaches `transport` and does firmware's job: places BAR 0, turns on memory decoding and bus mastering.
+  private func makeTransport(_ device: any VirtioDevice, memory: GuestMemory, slot: Int, classCode: UInt32)
+    -> VirtioPCITransport
+  {
+    let gsi = ACPITables.pciInterruptGSI(slot: slot, pin: 0)
+    let line = lines[gsi] ?? SharedInterruptLine(vm: vm, gsi: gsi)
+    lines[gsi] = line
+    let sink = KVMVirtioInterrupts(
+      vm: vm, routing: routing, vectorCount: device.queueSizes.count + 1, line: line.source(slot))
+    return VirtioPCITransport(device: device, memory: memory, sink: sink, classCode: classCode)
+  }
+
+  /// Attaches `transport` and does firmware's job: places BAR 0, records the INTx pin's
+  /// GSI in the interrupt line register, turns on memory decoding and bus mastering.
   private func plug(_ transport: VirtioPCITransport, slot: Int, bar: inout UInt64) throws(PCIBusError) {
     try bus.attach(transport, device: slot)
+    transport.configWrite(0x3C, width: 1, value: ACPITables.pciInterruptGSI(slot: slot, pin: 0))
     transport.configWrite(0x10, width: 4, value: UInt32(truncatingIfNeeded: bar))
     transport.configWrite(0x14, width: 4, value: UInt32(truncatingIfNeeded: bar >> 32))
     transport.configWrite(0x04, width: 2, value: 0x0006)
@@ -84,12 +126,17 @@ final class PCIDevices: @unchecked Sendable {
         + "\(stats.writes) writes (\(stats.bytesWritten) bytes), \(stats.flushes) flushes, \(stats.other) other, "
         + "\(stats.errors) errors"
     }
+    if let console {
+      lines.append(
+        "  hvc0: \(console.bytesTransmitted.load(ordering: .relaxed)) bytes out, "
+          + "\(console.bytesReceived.load(ordering: .relaxed)) bytes in")
+    }
     if let entropy { lines.append("  rng: \(entropy.bytesServed.load(ordering: .relaxed)) bytes") }
     return lines
   }
 
   /// Starts one I/O thread per device, fed by ioeventfds on the notify registers.
-  func startIOThreads(vm: KVMVirtualMachine) {
+  func startIOThreads() {
     for (index, transport) in transports.enumerated() {
       if let notifier = QueueNotifier(transport: transport, vm: vm, name: "virtio-io\(index)") {
         notifiers.append(notifier)
@@ -97,36 +144,50 @@ final class PCIDevices: @unchecked Sendable {
     }
   }
 
-  /// Stops the I/O threads.
+  /// Stops the I/O threads, letting requests in flight finish.
   func stopIOThreads() {
     for notifier in notifiers { notifier.stop() }
     notifiers = []
+    workers?.stop()
   }
 
-  /// Puts the configuration ports and every BAR on the machine's buses.
+  /// Puts the configuration ports, ECAM and the memory window on the machine's buses.
   func register(ports: IOBus, mmio: IOBus) throws(IOBusError) {
     let conf1 = PCIConfigPorts(bus: bus)
     try ports.register(conf1.addressPort, base: PCIConfigPorts.addressBase, size: 1)
     try ports.register(conf1.dataPort, base: PCIConfigPorts.dataBase, size: 4)
-    for transport in transports {
-      guard let base = transport.barAddress else { continue }
-      try mmio.register(BARWindow(transport: transport), base: base, size: VirtioPCITransport.barSize)
-    }
+    try mmio.register(PCIExpressECAM(bus: bus), base: X86MemoryMap.pciExpressECAM, size: PCIExpressECAM.size)
+    let window = ACPITables.pciMemoryWindow
+    try mmio.register(
+      PCIMemoryWindow(transports: transports, base: UInt64(window.lowerBound)), base: UInt64(window.lowerBound),
+      size: UInt64(window.upperBound - window.lowerBound) + 1)
   }
 }
 
-/// A virtio-pci BAR 0 on the MMIO bus.
-private final class BARWindow: IODevice {
-  let name = "virtio-pci-bar0"
-  let transport: VirtioPCITransport
-  init(transport: VirtioPCITransport) { self.transport = transport }
-  func read(offset: UInt64, width: Int) -> UInt64 { transport.barRead(offset, width: width) }
-  func write(offset: UInt64, width: Int, value: UInt64) { transport.barWrite(offset, width: width, value: value) }
-}
+/// The PCI memory window on the MMIO bus: an access goes to whichever function's BAR 0
+/// decodes it now, so BARs the guest moves are followed with no re-registration.
+private final class PCIMemoryWindow: IODevice {
+  let name = "pci-memory-window"
+  let transports: [VirtioPCITransport]
+  let base: UInt64
+  init(transports: [VirtioPCITransport], base: UInt64) {
+    self.transports = transports
+    self.base = base
+  }
 
-/// MSI-X messages through `KVM_SIGNAL_MSI`; no INTx routing yet (devices use MSI-X).
-private struct MSISink: VirtioInterruptSink {
-  let vm: KVMVirtualMachine
-  func deliverMessage(address: UInt64, data: UInt32) { try? vm.signalMSI(address: address, data: data) }
-  func setLine(_ asserted: Bool) {}
+  func read(offset: UInt64, width: Int) -> UInt64 {
+    for transport in transports {
+      if let inside = transport.barOffset(of: base + offset) { return transport.barRead(inside, width: width) }
+    }
+    return .allOnes(width: width)
+  }
+
+  func write(offset: UInt64, width: Int, value: UInt64) {
+    for transport in transports {
+      if let inside = transport.barOffset(of: base + offset) {
+        transport.barWrite(inside, width: width, value: value)
+        return
+      }
+    }
+  }
 }

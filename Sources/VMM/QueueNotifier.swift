@@ -1,34 +1,66 @@
 import Glibc
 import KVM
+import Synchronization
 import Virtio
 
 /// Serves a virtio device's queue kicks off the vCPU threads: each queue's notify register
-/// is an ioeventfd (the guest's write completes inside KVM), and one I/O thread per device
-/// waits on them and lets the device drain the queue.
+/// is an ioeventfd (the guest's 16-bit write completes inside KVM), and one I/O thread per
+/// device waits on them and lets the device drain the queue. When the driver moves BAR 0,
+/// the ioeventfds move with it.
 final class QueueNotifier: @unchecked Sendable {
   private let transport: VirtioPCITransport
+  private let vm: KVMVirtualMachine
   private let events: [EventFD]
   private let stopEvent: EventFD
   private var thread: OSThread?
+  /// The notify addresses currently registered with KVM (empty while BAR 0 does not decode).
+  private let registered = Mutex<[UInt64]>([])
 
-  /// Registers the ioeventfds and starts the thread; nil if KVM refuses (kicks then arrive
-  /// as MMIO exits and are served on the vCPU thread, which is slower but correct).
+  /// Creates the eventfds, registers them at the current notify addresses and starts the
+  /// thread; nil if that fails (kicks then arrive as MMIO exits and are served on the vCPU
+  /// thread, which is slower but correct).
   init?(transport: VirtioPCITransport, vm: KVMVirtualMachine, name: String) {
     self.transport = transport
+    self.vm = vm
     do {
       stopEvent = try EventFD()
-      var events: [EventFD] = []
-      for address in transport.notifyAddresses {
-        let event = try EventFD()
-        try vm.registerIOEvent(event.rawValue, at: .mmio(address), length: 2)
-        events.append(event)
-      }
-      self.events = events
+      events = try transport.device.queueSizes.map { _ throws(KVMError) in try EventFD() }
     } catch {
       return nil
     }
+    guard rebind(to: transport.notifyAddresses) else { return nil }
     thread = try? OSThread(name: name) { [self] in serve() }
-    if thread == nil { return nil }
+    if thread == nil {
+      _ = rebind(to: [])
+      return nil
+    }
+    transport.observeBAR { [weak self] _ in
+      guard let self else { return }
+      _ = self.rebind(to: self.transport.notifyAddresses)
+    }
+  }
+
+  /// Moves the ioeventfds to `addresses`; false if KVM refused one (that queue's kicks then
+  /// take the MMIO exit path).
+  @discardableResult
+  private func rebind(to addresses: [UInt64]) -> Bool {
+    registered.withLock { registered in
+      for (event, address) in zip(events, registered) {
+        try? vm.unregisterIOEvent(event.rawValue, at: .mmio(address), length: 2)
+      }
+      registered = []
+      var complete = true
+      for (event, address) in zip(events, addresses) {
+        do {
+          try vm.registerIOEvent(event.rawValue, at: .mmio(address), length: 2)
+          registered.append(address)
+        } catch {
+          complete = false
+          break
+        }
+      }
+      return complete
+    }
   }
 
   private func serve() {
@@ -46,6 +78,7 @@ final class QueueNotifier: @unchecked Sendable {
 
   /// Stops the thread and waits for it.
   func stop() {
+    transport.observeBAR { _ in }
     stopEvent.signal()
     thread?.join()
     thread = nil

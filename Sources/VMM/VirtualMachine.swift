@@ -92,10 +92,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     serial = SerialPort(
       output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
     try addPlatformDevices()
-    if !configuration.disks.isEmpty || configuration.entropy {
-      let pci = try PCIDevices(disks: configuration.disks, entropy: configuration.entropy, vm: vm, memory: memory)
+    if !configuration.disks.isEmpty || configuration.entropy || configuration.consoleDevice == .virtio {
+      let pci = try PCIDevices(
+        disks: configuration.disks, console: configuration.consoleDevice == .virtio ? console : nil,
+        entropy: configuration.entropy, vm: vm, memory: memory)
       do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
-      pci.startIOThreads(vm: vm)
+      pci.startIOThreads()
       self.pci = pci
     }
     try boot(payload, ranges: ranges)
@@ -170,7 +172,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   ) throws {
     let tables = ACPITables(cpuCount: vcpus.count, pci: pci != nil)
     try memory.write(tables.bytes, to: tables.base)
-    let e820 = E820Map.standard(ramRanges: ranges)
+    var e820 = E820Map.standard(ramRanges: ranges)
+    if pci != nil { e820 = e820.reserving(X86MemoryMap.pciExpressECAM, size: PCIExpressECAM.size) }
     switch payload {
     case .linux(let kernel, let initrd):
       try LinuxBoot.load(
@@ -357,6 +360,13 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
 
   /// Per-device request counts and bytes (virtio devices), one line each.
   public var deviceStatistics: [String] { pci?.statisticsLines ?? [] }
+
+  /// Hands console input to the console device (virtio-console if there is one, else COM1);
+  /// returns how many bytes it took.
+  public func receiveConsoleInput(_ bytes: ArraySlice<UInt8>) -> Int {
+    if let console = pci?.console { return console.receive(bytes) }
+    return serial.receive(bytes)
+  }
 
   /// Exit statistics summed over all vCPUs. Complete once `run()` has returned.
   public var statistics: ExitStatistics {

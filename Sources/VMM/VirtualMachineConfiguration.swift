@@ -1,3 +1,5 @@
+import DiskImage
+import Glibc
 import Machine
 
 /// Everything that describes a virtual machine, as one `Codable` value.
@@ -21,6 +23,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   public var disks: [DiskConfiguration] = []
   /// A virtio-rng device fed from the host's getrandom.
   public var entropy = false
+  /// Which device carries the console (the host terminal or the embedder's `ConsoleOutput`).
+  public var consoleDevice: ConsoleDevice = .serial
 
   /// The default amount of guest RAM.
   public static let defaultMemorySize: UInt64 = 256 << 20
@@ -40,6 +44,14 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   }
 }
 
+/// The device the console is attached to.
+public enum ConsoleDevice: String, Sendable, Equatable, Codable, CaseIterable {
+  /// COM1, the 16550A UART (the guest's ttyS0).
+  case serial
+  /// A virtio-console device (the guest's hvc0); COM1's output still reaches the console.
+  case virtio
+}
+
 /// What a virtual machine boots.
 public enum BootSource: Sendable, Equatable, Codable {
   /// A flat binary file loaded at 0x10000.
@@ -54,12 +66,27 @@ public enum BootSource: Sendable, Equatable, Codable {
 public struct DiskConfiguration: Sendable, Equatable, Codable {
   public var path: String
   /// nil: detected from the file.
-  public var format: String?
+  public var format: DiskImageFormat?
   public var readOnly: Bool
+  /// How the host caches the image's data.
+  public var cache: CacheMode
 
-  public init(path: String, format: String? = nil, readOnly: Bool = false) {
+  public init(path: String, format: DiskImageFormat? = nil, readOnly: Bool = false, cache: CacheMode = .writeback) {
     self.path = path
     self.format = format
     self.readOnly = readOnly
+    self.cache = cache
+  }
+
+  /// Opens the image as configured (the errors name the file and say what to do).
+  func open() throws(DiskImageError) -> any BlockBackend {
+    do {
+      return try DiskImage.open(path, format: format, writable: !readOnly, cache: cache)
+    } catch .io(let path, "open", EACCES) where !readOnly {
+      throw .invalid(
+        path: path, reason: "cannot be opened for writing (permission denied); add readonly=on to attach it read-only")
+    } catch .io(let path, "open", EROFS) where !readOnly {
+      throw .invalid(path: path, reason: "is on a read-only file system; add readonly=on to attach it read-only")
+    }
   }
 }

@@ -1,10 +1,14 @@
 import DiskImage
+import Glibc
 import GuestMemory
 import Synchronization
 
 /// virtio-blk (device type 2) over any `BlockBackend`: read, write, flush, get-id, discard,
 /// write-zeroes. Requests are checked against the disk's size and the guest's memory; a bad
 /// one gets IOERR or UNSUPP in its status byte and the device carries on.
+///
+/// With a `RequestExecutor`, every request of a kick runs on the executor's threads, so a
+/// deep queue becomes parallel host I/O; each completes into the used ring as it finishes.
 public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   public let deviceType: UInt16 = 2
   public let queueSizes: [UInt16] = [256]
@@ -13,6 +17,11 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   public let serial: String
   private let memory: GuestMemory
   private let queues = Mutex<[SplitVirtqueue]>([])
+  private let executor: (any RequestExecutor)?
+  /// Requests handed to the executor and not yet completed.
+  private let inFlight = Atomic<Int>(0)
+  /// Bumped by every reset: a request that finishes after one must not touch the new rings.
+  private let generation = Atomic<UInt64>(0)
   /// Requests served and bytes moved, for `--stats`.
   public let statistics = Mutex(Statistics())
 
@@ -50,9 +59,12 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   /// What the transport does when requests completed: raise the queue's interrupt.
   public var interrupt: @Sendable (Int) -> Void = { _ in }
 
-  public init(backend: any BlockBackend, memory: GuestMemory, serial: String = "skvm") {
+  public init(
+    backend: any BlockBackend, memory: GuestMemory, serial: String = "skvm", executor: (any RequestExecutor)? = nil
+  ) {
     self.backend = backend
     self.memory = memory
+    self.executor = executor
     self.serial = String(serial.utf8.prefix(20)) ?? "skvm"
   }
 
@@ -87,17 +99,59 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     self.queues.withLock { $0 = queues }
   }
 
+  /// Forgets the rings once every request in flight has completed (as QEMU drains on reset).
   public func reset() {
-    queues.withLock { $0 = [] }
+    queues.withLock { queues in
+      generation.add(1, ordering: .relaxed)
+      queues = []
+    }
+    while inFlight.load(ordering: .acquiring) > 0 { usleep(100) }
   }
 
   /// Serves every request available on queue `index` (the transport calls this on a kick,
   /// off the vCPU thread); returns false if the queue broke the rules (the transport sets NEEDS_RESET).
   @discardableResult
   public func notify(queue index: Int) -> Bool {
-    let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { serve($0) }
-    if notify { interrupt(index) }
+    guard let executor else {
+      let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { serve($0) }
+      if notify { interrupt(index) }
+      return !broken
+    }
+    let (chains, broken, epoch) = queues.withLock { queues -> ([DescriptorChain], Bool, UInt64) in
+      let epoch = generation.load(ordering: .relaxed)
+      guard queues.indices.contains(index) else { return ([], false, epoch) }
+      var chains: [DescriptorChain] = []
+      do {
+        while let chain = try queues[index].next(in: memory) { chains.append(chain) }
+      } catch {
+        return (chains, true, epoch)
+      }
+      return (chains, false, epoch)
+    }
+    for chain in chains {
+      inFlight.add(1, ordering: .relaxed)
+      executor.submit { [self] in
+        let written = serve(chain)
+        finish(chain.head, written: written, queue: index, epoch: epoch)
+        inFlight.subtract(1, ordering: .releasing)
+      }
+    }
     return !broken
+  }
+
+  /// Puts a finished request on the used ring (unless the device was reset meanwhile) and
+  /// interrupts the driver if it asked to be.
+  private func finish(_ head: UInt16, written: UInt32, queue index: Int, epoch: UInt64) {
+    let notify = queues.withLock { queues -> Bool in
+      guard generation.load(ordering: .relaxed) == epoch, queues.indices.contains(index) else { return false }
+      do {
+        try queues[index].complete(head, written: written, in: memory)
+        return try queues[index].shouldNotify(in: memory)
+      } catch {
+        return true
+      }
+    }
+    if notify { interrupt(index) }
   }
 
   /// Performs one request; returns the bytes written into the driver's buffers.

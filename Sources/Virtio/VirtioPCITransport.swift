@@ -4,8 +4,9 @@ import Synchronization
 
 /// Where a virtio-pci device's interrupts go: MSI-X messages, or the legacy INTx line.
 public protocol VirtioInterruptSink: Sendable {
-  /// Delivers an MSI-X message (the VMM turns it into a KVM MSI / irqfd).
-  func deliverMessage(address: UInt64, data: UInt32)
+  /// Delivers MSI-X vector `vector` of the function, whose table entry now holds this
+  /// message (the VMM keeps one irqfd route per vector and rewrites it when the message changes).
+  func deliverMessage(vector: Int, address: UInt64, data: UInt32)
   /// Raises or lowers the function's INTx line.
   func setLine(_ asserted: Bool)
 }
@@ -33,6 +34,9 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   private let memory: GuestMemory
   private let sink: any VirtioInterruptSink
   private let state: Mutex<State>
+  /// BAR 0's guest-physical address while memory decoding is on, else 0 (read on every MMIO access).
+  private let decodedBAR = Atomic<UInt64>(0)
+  private let barObserver = Mutex<@Sendable (UInt64?) -> Void>({ _ in })
 
   struct State {
     var space: PCIConfigSpace
@@ -95,13 +99,35 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   }
 
   public func configWrite(_ offset: Int, width: Int, value: UInt32) {
-    state.withLock { $0.space.write(offset, width: width, value: value) }
+    let decoded = state.withLock { state -> UInt64 in
+      state.space.write(offset, width: width, value: value)
+      return state.space.memoryEnabled ? state.space.barAddress(0) ?? 0 : 0
+    }
+    // A 64-bit BAR is written in two halves; the device follows each step, as hardware does.
+    if decodedBAR.exchange(decoded, ordering: .acquiringAndReleasing) != decoded {
+      let observer = barObserver.withLock { $0 }
+      observer(decoded == 0 ? nil : decoded)
+    }
   }
 
-  /// Where the driver put BAR 0 (nil until memory decoding is on and a base is set).
+  /// `observer` is called (on the thread that wrote configuration space) whenever BAR 0
+  /// moves, appears or stops decoding, with the new address or nil.
+  public func observeBAR(_ observer: @escaping @Sendable (UInt64?) -> Void) {
+    barObserver.withLock { $0 = observer }
+  }
+
+  /// Where BAR 0 decodes (nil until memory decoding is on and a base is set).
   public var barAddress: UInt64? {
-    state.withLock { state in state.space.memoryEnabled ? state.space.barAddress(0).flatMap { $0 == 0 ? nil : $0 } : nil
-    }
+    let address = decodedBAR.load(ordering: .acquiring)
+    return address == 0 ? nil : address
+  }
+
+  /// Whether `address` falls in BAR 0; the offset into it if so.
+  @inline(__always)
+  public func barOffset(of address: UInt64) -> UInt64? {
+    let base = decodedBAR.load(ordering: .relaxed)
+    guard base != 0, address >= base, address - base < Self.barSize else { return nil }
+    return address - base
   }
 
   // MARK: BAR 0
@@ -137,7 +163,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   public func barWrite(_ offset: UInt64, width: Int, value: UInt64) {
     var kick: Int?
     var effect = VirtioCommonConfig.Effect.none
-    var pendingDelivery: [(UInt64, UInt32)] = []
+    var pendingDelivery: [(Int, UInt64, UInt32)] = []
     state.withLock { state in
       switch offset {
       case Layout.common..<Layout.common + UInt64(VirtioCommonConfig.Register.size):
@@ -156,13 +182,15 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
         if Self.entry(state.msixTable, vector).masked == false, state.msixPending & (1 << UInt64(vector)) != 0 {
           state.msixPending &= ~(1 << UInt64(vector))
           let entry = Self.entry(state.msixTable, vector)
-          pendingDelivery.append((entry.address, entry.data))
+          pendingDelivery.append((vector, entry.address, entry.data))
         }
       default:
         break
       }
     }
-    for (address, data) in pendingDelivery { sink.deliverMessage(address: address, data: data) }
+    for (vector, address, data) in pendingDelivery {
+      sink.deliverMessage(vector: vector, address: address, data: data)
+    }
     switch effect {
     case .reset: device.reset()
     case .driverReady: activate()
@@ -227,7 +255,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
 
   private func deliver(vector: UInt16, isrBit: UInt8) {
     enum Route {
-      case message(UInt64, UInt32)
+      case message(Int, UInt64, UInt32)
       case line, nothing
     }
     let route = state.withLock { state -> Route in
@@ -240,13 +268,14 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
           state.msixPending |= 1 << UInt64(vector)
           return .nothing
         }
-        return .message(entry.address, entry.data)
+        return .message(Int(vector), entry.address, entry.data)
       }
       state.isr |= isrBit
-      return .line
+      // Command bit 10 (INTx disable) keeps the line low; the ISR still records the cause.
+      return UInt16(state.space.read(0x04, width: 2)) & 0x400 == 0 ? .line : .nothing
     }
     switch route {
-    case .message(let address, let data): sink.deliverMessage(address: address, data: data)
+    case .message(let vector, let address, let data): sink.deliverMessage(vector: vector, address: address, data: data)
     case .line: sink.setLine(true)
     case .nothing: break
     }

@@ -35,7 +35,11 @@ struct Run: ParsableCommand {
   @Option(help: ArgumentHelp("The kernel command line.", valueName: "text"))
   var cmdline: String?
 
-  @Option(help: "Where the guest console goes: serial (this terminal) or none.")
+  @Option(
+    help: """
+      The guest console on this terminal: serial (COM1, ttyS0), virtio (a virtio-console device, hvc0; \
+      COM1's output is shown too), or none.
+      """)
   var console: ConsoleChoice = .serial
 
   @Option(name: .customLong("flat"), help: ArgumentHelp("Boot this flat binary.", valueName: "file"))
@@ -64,7 +68,8 @@ struct Run: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Attach a virtio-blk disk (repeatable: /dev/vda, /dev/vdb, …): PATH[,format=raw|qcow2][,readonly=on].",
+      "Attach a virtio-blk disk (repeatable: /dev/vda, /dev/vdb, …): "
+        + "PATH[,format=raw|qcow2][,readonly=on][,cache=writeback|none]. cache=none bypasses the host's page cache (O_DIRECT).",
       valueName: "disk"))
   var disk: [String] = []
 
@@ -121,7 +126,8 @@ struct Run: ParsableCommand {
     if let flatPath {
       configuration.boot = .flat(path: flatPath, entry: flatEntry)
     } else if let kernel {
-      configuration.boot = .linux(kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=ttyS0")
+      configuration.boot = .linux(
+        kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=\(console == .virtio ? "hvc0" : "ttyS0")")
     } else if !hello {
       let kit: GuestKit
       do {
@@ -131,11 +137,13 @@ struct Run: ParsableCommand {
         throw ExitCode(1)
       }
       configuration.boot = .linux(
-        kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath, commandLine: cmdline ?? GuestKit.defaultCommandLine)
+        kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath,
+        commandLine: cmdline ?? GuestKit.defaultCommandLine(console: console == .virtio ? "hvc0" : "ttyS0"))
     }
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
     configuration.entropy = rng
+    configuration.consoleDevice = console == .virtio ? .virtio : .serial
     configuration.memorySize = try ByteSize.parse(memory)
     configuration.cpuCount = cpus
     configuration.timesExits = stats
@@ -154,7 +162,7 @@ struct Run: ParsableCommand {
     do {
       managed = try ManagedMachine(
         configuration: configuration,
-        console: console == .serial ? FileDescriptorConsoleOutput() : DiscardedConsoleOutput())
+        console: console == .none ? DiscardedConsoleOutput() : FileDescriptorConsoleOutput())
     } catch {
       printError("skvm: \(error)")
       throw ExitCode(1)
@@ -204,7 +212,7 @@ struct Run: ParsableCommand {
     throw ExitCode(exit.exitStatus)
   }
 
-  /// `PATH[,format=raw|qcow2][,readonly=on|off]`.
+  /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
   static func parseDisk(_ text: String) throws -> DiskConfiguration {
     let parts = text.split(separator: ",").map(String.init)
     guard let path = parts.first, !path.isEmpty else { throw ValidationError("--disk: a path is needed") }
@@ -212,11 +220,15 @@ struct Run: ParsableCommand {
     for option in parts.dropFirst() {
       let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
       switch (pair[0], pair.count == 2 ? pair[1] : "on") {
-      case ("format", let value) where ["raw", "qcow2"].contains(value): disk.format = value
+      case ("format", let value) where DiskImageFormat(rawValue: value) != nil:
+        disk.format = DiskImageFormat(rawValue: value)
       case ("readonly", "on"): disk.readOnly = true
       case ("readonly", "off"): disk.readOnly = false
+      case ("cache", let value) where CacheMode(rawValue: value) != nil:
+        disk.cache = CacheMode(rawValue: value) ?? .writeback
       default:
-        throw ValidationError("--disk \(text): unknown option '\(option)' (format=raw|qcow2, readonly=on|off)")
+        throw ValidationError(
+          "--disk \(text): unknown option '\(option)' (format=raw|qcow2, readonly=on|off, cache=writeback|none)")
       }
     }
     return disk
@@ -229,7 +241,7 @@ struct Run: ParsableCommand {
     do {
       let addresses = try qmp.map { value throws(MonitorAddress.ParseError) in try MonitorAddress(parsing: value) }
       let server = try MonitorServer(
-        addresses: addresses, machine: managed, serialBackend: console == .serial ? "stdio" : "null")
+        addresses: addresses, machine: managed, serialBackend: console == .none ? "null" : "stdio")
       try server.start()
       if addresses.contains(where: \.waitForClient) {
         printError("skvm: waiting for a monitor client on \(qmp.joined(separator: ", "))")
@@ -246,6 +258,7 @@ struct Run: ParsableCommand {
 /// Where `skvm run` sends the guest console.
 enum ConsoleChoice: String, ExpressibleByArgument, CaseIterable {
   case serial
+  case virtio
   case none
 }
 

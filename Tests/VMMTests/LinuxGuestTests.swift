@@ -126,6 +126,13 @@ struct LinuxGuestTests {
         "expect:WRITE-REFUSED",
         "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
         "expect:rng=virtio_rng.0 bytes=64",
+        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first).
+        "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
+        // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
+        "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
+        // Several requests in flight: 16 parallel readers, and the data is still right.
+        "send:for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do dd if=/dev/vda bs=4096 skip=$((i * 64)) count=64 iflag=direct 2>/dev/null | md5sum > /tmp/p$i & done; wait; echo distinct=$(cat /tmp/p* | sort -u | wc -l)",
+        "expect:distinct=16",
         "send:poweroff -f", "exit:0",
         // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
         "host:dd if=\(raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
@@ -135,6 +142,43 @@ struct LinuxGuestTests {
     #expect(session.transcript.contains("vda: ") && session.transcript.contains("rng: "), "--stats lists the devices")
     let check = try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), ["check", qcow2])
     #expect(check.status == 0, "\(check.output)")
+  }
+
+  @Test("--console virtio: the default guest's shell runs on hvc0, input and output")
+  func virtioConsole() throws {
+    let session = try LinuxGuestHost.session(
+      "virtio-console",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
+        "send:poweroff -f", "exit:0",
+      ],
+      skvm: ["run", "--console", "virtio", "--stats"])
+    #expect(session.passed, "\(session.transcript)")
+    #expect(session.transcript.contains("hvc0: "), "--stats counts the console's bytes")
+  }
+
+  @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
+  func virtioBlockOverINTx() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-intx-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let raw = directory.appendingPathComponent("disk.raw").path
+    var bytes = [UInt8](repeating: 0x2E, count: 1 << 20)
+    bytes.replaceSubrange(4096..<4096 + 12, with: Array("INTX-PATTERN".utf8))
+    try Data(bytes).write(to: URL(fileURLWithPath: raw))
+    let session = try LinuxGuestHost.session(
+      "virtio-intx",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 12; echo",
+        "expect:INTX-PATTERN",
+        // The interrupt is a level-triggered IOAPIC pin (GSI 17 for slot 1), not a message.
+        "send:echo intx=$(grep virtio0 /proc/interrupts | grep -c 'IO-APIC.*17-fasteoi')", "expect:intx=1",
+        "send:poweroff -f", "exit:0",
+      ],
+      skvm: ["run", "--disk", raw, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"])
+    #expect(session.passed, "\(session.transcript)")
   }
 
   @Test("The kit kernel as an ELF vmlinux (entered at its PVH note) boots with two CPUs")

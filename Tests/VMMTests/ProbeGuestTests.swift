@@ -1,3 +1,4 @@
+import Foundation
 import SwiftKVM
 import Testing
 
@@ -10,6 +11,34 @@ struct ProbeGuestTests {
     let run = try await GuestRunner.runProbe("hello")
     #expect(run.passed(expecting: ["running at CPL3"]), "\(run.output)")
     #expect(run.exit.exitStatus == 1)
+  }
+
+  @Test(
+    "virtio-blk from a probe: PCI enumeration, reads of the host's pattern, writes the host sees, bad requests, five in flight, and hostile chains the VMM survives"
+  )
+  func virtioBlock() async throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-probe-vblk-\(getpid()).raw").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let pattern = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: ($0 / 512) * 7 + 1) }
+    try Data(pattern).write(to: URL(fileURLWithPath: path))
+    var configuration = VirtualMachineConfiguration(
+      name: "virtio_blk", memorySize: 64 << 20,
+      boot: .flatImage(bytes: try ProbeBuilder.binary("virtio_blk"), entry: .long))
+    configuration.disks = [DiskConfiguration(path: path)]
+    let run = try await GuestRunner.run(configuration, timeout: 120)
+    #expect(
+      run.passed(expecting: [
+        "host bridge at 00.0", "virtio-blk found on bus 0", "capacity is 2048 sectors", "read sector 10 (host pattern)",
+        "write 8 sectors", "read back what was written", "get-id", "read past the end: IOERR",
+        "unknown type: UNSUPP", "five requests in one kick", "buffer outside guest memory: NEEDS_RESET",
+        "descriptor loop: NEEDS_RESET", "head index past the table: NEEDS_RESET",
+        "readable after writable: NEEDS_RESET",
+        "indirect table without INDIRECT_DESC: NEEDS_RESET", "available index jumps past the ring: NEEDS_RESET",
+        "served again after reset",
+      ]), "\(run.output)")
+    let file = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    #expect(file[200 * 512..<208 * 512].allSatisfy { $0 == 0xA5 }, "the guest's write is in the file")
+    #expect(file[199 * 512] == pattern[199 * 512] && file[208 * 512] == pattern[208 * 512], "and nothing beside it")
   }
 
   @Test("Port I/O (1/2/4 bytes), MMIO (1/2/4/8 bytes) and string I/O round-trip through a device")

@@ -1,6 +1,7 @@
 import DiskImage
 import Foundation
 import GuestMemory
+import Synchronization
 import Testing
 
 @testable import Virtio
@@ -20,11 +21,16 @@ struct VirtioBlockTests {
     var nextDescriptor: UInt16 = 0
     var interrupts = 0
 
-    init(readOnly: Bool = false) throws {
+    init(
+      readOnly: Bool = false, executor: (any RequestExecutor)? = nil,
+      wrap: (any BlockBackend) -> any BlockBackend = { $0 }
+    ) throws {
       memory = try GuestMemory(ranges: [(0, 1 << 20)])
       path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-vblk-\(UUID().uuidString).raw").path
       try Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 / 512) }).write(to: URL(fileURLWithPath: path))
-      device = VirtioBlock(backend: try RawImage(path: path, readOnly: readOnly), memory: memory, serial: "disk-0")
+      device = VirtioBlock(
+        backend: wrap(try RawImage(path: path, readOnly: readOnly)), memory: memory, serial: "disk-0",
+        executor: executor)
       let queue = SplitVirtqueue(
         size: 16, descriptorTable: VirtioBlockTests.table, availableRing: VirtioBlockTests.available,
         usedRing: VirtioBlockTests.used)
@@ -114,6 +120,74 @@ struct VirtioBlockTests {
     try rig.header(0, sector: 0, at: 0x10000)
     try rig.offer([(0x10000, 16, false), ((1 << 20) - 8, 512, true), (0x30000, 1, true)])
     #expect(!rig.device.notify(queue: 0))
+  }
+
+  /// Runs each job on a new thread.
+  struct ThreadPerJob: RequestExecutor {
+    func submit(_ work: @escaping @Sendable () -> Void) { Thread { work() }.start() }
+  }
+
+  /// Reads that take a while and record how many ran at once.
+  final class SlowReads: BlockBackend, @unchecked Sendable {
+    let inner: any BlockBackend
+    let running = Mutex((now: 0, peak: 0))
+    init(_ inner: any BlockBackend) { self.inner = inner }
+    var size: UInt64 { inner.size }
+    var isReadOnly: Bool { inner.isReadOnly }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+      running.withLock {
+        $0.now += 1
+        $0.peak = max($0.peak, $0.now)
+      }
+      usleep(50_000)
+      running.withLock { $0.now -= 1 }
+      try inner.read(into: buffer, at: offset)
+    }
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+      try inner.write(bytes, at: offset)
+    }
+    func flush() throws(DiskImageError) { try inner.flush() }
+    func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError) {
+      try inner.writeZeroes(at: offset, length: length)
+    }
+    func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {
+      try inner.discard(at: offset, length: length)
+    }
+    func close() { inner.close() }
+  }
+
+  @Test("With an executor, one kick's requests run in parallel and each completes with the right data")
+  func requestsInFlight() throws {
+    var slow: SlowReads?
+    let rig = try Rig(executor: ThreadPerJob()) { backend in
+      let wrapped = SlowReads(backend)
+      slow = wrapped
+      return wrapped
+    }
+    // Five requests of three descriptors fill the 16-entry ring.
+    for request in 0..<5 {
+      try rig.header(0, sector: UInt64(100 + request), at: 0x10000 + 0x100 * UInt64(request))
+      try rig.offer([
+        (0x10000 + 0x100 * UInt64(request), 16, false), (0x20000 + 0x1000 * UInt64(request), 512, true),
+        (0x30000 + UInt64(request), 1, true),
+      ])
+      try rig.memory.store(UInt8(0xFF), at: 0x30000 + UInt64(request))
+    }
+    #expect(rig.device.notify(queue: 0))
+    let deadline = Date().addingTimeInterval(10)
+    while try rig.memory.load(UInt16.self, at: Self.used + 2) < 5, Date() < deadline { usleep(1000) }
+    #expect(try rig.memory.load(UInt16.self, at: Self.used + 2) == 5, "every request completed")
+    for request in 0..<5 {
+      #expect(try rig.status(at: 0x30000 + UInt64(request)) == 0)
+      #expect(
+        try rig.memory.bytes(at: 0x20000 + 0x1000 * UInt64(request), length: 512).allSatisfy {
+          $0 == UInt8(100 + request)
+        })
+    }
+    #expect((slow?.running.withLock { $0.peak } ?? 0) >= 3, "requests overlapped")
+    // A reset waits for what is in flight, then the rings are forgotten.
+    rig.device.reset()
+    #expect(slow?.running.withLock { $0.now } == 0)
   }
 
   @Test("Config space reports capacity in sectors and the block size")

@@ -27,7 +27,7 @@ final class RecordingDevice: VirtioDevice, @unchecked Sendable {
 final class RecordingSink: VirtioInterruptSink, @unchecked Sendable {
   var messages: [(UInt64, UInt32)] = []
   var line = false
-  func deliverMessage(address: UInt64, data: UInt32) { messages.append((address, data)) }
+  func deliverMessage(vector: Int, address: UInt64, data: UInt32) { messages.append((address, data)) }
   func setLine(_ asserted: Bool) { line = asserted }
 }
 

@@ -9,4 +9,7 @@ int csys_fallocate(int fd, int mode, off_t offset, off_t length);
 /// getrandom(2): bytes written, or -1 with errno set.
 ssize_t csys_getrandom(void *buffer, size_t length);
 
+/// O_DIRECT, which Swift's Glibc module hides (it needs _GNU_SOURCE).
+extern const int csys_o_direct;
+
 #endif

@@ -1,7 +1,7 @@
 import Devices
 
 /// The ACPI tables SwiftKVM gives an x86 guest, laid out at one guest-physical base:
-/// RSDP, XSDT, FADT (with FACS), MADT and DSDT.
+/// RSDP, XSDT, FADT (with FACS), MADT, DSDT and, with PCI, MCFG.
 ///
 /// They describe N local APICs and one IOAPIC (so `--cpus N` works on kernels without
 /// MP tables), the PM1a registers used for soft-off and the power button (SCI on IRQ 9),
@@ -28,7 +28,9 @@ public struct ACPITables: Sendable {
     let facs = layout.place("FACS", Self.facs())
     let fadt = layout.place("FACP", Self.fadt(facs: facs, dsdt: dsdt))
     let madt = layout.place("APIC", Self.madt(cpuCount: cpuCount))
-    let xsdt = layout.place("XSDT", Self.xsdt(entries: [fadt, madt]))
+    var entries = [fadt, madt]
+    if pci { entries.append(layout.place("MCFG", Self.mcfg())) }
+    let xsdt = layout.place("XSDT", Self.xsdt(entries: entries))
     layout.write(Self.rsdp(xsdt: xsdt), at: rsdpOffset)
     bytes = layout.bytes
     addresses = layout.addresses.merging(["RSDP": base]) { first, _ in first }
@@ -153,15 +155,49 @@ public struct ACPITables: Sendable {
     return table.finished()
   }
 
-  /// PCI0: the PCI Express root bridge (bus 0), its I/O ports and memory window. Devices
-  /// use MSI-X, so no interrupt routing table is needed yet.
+  /// The IOAPIC pin (GSI) that INTx pin `pin` (0 = INTA) of the device in `slot` drives:
+  /// the usual swizzle over GSIs 16–23, which the DSDT's `_PRT` tells the guest.
+  public static func pciInterruptGSI(slot: Int, pin: Int) -> UInt32 { UInt32(16 + (slot + pin) % 8) }
+
+  /// PCI0: the PCI Express root bridge (bus 0), its I/O ports and memory window and its
+  /// interrupt routing (`_PRT`, for drivers without MSI-X); and a motherboard device that
+  /// reserves the ECAM range, which Linux requires before it uses MCFG.
   static func pciRoot() -> [UInt8] {
-    AML.device(
+    let routes = (1..<32).flatMap { slot in
+      (0..<4).map { pin in
+        AML.package([
+          AML.integer(UInt64(slot) << 16 | 0xFFFF), AML.integer(UInt64(pin)), AML.integer(0),
+          AML.integer(UInt64(pciInterruptGSI(slot: slot, pin: pin))),
+        ])
+      }
+    }
+    return AML.device(
       "PCI0",
       [
         AML.name("_HID", AML.eisaID("PNP0A08")), AML.name("_CID", AML.eisaID("PNP0A03")),
         AML.name("_UID", AML.integer(0)), AML.name("_SEG", AML.integer(0)), AML.name("_BBN", AML.integer(0)),
         AML.name("_CRS", AML.pciRootResources(memoryWindow: pciMemoryWindow)),
+        AML.name("_PRT", AML.package(routes)),
       ])
+      + AML.device(
+        "MRES",
+        [
+          AML.name("_HID", AML.eisaID("PNP0C02")), AML.name("_UID", AML.integer(1)),
+          AML.name(
+            "_CRS",
+            AML.memoryResource(
+              base: UInt32(X86MemoryMap.pciExpressECAM), length: UInt32(PCIExpressECAM.size))),
+        ])
+  }
+
+  /// MCFG: where ECAM configuration space for bus 0 of segment 0 lives.
+  static func mcfg() -> [UInt8] {
+    var table = ACPITable(signature: "MCFG", revision: 1)
+    table.append(UInt64(0))  // reserved
+    table.append(UInt64(X86MemoryMap.pciExpressECAM))
+    table.append(UInt16(0))  // segment
+    table.append([0, 0])  // buses 0–0
+    table.append(UInt32(0))
+    return table.finished()
   }
 }

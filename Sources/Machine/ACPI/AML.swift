@@ -37,9 +37,9 @@ public enum AML {
   /// `Name(NAME, object)`.
   public static func name(_ name: String, _ object: [UInt8]) -> [UInt8] { [0x08] + nameSegment(name) + object }
 
-  /// `Package() { elements }`.
+  /// `Package() { elements }` (at most 255 elements).
   public static func package(_ elements: [[UInt8]]) -> [UInt8] {
-    let body = [UInt8(elements.count)] + elements.flatMap { $0 }
+    let body = [UInt8(clamping: elements.count)] + elements.flatMap { $0 }
     return [0x12] + packageLength(body.count) + body
   }
 
@@ -66,6 +66,11 @@ public enum AML {
     let descriptor: [UInt8] =
       [0x47, 0x01] + littleEndian(port) + littleEndian(port) + [0x01, length]
     return buffer(descriptor + [0x79, 0x00])  // end tag; checksum 0 means "not computed"
+  }
+
+  /// A resource template with one fixed 32-bit memory range (read-write).
+  public static func memoryResource(base: UInt32, length: UInt32) -> [UInt8] {
+    buffer([0x86, 0x09, 0x00, 0x01] + littleEndian(base) + littleEndian(length) + [0x79, 0x00])
   }
 
   /// `EISAID("PNP0A03")`: three letters and four hex digits packed into a 32-bit integer.

@@ -31,4 +31,11 @@ public struct E820Map: Sendable, Equatable {
     }
     return E820Map(entries: entries)
   }
+
+  /// The map with `size` bytes at `address` also reserved (device ranges such as ECAM), kept in address order.
+  public func reserving(_ address: UInt64, size: UInt64) -> E820Map {
+    var entries = entries + [Entry(address: address, size: size, kind: .reserved)]
+    entries.sort { $0.address < $1.address }
+    return E820Map(entries: entries)
+  }
 }

@@ -1,0 +1,59 @@
+import Virtio
+
+/// A fixed set of OS threads that run block requests (host `pread`/`pwrite`/`fdatasync`
+/// block, so they never run on Swift concurrency's pool). Devices submit one job per request.
+final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
+  private let lock = ConditionLock()
+  private var jobs: [@Sendable () -> Void] = []
+  private var head = 0
+  private var stopping = false
+  private var threads: [OSThread] = []
+
+  /// Starts `count` workers named `name-N`; fewer if the system refuses threads (at least
+  /// one is needed, else the initializer throws).
+  init(count: Int, name: String) throws(KVMThreadError) {
+    for index in 0..<count {
+      do {
+        threads.append(try OSThread(name: "\(name)\(index)") { [self] in work() })
+      } catch {
+        if threads.isEmpty { throw error }
+        break
+      }
+    }
+  }
+
+  func submit(_ work: @escaping @Sendable () -> Void) {
+    lock.withLock {
+      jobs.append(work)
+      lock.signal()
+    }
+  }
+
+  private func work() {
+    while true {
+      let job = lock.withLock { () -> (@Sendable () -> Void)? in
+        lock.wait { head < jobs.count || stopping }
+        guard head < jobs.count else { return nil }
+        let job = jobs[head]
+        head += 1
+        if head == jobs.count {
+          jobs.removeAll(keepingCapacity: true)
+          head = 0
+        }
+        return job
+      }
+      guard let job else { return }
+      job()
+    }
+  }
+
+  /// Runs what was submitted, then stops and joins every worker.
+  func stop() {
+    lock.withLock {
+      stopping = true
+      lock.broadcast()
+    }
+    for thread in threads { thread.join() }
+    threads = []
+  }
+}
