@@ -20,7 +20,11 @@ final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
         break
       }
     }
+    threadCount = threads.count
   }
+
+  var parallelism: Int { threadCount }
+  private var threadCount = 0
 
   func submit(_ work: @escaping @Sendable () -> Void) {
     lock.withLock {

@@ -138,7 +138,8 @@ final class SharedInterruptLine: Sendable {
     asserted.withLock { asserted in
       let wasHigh = !asserted.isEmpty
       if high { asserted.insert(id) } else { asserted.remove(id) }
-      if wasHigh != !asserted.isEmpty || high { line.set(high: !asserted.isEmpty) }
+      // Level-triggered: only a change of level means anything to the IOAPIC.
+      if wasHigh != !asserted.isEmpty { line.set(high: !asserted.isEmpty) }
     }
   }
 }

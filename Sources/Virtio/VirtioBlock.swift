@@ -128,24 +128,30 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       }
       return (chains, false, epoch)
     }
-    for chain in chains {
+    // One job per worker, each serving its share of the batch in order and completing
+    // its requests together: fewer wake-ups and ring locks than a job per request.
+    let jobs = min(max(executor.parallelism, 1), chains.count)
+    for job in 0..<jobs {
+      let share = Array(chains[job...].enumerated().filter { $0.offset % jobs == 0 }.map(\.element))
       inFlight.add(1, ordering: .relaxed)
       executor.submit { [self] in
-        let written = serve(chain)
-        finish(chain.head, written: written, queue: index, epoch: epoch)
+        let written = share.map { serve($0) }
+        finish(zip(share.map(\.head), written), queue: index, epoch: epoch)
         inFlight.subtract(1, ordering: .releasing)
       }
     }
     return !broken
   }
 
-  /// Puts a finished request on the used ring (unless the device was reset meanwhile) and
+  /// Puts finished requests on the used ring (unless the device was reset meanwhile) and
   /// interrupts the driver if it asked to be.
-  private func finish(_ head: UInt16, written: UInt32, queue index: Int, epoch: UInt64) {
+  private func finish(
+    _ completions: Zip2Sequence<[UInt16], [UInt32]>, queue index: Int, epoch: UInt64
+  ) {
     let notify = queues.withLock { queues -> Bool in
       guard generation.load(ordering: .relaxed) == epoch, queues.indices.contains(index) else { return false }
       do {
-        try queues[index].complete(head, written: written, in: memory)
+        for (head, written) in completions { try queues[index].complete(head, written: written, in: memory) }
         return try queues[index].shouldNotify(in: memory)
       } catch {
         return true

@@ -124,6 +124,7 @@ struct VirtioBlockTests {
 
   /// Runs each job on a new thread.
   struct ThreadPerJob: RequestExecutor {
+    var parallelism: Int { 8 }
     func submit(_ work: @escaping @Sendable () -> Void) { Thread { work() }.start() }
   }
 
