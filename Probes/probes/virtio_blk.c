@@ -105,6 +105,17 @@ int main(unsigned cpu_count) {
   for (unsigned n = 0; n < 5; n++) batch = batch && statuses[n] == 0 && all_equal(buffer[n], 512, sector_byte(300 + n));
   check(batch, "five requests in one kick");
 
+  // Move BAR 0 (as an OS may when it rebalances resources): the device follows, the old
+  // address stops decoding, requests (and their kicks) work at the new place.
+  uint64_t old_common = device.common;
+  pci_write32(slot, 0x04, pci_read32(slot, 0x04) & ~2u);  // decoding off while the BAR changes
+  pci_write32(slot, 0x10, 0xe0200000u);
+  pci_write32(slot, 0x14, 0);
+  check(virtio_open(&device, slot) == 0 && device.common == 0xe0200000ull, "BAR 0 moved to 0xe0200000");
+  check(mmio_read32(old_common) == 0xffffffffu, "the old BAR address no longer decodes");
+  queue.notify = device.notify + (queue.notify - (old_common + (device.notify - device.common)));
+  check(read_sector_ok(12), "served at the new BAR address");
+
   // Hostile chains. Each uses descriptors 0..2 of the 16-entry table.
   uint16_t head = virtio_blk_prepare(&queue, 0, &hostile_header, VIRTIO_BLK_T_IN, 0, buffer[0], 512, &hostile_status);
   queue.desc[1].addr = 0x7fff00000000ull;  // far outside guest memory

@@ -82,11 +82,14 @@ public struct DiskConfiguration: Sendable, Equatable, Codable {
   func open() throws(DiskImageError) -> any BlockBackend {
     do {
       return try DiskImage.open(path, format: format, writable: !readOnly, cache: cache)
-    } catch .io(let path, "open", EACCES) where !readOnly {
-      throw .invalid(
-        path: path, reason: "cannot be opened for writing (permission denied); add readonly=on to attach it read-only")
-    } catch .io(let path, "open", EROFS) where !readOnly {
-      throw .invalid(path: path, reason: "is on a read-only file system; add readonly=on to attach it read-only")
+    } catch {
+      if case .io(let file, "open", let code) = error, !readOnly, code == EACCES || code == EPERM || code == EROFS {
+        throw .invalid(
+          path: file,
+          reason:
+            "cannot be opened for writing (\(String(cString: strerror(code)))); add readonly=on to attach it read-only")
+      }
+      throw error
     }
   }
 }

@@ -113,5 +113,17 @@ struct CommandLineTests {
     #expect(twice.status == 1 && twice.errors.contains("in use"), "\(twice.errors)")
     let option = try Self.skvm(["run", "--hello", "--disk", "/tmp/x.img,cache=maybe"])
     #expect(option.status != 0 && option.errors.contains("unknown option 'cache=maybe'"), "\(option.errors)")
+    let notQCow2 = try Self.skvm(["run", "--hello", "--disk", "\(path),format=qcow2"])
+    #expect(notQCow2.status == 1 && notQCow2.errors.contains("not a qcow2 image"), "\(notQCow2.errors)")
+    let direct = try Self.skvm(["run", "--hello", "--disk", "\(path),cache=none"])
+    #expect(direct.status == 0 && direct.output.contains("Hello"), "cache=none is accepted: \(direct.errors)")
+    // A file this process may not write (immutable, which binds even root): refused unless readonly=on.
+    if try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/chattr"), ["+i", path]).status == 0 {
+      defer { _ = try? ChildProcess.run(URL(fileURLWithPath: "/usr/bin/chattr"), ["-i", path]) }
+      let refused = try Self.skvm(["run", "--hello", "--disk", path])
+      #expect(refused.status == 1 && refused.errors.contains("readonly=on"), "\(refused.errors)")
+      let readOnly = try Self.skvm(["run", "--hello", "--disk", "\(path),readonly=on"])
+      #expect(readOnly.status == 0, "\(readOnly.errors)")
+    }
   }
 }

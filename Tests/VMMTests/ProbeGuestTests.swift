@@ -30,7 +30,9 @@ struct ProbeGuestTests {
       run.passed(expecting: [
         "host bridge at 00.0", "virtio-blk found on bus 0", "capacity is 2048 sectors", "read sector 10 (host pattern)",
         "write 8 sectors", "read back what was written", "get-id", "read past the end: IOERR",
-        "unknown type: UNSUPP", "five requests in one kick", "buffer outside guest memory: NEEDS_RESET",
+        "unknown type: UNSUPP", "five requests in one kick", "BAR 0 moved to 0xe0200000",
+        "the old BAR address no longer decodes", "served at the new BAR address",
+        "buffer outside guest memory: NEEDS_RESET",
         "descriptor loop: NEEDS_RESET", "head index past the table: NEEDS_RESET",
         "readable after writable: NEEDS_RESET",
         "indirect table without INDIRECT_DESC: NEEDS_RESET", "available index jumps past the ring: NEEDS_RESET",

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""dd through virtio-blk in the default guest, skvm against QEMU q35 on this machine's KVM.
+
+Boots each VMM with the same raw image as /dev/vda (host page cache on both: skvm
+cache=writeback, QEMU cache=writeback aio=threads), waits for SKVM-GUEST-READY, then runs
+O_DIRECT dd in the guest: sequential 1 MiB reads and writes, and 4 KiB reads. Each is timed
+on the host from sending the command to its end marker. Prints medians, MiB/s and ratios.
+
+    linux_dd.py --kernel K --initrd I --skvm PATH --image RAW [--runs N] [--mebibytes M]
+"""
+import argparse
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+COMMAND_LINE = "console=ttyS0 quiet panic=-1"
+
+
+def commands(arguments):
+    qemu = shutil.which("qemu-system-x86_64")
+    return {
+        "skvm": [arguments.skvm, "run", "--kernel", arguments.kernel, "--initrd", arguments.initrd,
+                 "--cmdline", COMMAND_LINE, "--memory", "256M", "--disk", f"{arguments.image},format=raw"],
+        "qemu-q35": [qemu, "-M", "q35", "-enable-kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+                     "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+                     "-kernel", arguments.kernel, "-initrd", arguments.initrd, "-append", COMMAND_LINE,
+                     "-drive", f"file={arguments.image},format=raw,if=none,id=d0,cache=writeback,aio=threads",
+                     "-device", "virtio-blk-pci,drive=d0"],
+    }
+
+
+def phases(mebibytes):
+    return [
+        ("seq-read-1M", mebibytes << 20, f"dd if=/dev/vda of=/dev/null bs=1M count={mebibytes} iflag=direct"),
+        ("seq-write-1M", mebibytes << 20, f"dd if=/dev/zero of=/dev/vda bs=1M count={mebibytes} oflag=direct"),
+        ("read-4K", mebibytes << 20, f"dd if=/dev/vda of=/dev/null bs=4K count={mebibytes * 256} iflag=direct"),
+    ]
+
+
+class Guest:
+    def __init__(self, command):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        self.output = b""
+
+    def wait_for(self, marker, timeout=600):
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if select.select([self.process.stdout], [], [], 0.5)[0]:
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                self.output += chunk
+                if marker in self.output:
+                    self.output = self.output[self.output.index(marker) + len(marker):]
+                    return time.perf_counter()
+        raise RuntimeError(f"no {marker!r}: {self.output[-400:].decode(errors='replace')}")
+
+    def send(self, line):
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def close(self):
+        self.send("poweroff -f")
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_once(command, mebibytes):
+    guest = Guest(command)
+    try:
+        guest.wait_for(b"SKVM-GUEST-READY")
+        times = {}
+        for number, (name, _, line) in enumerate(phases(mebibytes)):
+            # The marker is computed in the guest, so the echoed command line never matches it.
+            start = time.perf_counter()
+            guest.send(f"{line} 2>/dev/null; echo PHASE-$(({number} + 100))-DONE")
+            times[name] = guest.wait_for(f"PHASE-{number + 100}-DONE".encode()) - start
+        return times
+    finally:
+        guest.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for option in ("--kernel", "--initrd", "--skvm", "--image"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mebibytes", type=int, default=64)
+    arguments = parser.parse_args()
+    samples = {name: [] for name in commands(arguments)}
+    for run in range(arguments.runs):
+        for name, command in commands(arguments).items():
+            samples[name].append(run_once(command, arguments.mebibytes))
+            print(f"  {name} run {run + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
+    print(f"\ndd in the default guest, medians of {arguments.runs} ({arguments.mebibytes} MiB each; "
+          "ratio > 1: skvm faster)\n")
+    print(f"{'phase':<14}{'vmm':<10}{'seconds':>10}{'MiB/s':>10}{'IOPS':>10}{'ratio':>8}")
+    for name, size, line in phases(arguments.mebibytes):
+        block = 1 << 20 if "bs=1M" in line else 4096
+        medians = {vmm: statistics.median(s[name] for s in runs) for vmm, runs in samples.items()}
+        for vmm, seconds in medians.items():
+            print(f"{name:<14}{vmm:<10}{seconds:>10.2f}{size / seconds / 2**20:>10.1f}"
+                  f"{size / block / seconds:>10.0f}{medians[vmm] / medians['skvm']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
