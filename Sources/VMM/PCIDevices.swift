@@ -56,37 +56,37 @@ final class PCIDevices: @unchecked Sendable {
       do {
         backend = try disk.open()
       } catch {
+        closeDisks()
         workers?.stop()
         throw .disk(path: disk.path, reason: "\(error)")
       }
       let device = VirtioBlock(backend: backend, memory: memory, serial: "skvm-disk-\(index)", executor: workers)
-      let transport = makeTransport(device, memory: memory, slot: index + 1, classCode: 0x01_8000)
-      device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-      do { try plug(transport, slot: index + 1, bar: &nextBAR) } catch {
-        throw .disk(path: disk.path, reason: "\(error)")
-      }
       disks.append(device)
+      try add(device, classCode: 0x01_8000, memory: memory, bar: &nextBAR, name: disk.path)
     }
-    var slot = configurations.count + 1
     if let consoleOutput {
       let device = VirtioConsole(memory: memory, output: consoleOutput)
-      let transport = makeTransport(device, memory: memory, slot: slot, classCode: 0x07_8000)
-      device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-      do { try plug(transport, slot: slot, bar: &nextBAR) } catch {
-        throw .disk(path: "console", reason: "\(error)")
-      }
+      let transport = try add(device, classCode: 0x07_8000, memory: memory, bar: &nextBAR, name: "console")
+      device.queueBroken = { [weak transport] in transport?.markNeedsReset() }
       console = device
-      slot += 1
     }
     if wantsEntropy {
       let device = VirtioEntropy(memory: memory)
-      let transport = makeTransport(device, memory: memory, slot: slot, classCode: 0x00_FF00)
-      device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-      do { try plug(transport, slot: slot, bar: &nextBAR) } catch {
-        throw .disk(path: "entropy", reason: "\(error)")
-      }
+      try add(device, classCode: 0x00_FF00, memory: memory, bar: &nextBAR, name: "entropy")
       entropy = device
     }
+  }
+
+  /// Puts `device` behind a transport in the next free slot, its interrupts wired to it.
+  @discardableResult
+  private func add(
+    _ device: any VirtioDevice, classCode: UInt32, memory: GuestMemory, bar: inout UInt64, name: String
+  ) throws(VirtualMachineError) -> VirtioPCITransport {
+    let slot = transports.count + 1
+    let transport = makeTransport(device, memory: memory, slot: slot, classCode: classCode)
+    device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
+    do { try plug(transport, slot: slot, bar: &bar) } catch { throw .disk(path: name, reason: "\(error)") }
+    return transport
   }
 
   private func makeTransport(_ device: any VirtioDevice, memory: GuestMemory, slot: Int, classCode: UInt32)

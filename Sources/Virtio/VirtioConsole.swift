@@ -21,6 +21,9 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
   public let bytesReceived = Atomic<Int>(0)
   /// Raises the queue's interrupt (set by the transport's owner).
   public var interrupt: @Sendable (Int) -> Void = { _ in }
+  /// The receive queue broke the rules while host input was delivered (the transport's
+  /// owner sets DEVICE_NEEDS_RESET).
+  public var queueBroken: @Sendable () -> Void = {}
 
   public init(memory: GuestMemory, output: any ConsoleOutput) {
     self.memory = memory
@@ -52,10 +55,17 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
   public func receive(_ bytes: ArraySlice<UInt8>) -> Int {
     var taken = 0
     var notify = false
+    var broken = false
     queues.withLock { queues in
       guard queues.indices.contains(Self.receiveQueue) else { return }
       while taken < bytes.count {
-        guard let chain = try? queues[Self.receiveQueue].next(in: memory) else { break }
+        let next: DescriptorChain?
+        do { next = try queues[Self.receiveQueue].next(in: memory) } catch {
+          broken = true
+          queues = []  // served no more until the driver resets the device
+          break
+        }
+        guard let chain = next else { break }
         var written = 0
         for buffer in chain.writable where taken < bytes.count {
           let count = min(Int(buffer.length), bytes.count - taken)
@@ -71,6 +81,7 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
       if notify { notify = (try? queues[Self.receiveQueue].shouldNotify(in: memory)) ?? true }
     }
     bytesReceived.add(taken, ordering: .relaxed)
+    if broken { queueBroken() }
     if notify { interrupt(Self.receiveQueue) }
     return taken
   }

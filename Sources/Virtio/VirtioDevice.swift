@@ -18,6 +18,8 @@ public protocol VirtioDevice: AnyObject, Sendable {
   func notify(queue index: Int) -> Bool
   /// The driver reset the device: stop using the queues.
   func reset()
+  /// Set by the transport's owner before the guest runs: raises queue `index`'s interrupt.
+  var interrupt: @Sendable (Int) -> Void { get set }
 }
 
 /// Feature bits of the transport and rings (virtio 1.2 §6).

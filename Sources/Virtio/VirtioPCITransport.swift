@@ -232,7 +232,8 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     device.activate(queues: queues, features: features)
   }
 
-  private func markNeedsReset() {
+  /// Sets DEVICE_NEEDS_RESET and tells the driver (a device found its queue broken outside a kick).
+  public func markNeedsReset() {
     state.withLock { $0.common.markNeedsReset() }
     signalConfigChange()
   }

@@ -7,6 +7,7 @@ import Testing
 
 /// A device that records what the transport tells it.
 final class RecordingDevice: VirtioDevice, @unchecked Sendable {
+  var interrupt: @Sendable (Int) -> Void = { _ in }
   let deviceType: UInt16 = 4
   let deviceFeatures: UInt64 = 0
   let queueSizes: [UInt16] = [64]
