@@ -73,7 +73,8 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     return table
   }
 
-  /// MSI-X at 0x40, then the virtio capabilities: common, notify, ISR, device, PCI access.
+  /// MSI-X at 0x40, then the virtio capabilities (common, notify, ISR, device, PCI access),
+  /// then PCI Express at 0xA4.
   private static func addCapabilities(to space: inout PCIConfigSpace, vectors: Int) {
     space.setCapabilityList(at: 0x40)
     func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
@@ -89,7 +90,16 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     virtio(2, at: 0x5C, next: 0x70, region: Layout.notify, length: 0x800, extra: le32(Layout.notifyMultiplier))
     virtio(3, at: 0x70, next: 0x80, region: Layout.isr, length: 1)
     virtio(4, at: 0x80, next: 0x90, region: Layout.device, length: 0x1000)
-    virtio(5, at: 0x90, next: 0, region: 0, length: 0, extra: [0, 0, 0, 0])
+    virtio(5, at: 0x90, next: 0xA4, region: 0, length: 0, extra: [0, 0, 0, 0])
+    // PCI Express (version 2, root-complex integrated endpoint, as QEMU's virtio devices on
+    // a q35 root bus): the guest then uses extended configuration space, through ECAM.
+    var express = [UInt8](repeating: 0, count: 0x3C)
+    express[0] = 0x10
+    express[2] = 0x92  // capability version 2, device/port type 9
+    var writable = [UInt8](repeating: 0, count: 0x3C)
+    writable[8] = 0xFF  // device control
+    writable[9] = 0xFF
+    space.setDeviceBytes(express, at: 0xA4, writable: writable)
   }
 
   // MARK: Configuration space

@@ -126,8 +126,10 @@ struct LinuxGuestTests {
         "expect:WRITE-REFUSED",
         "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
         "expect:rng=virtio_rng.0 bytes=64",
-        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first).
+        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first) and
+        // reaches the PCI Express functions' extended configuration space through it.
         "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
+        "send:echo config=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:config=4096",
         // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
         "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
         // Several requests in flight: 16 parallel readers, and the data is still right.
