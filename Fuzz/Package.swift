@@ -16,7 +16,10 @@ let package = Package(
       name: "FuzzImage", dependencies: ["FuzzSupport", .product(name: "DiskImage", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     .executableTarget(
-      name: "FuzzVirtqueue", dependencies: ["FuzzSupport", .product(name: "Virtio", package: "SwiftKVM")],
+      name: "FuzzVirtqueue",
+      dependencies: [
+        "FuzzSupport", .product(name: "Virtio", package: "SwiftKVM"), .product(name: "DiskImage", package: "SwiftKVM"),
+      ],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
   ]
 )
