@@ -119,7 +119,8 @@ struct CommandLineTests {
     // Accepted where the file system does O_DIRECT; else one clear sentence (the lane's overlay on 9p).
     #expect(
       (direct.status == 0 && direct.output.contains("Hello"))
-        || (direct.status == 1 && direct.errors.contains("cache=none needs O_DIRECT") && direct.errors.contains("cache=writeback")),
+        || (direct.status == 1 && direct.errors.contains("cache=none needs O_DIRECT")
+          && direct.errors.contains("cache=writeback")),
       "\(direct.errors)")
     // A file this process may not write (immutable, which binds even root): refused unless readonly=on.
     if try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/chattr"), ["+i", path]).status == 0 {
