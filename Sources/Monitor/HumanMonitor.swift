@@ -18,6 +18,7 @@ struct HumanMonitor {
     info kvm -- show KVM information
     info name -- show the current VM name
     info qtree -- show device tree
+    info pci -- show PCI info
     info registers [-a] -- show the cpu registers (-a: all CPUs)
     info status -- show the current VM status (running|paused)
     info version -- show the version of SwiftKVM
@@ -77,11 +78,39 @@ struct HumanMonitor {
       }
     case "qtree":
       return qtree
+    case "pci":
+      return pci
     case nil:
-      return "info: a subcommand is needed: status, kvm, name, version, cpus, registers, qtree\r\n"
+      return "info: a subcommand is needed: status, kvm, name, version, cpus, registers, qtree, pci\r\n"
     case let other?:
       return "info: unknown subcommand '\(other)'\r\n"
     }
+  }
+
+  /// The PCI functions, in QEMU's `info pci` format.
+  private var pci: String {
+    func hex(_ value: some BinaryInteger, _ width: Int) -> String {
+      let digits = String(value, radix: 16)
+      return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+    var lines: [String] = []
+    for function in commands.machine.machine.pciFunctions {
+      lines.append(
+        "  Bus  0, device \(String(repeating: " ", count: function.slot < 10 ? 2 : 1))\(function.slot), function 0:")
+      lines.append("    \(function.classDescription): PCI device \(hex(function.vendor, 4)):\(hex(function.device, 4))")
+      lines.append("      PCI subsystem \(hex(function.subsystemVendor, 4)):\(hex(function.subsystem, 4))")
+      if function.interruptPin != 0 {
+        let pin = Character(UnicodeScalar(UInt8(64) + function.interruptPin))
+        lines.append("      IRQ \(function.interruptLine), pin \(pin)")
+      }
+      for region in function.regions {
+        lines.append(
+          "      BAR\(region.bar): \(region.is64Bit ? "64" : "32") bit \(region.prefetchable ? "prefetchable " : "")memory at "
+            + "0x\(hex(region.address, 8)) [0x\(hex(region.address + region.size - 1, 8))].")
+      }
+      lines.append("      id \"\"")
+    }
+    return lines.map { $0 + "\r\n" }.joined()
   }
 
   /// The machine's devices, grouped by address space, in the spirit of QEMU's `info qtree`.

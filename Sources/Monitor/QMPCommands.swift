@@ -36,6 +36,7 @@ final class QMPCommands: @unchecked Sendable {
       "query-cpus-fast": noArguments { [unowned self] in self.cpus },
       "query-block": noArguments { [unowned self] in self.blocks },
       "query-chardev": noArguments { [unowned self] in self.chardevs },
+      "query-pci": noArguments { [unowned self] in self.pci },
       "stop": action { [unowned self] in self.machine.pause() },
       "cont": action { [unowned self] in self.machine.resume() },
       "system_reset": action { [unowned self] in self.machine.reset() },
@@ -115,10 +116,39 @@ final class QMPCommands: @unchecked Sendable {
           "drv": (disk.format ?? (try? DiskImage.detectFormat(disk.path)) ?? .raw).rawValue, "encrypted": false,
           "backing_file_depth": 0, "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
           "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
-          "cache": ["writeback": true, "direct": false, "no-flush": false],
+          "cache": ["writeback": true, "direct": disk.cache == .none, "no-flush": false],
         ] as [String: Any],
       ]
     }
+  }
+
+  /// Bus 0 and its functions, in QEMU's `PciInfo` shape.
+  var pci: [[String: Any]] {
+    let functions = machine.machine.pciFunctions
+    guard !functions.isEmpty else { return [] }
+    let devices: [[String: Any]] = functions.map { function in
+      var device: [String: Any] = [
+        "bus": 0, "slot": function.slot, "function": 0,
+        "class_info": ["class": Int(function.classCode), "desc": function.classDescription],
+        "id": [
+          "vendor": Int(function.vendor), "device": Int(function.device),
+          "subsystem-vendor": Int(function.subsystemVendor), "subsystem": Int(function.subsystem),
+        ],
+        "qdev_id": "",
+        "regions": function.regions.map { region -> [String: Any] in
+          [
+            "bar": region.bar, "type": "memory", "address": Int(region.address), "size": Int(region.size),
+            "prefetch": region.prefetchable, "mem_type_64": region.is64Bit,
+          ]
+        },
+      ]
+      if function.interruptPin != 0 {
+        device["irq_pin"] = Int(function.interruptPin)
+        device["irq"] = Int(function.interruptLine)
+      }
+      return device
+    }
+    return [["bus": 0, "devices": devices]]
   }
 
   var chardevs: [[String: Any]] {

@@ -135,6 +135,14 @@ final class PCIDevices: @unchecked Sendable {
     return lines
   }
 
+  /// Every function on bus 0, as the guest sees it now.
+  var functionSummaries: [PCIFunctionSummary] {
+    bus.attached.compactMap { slot, function in
+      let sizes = function is VirtioPCITransport ? [0: VirtioPCITransport.barSize] : [:]
+      return PCIFunctionSummary.read(bus, slot: slot, barSizes: sizes)
+    }
+  }
+
   /// Starts one I/O thread per device, fed by ioeventfds on the notify registers.
   func startIOThreads() {
     for (index, transport) in transports.enumerated() {

@@ -361,6 +361,9 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Per-device request counts and bytes (virtio devices), one line each.
   public var deviceStatistics: [String] { pci?.statisticsLines ?? [] }
 
+  /// The functions on PCI bus 0 (empty when the machine has no PCI devices).
+  public var pciFunctions: [PCIFunctionSummary] { pci?.functionSummaries ?? [] }
+
   /// Hands console input to the console device (virtio-console if there is one, else COM1);
   /// returns how many bytes it took.
   public func receiveConsoleInput(_ bytes: ArraySlice<UInt8>) -> Int {

@@ -100,7 +100,7 @@ async def lifecycle(machine, cpus):
     names = {entry["name"] for entry in await client.execute("query-commands")}
     wanted = {"qmp_capabilities", "query-version", "query-commands", "query-name", "query-status", "stop", "cont",
               "system_reset", "system_powerdown", "quit", "query-cpus-fast", "query-kvm", "query-block",
-              "query-chardev", "human-monitor-command"}
+              "query-chardev", "query-pci", "human-monitor-command"}
     check(wanted <= names, f"query-commands lists every command (missing {wanted - names})")
     check(await client.execute("query-kvm") == {"enabled": True, "present": True}, "query-kvm")
     kvm = await client.execute("human-monitor-command", {"command-line": "info kvm"})
@@ -138,6 +138,17 @@ async def lifecycle(machine, cpus):
     blocks = await client.execute("query-block")
     check(len(blocks) == 1 and blocks[0]["inserted"]["file"] == machine.disk and blocks[0]["inserted"]["ro"] is False,
           f"query-block lists the disk ({blocks})")
+    pci = await client.execute("query-pci")
+    devices = {d["slot"]: d for d in pci[0]["devices"]}
+    check((devices[0]["id"]["vendor"], devices[0]["id"]["device"]) == (0x1B36, 0x0008)
+          and devices[1]["id"]["vendor"] == 0x1AF4 and devices[1]["id"]["device"] == 0x1042
+          and devices[1]["class_info"]["class"] == 0x0180 and devices[1]["irq_pin"] == 1 and devices[1]["irq"] == 17
+          and devices[1]["regions"] == [{"bar": 0, "type": "memory", "address": 0xE0000000, "size": 0x4000,
+                                         "prefetch": False, "mem_type_64": True}],
+          f"query-pci lists the host bridge and the virtio-blk function with its BAR ({pci})")
+    info_pci = await client.execute("human-monitor-command", {"command-line": "info pci"})
+    check("Storage controller: PCI device 1af4:1042" in info_pci
+          and "BAR0: 64 bit memory at 0xe0000000 [0xe0003fff]." in info_pci, f"info pci ({info_pci!r})")
     qtree = await client.execute("human-monitor-command", {"command-line": "info qtree"})
     check("SerialPort" in qtree and "0x3f8" in qtree, "info qtree lists the devices")
 
