@@ -22,7 +22,7 @@ final class ImageFile: @unchecked Sendable {
     self.path = path
     self.writable = writable
     let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (create ? O_CREAT : 0)
-    let fd = open(path, flags, 0o644)
+    var fd = open(path, flags, 0o644)
     guard fd >= 0 else { throw .io(path: path, operation: create ? "create" : "open", errno: errno) }
     var status = stat()
     guard fstat(fd, &status) == 0 else {
@@ -44,6 +44,19 @@ final class ImageFile: @unchecked Sendable {
       let code = errno
       Glibc.close(fd)
       throw .io(path: path, operation: "truncate", errno: code)
+    }
+    if create {
+      // ext4 writes back a file truncated to zero when that descriptor is closed
+      // (auto_da_alloc), which would make the end of a whole conversion wait for the disk:
+      // let that happen now, while the file is empty, and work through a fresh descriptor.
+      let fresh = open(path, O_RDWR | O_CLOEXEC)
+      Glibc.close(fd)
+      guard fresh >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
+      guard flock(fresh, LOCK_EX | LOCK_NB) == 0 else {
+        Glibc.close(fresh)
+        throw .invalid(path: path, reason: "was taken by another process that writes to it while it was created")
+      }
+      fd = fresh
     }
     if cache == .none {
       directFD = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | csys_o_direct)

@@ -152,6 +152,8 @@ final class PCIDevices: @unchecked Sendable {
     }
   }
 
+  deinit { stopIOThreads() }
+
   /// Stops the I/O threads, letting requests in flight finish.
   func stopIOThreads() {
     for notifier in notifiers { notifier.stop() }
