@@ -72,6 +72,11 @@ struct ImgCommandTests {
     #expect(try Data(contentsOf: URL(fileURLWithPath: directory + "/back.raw")) == Data(data))
     let same = try CommandLineTests.skvm(["img", "compare", directory + "/source.raw", directory + "/plain.qcow2"])
     #expect(same.status == 0 && same.output.contains("Images are identical."))
+    // Several threads copy, but qcow2 clusters are allocated in guest order, as with qemu-img.
+    let map = try Self.qemuImg(["map", "--output=json", directory + "/plain.qcow2"])
+    let entries = try #require(try JSONSerialization.jsonObject(with: Data(map.output.utf8)) as? [[String: Any]])
+    let hostOffsets = entries.filter { $0["data"] as? Bool == true }.compactMap { $0["offset"] as? Int }
+    #expect(hostOffsets.count > 1 && hostOffsets == hostOffsets.sorted(), "\(hostOffsets)")
   }
 
   @Test("check reports leaks with status 3 and -r leaks repairs them; clean images give 0")
