@@ -78,7 +78,10 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
         else { break }
         notify = true
       }
-      if notify { notify = (try? queues[Self.receiveQueue].shouldNotify(in: memory)) ?? true }
+      // (A queue found broken above is gone: nothing to decide on.)
+      if notify, queues.indices.contains(Self.receiveQueue) {
+        notify = (try? queues[Self.receiveQueue].shouldNotify(in: memory)) ?? true
+      }
     }
     bytesReceived.add(taken, ordering: .relaxed)
     if broken { queueBroken() }

@@ -60,4 +60,23 @@ struct VirtioConsoleTests {
     #expect(
       console.bytesTransmitted.load(ordering: .relaxed) == 16 && console.bytesReceived.load(ordering: .relaxed) == 2)
   }
+
+  @Test(
+    "A good receive buffer then one outside memory in the same delivery: the good one is filled, the queue reported broken (found by the fuzzer)"
+  )
+  func brokenAfterInput() throws {
+    let memory = try GuestMemory(ranges: [(0, 1 << 20)])
+    let console = VirtioConsole(memory: memory, output: Captured())
+    let broken = Mutex(false)
+    console.queueBroken = { broken.withLock { $0 = true } }
+    let rings = Self.rings(0)
+    let queue = SplitVirtqueue(
+      size: 8, descriptorTable: rings.table, availableRing: rings.available, usedRing: rings.used)
+    console.activate(queues: [queue, queue], features: 0)
+    try Self.offer(memory, queue: 0, slot: 0, address: 0x30000, length: 2, writable: true)
+    try Self.offer(memory, queue: 0, slot: 1, address: 0xFFFF_0000, length: 64, writable: true)
+    #expect(console.receive(Array("hello".utf8)[...]) == 2)
+    #expect(try memory.bytes(at: 0x30000, length: 2) == Array("he".utf8))
+    #expect(broken.withLock { $0 })
+  }
 }

@@ -1,3 +1,4 @@
+import Devices
 import DiskImage
 import FuzzSupport
 import GuestMemory
@@ -8,7 +9,7 @@ import Virtio
 /// and completing them must end in chains or a `VirtqueueError`: never a crash or an
 /// access outside guest memory. With bit 2 of the first byte set, the same rings feed a
 /// whole virtio-blk device (headers, request types, sectors, discard segments all from the
-/// input) over a 64 KiB in-memory disk.
+/// input) over a 64 KiB in-memory disk; with bit 3, a virtio-console (transmit and receive).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size >= 2, let memory = FuzzMemory.shared else { return 0 }
@@ -24,6 +25,14 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     _ = device.notify(queue: 0)
     return 0
   }
+  if data[0] & 8 != 0 {
+    // virtio-console: the same rings as its transmit queue, and as its receive queue for host input.
+    let console = VirtioConsole(memory: memory, output: DiscardedOutput())
+    console.activate(queues: [queue, queue], features: 0)
+    _ = console.notify(queue: 1)
+    _ = console.receive(Array(repeating: 0x41, count: 300)[...])
+    return 0
+  }
   for _ in 0..<32 {
     do {
       guard let chain = try queue.next(in: memory) else { break }
@@ -34,6 +43,11 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
   }
   return 0
+}
+
+/// Console output nobody reads.
+struct DiscardedOutput: ConsoleOutput {
+  func write(_ bytes: UnsafeRawBufferPointer) {}
 }
 
 /// A 64 KiB disk in memory, so the fuzzer measures the device, not the file system.
