@@ -9,8 +9,8 @@ import Virtio
 final class InterruptRouting: Sendable {
   /// GSIs below this are the irqchip pins (IOAPIC 0–23); MSI routes take the ones above.
   static let firstMessageGSI: UInt32 = 24
-  /// KVM's routing table holds at most this many GSIs on x86 (KVM_MAX_IRQ_ROUTES is larger;
-  /// this bounds what one VM can ask of the kernel).
+  /// The last GSI handed to a vector (KVM allows 4096 routes on x86): this bounds what one
+  /// VM can ask of the kernel.
   static let lastMessageGSI: UInt32 = 1023
 
   private let vm: KVMVirtualMachine

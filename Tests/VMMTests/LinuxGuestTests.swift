@@ -160,6 +160,24 @@ struct LinuxGuestTests {
     #expect(session.transcript.contains("hvc0: "), "--stats counts the console's bytes")
   }
 
+  @Test("With two vCPUs, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted: interrupts arrive on both")
+  func msiAffinity() throws {
+    let session = try LinuxGuestHost.session(
+      "msi-affinity",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
+        "expect:irq-found-1",
+        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
+        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
+          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
+        "expect:both=1",
+        "send:poweroff -f", "exit:0",
+      ],
+      skvm: ["run", "--cpus", "2", "--rng"])
+    #expect(session.passed, "\(session.transcript)")
+  }
+
   @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
   func virtioBlockOverINTx() throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-intx-\(getpid())")
