@@ -8,6 +8,8 @@ final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
   private var head = 0
   private var stopping = false
   private var threads: [OSThread] = []
+  /// Workers started (set once, at the end of init; `threads` empties on stop).
+  private(set) var parallelism = 0
 
   /// Starts `count` workers named `name-N`; fewer if the system refuses threads (at least
   /// one is needed, else the initializer throws).
@@ -20,11 +22,8 @@ final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
         break
       }
     }
-    threadCount = threads.count
+    parallelism = threads.count
   }
-
-  var parallelism: Int { threadCount }
-  private var threadCount = 0
 
   func submit(_ work: @escaping @Sendable () -> Void) {
     lock.withLock {

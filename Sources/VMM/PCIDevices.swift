@@ -137,10 +137,7 @@ final class PCIDevices: @unchecked Sendable {
 
   /// Every function on bus 0, as the guest sees it now.
   var functionSummaries: [PCIFunctionSummary] {
-    bus.attached.compactMap { slot, function in
-      let sizes = function is VirtioPCITransport ? [0: VirtioPCITransport.barSize] : [:]
-      return PCIFunctionSummary.read(bus, slot: slot, barSizes: sizes)
-    }
+    bus.attached.map { slot, function in PCIFunctionSummary(slot: slot, space: function.configSpace) }
   }
 
   /// Starts one I/O thread per device, fed by ioeventfds on the notify registers.

@@ -36,32 +36,23 @@ public struct PCIFunctionSummary: Sendable, Equatable {
     }
   }
 
-  /// Reads the summary of the function in `slot` from `bus`; nil when the slot is empty.
-  static func read(_ bus: PCIBus, slot: Int, barSizes: [Int: UInt64]) -> PCIFunctionSummary? {
-    func config(_ offset: Int, _ width: Int) -> UInt32 {
-      bus.read(bus: 0, device: slot, function: 0, offset: offset, width: width)
+  /// The summary of the function in `slot` whose configuration space is `space`; BARs are
+  /// listed once the guest (or skvm as firmware) has given them an address.
+  init(slot: Int, space: PCIConfigSpace) {
+    func config(_ offset: Int, _ width: Int) -> UInt32 { space.read(offset, width: width) }
+    self.slot = slot
+    vendor = UInt16(truncatingIfNeeded: config(0, 2))
+    device = UInt16(truncatingIfNeeded: config(2, 2))
+    subsystemVendor = UInt16(truncatingIfNeeded: config(0x2C, 2))
+    subsystem = UInt16(truncatingIfNeeded: config(0x2E, 2))
+    classCode = UInt16(truncatingIfNeeded: config(0x0A, 2))
+    interruptPin = UInt8(truncatingIfNeeded: config(0x3D, 1))
+    interruptLine = UInt8(truncatingIfNeeded: config(0x3C, 1))
+    regions = space.bars.sorted { $0.key < $1.key }.compactMap { index, bar in
+      guard bar.kind != .io, let address = space.barAddress(index), address != 0 else { return nil }
+      return Region(
+        bar: index, address: address, size: bar.size, is64Bit: bar.kind == .memory64, prefetchable: bar.prefetchable)
     }
-    let vendor = UInt16(truncatingIfNeeded: config(0, 2))
-    guard vendor != 0xFFFF else { return nil }
-    var regions: [Region] = []
-    var index = 0
-    while index < 6 {
-      let low = config(0x10 + 4 * index, 4)
-      let is64Bit = low & 0x7 == 0x4
-      let high = is64Bit && index < 5 ? UInt64(config(0x14 + 4 * index, 4)) << 32 : 0
-      let address = high | UInt64(low & ~0xF)
-      if low & 1 == 0, address != 0, let size = barSizes[index] {
-        regions.append(
-          Region(bar: index, address: address, size: size, is64Bit: is64Bit, prefetchable: low & 0x8 != 0))
-      }
-      index += is64Bit ? 2 : 1
-    }
-    return PCIFunctionSummary(
-      slot: slot, vendor: vendor, device: UInt16(truncatingIfNeeded: config(2, 2)),
-      subsystemVendor: UInt16(truncatingIfNeeded: config(0x2C, 2)),
-      subsystem: UInt16(truncatingIfNeeded: config(0x2E, 2)),
-      classCode: UInt16(truncatingIfNeeded: config(0x0A, 2)), interruptPin: UInt8(truncatingIfNeeded: config(0x3D, 1)),
-      interruptLine: UInt8(truncatingIfNeeded: config(0x3C, 1)), regions: regions)
   }
 }
 

@@ -117,47 +117,28 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       if notify { interrupt(index) }
       return !broken
     }
-    let (chains, broken, epoch) = queues.withLock { queues -> ([DescriptorChain], Bool, UInt64) in
-      let epoch = generation.load(ordering: .relaxed)
-      guard queues.indices.contains(index) else { return ([], false, epoch) }
-      var chains: [DescriptorChain] = []
-      do {
-        while let chain = try queues[index].next(in: memory) { chains.append(chain) }
-      } catch {
-        return (chains, true, epoch)
-      }
-      return (chains, false, epoch)
+    let (chains, broken, epoch) = queues.withLock { queues in
+      let taken = VirtqueueService.takeAvailable(&queues, index: index, memory: memory)
+      return (taken.chains, taken.broken, generation.load(ordering: .relaxed))
     }
     // One job per worker, each serving its share of the batch in order and completing
     // its requests together: fewer wake-ups and ring locks than a job per request.
     let jobs = min(max(executor.parallelism, 1), chains.count)
     for job in 0..<jobs {
-      let share = Array(chains[job...].enumerated().filter { $0.offset % jobs == 0 }.map(\.element))
+      let share = stride(from: job, to: chains.count, by: jobs).map { chains[$0] }
       inFlight.add(1, ordering: .relaxed)
       executor.submit { [self] in
-        let written = share.map { serve($0) }
-        finish(zip(share.map(\.head), written), queue: index, epoch: epoch)
+        let completions = share.map { (head: $0.head, written: serve($0)) }
+        let notify = queues.withLock { queues in
+          // A reset since the kick: these requests belong to rings that are gone.
+          generation.load(ordering: .relaxed) == epoch
+            && VirtqueueService.complete(completions, &queues, index: index, memory: memory)
+        }
+        if notify { interrupt(index) }
         inFlight.subtract(1, ordering: .releasing)
       }
     }
     return !broken
-  }
-
-  /// Puts finished requests on the used ring (unless the device was reset meanwhile) and
-  /// interrupts the driver if it asked to be.
-  private func finish(
-    _ completions: Zip2Sequence<[UInt16], [UInt32]>, queue index: Int, epoch: UInt64
-  ) {
-    let notify = queues.withLock { queues -> Bool in
-      guard generation.load(ordering: .relaxed) == epoch, queues.indices.contains(index) else { return false }
-      do {
-        for (head, written) in completions { try queues[index].complete(head, written: written, in: memory) }
-        return try queues[index].shouldNotify(in: memory)
-      } catch {
-        return true
-      }
-    }
-    if notify { interrupt(index) }
   }
 
   /// Performs one request; returns the bytes written into the driver's buffers.

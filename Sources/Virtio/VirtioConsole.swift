@@ -70,7 +70,8 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
         for buffer in chain.writable where taken < bytes.count {
           let count = min(Int(buffer.length), bytes.count - taken)
           let start = bytes.startIndex + taken
-          guard (try? memory.write(Array(bytes[start..<start + count]), to: buffer.address)) != nil else { break }
+          guard let target = try? memory.buffer(at: buffer.address, length: count) else { break }
+          bytes[start..<start + count].withUnsafeBytes { target.copyMemory(from: $0) }
           taken += count
           written += count
         }

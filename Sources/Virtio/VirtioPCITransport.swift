@@ -126,6 +126,8 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     barObserver.withLock { $0 = observer }
   }
 
+  public var configSpace: PCIConfigSpace { state.withLock { $0.space } }
+
   /// Where BAR 0 decodes (nil until memory decoding is on and a base is set).
   public var barAddress: UInt64? {
     let address = decodedBAR.load(ordering: .acquiring)

@@ -26,4 +26,35 @@ enum VirtqueueService {
       return (completed && ((try? queues[index].shouldNotify(in: memory)) ?? true), false)
     }
   }
+
+  /// Takes every chain the driver has made available on queue `index` (for a device that
+  /// serves them elsewhere); `broken` when the queue broke the rules after those chains.
+  static func takeAvailable(_ queues: inout [SplitVirtqueue], index: Int, memory: GuestMemory)
+    -> (chains: [DescriptorChain], broken: Bool)
+  {
+    guard queues.indices.contains(index) else { return ([], false) }
+    var chains: [DescriptorChain] = []
+    do {
+      while let chain = try queues[index].next(in: memory) { chains.append(chain) }
+    } catch {
+      return (chains, true)
+    }
+    return (chains, false)
+  }
+
+  /// Returns finished chains (head, bytes written) to queue `index`; whether to interrupt the driver.
+  static func complete(
+    _ completions: [(head: UInt16, written: UInt32)], _ queues: inout [SplitVirtqueue], index: Int,
+    memory: GuestMemory
+  ) -> Bool {
+    guard queues.indices.contains(index) else { return false }
+    do {
+      for completion in completions {
+        try queues[index].complete(completion.head, written: completion.written, in: memory)
+      }
+      return try queues[index].shouldNotify(in: memory)
+    } catch {
+      return true
+    }
+  }
 }

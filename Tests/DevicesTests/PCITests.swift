@@ -15,6 +15,7 @@ final class BARFunction: PCIFunction, @unchecked Sendable {
 
   func configRead(_ offset: Int, width: Int) -> UInt32 { space.read(offset, width: width) }
   func configWrite(_ offset: Int, width: Int, value: UInt32) { space.write(offset, width: width, value: value) }
+  var configSpace: PCIConfigSpace { space }
 }
 
 @Suite("PCI configuration space")

@@ -8,6 +8,8 @@ public protocol PCIFunction: AnyObject, Sendable {
   func configRead(_ offset: Int, width: Int) -> UInt32
   /// Writes configuration space (BAR moves are the bus owner's to notice).
   func configWrite(_ offset: Int, width: Int, value: UInt32)
+  /// A copy of the whole configuration space as it is now (for the monitor, later snapshots).
+  var configSpace: PCIConfigSpace { get }
 }
 
 /// PCI bus 0: up to 32 devices (function 0 each), reached through the legacy 0xCF8/0xCFC

@@ -14,4 +14,6 @@ public final class PCIHostBridge: PCIFunction {
   public func configWrite(_ offset: Int, width: Int, value: UInt32) {
     space.withLock { $0.write(offset, width: width, value: value) }
   }
+
+  public var configSpace: PCIConfigSpace { space.withLock { $0 } }
 }
