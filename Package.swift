@@ -16,34 +16,42 @@ let package = Package(
   targets: [
     // Layer 0: the C view of <linux/kvm.h> (structs, ioctl numbers, kvm_run accessors).
     .target(name: "CKVM"),
+    // Layer 0: checked arithmetic for untrusted numbers (nil instead of a trap).
+    .target(name: "Checked"),
     // Layer 1: typed wrappers over /dev/kvm, VM and vCPU file descriptors.
     .target(name: "KVM", dependencies: ["CKVM"]),
     // Layer 2: guest-physical memory, bounds-checked.
-    .target(name: "GuestMemory", dependencies: ["KVM"]),
+    .target(name: "GuestMemory", dependencies: ["KVM", "Checked"]),
     // Layer 3: the I/O bus and platform devices.
-    .target(name: "Devices", dependencies: ["GuestMemory"]),
+    .target(name: "Devices", dependencies: ["GuestMemory", "Checked"]),
     // Layer 3: virtqueues, the virtio-pci common configuration, virtio devices.
-    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices", "CSystemCalls"]),
+    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices", "CSystemCalls", "Checked"]),
     // Layer 4: x86 machine setup (CPU modes, page tables, boot).
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
-    .target(name: "VMM", dependencies: ["CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage"]),
+    .target(
+      name: "VMM",
+      dependencies: [
+        "CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage", "Checked", "CSystemCalls",
+      ]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
     // System calls Swift's Glibc module lacks (fallocate, getrandom).
     .target(name: "CSystemCalls"),
     // Disk images: raw and qcow2 (no KVM needed).
-    .target(name: "DiskImage", dependencies: ["CZlib", "CSystemCalls"]),
+    .target(name: "DiskImage", dependencies: ["CZlib", "CSystemCalls", "Checked"]),
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.
-    .target(name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage"]),
+    .target(name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage", "Checked", "CSystemCalls"]),
     // The library product: one import for embedders.
     .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",
-      dependencies: ["SwiftKVM", "GuestKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+      dependencies: [
+        "SwiftKVM", "GuestKit", "Checked", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]
     ),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),

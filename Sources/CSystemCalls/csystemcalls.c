@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <errno.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "csystemcalls.h"
 
 int csys_fallocate(int fd, int mode, off_t offset, off_t length) { return fallocate(fd, mode, offset, length); }
@@ -8,3 +12,37 @@ int csys_fallocate(int fd, int mode, off_t offset, off_t length) { return falloc
 ssize_t csys_getrandom(void *buffer, size_t length) { return getrandom(buffer, length, 0); }
 
 const int csys_o_direct = O_DIRECT;
+
+int csys_open_data_file(const char *path, int flags, int mode, int *is_block) {
+  int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode);
+  if (fd < 0) return -1;
+  struct stat status;
+  if (fstat(fd, &status) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  if (!S_ISREG(status.st_mode) && !S_ISBLK(status.st_mode)) {
+    close(fd);
+    errno = EINVAL;
+    return -2;
+  }
+  if (is_block) *is_block = S_ISBLK(status.st_mode);
+  int current = fcntl(fd, F_GETFL);
+  if (current < 0 || fcntl(fd, F_SETFL, current & ~O_NONBLOCK) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
+int csys_peer_uid(int fd, unsigned int *uid) {
+  struct ucred credentials;
+  socklen_t length = sizeof credentials;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+  *uid = credentials.uid;
+  return 0;
+}

@@ -22,22 +22,26 @@ public enum DiskImage {
 
   /// The format of the file at `path`: qcow2 by its magic, else raw.
   public static func detectFormat(_ path: String) throws(DiskImageError) -> DiskImageFormat {
-    let file = try ImageFile(path: path, writable: false)
+    let file = try ImageFile(path: path, writable: false, forceShare: true)
     let magic = BigEndianReader(try file.read(count: 4, at: 0)).u32(0)
     return magic == QCow2Header.magic ? .qcow2 : .raw
   }
 
   /// Opens `path` as `format` (detected when nil), with its backing chain (always read-only),
-  /// every file of the chain in cache mode `cache`.
+  /// every file of the chain in cache mode `cache`. A writable image is locked exclusively,
+  /// read-only ones shared, unless `forceShare` (qemu-img's -U; read-only opens only).
   public static func open(
-    _ path: String, format: DiskImageFormat? = nil, writable: Bool = false, cache: CacheMode = .writeback
+    _ path: String, format: DiskImageFormat? = nil, writable: Bool = false, cache: CacheMode = .writeback,
+    forceShare: Bool = false
   )
     throws(DiskImageError) -> any BlockBackend
   {
-    try open(path, format: format, writable: writable, cache: cache, depth: 0)
+    try open(path, format: format, writable: writable, cache: cache, forceShare: forceShare, depth: 0)
   }
 
-  private static func open(_ path: String, format: DiskImageFormat?, writable: Bool, cache: CacheMode, depth: Int)
+  private static func open(
+    _ path: String, format: DiskImageFormat?, writable: Bool, cache: CacheMode, forceShare: Bool, depth: Int
+  )
     throws(DiskImageError) -> any BlockBackend
   {
     guard depth < maximumChainDepth else {
@@ -50,9 +54,9 @@ public enum DiskImage {
     }
     switch chosen {
     case .raw:
-      return try RawImage(path: path, readOnly: !writable, cache: cache)
+      return try RawImage(path: path, readOnly: !writable, cache: cache, forceShare: forceShare)
     case .qcow2:
-      let file = try ImageFile(path: path, writable: writable, cache: cache)
+      let file = try ImageFile(path: path, writable: writable, cache: cache, forceShare: forceShare)
       let header = try QCow2Header.read(from: file)
       var backing: (any BlockBackend)?
       if let name = header.backingFile {
@@ -61,10 +65,25 @@ public enum DiskImage {
           throw .missingBacking(image: path, backing: name, lookedAt: resolved)
         }
         let backingFormat = header.backingFormat.flatMap { DiskImageFormat(rawValue: $0) }
-        backing = try open(resolved, format: backingFormat, writable: false, cache: cache, depth: depth + 1)
+        backing = try open(
+          resolved, format: backingFormat, writable: false, cache: cache, forceShare: forceShare, depth: depth + 1)
       }
       return try QCow2Image(file: file, header: header, backing: backing)
     }
+  }
+
+  /// Opens the qcow2 image at `path` for `QCow2Image.check`: tables reaching past the end of the
+  /// file, a dirty or corrupt image are accepted (check reports and repairs them); the backing
+  /// chain is not opened (check does not read it). Writable when it is to be repaired.
+  public static func openForCheck(_ path: String, writable: Bool, forceShare: Bool = false)
+    throws(DiskImageError) -> QCow2Image
+  {
+    guard try detectFormat(path) == .qcow2 else {
+      throw .invalid(path: path, reason: "not a qcow2 image (no QFI\\xfb magic); is it raw?")
+    }
+    let file = try ImageFile(path: path, writable: writable, forceShare: forceShare)
+    let header = try QCow2Header.read(from: file, forCheck: true)
+    return try QCow2Image(file: file, header: header, backing: nil, forCheck: true)
   }
 
   /// A backing file name as QEMU resolves it: absolute as is, relative to the image's directory.

@@ -16,29 +16,31 @@ final class ImageFile: @unchecked Sendable {
   /// block; 4 KiB covers 512-byte and 4Kn devices alike.
   static let directAlignment = 4096
 
-  /// Opens `path`; a writable open takes an exclusive advisory lock, so two processes never
-  /// write one image at once. With `create`, the file is made (or emptied, once locked).
-  init(path: String, writable: Bool, create: Bool = false, cache: CacheMode = .writeback) throws(DiskImageError) {
+  /// Opens `path`; a writable open takes an exclusive advisory lock and a read-only one a
+  /// shared lock, so two processes never write one image at once and nobody reads an image
+  /// another process is writing. With `create`, the file is made (or emptied, once locked).
+  /// `forceShare` (qemu-img's -U, read-only only) takes no lock: for looking at an image a
+  /// running VM has open, knowing its contents may be changing.
+  init(
+    path: String, writable: Bool, create: Bool = false, cache: CacheMode = .writeback, forceShare: Bool = false
+  ) throws(DiskImageError) {
     self.path = path
     self.writable = writable
-    let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (create ? O_CREAT : 0)
-    var fd = open(path, flags, 0o644)
+    let flags = (writable ? O_RDWR : O_RDONLY) | (create ? O_CREAT : 0)
+    // Never blocks in open (a FIFO would wait for a writer forever): the type is checked first.
+    var fd = csys_open_data_file(path, flags, 0o644, nil)
+    if fd == -2 { throw .invalid(path: path, reason: "is not a regular file or block device") }
     guard fd >= 0 else { throw .io(path: path, operation: create ? "create" : "open", errno: errno) }
-    var status = stat()
-    guard fstat(fd, &status) == 0 else {
-      let code = errno
-      Glibc.close(fd)
-      throw .io(path: path, operation: "stat", errno: code)
-    }
-    guard (status.st_mode & S_IFMT) == S_IFREG || (status.st_mode & S_IFMT) == S_IFBLK else {
-      Glibc.close(fd)
-      throw .invalid(path: path, reason: "not a regular file or block device")
-    }
-    if writable && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+    // Writers hold the lock exclusively, readers share it: an image one process writes is not
+    // read by another (its view would be inconsistent), and nothing writes what others read.
+    if !(forceShare && !writable), flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
       Glibc.close(fd)
       throw .invalid(
         path: path,
-        reason: "is in use by another process that writes to it (it holds the image's lock); stop that one first")
+        reason: writable
+          ? "is in use by another process (it holds the image's lock); stop that one first"
+          : "is being written by another process (it holds the image's lock); stop that one first, "
+            + "or look anyway with -U (force-share)")
     }
     if create && ftruncate(fd, 0) != 0 {
       let code = errno

@@ -20,9 +20,12 @@ public struct ImageInfo: Sendable, Equatable {
   public var corrupt = false
 
   /// Reads the information of `path`, as `format` (detected when nil).
-  public static func read(_ path: String, format: DiskImageFormat? = nil) throws(DiskImageError) -> ImageInfo {
-    let image = try DiskImage.open(path, format: format)
-    let file = try ImageFile(path: path, writable: false)
+  /// `forceShare` looks at an image another process is writing (qemu-img's -U).
+  public static func read(_ path: String, format: DiskImageFormat? = nil, forceShare: Bool = false)
+    throws(DiskImageError) -> ImageInfo
+  {
+    let image = try DiskImage.open(path, format: format, forceShare: forceShare)
+    let file = try ImageFile(path: path, writable: false, forceShare: true)
     var info = ImageInfo(
       filename: path, format: image is QCow2Image ? .qcow2 : .raw, virtualSize: image.size,
       actualSize: file.allocatedBytes)

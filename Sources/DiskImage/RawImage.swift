@@ -22,10 +22,13 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     self.size = file.length
   }
 
-  public init(path: String, readOnly: Bool = true, cache: CacheMode = .writeback) throws(DiskImageError) {
+  /// Opens the raw image at `path`; see `DiskImage.open` for locking and `forceShare`.
+  public init(path: String, readOnly: Bool = true, cache: CacheMode = .writeback, forceShare: Bool = false)
+    throws(DiskImageError)
+  {
     self.path = path
     self.isReadOnly = readOnly
-    file = try ImageFile(path: path, writable: !readOnly, cache: cache)
+    file = try ImageFile(path: path, writable: !readOnly, cache: cache, forceShare: forceShare)
     size = file.length
   }
 

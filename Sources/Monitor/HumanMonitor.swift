@@ -1,3 +1,4 @@
+import Checked
 import Devices
 import VMM
 
@@ -71,7 +72,7 @@ struct HumanMonitor {
       }.joined()
     case "registers":
       let all = words.dropFirst().contains("-a")
-      return machine.machine.withVCPUsParked { vcpus in
+      return machine.withVCPUsParked { vcpus in
         guard all || vcpus.indices.contains(cpuIndex) else { return "No CPU #\(cpuIndex)\r\n" }
         let chosen = all ? vcpus : [vcpus[cpuIndex]]
         return chosen.map { RegisterDump.text(of: $0) }.joined(separator: all ? "\r\n" : "")
@@ -88,13 +89,16 @@ struct HumanMonitor {
   }
 
   /// The PCI functions, in QEMU's `info pci` format.
-  private var pci: String {
+  private var pci: String { Self.pciText(commands.machine.machine.pciFunctions) }
+
+  /// `info pci`'s text for these functions (guest-programmed values, none trusted).
+  static func pciText(_ functions: [PCIFunctionSummary]) -> String {
     func hex(_ value: some BinaryInteger, _ width: Int) -> String {
       let digits = String(value, radix: 16)
       return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
     var lines: [String] = []
-    for function in commands.machine.machine.pciFunctions {
+    for function in functions {
       lines.append(
         "  Bus  0, device \(String(repeating: " ", count: function.slot < 10 ? 2 : 1))\(function.slot), function 0:")
       lines.append("    \(function.classDescription): PCI device \(hex(function.vendor, 4)):\(hex(function.device, 4))")
@@ -106,7 +110,8 @@ struct HumanMonitor {
       for region in function.regions {
         lines.append(
           "      BAR\(region.bar): \(region.is64Bit ? "64" : "32") bit \(region.prefetchable ? "prefetchable " : "")memory at "
-            + "0x\(hex(region.address, 8)) [0x\(hex(region.address + region.size - 1, 8))].")
+            + "0x\(hex(region.address, 8)) [0x\(hex(region.address.lastByte(ofRegionOfSize: region.size) ?? .max, 8))]."
+        )
       }
       lines.append("      id \"\"")
     }

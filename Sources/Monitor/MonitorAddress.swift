@@ -1,3 +1,5 @@
+import VMM
+
 /// Where a monitor listens, parsed from QEMU's `-qmp` syntax:
 /// `unix:PATH[,server=on][,wait=off]` or `tcp:[HOST]:PORT[,server=on][,wait=off]`.
 ///
@@ -33,13 +35,11 @@ public struct MonitorAddress: Sendable, Equatable, CustomStringConvertible {
         description:
           "'\(text)' is not a monitor address: \(why) (expected unix:PATH[,server=on][,wait=off] or tcp:[HOST]:PORT)")
     }
-    var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-    let main = parts.removeFirst()
+    let list: OptionList
+    do { list = try OptionList(parsing: text) } catch { throw fail(error.description) }
+    let main = list.main
     waitForClient = false
-    for option in parts {
-      let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-      let key = pair[0]
-      let value = pair.count == 2 ? pair[1] : "on"
+    for (key, value) in list.options {
       guard ["on", "off"].contains(value) else { throw fail("option \(key) takes on or off, not '\(value)'") }
       switch key {
       case "server":

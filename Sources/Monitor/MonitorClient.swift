@@ -1,33 +1,76 @@
+import CSystemCalls
 import Foundation
 import Glibc
+import VMM
 
-/// One connected QMP client: reads requests from its socket, answers each, and takes
-/// events once it has negotiated capabilities.
+/// One connected QMP client: a reader thread takes its requests and answers each; a writer
+/// thread sends replies and events from a bounded queue, so nothing ever waits for a client
+/// that does not read. A client that falls too far behind, or that has not negotiated
+/// capabilities within `handshakeSeconds`, is disconnected.
 final class MonitorClient: @unchecked Sendable {
-  /// How long a reply or event may wait for a client that does not read, before it is dropped.
+  /// How long one write may wait for a client that does not read, before it is cut off.
   static let sendTimeoutSeconds = 5
+  /// Bytes of replies and events queued for a client at most; past that it is cut off.
+  static let maximumQueuedBytes = 4 << 20
 
+  /// Who is on the other end (for per-peer limits).
+  let peer: MonitorPeer
+  /// When the client connected (CLOCK_MONOTONIC seconds).
+  let connectedAt: Double
   private let fd: Int32
   private let session: QMPSession
-  private let writeLock = NSLock()
-  private let state = NSLock()
+  private let lock = ConditionLock()
+  /// Guarded by `lock`.
+  private var queue: [Outgoing] = []
+  private var queuedBytes = 0
   private var connected = true
   private var eventsEnabled = false
+  private var negotiatedFlag = false
 
-  init(fd: Int32, session: QMPSession) {
+  private enum Outgoing {
+    case message(Data)
+    /// Runs once everything queued before it is on the wire (e.g. `quit`).
+    case action(@Sendable () -> Void)
+  }
+
+  init(fd: Int32, session: QMPSession, peer: MonitorPeer) {
     self.fd = fd
     self.session = session
+    self.peer = peer
+    connectedAt = monotonicSeconds()
     var timeout = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
   }
 
-  /// Serves the client until it disconnects or misbehaves beyond repair; closes the socket.
-  func serve(maximumRequestSize: Int) {
-    defer { finish() }
-    guard send(QMPSession.greeting) else { return }
+  /// True once the client has sent `qmp_capabilities`.
+  var hasNegotiated: Bool { lock.withLock { negotiatedFlag } }
+
+  /// Serves the client until it disconnects, misbehaves beyond repair or times out before
+  /// negotiating; then closes the socket. Runs on the client's reader thread.
+  func serve(maximumRequestSize: Int, handshakeSeconds: Double) {
+    let writer = try? OSThread(name: "qmp-writer") { [self] in writeLoop() }
+    defer {
+      finish()
+      writer?.join()
+      close(fd)
+    }
+    guard writer != nil else { return }
+    enqueue(.message(QMPSession.greeting))
     var splitter = JSONStreamSplitter(maximumValueSize: maximumRequestSize)
     var buffer = [UInt8](repeating: 0, count: 65536)
     while isConnected {
+      if !hasNegotiated {
+        let remaining = connectedAt + handshakeSeconds - monotonicSeconds()
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ready = remaining > 0 ? poll(&descriptor, 1, Int32(min(remaining * 1000, 60_000)) + 1) : 0
+        if ready < 0 && errno == EINTR { continue }
+        if ready == 0 {
+          let error = QMPError(
+            .genericError, "no qmp_capabilities within \(Int(handshakeSeconds)) seconds; disconnecting")
+          enqueue(.message(QMPMessage.encode(["error": error.json])))
+          return
+        }
+      }
       let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
       if count < 0, errno == EINTR { continue }
       guard count > 0 else { return }
@@ -35,37 +78,73 @@ final class MonitorClient: @unchecked Sendable {
         switch piece {
         case .value(let bytes):
           let reply = session.handle(bytes)
-          guard send(reply.data) else { return }
+          guard enqueue(.message(reply.data)) else { return }
           if session.negotiated { enableEvents() }
-          reply.afterReply?()
+          if let after = reply.afterReply { enqueue(.action(after)) }
         case .tooLarge:
           let error = QMPError(
             .genericError,
             "JSON value too large or too deeply nested (limit \(maximumRequestSize) bytes); disconnecting")
-          _ = send(QMPMessage.encode(["error": error.json]))
+          enqueue(.message(QMPMessage.encode(["error": error.json])))
           return
         }
       }
     }
   }
 
-  /// Sends an event if the client has negotiated capabilities.
+  /// Queues an event if the client has negotiated capabilities; never waits.
   func sendEvent(_ message: Data) {
-    state.lock()
-    let wanted = eventsEnabled && connected
-    state.unlock()
-    if wanted { _ = send(message) }
+    let wanted = lock.withLock { eventsEnabled && connected }
+    if wanted { enqueue(.message(message)) }
   }
 
-  /// Writes `data` whole; false (and the client is cut off) if it cannot.
+  /// Adds `item` to the queue; false (and the client is cut off) if the queue is over its bound.
   @discardableResult
-  func send(_ data: Data) -> Bool {
-    writeLock.lock()
-    defer { writeLock.unlock() }
-    guard isConnected else { return false }
-    var sent = 0
-    let ok = data.withUnsafeBytes { bytes -> Bool in
+  private func enqueue(_ item: Outgoing) -> Bool {
+    let accepted = lock.withLock { () -> Bool in
+      guard connected else { return false }
+      if case .message(let data) = item {
+        guard queuedBytes + data.count <= Self.maximumQueuedBytes else { return false }
+        queuedBytes += data.count
+      }
+      queue.append(item)
+      lock.signal()
+      return true
+    }
+    if !accepted { disconnect() }
+    return accepted
+  }
+
+  /// The writer thread: sends queued items in order until the client is gone.
+  private func writeLoop() {
+    while true {
+      let next = lock.withLock { () -> Outgoing? in
+        lock.wait { !queue.isEmpty || !connected }
+        guard !queue.isEmpty else { return nil }
+        let item = queue.removeFirst()
+        if case .message(let data) = item { queuedBytes -= data.count }
+        return item
+      }
+      switch next {
+      case nil:
+        shutdown(fd, Int32(SHUT_RDWR))
+        return
+      case .action(let action)?:
+        action()
+      case .message(let data)?:
+        if !write(data) {
+          disconnect()
+          return
+        }
+      }
+    }
+  }
+
+  /// Writes `data` whole (blocking up to the send timeout); false if the client is gone or stuck.
+  private func write(_ data: Data) -> Bool {
+    data.withUnsafeBytes { bytes -> Bool in
       guard let base = bytes.baseAddress else { return true }
+      var sent = 0
       while sent < bytes.count {
         // MSG_NOSIGNAL: a client that went away is an error here, not a SIGPIPE for the VMM.
         let count = Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
@@ -75,35 +154,76 @@ final class MonitorClient: @unchecked Sendable {
       }
       return true
     }
-    if !ok { disconnect() }
-    return ok
   }
 
-  /// Cuts the connection (a thread blocked reading it wakes up and finishes).
+  /// Cuts the connection now, dropping what is queued (a thread blocked reading it wakes up).
   func disconnect() {
-    state.lock()
-    defer { state.unlock() }
-    guard connected else { return }
-    connected = false
+    lock.withLock {
+      connected = false
+      queue.removeAll()
+      queuedBytes = 0
+      lock.broadcast()
+    }
     shutdown(fd, Int32(SHUT_RDWR))
   }
 
-  private var isConnected: Bool {
-    state.lock()
-    defer { state.unlock() }
-    return connected
+  /// Stops taking requests; what is queued is still sent (within the send timeout), then the
+  /// writer closes the connection.
+  private func finish() {
+    lock.withLock {
+      connected = false
+      lock.broadcast()
+    }
   }
+
+  private var isConnected: Bool { lock.withLock { connected } }
 
   private func enableEvents() {
-    state.lock()
-    eventsEnabled = true
-    state.unlock()
+    lock.withLock {
+      eventsEnabled = true
+      negotiatedFlag = true
+    }
   }
+}
 
-  private func finish() {
-    disconnect()
-    writeLock.lock()
-    close(fd)
-    writeLock.unlock()
+/// The other end of a monitor connection, for per-peer limits: a user id on a Unix socket,
+/// an address over TCP.
+enum MonitorPeer: Hashable, Sendable {
+  case user(uid_t)
+  case address(String)
+  case unknown
+
+  /// The peer of the connected socket `fd`.
+  init(socket fd: Int32) {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let family = withUnsafeMutablePointer(to: &storage) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        getpeername(fd, $0, &length) == 0 ? Int32($0.pointee.sa_family) : -1
+      }
+    }
+    switch family {
+    case AF_UNIX:
+      var uid: UInt32 = 0
+      self = csys_peer_uid(fd, &uid) == 0 ? .user(uid) : .unknown
+    case AF_INET, AF_INET6:
+      var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+      let status = withUnsafePointer(to: &storage) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+          getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST)
+        }
+      }
+      let bytes = host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+      self = status == 0 ? .address(String(decoding: bytes, as: UTF8.self)) : .unknown
+    default:
+      self = .unknown
+    }
   }
+}
+
+/// CLOCK_MONOTONIC in seconds.
+func monotonicSeconds() -> Double {
+  var time = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &time)
+  return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }

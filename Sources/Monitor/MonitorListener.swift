@@ -71,9 +71,12 @@ final class MonitorListener: @unchecked Sendable {
     let bound = withUnsafePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
-    guard bound == 0, listen(fd, 16) == 0 else {
+    // Whatever the umask: only this user may connect (a monitor can stop, reset and quit the
+    // machine). Nobody can connect before listen(), so there is no window.
+    guard bound == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
       let message = lastError
       Glibc.close(fd)
+      if bound == 0 { unlink(path) }
       throw Failure(description: "monitor socket \(path): cannot listen: \(message)")
     }
     return fd

@@ -4,35 +4,51 @@ import Synchronization
 import VMM
 
 /// A QMP monitor for one managed machine, on one or more sockets, serving several
-/// clients at once, each on its own thread (never a vCPU thread).
+/// clients at once, each on threads of its own (never a vCPU thread).
 ///
 /// ```swift
-/// let server = try MonitorServer(addresses: [try MonitorAddress(parsing: "unix:/tmp/vm.qmp")], machine: managed)
-/// server.start()
+/// let server = try MonitorServer(addresses: [try MonitorAddress(parsing: "unix:/tmp/vm.qmp")])
+/// server.attach(to: managed)
+/// try server.start()
 /// defer { server.close() }
 /// ```
 ///
-/// Clients are untrusted: each request is bounded in size and nesting, a reply that
-/// cannot be delivered within a few seconds disconnects the client, and at most
-/// `maximumClients` are served at once. Nothing a client sends can stop the guest
-/// except the commands meant to.
+/// The sockets are opened by `init`, before a machine exists, so a bad address fails before
+/// `/dev/kvm` is touched. Clients are untrusted: each request is bounded in size and nesting;
+/// replies and events wait in a bounded queue per client and a client that falls too far
+/// behind is cut off (nobody else waits for it); a client must negotiate capabilities within
+/// `handshakeSeconds`; at most `maximumClients` are served at once, and when that many are
+/// connected a newcomer displaces the oldest that has not negotiated. Unix sockets are made
+/// mode 0600 whatever the umask. Nothing a client sends can stop the guest except the
+/// commands meant to.
 public final class MonitorServer: @unchecked Sendable {
   /// Clients served at once; more are told so and disconnected.
   public static let maximumClients = 32
+  /// Clients from one TCP address at once.
+  public static let maximumClientsPerAddress = 8
   /// The longest request accepted, in bytes; a longer one disconnects the client.
   public static let maximumRequestSize = 1 << 20
+  /// How long a client may take to send `qmp_capabilities`.
+  public static let defaultHandshakeSeconds = 10.0
 
   private let listeners: [MonitorListener]
-  private let commands: QMPCommands
+  private let addresses: [MonitorAddress]
+  private let handshakeSeconds: Double
+  private var commands: QMPCommands?
   private let clients = Mutex<[ObjectIdentifier: MonitorClient]>([:])
-  private let firstClient = Mutex<Bool>(false)
-  private let firstClientLock = NSCondition()
+  private let firstClient = ConditionLock()
+  private var sawClient = false
   private var acceptThreads: [OSThread] = []
 
-  /// Opens every socket (failing before anything runs if one cannot be opened).
-  public init(addresses: [MonitorAddress], machine: ManagedMachine, serialBackend: String = "stdio")
+  /// Opens every socket (failing before anything runs if one cannot be opened, or if two
+  /// addresses name the same socket).
+  public init(addresses: [MonitorAddress], handshakeSeconds: Double = defaultHandshakeSeconds)
     throws(MonitorError)
   {
+    for (index, address) in addresses.enumerated()
+    where addresses[..<index].contains(where: { $0.endpoint == address.endpoint }) {
+      throw MonitorError(description: "monitor address \(address) is given twice; give each socket once")
+    }
     var opened: [MonitorListener] = []
     for address in addresses {
       do {
@@ -43,27 +59,44 @@ public final class MonitorServer: @unchecked Sendable {
       }
     }
     listeners = opened
+    self.addresses = addresses
+    self.handshakeSeconds = handshakeSeconds
+  }
+
+  /// Opens the sockets and attaches `machine` (see `attach`).
+  public convenience init(addresses: [MonitorAddress], machine: ManagedMachine, serialBackend: String = "stdio")
+    throws(MonitorError)
+  {
+    try self.init(addresses: addresses)
+    attach(to: machine, serialBackend: serialBackend)
+  }
+
+  /// Makes `machine` the one the monitor drives, and its events the ones clients receive.
+  /// Call once, before `start()`.
+  public func attach(to machine: ManagedMachine, serialBackend: String = "stdio") {
     commands = QMPCommands(machine: machine, monitorAddresses: addresses, serialBackend: serialBackend)
     machine.addEventListener { [weak self] event in self?.broadcast(QMPMessage.event(event)) }
   }
 
   /// Starts accepting clients.
   public func start() throws(MonitorError) {
+    guard let commands else { throw MonitorError(description: "the monitor has no machine to drive") }
     for listener in listeners {
       do {
-        acceptThreads.append(try OSThread(name: "qmp-accept") { [self] in acceptLoop(listener) })
+        acceptThreads.append(try OSThread(name: "qmp-accept") { [self] in acceptLoop(listener, commands) })
       } catch {
         throw MonitorError(description: error.description)
       }
     }
   }
 
+  /// Whether an address asked for `wait=on` (the guest waits for the first client).
+  public var waitsForClient: Bool { addresses.contains(where: \.waitForClient) }
+
   /// Blocks until a client connects, if an address asked for `wait=on`; returns at once otherwise.
   public func waitForClientIfAsked() {
-    guard listeners.contains(where: { $0.address.waitForClient }) else { return }
-    firstClientLock.lock()
-    while !firstClient.withLock({ $0 }) { firstClientLock.wait() }
-    firstClientLock.unlock()
+    guard waitsForClient else { return }
+    firstClient.withLock { firstClient.wait { sawClient } }
   }
 
   /// Closes the sockets (removing socket files) and disconnects every client.
@@ -73,36 +106,69 @@ public final class MonitorServer: @unchecked Sendable {
     for client in clients.withLock({ Array($0.values) }) { client.disconnect() }
   }
 
-  private func acceptLoop(_ listener: MonitorListener) {
+  private func acceptLoop(_ listener: MonitorListener, _ commands: QMPCommands) {
     while let fd = listener.accept() {
-      let client = MonitorClient(fd: fd, session: QMPSession(commands: commands))
-      let admitted = clients.withLock { clients in
-        guard clients.count < Self.maximumClients else { return false }
-        clients[ObjectIdentifier(client)] = client
-        return true
-      }
-      guard admitted else {
-        client.send(
-          QMPMessage.encode([
-            "error": QMPError(.genericError, "too many monitor clients (\(Self.maximumClients))").json
-          ]))
-        client.disconnect()
+      let peer = MonitorPeer(socket: fd)
+      let client = MonitorClient(fd: fd, session: QMPSession(commands: commands), peer: peer)
+      let admitted: MonitorClient
+      switch admit(client) {
+      case .refused(let reason):
+        Self.refuse(fd, reason)
         continue
+      case .admitted(let displaced):
+        displaced?.disconnect()
+        admitted = client
       }
-      firstClientLock.lock()
-      firstClient.withLock { $0 = true }
-      firstClientLock.broadcast()
-      firstClientLock.unlock()
+      firstClient.withLock {
+        sawClient = true
+        firstClient.broadcast()
+      }
       do {
         _ = try OSThread(name: "qmp-client") { [self] in
-          client.serve(maximumRequestSize: Self.maximumRequestSize)
-          _ = clients.withLock { $0.removeValue(forKey: ObjectIdentifier(client)) }
+          admitted.serve(maximumRequestSize: Self.maximumRequestSize, handshakeSeconds: handshakeSeconds)
+          _ = clients.withLock { $0.removeValue(forKey: ObjectIdentifier(admitted)) }
         }
       } catch {
-        _ = clients.withLock { $0.removeValue(forKey: ObjectIdentifier(client)) }
+        _ = clients.withLock { $0.removeValue(forKey: ObjectIdentifier(admitted)) }
         client.disconnect()
+        Glibc.close(fd)
       }
     }
+  }
+
+  /// Decides whether `client` is served: within the limits it is; at the overall limit it
+  /// displaces the oldest client that has not negotiated yet, if any.
+  private func admit(_ client: MonitorClient) -> Admission {
+    clients.withLock { clients in
+      if case .address(let host) = client.peer,
+        clients.values.filter({ $0.peer == client.peer }).count >= Self.maximumClientsPerAddress
+      {
+        return .refused("too many monitor clients from \(host) (\(Self.maximumClientsPerAddress))")
+      }
+      var displaced: MonitorClient?
+      if clients.count >= Self.maximumClients {
+        guard
+          let oldest = clients.values.filter({ !$0.hasNegotiated }).min(by: { $0.connectedAt < $1.connectedAt })
+        else { return .refused("too many monitor clients (\(Self.maximumClients))") }
+        clients.removeValue(forKey: ObjectIdentifier(oldest))
+        displaced = oldest
+      }
+      clients[ObjectIdentifier(client)] = client
+      return .admitted(displacing: displaced)
+    }
+  }
+
+  private enum Admission {
+    case admitted(displacing: MonitorClient?)
+    case refused(String)
+  }
+
+  /// Tells a connection it is not served (without waiting for it) and closes it.
+  private static func refuse(_ fd: Int32, _ reason: String) {
+    let data = QMPMessage.encode(["error": QMPError(.genericError, reason).json])
+    _ = data.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+    shutdown(fd, Int32(SHUT_RDWR))
+    Glibc.close(fd)
   }
 
   private func broadcast(_ message: Data) {

@@ -1,4 +1,5 @@
 import DiskImage
+import Foundation
 import Glibc
 import VMM
 
@@ -123,8 +124,11 @@ final class QMPCommands: @unchecked Sendable {
   }
 
   /// Bus 0 and its functions, in QEMU's `PciInfo` shape.
-  var pci: [[String: Any]] {
-    let functions = machine.machine.pciFunctions
+  var pci: [[String: Any]] { Self.pciInfo(machine.machine.pciFunctions) }
+
+  /// `query-pci`'s answer for these functions. Every value comes from configuration space the
+  /// guest programs, so none is trusted to fit anything narrower than it is.
+  static func pciInfo(_ functions: [PCIFunctionSummary]) -> [[String: Any]] {
     guard !functions.isEmpty else { return [] }
     let devices: [[String: Any]] = functions.map { function in
       var device: [String: Any] = [
@@ -137,7 +141,9 @@ final class QMPCommands: @unchecked Sendable {
         "qdev_id": "",
         "regions": function.regions.map { region -> [String: Any] in
           [
-            "bar": region.bar, "type": "memory", "address": Int(region.address), "size": Int(region.size),
+            // Guest-programmed: any 64-bit value (QEMU's QAPI prints BAR addresses as unsigned).
+            "bar": region.bar, "type": "memory", "address": NSNumber(value: region.address),
+            "size": NSNumber(value: region.size),
             "prefetch": region.prefetchable, "mem_type_64": region.is64Bit,
           ]
         },

@@ -1,3 +1,4 @@
+import CSystemCalls
 import Glibc
 import Machine
 
@@ -42,7 +43,9 @@ enum ConfigurationCheck {
 
   /// Reads a whole regular file of at most `limit` bytes, without Foundation.
   static func readFile(_ path: String, limit: UInt64) throws(VirtualMachineError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // Never blocks in open (a FIFO would wait for a writer): the file's type is checked first.
+    let fd = csys_open_data_file(path, O_RDONLY, 0, nil)
+    if fd == -2 { throw .imageUnreadable(path: path, reason: "not a regular file") }
     if fd < 0 { throw .imageUnreadable(path: path, reason: String(cString: strerror(errno))) }
     defer { close(fd) }
     var status = stat()

@@ -1,4 +1,5 @@
 import Devices
+import KVM
 import Synchronization
 
 /// Why a managed machine stopped for good, in QEMU's terms (QAPI `ShutdownCause`), so a
@@ -45,6 +46,11 @@ public enum MachineRunState: String, Sendable {
 /// devices and RAM all back to their power-on state — which boots the guest again,
 /// paused if the old one was. Every change of state is reported to event listeners.
 ///
+/// Host requests (pause, resume, reset, power button, quit, reading vCPU state) are
+/// serialised: each runs to completion before the next starts, whichever thread or
+/// monitor client it comes from, so no interleaving of requests can act on a machine
+/// that is being torn down or rebuilt.
+///
 /// ```swift
 /// let managed = try ManagedMachine(configuration: configuration)
 /// managed.addEventListener { print($0) }
@@ -56,14 +62,22 @@ public final class ManagedMachine: @unchecked Sendable {
   private let console: any ConsoleOutput
   private let kvmPath: String
 
+  /// Held for the whole of each host request: requests run one at a time.
+  private let requests = ConditionLock()
+  /// Guards `state`; the run loop takes only this one.
+  private let lock = ConditionLock()
+  private var state: State
+  private let listeners = Mutex<[@Sendable (MachineEvent) -> Void]>([])
+
   private struct State {
     var machine: VirtualMachine
+    /// Incremented each time a fresh machine replaces the old one.
+    var generation = 0
     var resetRequested = false
     var hostCause: ShutdownCause?
     var ended = false
+    var running = false
   }
-  private let state: Mutex<State>
-  private let listeners = Mutex<[@Sendable (MachineEvent) -> Void]>([])
 
   /// Builds the first incarnation; fails as `VirtualMachine.init` does.
   public init(
@@ -73,18 +87,18 @@ public final class ManagedMachine: @unchecked Sendable {
     self.configuration = configuration
     self.console = console
     self.kvmPath = kvmPath
-    state = Mutex(State(machine: try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)))
+    state = State(machine: try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath))
   }
 
   /// The current incarnation (a new one after each reset).
-  public var machine: VirtualMachine { state.withLock { $0.machine } }
+  public var machine: VirtualMachine { lock.withLock { state.machine } }
 
   /// The host's reason for stopping the machine for good, once it has given one.
-  public var stopCause: ShutdownCause? { state.withLock { $0.hostCause } }
+  public var stopCause: ShutdownCause? { lock.withLock { state.hostCause } }
 
   /// Running, paused, or shut down.
   public var runState: MachineRunState {
-    state.withLock { $0.ended ? .shutdown : ($0.machine.isPaused ? .paused : .running) }
+    lock.withLock { state.ended ? .shutdown : (state.machine.isPaused ? .paused : .running) }
   }
 
   /// Calls `listener` for every later event, on the thread that caused it. Keep it short.
@@ -98,27 +112,47 @@ public final class ManagedMachine: @unchecked Sendable {
 
   /// Runs incarnations until one ends for a reason other than a host reset; returns that reason.
   public func run() throws(VirtualMachineError) -> VirtualMachineExit {
+    lock.withLock { state.running = true }
+    defer {
+      lock.withLock {
+        state.running = false
+        lock.broadcast()
+      }
+    }
     while true {
       let current = machine
       let exit = try current.run()
-      let resetting = state.withLock { state in
+      let resetting = lock.withLock { () -> Bool in
         defer { state.resetRequested = false }
-        return state.resetRequested && !state.ended
+        return state.resetRequested && !state.ended && state.hostCause == nil
       }
       guard resetting else {
-        let cause = state.withLock { state in
+        let cause = lock.withLock { () -> ShutdownCause? in
           state.ended = true
+          lock.broadcast()
           return state.hostCause
         }
         emit(.shutdown(Self.cause(of: exit, host: cause)))
         return exit
       }
       current.releaseDisks()
-      let fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+      let fresh: VirtualMachine
+      do {
+        fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+      } catch {
+        lock.withLock {
+          state.ended = true
+          lock.broadcast()
+        }
+        emit(.shutdown(.hostError))
+        throw error
+      }
       if current.isPaused { fresh.pause() }
-      // A reset asked for while this one was being built applies to the fresh machine.
-      let again = state.withLock { state in
+      // A quit or another reset asked for while this one was being built applies to the fresh machine.
+      let again = lock.withLock { () -> Bool in
         state.machine = fresh
+        state.generation += 1
+        lock.broadcast()
         return state.resetRequested || state.hostCause != nil
       }
       emit(.reset(.hostQMPSystemReset))
@@ -126,45 +160,67 @@ public final class ManagedMachine: @unchecked Sendable {
     }
   }
 
+  /// Runs `body` as one host request: alone, with the machine as it is now.
+  private func request<T>(_ body: (VirtualMachine) throws -> T) rethrows -> T {
+    try requests.withLock { try body(machine) }
+  }
+
   /// Pauses every vCPU (QMP `stop`); returns once they are all out of the guest.
   public func pause() {
-    let current = machine
-    guard !current.isPaused else { return }
-    current.pause()
-    emit(.stopped)
+    request { current in
+      guard !current.isPaused, !lock.withLock({ state.ended }) else { return }
+      current.pause()
+      emit(.stopped)
+    }
   }
 
   /// Resumes the vCPUs (QMP `cont`).
   public func resume() {
-    let current = machine
-    guard current.isPaused else { return }
-    current.resume()
-    emit(.resumed)
+    request { current in
+      guard current.isPaused, !lock.withLock({ state.ended }) else { return }
+      current.resume()
+      emit(.resumed)
+    }
   }
 
   /// Resets the machine to its power-on state; the guest boots again (QMP `system_reset`).
+  /// Returns once the fresh machine is in place (or the machine has ended), so the next
+  /// request acts on the fresh one.
   public func reset() {
-    let current = state.withLock { state in
-      state.resetRequested = true
-      return state.machine
+    request { current in
+      let (generation, running) = lock.withLock { () -> (Int, Bool) in
+        state.resetRequested = !state.ended
+        return (state.generation, state.running)
+      }
+      current.stop(reason: "system_reset")
+      guard running else { return }
+      lock.withLock { lock.wait { state.generation != generation || state.ended || !state.running } }
     }
-    current.stop(reason: "system_reset")
   }
 
   /// Presses the ACPI power button (QMP `system_powerdown`); the guest decides what to do.
   public func pressPowerButton() {
-    machine.pressPowerButton()
-    emit(.powerdown)
+    request { current in
+      guard !lock.withLock({ state.ended }) else { return }
+      current.pressPowerButton()
+      emit(.powerdown)
+    }
   }
 
   /// Stops the machine for good on the host's behalf (QMP `quit`, a signal, the console's escape key).
+  /// Never waits for other requests: a signal or quit always gets through.
   public func stop(cause: ShutdownCause, reason: String) {
-    let current = state.withLock { state in
+    let current = lock.withLock { () -> VirtualMachine in
       if state.hostCause == nil { state.hostCause = cause }
       state.resetRequested = false
       return state.machine
     }
     current.stop(reason: reason)
+  }
+
+  /// Runs `body` with every vCPU of the current incarnation parked (QMP/HMP register dumps).
+  public func withVCPUsParked<T>(_ body: ([KVMVCPU]) throws -> T) rethrows -> T {
+    try request { current in try current.withVCPUsParked(body) }
   }
 
   /// Hands console input to the current incarnation's console device; returns how many bytes it took.

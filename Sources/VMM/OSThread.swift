@@ -62,14 +62,18 @@ public struct KVMThreadError: Error, CustomStringConvertible {
 }
 
 /// A mutex with a condition variable, for threads that wait for a state change.
-final class ConditionLock: @unchecked Sendable {
+public final class ConditionLock: @unchecked Sendable {
   // Heap-allocated so their addresses never move.
   private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
   private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-  init() {
+  public init() {
     pthread_mutex_init(mutex, nil)
-    pthread_cond_init(condition, nil)
+    var attributes = pthread_condattr_t()
+    pthread_condattr_init(&attributes)
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+    pthread_cond_init(condition, &attributes)
+    pthread_condattr_destroy(&attributes)
   }
 
   deinit {
@@ -80,22 +84,35 @@ final class ConditionLock: @unchecked Sendable {
   }
 
   /// Runs `body` holding the lock.
-  func withLock<T>(_ body: () throws -> T) rethrows -> T {
+  public func withLock<T>(_ body: () throws -> T) rethrows -> T {
     pthread_mutex_lock(mutex)
     defer { pthread_mutex_unlock(mutex) }
     return try body()
   }
 
   /// With the lock held: waits until `done()` is true (re-checked after every broadcast).
-  func wait(until done: () -> Bool) {
+  public func wait(until done: () -> Bool) {
     while !done() { pthread_cond_wait(condition, mutex) }
   }
 
+  /// With the lock held: waits until `done()` is true or `seconds` have passed; returns `done()`.
+  public func wait(seconds: Double, until done: () -> Bool) -> Bool {
+    var deadline = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &deadline)
+    let total = Int(deadline.tv_nsec) + Int(max(0, seconds) * 1e9)
+    deadline.tv_sec += total / 1_000_000_000
+    deadline.tv_nsec = total % 1_000_000_000
+    while !done() {
+      if pthread_cond_timedwait(condition, mutex, &deadline) == ETIMEDOUT { return done() }
+    }
+    return true
+  }
+
   /// With the lock held: wakes every waiter.
-  func broadcast() { pthread_cond_broadcast(condition) }
+  public func broadcast() { pthread_cond_broadcast(condition) }
 
   /// With the lock held: wakes one waiter.
-  func signal() { pthread_cond_signal(condition) }
+  public func signal() { pthread_cond_signal(condition) }
 }
 
 /// A one-shot event a thread can wait for.

@@ -5,6 +5,26 @@ import KVM
 import Machine
 import Virtio
 
+/// A disk image opened (and locked) before any KVM object exists, with what it was opened from.
+struct OpenedDisk {
+  let configuration: DiskConfiguration
+  let backend: any BlockBackend
+
+  /// Opens every disk in order; the first that cannot be opened fails them all, naming its file.
+  static func openAll(_ disks: [DiskConfiguration]) throws(VirtualMachineError) -> [OpenedDisk] {
+    var opened: [OpenedDisk] = []
+    for disk in disks {
+      do {
+        opened.append(OpenedDisk(configuration: disk, backend: try disk.open()))
+      } catch {
+        for done in opened { done.backend.close() }
+        throw .disk(path: disk.path, reason: "\(error)")
+      }
+    }
+    return opened
+  }
+}
+
 /// The machine's PCI side: bus 0 with a host bridge and one virtio function per device
 /// (disks, then the console, then the entropy source), configuration space through the
 /// 0xCF8/0xCFC ports and ECAM, each BAR placed by the VMM (acting as firmware) in the
@@ -32,7 +52,7 @@ final class PCIDevices: @unchecked Sendable {
   /// Opens every disk (errors name the file, before the guest starts) and attaches it, then
   /// the console (with an output) and the entropy device if asked for.
   init(
-    disks configurations: [DiskConfiguration], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
+    disks configurations: [OpenedDisk], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
     vm: KVMVirtualMachine, memory: GuestMemory
   )
     throws(VirtualMachineError)
@@ -46,23 +66,15 @@ final class PCIDevices: @unchecked Sendable {
         workers = try IOWorkerPool(
           count: min(Self.maximumWorkers, Self.workersPerDisk * configurations.count), name: "virtio-blk")
       } catch {
-        throw .disk(path: configurations[0].path, reason: "\(error)")
+        throw .disk(path: configurations[0].configuration.path, reason: "\(error)")
       }
     }
     do { try bus.attach(PCIHostBridge(), device: 0) } catch { throw .disk(path: "", reason: "\(error)") }
     var nextBAR = UInt64(ACPITables.pciMemoryWindow.lowerBound)
     for (index, disk) in configurations.enumerated() {
-      let backend: any BlockBackend
-      do {
-        backend = try disk.open()
-      } catch {
-        closeDisks()
-        workers?.stop()
-        throw .disk(path: disk.path, reason: "\(error)")
-      }
-      let device = VirtioBlock(backend: backend, memory: memory, serial: "skvm-disk-\(index)", executor: workers)
+      let device = VirtioBlock(backend: disk.backend, memory: memory, serial: "skvm-disk-\(index)", executor: workers)
       disks.append(device)
-      try add(device, classCode: 0x01_8000, memory: memory, bar: &nextBAR, name: disk.path)
+      try add(device, classCode: 0x01_8000, memory: memory, bar: &nextBAR, name: disk.configuration.path)
     }
     if let consoleOutput {
       let device = VirtioConsole(memory: memory, output: consoleOutput)

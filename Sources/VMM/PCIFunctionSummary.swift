@@ -38,7 +38,7 @@ public struct PCIFunctionSummary: Sendable, Equatable {
 
   /// The summary of the function in `slot` whose configuration space is `space`; BARs are
   /// listed once the guest (or skvm as firmware) has given them an address.
-  init(slot: Int, space: PCIConfigSpace) {
+  public init(slot: Int, space: PCIConfigSpace) {
     func config(_ offset: Int, _ width: Int) -> UInt32 { space.read(offset, width: width) }
     self.slot = slot
     vendor = UInt16(truncatingIfNeeded: config(0, 2))

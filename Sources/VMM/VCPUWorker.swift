@@ -57,6 +57,7 @@ final class VCPUWorker: @unchecked Sendable {
     while true {
       if gate.needsAttention {
         if gate.isStopping { break }
+        completePendingIO()
         gate.park()
         continue
       }
@@ -96,6 +97,15 @@ final class VCPUWorker: @unchecked Sendable {
         if timed { statistics.handlingNanoseconds[Int(reason)] &+= monotonicNanoseconds() &- handlingStart }
       }
     }
+  }
+
+  /// Re-enters KVM_RUN with `immediate_exit` set, so the result of the last port or MMIO
+  /// read reaches the vCPU's registers before it parks (KVM completes pending I/O only on
+  /// entry): a paused vCPU's state is then whole, ready to be read or saved.
+  private func completePendingIO() {
+    vcpu.requestImmediateExit()
+    _ = try? vcpu.enter()
+    vcpu.clearImmediateExit()
   }
 
   @inline(__always)

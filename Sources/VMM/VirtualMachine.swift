@@ -59,6 +59,9 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     let ranges = X86MemoryMap.ramRanges(size: configuration.memorySize)
     let payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
+    // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
+    // fails here, with no VM half-built.
+    let disks = try OpenedDisk.openAll(configuration.disks)
 
     hostKind = HostKVMKind.detect()
     do { kvm = try KVMSystem(path: kvmPath) } catch { throw .kvmUnavailable(error) }
@@ -94,7 +97,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     try addPlatformDevices()
     if !configuration.disks.isEmpty || configuration.entropy || configuration.consoleDevice == .virtio {
       let pci = try PCIDevices(
-        disks: configuration.disks, console: configuration.consoleDevice == .virtio ? console : nil,
+        disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
         entropy: configuration.entropy, vm: vm, memory: memory)
       do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
       pci.startIOThreads()
@@ -242,7 +245,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       }
     }
     stopped.wait()
-    for thread in threads.withLock({ $0 }) { thread.join() }
+    // Taken out of the list before they are joined: a kick never reaches a joined thread.
+    let joining = threads.withLock { threads in
+      defer { threads = [] }
+      return threads
+    }
+    for thread in joining { thread.join() }
     pci?.stopIOThreads()
     return outcome.withLock { $0 } ?? .vmmFailure("the machine stopped without a reason")
   }
@@ -298,8 +306,9 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   private func kickAll() {
     for vcpu in vcpus { vcpu.requestImmediateExit() }
     let current = pthread_self()
-    for thread in threads.withLock({ $0 }) where pthread_equal(thread.handle, current) == 0 {
-      thread.signal(ckvm_kick_signal())
+    // Signalled with the list locked: `run()` removes threads from it before joining them.
+    threads.withLock { threads in
+      for thread in threads where pthread_equal(thread.handle, current) == 0 { thread.signal(ckvm_kick_signal()) }
     }
   }
 

@@ -158,6 +158,9 @@ struct Run: ParsableCommand {
   func run() throws {
     let configuration = try makeConfiguration()
     HostSignals.block()
+    // The monitor's sockets open before the machine is built: a bad --qmp fails before /dev/kvm.
+    let monitor = try openMonitor()
+    defer { monitor?.close() }
     let managed: ManagedMachine
     do {
       managed = try ManagedMachine(
@@ -179,8 +182,7 @@ struct Run: ParsableCommand {
         """)
       throw ExitCode(1)
     }
-    let monitor = try startMonitor(for: managed)
-    defer { monitor?.close() }
+    try startMonitor(monitor, for: managed)
     let received = ReceivedSignal()
     HostSignals.forward(to: managed, received: received)
     TerminalMode.enterRaw()
@@ -214,12 +216,13 @@ struct Run: ParsableCommand {
 
   /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
   static func parseDisk(_ text: String) throws -> DiskConfiguration {
-    let parts = text.split(separator: ",").map(String.init)
-    guard let path = parts.first, !path.isEmpty else { throw ValidationError("--disk: a path is needed") }
-    var disk = DiskConfiguration(path: path)
-    for option in parts.dropFirst() {
-      let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-      switch (pair[0], pair.count == 2 ? pair[1] : "on") {
+    let list: OptionList
+    do { list = try OptionList(parsing: text) } catch { throw ValidationError("--disk: \(error)") }
+    guard !list.main.isEmpty else { throw ValidationError("--disk \(text): a path is needed") }
+    var disk = DiskConfiguration(path: list.main)
+    for (key, value) in list.options {
+      let option = "\(key)=\(value)"
+      switch (key, value) {
       case ("format", let value) where DiskImageFormat(rawValue: value) != nil:
         disk.format = DiskImageFormat(rawValue: value)
       case ("readonly", "on"): disk.readOnly = true
@@ -234,23 +237,31 @@ struct Run: ParsableCommand {
     return disk
   }
 
-  /// Opens the --qmp sockets (a clear error and status 1 if one cannot be), and waits for a
-  /// client if one asked for wait=on.
-  private func startMonitor(for managed: ManagedMachine) throws -> MonitorServer? {
+  /// Opens the --qmp sockets (a clear error and status 1 if one cannot be).
+  private func openMonitor() throws -> MonitorServer? {
     guard !qmp.isEmpty else { return nil }
     do {
       let addresses = try qmp.map { value throws(MonitorAddress.ParseError) in try MonitorAddress(parsing: value) }
-      let server = try MonitorServer(
-        addresses: addresses, machine: managed, serialBackend: console == .none ? "null" : "stdio")
-      try server.start()
-      if addresses.contains(where: \.waitForClient) {
-        printError("skvm: waiting for a monitor client on \(qmp.joined(separator: ", "))")
-        server.waitForClientIfAsked()
-      }
-      return server
+      return try MonitorServer(addresses: addresses)
     } catch {
       printError("skvm: \(error)")
       throw ExitCode(1)
+    }
+  }
+
+  /// Serves the monitor's sockets for `managed`, and waits for a client if one asked for wait=on.
+  private func startMonitor(_ server: MonitorServer?, for managed: ManagedMachine) throws {
+    guard let server else { return }
+    server.attach(to: managed, serialBackend: console == .none ? "null" : "stdio")
+    do {
+      try server.start()
+    } catch {
+      printError("skvm: \(error)")
+      throw ExitCode(1)
+    }
+    if server.waitsForClient {
+      printError("skvm: waiting for a monitor client on \(qmp.joined(separator: ", "))")
+      server.waitForClientIfAsked()
     }
   }
 }

@@ -69,7 +69,9 @@ struct HostileImageTests {
       }, "L1 table has 1 entries"
     ),
     "L1 past end": ({ $0[44] = 0x7f }, "L1 table"),
-    "L1 unaligned": ({ $0[47] = 0x08 }, "not a non-zero multiple"),
+    "L1 unaligned": ({ $0[47] = 0x08 }, "L1 table offset 0x30008 is invalid"),
+    "snapshot table unaligned": ({ $0[71] = 0x41 }, "snapshot table offset 0x41 is invalid"),
+    "no refcount table": ({ $0[59] = 0 }, "no refcount table"),
     "huge L1": ({ $0[36] = 0x10 }, "larger than 32 MiB"),
     "refcount table past end": ({ $0[59] = 0xff }, "refcount table"),
     "encrypted": ({ $0[35] = 1 }, "encryption"),
@@ -87,7 +89,8 @@ struct HostileImageTests {
       }, "backing file name"
     ),
     "extension past cluster": (
-      { $0.replaceSubrange(104..<112, with: [0xE2, 0x79, 0x2A, 0xCA, 0x7f, 0, 0, 0]) }, "runs past the first cluster"
+      { $0.replaceSubrange(104..<112, with: [0xE2, 0x79, 0x2A, 0xCA, 0x7f, 0, 0, 0]) },
+      "runs past the end of the header area"
     ),
   ]
 
@@ -128,14 +131,22 @@ struct HostileImageTests {
 
 @Suite("Image locking")
 struct ImageLockTests {
-  @Test("A second writer is refused while the first holds the image; readers are not")
+  @Test("A writer excludes other writers and readers (unless they force-share); readers exclude writers only")
   func secondWriter() throws {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-lock-\(UUID().uuidString).raw")
     defer { try? FileManager.default.removeItem(at: url) }
     let first = try RawImage.create(at: url.path, size: 1 << 20)
     #expect(performing: { _ = try DiskImage.open(url.path, writable: true) }, throws: { "\($0)".contains("in use") })
     #expect(performing: { _ = try RawImage.create(at: url.path, size: 10) }, throws: { "\($0)".contains("in use") })
-    #expect(try DiskImage.open(url.path).size == 1 << 20, "a reader still opens it, and the writer's file is intact")
-    _ = first
+    #expect(
+      performing: { _ = try DiskImage.open(url.path) }, throws: { "\($0)".contains("being written by another process") }
+    )
+    #expect(try DiskImage.open(url.path, forceShare: true).size == 1 << 20, "force-share looks anyway")
+    first.close()
+    let readers = [try DiskImage.open(url.path), try DiskImage.open(url.path)]
+    #expect(readers.allSatisfy { $0.size == 1 << 20 }, "readers share the image")
+    #expect(
+      "nothing writes an image others read", performing: { _ = try DiskImage.open(url.path, writable: true) },
+      throws: { "\($0)".contains("in use") })
   }
 }

@@ -63,7 +63,8 @@ struct QCow2WriteTests {
     }
     try image.flush()
     #expect(try image.read(count: size, at: 0) == mirror)
-    let reopened = try DiskImage.open(path)
+    // Still open for writing here, so the reader looks with force-share (qemu-img's -U).
+    let reopened = try DiskImage.open(path, forceShare: true)
     #expect(try reopened.read(count: size, at: 0) == mirror)
     try Self.check(path)
     #expect(try Oracle.rawContents(of: path) == Data(mirror))
@@ -91,6 +92,11 @@ struct QCow2WriteTests {
     try Self.check(top)
     let info = try Oracle.run("qemu-img", ["info", top])
     #expect(info.contains("backing file: base.qcow2") && info.contains("backing file format: qcow2"), "\(info)")
+
+    // The overlay holds its backing file open (a shared lock): nothing may write that file
+    // until it is closed.
+    #expect(performing: { _ = try DiskImage.open(base, writable: true) }, throws: { "\($0)".contains("in use") })
+    overlay.close()
 
     // A snapshot made by qemu-img: our write must not change what the snapshot holds.
     try Oracle.run("qemu-img", ["snapshot", "-c", "before", base])

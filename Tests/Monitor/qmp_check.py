@@ -3,13 +3,16 @@
 client (PyPI qemu.qmp) and with raw, hostile sockets. Prints "qmp_check: <scenario> ok"
 and exits 0 when every check held; otherwise names the failed check and exits 1.
 
-  qmp_check.py --scenario lifecycle|hostile --skvm SKVM --probe BUSY.bin [--cpus N]
+  qmp_check.py --scenario lifecycle|hostile|stress --skvm SKVM --probe BUSY.bin [--cpus N] [--commands N]
 """
 import argparse
 import asyncio
 import json
 import os
+import random
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,10 +43,11 @@ class Machine:
             f.truncate(1 << 20)
         self.console = os.path.join(directory, "console.txt")
         self.log = open(self.console, "wb")
+        # umask 000: the socket must still be 0600 (only this user may drive the machine).
         self.process = subprocess.Popen(
             [skvm, "run", "--flat-entry", "long", "--flat", probe, "--cpus", str(cpus), "--name", "probe-vm",
              "--qmp", f"unix:{self.socket},server=on,wait=off", "--disk", self.disk],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.umask(0))
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -91,6 +95,8 @@ async def next_event(client, name, timeout=10):
 
 
 async def lifecycle(machine, cpus):
+    mode = stat.S_IMODE(os.stat(machine.socket).st_mode)
+    check(mode == 0o600, f"the socket is mode 0600 under umask 000 (got {mode:o})")
     client = QMPClient("lifecycle")
     await client.connect(machine.socket)
     check(client.greeting is not None and client.greeting.QMP.version is not None, "greeting with a version")
@@ -237,9 +243,42 @@ def raw_exchange(path, payload, expected=1, read_until_close=False, timeout=10.0
     return replies[1:], closed
 
 
+def negotiated_raw(path):
+    """A raw connection that reads the greeting, negotiates capabilities (so it is sent events)
+    and then never reads again; returns it and the first line the monitor sent."""
+    connection = socket.socket(socket.AF_UNIX)
+    connection.connect(path)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.settimeout(5)
+    first = b""
+    try:
+        while b"\n" not in first:
+            chunk = connection.recv(1)
+            if not chunk:
+                break
+            first += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    if b'"QMP"' in first:
+        connection.sendall(b'{"execute": "qmp_capabilities"}\n')
+        reply = b""
+        try:
+            while b"\n" not in reply:
+                chunk = connection.recv(1)
+                if not chunk:
+                    break
+                reply += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return connection, first
+
+
 async def hostile(machine, cpus):
     observer = QMPClient("observer")
     await observer.connect(machine.socket)
+    idle = socket.socket(socket.AF_UNIX)
+    idle.connect(machine.socket)
+    idle_since = time.monotonic()
 
     replies, _ = raw_exchange(machine.socket, b"garbage \x00\xff\xfe nonsense\n")
     check(replies and all("error" in reply for reply in replies), f"garbage bytes get error replies ({replies[:2]})")
@@ -294,37 +333,107 @@ async def hostile(machine, cpus):
     check(machine.wait_ticks_grow(), "the guest still runs")
     check((await observer.execute("query-status"))["status"] == "running", "a well-behaved client still gets answers")
 
-    # More clients than the monitor serves: the extra ones are told and cut off.
-    sockets = []
-    refused = 0
+    # Clients that negotiate and then never read: events pile up in their own queues, nobody
+    # waits for them, and they are cut off once they fall too far behind.
+    stuck = [negotiated_raw(machine.socket)[0] for _ in range(8)]
+    await asyncio.sleep(0.2)
+    start = time.monotonic()
+    for _ in range(40):
+        await observer.execute("stop")
+        await observer.execute("cont")
+    elapsed = time.monotonic() - start
+    check(elapsed < 5, f"40 stop/cont pairs with 8 clients that never read take {elapsed:.2f} s")
+    check(machine.wait_ticks_grow(), "the guest still runs")
+    for connection in stuck:
+        connection.close()
+
+    # A connection that never negotiates is cut off after the handshake limit (10 s), told why.
+    idle.settimeout(max(1.0, idle_since + 15 - time.monotonic()))
+    data = b""
+    try:
+        while True:
+            chunk = idle.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    waited = time.monotonic() - idle_since
+    check(b"no qmp_capabilities within" in data and waited < 14,
+          f"an idle connection is told and cut off after the handshake limit ({waited:.1f} s)")
+    idle.close()
+
+    # Idle connections cannot lock others out: 40 of them, and a newcomer is still served.
+    squatters = []
     for _ in range(40):
         connection = socket.socket(socket.AF_UNIX)
         connection.connect(machine.socket)
-        connection.settimeout(5)
-        data = b""
-        try:
-            while b"\n" not in data:
-                chunk = connection.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except socket.timeout:
-            pass
-        if b"too many monitor clients" in data:
-            refused += 1
-        sockets.append(connection)
-    for connection in sockets:
+        squatters.append(connection)
+    await asyncio.sleep(0.3)
+    newcomer = QMPClient("newcomer")
+    await newcomer.connect(machine.socket)
+    check((await newcomer.execute("query-status"))["status"] == "running",
+          "40 idle connections do not keep a new client out")
+    for connection in squatters:
         connection.close()
-    check(refused >= 1, f"clients beyond the limit are refused ({refused} of 40)")
+    await asyncio.sleep(0.3)
+
+    # More negotiated clients than the monitor serves: the extra ones are told and cut off.
+    served = [negotiated_raw(machine.socket) for _ in range(40)]
+    refused = sum(1 for _, first in served if b"too many monitor clients" in first)
+    for connection, _ in served:
+        connection.close()
+    check(refused >= 1, f"negotiated clients beyond the limit are refused ({refused} of 40)")
+    await newcomer.disconnect()
 
     await observer.execute("quit")
     await disconnect_after_quit(observer)
     check(machine.finish() == 0, "quit still ends skvm with status 0")
 
 
+async def stress(machine, cpus, commands):
+    """Clients issuing random lifecycle commands at once, system_reset among them: skvm must
+    answer every one and keep its guest, whatever the interleaving."""
+    clients = []
+    for index in range(4):
+        client = QMPClient(f"stress{index}")
+        await client.connect(machine.socket)
+        clients.append(client)
+    choices = ["stop", "cont", "system_reset", "query-status", "query-pci", "query-cpus-fast", "query-block",
+               "info registers", "info pci", "info cpus", "system_powerdown"]
+
+    async def hammer(client, seed):
+        rng = random.Random(seed)
+        answered = 0
+        for _ in range(commands // len(clients)):
+            choice = rng.choice(choices)
+            if choice.startswith("info "):
+                await client.execute("human-monitor-command", {"command-line": choice})
+            else:
+                await client.execute(choice)
+            answered += 1
+        return answered
+
+    start = time.monotonic()
+    results = await asyncio.gather(*(hammer(client, index) for index, client in enumerate(clients)))
+    elapsed = time.monotonic() - start
+    check(sum(results) == commands // len(clients) * len(clients),
+          f"{sum(results)} random lifecycle commands from {len(clients)} clients answered in {elapsed:.1f} s")
+    check(machine.process.poll() is None, "skvm is still running")
+    await clients[0].execute("cont")
+    check((await clients[0].execute("query-status"))["status"] == "running", "the machine runs after cont")
+    check(machine.wait_ticks_grow(), "the guest makes progress")
+    for client in clients[1:]:
+        await client.disconnect()
+    await clients[0].execute("quit")
+    await disconnect_after_quit(clients[0])
+    check(machine.finish() == 0, "quit still ends skvm with status 0")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=["lifecycle", "hostile"], required=True)
+    parser.add_argument("--scenario", choices=["lifecycle", "hostile", "stress"], required=True)
+    parser.add_argument("--commands", type=int, default=2000)
     parser.add_argument("--skvm", required=True)
     parser.add_argument("--probe", required=True)
     parser.add_argument("--cpus", type=int, default=2)
@@ -332,8 +441,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix="skvm-qmp-") as directory:
         machine = Machine(args.skvm, args.probe, args.cpus, directory)
         try:
-            scenario = lifecycle if args.scenario == "lifecycle" else hostile
-            asyncio.run(asyncio.wait_for(scenario(machine, args.cpus), 120))
+            if args.scenario == "stress":
+                run = stress(machine, args.cpus, args.commands)
+            else:
+                run = (lifecycle if args.scenario == "lifecycle" else hostile)(machine, args.cpus)
+            asyncio.run(asyncio.wait_for(run, 600))
         except (CheckFailed, QMPError, asyncio.TimeoutError, OSError, KeyError, IndexError, TypeError, AttributeError) as error:
             print(f"qmp_check: {args.scenario} FAILED: {type(error).__name__}: {error}", flush=True)
             print("--- console ---\n" + machine.output()[-400:], flush=True)

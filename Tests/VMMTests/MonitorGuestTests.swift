@@ -11,7 +11,7 @@ struct MonitorGuestTests {
     return cache + "/skvm/python/bin/python"
   }
 
-  static func check(_ scenario: String, cpus: Int) throws -> (status: Int32, output: String) {
+  static func check(_ scenario: String, cpus: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
     guard FileManager.default.isExecutableFile(atPath: python) else {
       Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client the monitor tests use)")
       return (-1, "")
@@ -24,7 +24,7 @@ struct MonitorGuestTests {
       [
         ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Monitor/qmp_check.py").path, "--scenario", scenario,
         "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
-      ], mergeErrors: true)
+      ] + extra, mergeErrors: true)
     return (result.status, result.output)
   }
 
@@ -38,6 +38,14 @@ struct MonitorGuestTests {
   func hostileClients() throws {
     let result = try Self.check("hostile", cpus: 2)
     #expect(result.status == 0 && result.output.contains("qmp_check: hostile ok"), "\(result.output)")
+  }
+
+  @Test("4 clients × random lifecycle commands (system_reset among them) all answered; the guest survives")
+  func lifecycleStress() throws {
+    // CI's short form; SKVM_QMP_STRESS_COMMANDS=100000 for a long run.
+    let commands = ProcessInfo.processInfo.environment["SKVM_QMP_STRESS_COMMANDS"] ?? "1200"
+    let result = try Self.check("stress", cpus: 2, extra: ["--commands", commands])
+    #expect(result.status == 0 && result.output.contains("qmp_check: stress ok"), "\(result.output)")
   }
 
   @Test("Bad --qmp values and unusable socket paths fail before the guest starts, naming the problem")

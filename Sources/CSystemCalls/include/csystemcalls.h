@@ -12,4 +12,15 @@ ssize_t csys_getrandom(void *buffer, size_t length);
 /// O_DIRECT, which Swift's Glibc module hides (it needs _GNU_SOURCE).
 extern const int csys_o_direct;
 
+/// Opens `path` for a file the VMM reads as data (an image, a kernel, an initrd) without ever
+/// blocking in open(2): O_NONBLOCK first (a FIFO would wait for a writer), then fstat, then
+/// blocking mode again. Returns the descriptor; -1 with errno set if open or fstat failed;
+/// -2 (errno EINVAL) if the path is neither a regular file nor a block device. `*is_block`
+/// tells which it is.
+int csys_open_data_file(const char *path, int flags, int mode, int *is_block);
+
+/// The user id of the process on the other end of a connected Unix socket (SO_PEERCRED):
+/// 0 with *uid set, or -1 with errno set.
+int csys_peer_uid(int fd, unsigned int *uid);
+
 #endif

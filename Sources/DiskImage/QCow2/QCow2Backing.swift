@@ -6,6 +6,11 @@ extension QCow2Image {
       guard state.header.autoclearFeatures == 0 else {
         throw .unsupported(path: path, feature: "changing the backing file of an image with bitmaps")
       }
+      if let name, name.utf8.count > 1023 || name.isEmpty {
+        throw .invalid(
+          path: path,
+          reason: "a backing file name must be 1 to 1023 bytes (this one has \(name.utf8.count)); use a shorter path")
+      }
       var header = state.header
       header.backingFile = name
       header.backingFormat = name == nil ? nil : format?.rawValue

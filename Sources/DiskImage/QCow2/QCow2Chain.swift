@@ -7,6 +7,9 @@ extension QCow2Image {
     guard let name = header.backingFile else {
       throw .invalid(path: path, reason: "has no backing file to commit to")
     }
+    // The backing image is opened (read-only, lock shared) with this one: close it so it can
+    // be opened for writing. Commit reads only this image's own clusters.
+    backing?.close()
     let target = try DiskImage.open(
       DiskImage.resolve(backing: name, of: path), format: header.backingFormat.flatMap(DiskImageFormat.init),
       writable: true)

@@ -1,3 +1,5 @@
+import Checked
+
 /// What `check` found in a qcow2 image, with qemu-img's categories.
 public struct QCow2CheckResult: Sendable, Equatable {
   public var corruptions = 0
@@ -12,6 +14,14 @@ public struct QCow2CheckResult: Sendable, Equatable {
   public var imageEndOffset: UInt64 = 0
   /// One line per problem, as qemu-img prints them.
   public var messages: [String] = []
+
+  /// The verdict, in qemu-img's exit statuses: 1 the check itself failed, 2 corrupt, 3 leaks only, 0 clean.
+  public var exitStatus: Int32 {
+    if checkErrors > 0 { return 1 }
+    if corruptions > 0 { return 2 }
+    if leaks > 0 { return 3 }
+    return 0
+  }
 }
 
 /// What `check` may repair (qemu-img check -r).
@@ -19,162 +29,672 @@ public enum QCow2Repair: Sendable {
   case none
   /// Lower refcounts that are too high (leaked clusters).
   case leaks
-  /// Also raise refcounts that are too low and correct COPIED flags.
+  /// Also raise refcounts that are too low, correct COPIED flags, drop invalid snapshots
+  /// and rebuild refcount structures that cannot be trusted.
   case all
+
+  var fixesLeaks: Bool { self != .none }
+  var fixesErrors: Bool { self == .all }
 }
 
 extension QCow2Image {
-  /// Recounts every reference (header, tables, snapshots, L2 tables, data), compares the
-  /// counts with the stored refcounts, and repairs what `repair` allows; after a repair the
-  /// image is checked again and that result returned, with what was fixed.
+  /// Recounts every reference (header, tables, snapshots, L2 tables, data) as qemu-img does,
+  /// compares the counts with the stored refcounts, and repairs what `repair` allows
+  /// (rebuilding the refcount structure when its blocks cannot be trusted). After a repair
+  /// the image is checked again and that result returned, with what was fixed.
   public func check(repair: QCow2Repair = .none) throws(DiskImageError) -> QCow2CheckResult {
-    let first = try checkOnce(repair: repair)
-    guard repair != .none, first.leaksFixed + first.corruptionsFixed > 0 || repair == .all else { return first }
     try withMetadata { state throws(DiskImageError) in
-      guard state.refcounts != nil else { return }
-      state.refcounts = try QCow2Refcounts(file: file, header: state.header)
-      state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
-      if repair == .all { try updateCopiedFlags(in: &state) }
-      try file.orderingPoint()
+      guard repair == .none || file.writable else { throw .invalid(path: path, reason: "the image is open read-only") }
+      var checker = QCow2Checker(file: file, header: state.header, repair: repair)
+      var first = try checker.run()
+      guard repair != .none else { return first }
+      // The tables on disk may have changed under the caches: read everything again.
+      try reload(&state)
+      if first.checkErrors == 0 && first.corruptions == 0 { try markCleanAndConsistent(&state) }
+      guard first.leaksFixed + first.corruptionsFixed > 0 else { return first }
+      var again = QCow2Checker(file: file, header: state.header, repair: .none)
+      var second = try again.run()
+      second.leaksFixed = first.leaksFixed
+      second.corruptionsFixed = first.corruptionsFixed
+      second.messages = first.messages + second.messages
+      first = second
+      return first
     }
-    var second = try checkOnce(repair: .none)
-    second.leaksFixed = first.leaksFixed
-    second.corruptionsFixed =
-      first.corruptionsFixed + max(0, first.corruptions - second.corruptions - first.corruptionsFixed)
-    return second
   }
 
-  private func checkOnce(repair: QCow2Repair) throws(DiskImageError) -> QCow2CheckResult {
-    let repairLeaks = repair != .none
-    let header = self.header
-    let clusterSize = header.clusterSize
-    let clusterBits = UInt64(header.clusterBits)
-    let fileLength = file.length
-    let clusterCount = Int((fileLength + clusterSize - 1) >> clusterBits)
-    var expected = [UInt32](repeating: 0, count: clusterCount)
-    var result = QCow2CheckResult()
-    result.totalClusters = (header.size + clusterSize - 1) >> clusterBits
+  /// After a repair that left no corruption: clears the dirty and corrupt bits, as qemu-img does.
+  private func markCleanAndConsistent(_ state: inout State) throws(DiskImageError) {
+    let flags = QCow2Header.Incompatible.dirty | QCow2Header.Incompatible.corrupt
+    guard state.header.version >= 3, state.header.incompatibleFeatures & flags != 0 else { return }
+    state.header.incompatibleFeatures &= ~flags
+    try file.write(BigEndian.bytes(state.header.incompatibleFeatures), at: 72)
+    try file.flush()
+  }
 
-    func reference(_ offset: UInt64, _ length: UInt64, _ what: String) {
-      guard length > 0 else { return }
-      let first = offset >> clusterBits
-      let last = (offset + length - 1) >> clusterBits
-      guard last < UInt64(clusterCount) else {
-        result.corruptions += 1
-        result.messages.append(
-          "ERROR \(what) at offset 0x\(String(offset, radix: 16)) is past the end of the image file")
-        return
-      }
-      for cluster in first...last { expected[Int(cluster)] &+= 1 }
+  /// Reads the header, the L1 table and the refcount table again, emptying the caches.
+  private func reload(_ state: inout State) throws(DiskImageError) {
+    try file.orderingPoint()
+    let header = try QCow2Header.read(from: file, forCheck: true)
+    state.header = header
+    let reader = BigEndianReader(try file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset))
+    state.l1 = (0..<Int(header.l1Size)).map { reader.u64($0 * 8) }
+    state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
+    if state.refcounts != nil {
+      let moved = state.refcounts?.tableMoved
+      state.refcounts = try QCow2Refcounts(file: file, header: header)
+      if let moved { state.refcounts?.tableMoved = moved }
     }
-
-    reference(0, clusterSize, "header")
-    var refcounts = try QCow2Refcounts(file: file, header: header)
-    reference(header.refcountTableOffset, UInt64(header.refcountTableClusters) * clusterSize, "refcount table")
-    for block in refcounts.table where block != 0 { reference(block, clusterSize, "refcount block") }
-    let (snapshots, tableLength) = try QCow2Snapshot.readTable(header: header, file: file)
-    reference(header.snapshotsOffset, tableLength, "snapshot table")
-    var l1Tables = [(offset: header.l1TableOffset, size: header.l1Size, active: true)]
-    l1Tables += snapshots.map { ($0.l1TableOffset, $0.l1Size, false) }
-    var lastDataCluster: UInt64 = 0
-    var copiedChecks: [(entry: UInt64, offset: UInt64, what: String)] = []
-    for l1 in l1Tables {
-      reference(l1.offset, UInt64(l1.size) * 8, "L1 table")
-      let l1Reader = BigEndianReader(try file.read(count: Int(l1.size) * 8, at: l1.offset))
-      for index in 0..<Int(l1.size) {
-        let l1Entry = l1Reader.u64(index * 8)
-        let l2Offset = l1Entry & Self.offsetMask
-        guard l2Offset != 0 else { continue }
-        guard l2Offset & (clusterSize - 1) == 0, l2Offset + clusterSize <= fileLength else {
-          result.corruptions += 1
-          result.messages.append("ERROR L2 table offset 0x\(String(l2Offset, radix: 16)) is invalid")
-          continue
-        }
-        reference(l2Offset, clusterSize, "L2 table")
-        if l1.active { copiedChecks.append((l1Entry, l2Offset, "L1")) }
-        let l2Reader = BigEndianReader(try file.read(count: Int(clusterSize), at: l2Offset))
-        for slot in 0..<Int(header.l2Entries) {
-          let entry = l2Reader.u64(slot * 8)
-          guard entry != 0 else { continue }
-          switch try? Self.decode(entry, header: header, path: path) {
-          case .compressed(let host, let length)?:
-            reference(host & ~511, UInt64(length) + (host & 511), "compressed cluster")
-            if l1.active {
-              result.compressedClusters += 1
-              result.allocatedClusters += 1
-            }
-          case .data(let host, _)?:
-            reference(host, clusterSize, "data cluster")
-            if l1.active {
-              result.allocatedClusters += 1
-              if lastDataCluster != 0 && host != lastDataCluster + clusterSize { result.fragmentedClusters += 1 }
-              lastDataCluster = host
-              copiedChecks.append((entry, host, "L2"))
-            }
-          case .zero?:
-            let host = entry & Self.offsetMask
-            if host != 0 { reference(host, clusterSize, "preallocated zero cluster") }
-          case .unallocated?:
-            break
-          case nil:
-            result.corruptions += 1
-            result.messages.append("ERROR L2 entry 0x\(String(entry, radix: 16)) is invalid")
-          }
-        }
-      }
-    }
-    // Compare with what is stored.
-    let coveredClusters = UInt64(refcounts.table.count) * refcounts.entriesPerBlock
-    let limit = max(UInt64(clusterCount), 0)
-    for cluster in 0..<min(limit, coveredClusters) {
-      let stored = try refcounts.refcount(cluster)
-      let counted = UInt64(expected[Int(cluster)])
-      if stored == counted { continue }
-      if stored < counted {
-        result.corruptions += 1
-        if repair == .all {
-          try refcounts.setRefcount(cluster, to: counted)
-          result.corruptionsFixed += 1
-        } else {
-          result.messages.append("ERROR cluster \(cluster) refcount=\(stored) reference=\(counted)")
-        }
-      } else {
-        result.leaks += 1
-        if repairLeaks {
-          try refcounts.setRefcount(cluster, to: counted)
-          result.leaksFixed += 1
-        } else {
-          result.messages.append("Leaked cluster \(cluster) refcount=\(stored) reference=\(counted)")
-        }
-      }
-    }
-    if limit > coveredClusters {
-      for cluster in coveredClusters..<limit where expected[Int(cluster)] > 0 {
-        result.corruptions += 1
-        if repair == .all {
-          try refcounts.setRefcount(cluster, to: UInt64(expected[Int(cluster)]))
-          result.corruptionsFixed += 1
-        } else {
-          result.messages.append("ERROR cluster \(cluster) refcount=0 reference=\(expected[Int(cluster)])")
-        }
-      }
-    }
-    for check in copiedChecks {
-      let stored = try refcounts.refcount(check.offset >> clusterBits)
-      let copied = check.entry & Self.copiedFlag != 0
-      if copied != (stored == 1) {
-        result.corruptions += 1
-        result.messages.append(
-          "ERROR OFLAG_COPIED \(check.what): offset=\(String(check.offset, radix: 16)) refcount=\(stored)")
-      }
-    }
-    if repairLeaks {
-      try file.orderingPoint()
-      result.leaks -= result.leaksFixed
-      result.corruptions -= result.corruptionsFixed
-    }
-    let lastUsed = expected.lastIndex(where: { $0 > 0 }).map { UInt64($0 + 1) } ?? 1
-    result.imageEndOffset = lastUsed << clusterBits
-    return result
   }
 }
+
+/// One pass of qemu-img's consistency check over a qcow2 image: it builds reference counts
+/// from every table (qemu's in-memory refcount table, two bytes a cluster at most), compares
+/// them with the stored ones, and checks the COPIED flags, repairing as asked. Every offset
+/// it follows is untrusted: references past the end of the file, unaligned tables and
+/// reserved bits are reported, never followed into a trap.
+struct QCow2Checker {
+  let file: ImageFile
+  var header: QCow2Header
+  let repair: QCow2Repair
+  var result = QCow2CheckResult()
+  var counts: ComputedRefcounts
+  /// Set when the stored refcount structure cannot be repaired entry by entry.
+  var rebuild = false
+  /// The file's length (it changes only through this checker while it runs).
+  var fileLength: UInt64
+
+  static let l1ReservedMask: UInt64 = 0x7F00_0000_0000_01FF
+  static let l2ReservedMask: UInt64 = 0x3F00_0000_0000_01FE
+  static let refcountTableReservedMask: UInt64 = 0x1FF
+  static let tableOffsetMask: UInt64 = 0x00FF_FFFF_FFFF_FE00
+
+  init(file: ImageFile, header: QCow2Header, repair: QCow2Repair) {
+    self.file = file
+    self.header = header
+    self.repair = repair
+    let fileLength = file.length
+    self.fileLength = fileLength
+    let clusterBits = UInt64(header.clusterBits)
+    counts = ComputedRefcounts(
+      clusters: (fileLength + header.clusterSize - 1) >> clusterBits, clusterBits: clusterBits,
+      maximum: header.refcountOrder >= 4 ? UInt64(UInt16.max) : (1 << UInt64(header.refcountBits)) - 1)
+  }
+
+  var clusterSize: UInt64 { header.clusterSize }
+  var clusterBits: UInt64 { UInt64(header.clusterBits) }
+
+  mutating func report(_ message: String) { result.messages.append(message) }
+
+  /// Counts `[offset, offset + length)`, as qemu does: a region reaching a cluster or more past
+  /// the end of the file is a corruption and is not counted.
+  mutating func reference(_ offset: UInt64, _ length: UInt64) {
+    guard length > 0 else { return }
+    guard let end = offset.checkedAdding(length), end < fileLength || end - fileLength < clusterSize else {
+      result.corruptions += 1
+      report(
+        "ERROR: counting reference for region exceeding the end of the file by one cluster or more: "
+          + "offset 0x\(hex(offset)) size 0x\(hex(length))")
+      return
+    }
+    for cluster in (offset >> clusterBits)...((end - 1) >> clusterBits) {
+      if !counts.increment(cluster) {
+        result.corruptions += 1
+        report("ERROR: overflow cluster offset=0x\(hex(cluster << clusterBits))")
+      }
+    }
+  }
+
+  /// The whole check: counts, compares (rebuilding or repairing), then the COPIED flags.
+  mutating func run() throws(DiskImageError) -> QCow2CheckResult {
+    result.totalClusters = (header.size + clusterSize - 1) >> clusterBits
+    let parsed = try QCow2Snapshot.parseTable(header: header, file: file)
+    var snapshots = parsed.snapshots
+    var tableLength = parsed.length
+    try checkSnapshotTable(&snapshots, tableLength: &tableLength, damage: parsed.damage)
+    try calculate(snapshots: snapshots, tableLength: tableLength, frag: true)
+    let beforeCompare = result
+    var highest = compare(fixing: .none)
+    if rebuild && repair.fixesErrors {
+      let old = result
+      report("Rebuilding refcount structure")
+      try rebuildRefcountStructure()
+      // The new structure replaces the old one, whose clusters are now leaked: count again.
+      result.corruptions = 0
+      result.leaks = 0
+      rebuild = false
+      counts.reset()
+      try calculate(snapshots: snapshots, tableLength: tableLength, frag: false)
+      let saved = result
+      result = QCow2CheckResult()
+      highest = compare(fixing: .leaks)
+      if rebuild { report("ERROR rebuilt refcount structure is still broken") }
+      let freshLeaks = result.leaks
+      let messages = result.messages
+      result = saved
+      result.messages += messages
+      if result.corruptions < old.corruptions { result.corruptionsFixed += old.corruptions - result.corruptions }
+      if result.leaks < old.leaks { result.leaksFixed += old.leaks - result.leaks }
+      result.leaks += freshLeaks
+    } else if repair != .none {
+      if rebuild {
+        report("ERROR need to rebuild refcount structures")
+        result.checkErrors += 1
+        return finish(highest: highest)
+      }
+      if result.leaks > 0 || result.corruptions > 0 {
+        let messages = result.messages
+        result = beforeCompare
+        result.messages = messages
+        highest = compare(fixing: repair)
+      }
+    }
+    try checkCopiedFlags()
+    try completeSnapshotEntries(snapshots)
+    return finish(highest: highest)
+  }
+
+  /// Version 3 snapshot entries must carry at least 16 bytes of extra data (the VM state size
+  /// and the disk size); a full repair writes the table anew with complete entries, once the
+  /// refcounts can be trusted to allocate it.
+  private mutating func completeSnapshotEntries(_ snapshots: [QCow2Snapshot]) throws(DiskImageError) {
+    guard header.version >= 3 else { return }
+    let incomplete = snapshots.indices.filter { snapshots[$0].extraDataSize < 16 }
+    guard !incomplete.isEmpty else { return }
+    for index in incomplete {
+      result.corruptions += 1
+      report("\(repair.fixesErrors ? "Repairing" : "ERROR") snapshot table entry \(index) is incomplete")
+    }
+    guard repair.fixesErrors, result.corruptions == incomplete.count, result.checkErrors == 0 else { return }
+    var refcounts = try QCow2Refcounts(file: file, header: header)
+    refcounts.tableMoved = QCow2Image.headerFollowsRefcountTable(file)
+    let complete = snapshots.map { snapshot -> QCow2Snapshot in
+      var entry = snapshot
+      entry.storedEntry = []
+      entry.diskSize = entry.diskSize ?? header.size
+      return entry
+    }
+    let bytes = QCow2Snapshot.encodeTable(complete)
+    let clusters = (UInt64(bytes.count) + clusterSize - 1) >> clusterBits
+    let offset = try refcounts.allocate(Int(clusters))
+    try file.write(bytes, at: offset)
+    try file.orderingPoint()
+    let oldOffset = header.snapshotsOffset
+    let oldLength = try QCow2Snapshot.parseTable(header: header, file: file).length
+    try file.write(BigEndian.bytes(UInt32(complete.count)) + BigEndian.bytes(offset), at: 60)
+    try file.orderingPoint()
+    try refcounts.adjust(offset: oldOffset, length: oldLength, by: -1)
+    header = try QCow2Header.read(from: file, forCheck: true)
+    result.corruptions -= incomplete.count
+    result.corruptionsFixed += incomplete.count
+  }
+
+  private mutating func finish(highest: UInt64) -> QCow2CheckResult {
+    result.imageEndOffset = (highest + 1) << clusterBits
+    if repair != .none { try? file.orderingPoint() }
+    return result
+  }
+
+  // MARK: Counting
+
+  /// Counts the header, the active and snapshot L1/L2 tables and what they map, the snapshot
+  /// table, the refcount table and its blocks.
+  mutating func calculate(snapshots: [QCow2Snapshot], tableLength: UInt64, frag: Bool) throws(DiskImageError) {
+    reference(0, clusterSize)
+    try checkL1(offset: header.l1TableOffset, size: header.l1Size, active: true, frag: frag)
+    for snapshot in snapshots {
+      guard snapshotL1IsValid(snapshot) else { continue }
+      try checkL1(offset: snapshot.l1TableOffset, size: snapshot.l1Size, active: false, frag: false)
+    }
+    if header.snapshotCount > 0 { reference(header.snapshotsOffset, tableLength) }
+    reference(header.refcountTableOffset, UInt64(header.refcountTableClusters) << clusterBits)
+    try checkRefcountBlocks()
+  }
+
+  private func snapshotL1IsValid(_ snapshot: QCow2Snapshot) -> Bool {
+    snapshot.l1TableOffset & (clusterSize - 1) == 0
+      && UInt64(snapshot.l1Size) * 8 <= QCow2Header.maximumL1Bytes
+      && snapshot.l1TableOffset.fits(length: UInt64(snapshot.l1Size) * 8, within: UInt64(Int64.max))
+  }
+
+  private mutating func checkL1(offset: UInt64, size: UInt32, active: Bool, frag: Bool) throws(DiskImageError) {
+    let bytes = UInt64(size) * 8
+    reference(offset, bytes)
+    guard size > 0 else { return }
+    let l1 = try readEntries(count: Int(size), at: offset)
+    for index in 0..<Int(size) {
+      let entry = l1[index]
+      if entry & Self.l1ReservedMask != 0 {
+        result.corruptions += 1
+        report("ERROR found L1 entry with reserved bits set: \(hex(entry))")
+      }
+      // As qemu-img: any non-zero entry names a table, even one whose offset bits are zero.
+      guard entry != 0 else { continue }
+      let l2Offset = entry & Self.tableOffsetMask
+      reference(l2Offset, clusterSize)
+      if l2Offset & (clusterSize - 1) != 0 {
+        result.corruptions += 1
+        report("ERROR l2_offset=\(hex(l2Offset)): Table is not cluster aligned; L1 entry corrupted")
+      }
+      try checkL2(at: l2Offset, active: active, frag: frag)
+    }
+  }
+
+  private mutating func checkL2(at l2Offset: UInt64, active: Bool, frag: Bool) throws(DiskImageError) {
+    // A table wholly past the end of the file reads as zeros: nothing in it to count.
+    guard l2Offset < fileLength else { return }
+    var table = try readEntries(count: Int(header.l2Entries), at: l2Offset)
+    var nextContiguous: UInt64 = 0
+    for slot in 0..<Int(header.l2Entries) {
+      let entry = table[slot]
+      switch QCow2EntryKind(entry) {
+      case .compressed:
+        if entry & QCow2Image.copiedFlag != 0 {
+          result.corruptions += 1
+          report(
+            "ERROR: coffset=0x\(hex(compressedRange(entry).offset)): copied flag must never be set for compressed clusters"
+          )
+        }
+        let range = compressedRange(entry)
+        reference(range.offset, range.length)
+        if frag {
+          result.allocatedClusters += 1
+          result.compressedClusters += 1
+          result.fragmentedClusters += 1
+        }
+      case .normal, .zeroAllocated:
+        if entry & Self.l2ReservedMask != 0 {
+          result.corruptions += 1
+          report("ERROR found l2 entry with reserved bits set: \(hex(entry))")
+        }
+        let offset = entry & Self.tableOffsetMask
+        if offset & (clusterSize - 1) != 0 {
+          result.corruptions += 1
+          if QCow2EntryKind(entry) == .zeroAllocated {
+            report(
+              "\(repair.fixesErrors ? "Repairing" : "ERROR") offset=\(hex(offset)): Preallocated cluster is not "
+                + "properly aligned; L2 entry corrupted.")
+            if repair.fixesErrors, try fixEntryByZero(&table, slot: slot, l2Offset: l2Offset) {
+              result.corruptions -= 1
+              result.corruptionsFixed += 1
+              continue
+            }
+          } else {
+            report("ERROR offset=\(hex(offset)): Data cluster is not properly aligned; L2 entry corrupted.")
+          }
+        }
+        if frag {
+          result.allocatedClusters += 1
+          if nextContiguous != 0 && offset != nextContiguous { result.fragmentedClusters += 1 }
+          nextContiguous = offset &+ clusterSize
+        }
+        reference(offset, clusterSize)
+      case .zero, .unallocated:
+        if entry & Self.l2ReservedMask != 0 {
+          result.corruptions += 1
+          report("ERROR found l2 entry with reserved bits set: \(hex(entry))")
+        }
+      }
+    }
+  }
+
+  /// Turns a preallocated zero cluster with an unaligned offset into a plain zero cluster.
+  private mutating func fixEntryByZero(_ table: inout [UInt64], slot: Int, l2Offset: UInt64) throws(DiskImageError)
+    -> Bool
+  {
+    guard !overlapsMetadata(l2Offset, except: .activeL2) else {
+      result.checkErrors += 1
+      report("ERROR: Overlap check failed")
+      return false
+    }
+    table[slot] = QCow2Image.zeroFlag
+    try file.write(BigEndian.bytes(QCow2Image.zeroFlag), at: l2Offset + UInt64(slot) * 8)
+    return true
+  }
+
+  private func compressedRange(_ entry: UInt64) -> (offset: UInt64, length: UInt64) {
+    let shift = 62 - (clusterBits - 8)
+    let offset = entry & ((1 << shift) - 1)
+    let sectors = ((entry >> shift) & ((1 << (clusterBits - 8)) - 1)) + 1
+    return (offset, sectors * 512 - (offset & 511))
+  }
+
+  /// Counts every refcount block and checks it: reserved bits, alignment, inside the file,
+  /// referenced once. Blocks that fail need a rebuilt refcount structure.
+  private mutating func checkRefcountBlocks() throws(DiskImageError) {
+    let table = try storedTable()
+    for (index, raw) in table.enumerated() {
+      let offset = raw & ~Self.refcountTableReservedMask
+      if raw & Self.refcountTableReservedMask != 0 {
+        result.corruptions += 1
+        report("ERROR refcount table entry \(index) has reserved bits set")
+        rebuild = true
+        continue
+      }
+      if offset & (clusterSize - 1) != 0 {
+        result.corruptions += 1
+        report("ERROR refcount block \(index) is not cluster aligned; refcount table entry corrupted")
+        rebuild = true
+        continue
+      }
+      let cluster = offset >> clusterBits
+      if cluster >= counts.count {
+        result.corruptions += 1
+        report("\(repair.fixesErrors ? "Repairing" : "ERROR") refcount block \(index) is outside image")
+        if repair.fixesErrors {
+          if let end = offset.checkedAdding(clusterSize), end <= UInt64(Int64.max) >> 1,
+            (try? file.truncate(to: end)) != nil
+          {
+            fileLength = end
+            counts.grow(to: (end + clusterSize - 1) >> clusterBits)
+            result.corruptions -= 1
+            result.corruptionsFixed += 1
+            reference(offset, clusterSize)
+            continue
+          }
+          report("ERROR could not resize image to hold refcount block \(index)")
+          rebuild = true
+        }
+        continue
+      }
+      guard offset != 0 else { continue }
+      reference(offset, clusterSize)
+      let count = counts[cluster]
+      if count != 1 {
+        result.corruptions += 1
+        report("ERROR refcount block \(index) refcount=\(count)")
+        rebuild = true
+      }
+    }
+  }
+
+  /// `count` big-endian 64-bit table entries at `offset` (zeros past the end of the file).
+  func readEntries(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt64] {
+    let bytes = try file.read(count: count * 8, at: offset)
+    return bytes.withUnsafeBytes { raw in
+      (0..<count).map { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+    }
+  }
+
+  /// The refcount table as stored, reserved bits and all.
+  func storedTable() throws(DiskImageError) -> [UInt64] {
+    try readEntries(
+      count: Int((UInt64(header.refcountTableClusters) << clusterBits) / 8), at: header.refcountTableOffset)
+  }
+
+  // MARK: Comparing
+
+  /// Compares stored and counted refcounts cluster by cluster, fixing what `fixing` allows;
+  /// returns the highest cluster in use.
+  mutating func compare(fixing: QCow2Repair) -> UInt64 {
+    var stored = StoredRefcounts(file: file, header: header, table: (try? storedTable()) ?? [])
+    var writer: QCow2Refcounts? = fixing == .none ? nil : try? QCow2Refcounts(file: file, header: header)
+    writer?.tableMoved = QCow2Image.headerFollowsRefcountTable(file)
+    var highest: UInt64 = 0
+    var cluster: UInt64 = 0
+    while cluster < counts.count {
+      defer { cluster += 1 }
+      let current: UInt64
+      do {
+        current = try stored.refcount(cluster)
+      } catch {
+        report("Can't get refcount for cluster \(cluster): Input/output error")
+        result.checkErrors += 1
+        continue
+      }
+      let counted = UInt64(counts[cluster])
+      if current > 0 || counted > 0 { highest = cluster }
+      guard current != counted else { continue }
+      var fixable = false
+      if current == 0 {
+        rebuild = true
+      } else if current > counted && fixing.fixesLeaks {
+        fixable = true
+      } else if current < counted && fixing.fixesErrors {
+        fixable = true
+      }
+      report(
+        "\(fixable ? "Repairing" : current < counted ? "ERROR" : "Leaked") cluster \(cluster) refcount=\(current) "
+          + "reference=\(counted)")
+      if fixable, writer != nil, (try? writer?.setRefcount(cluster, to: counted)) != nil {
+        stored.forget(cluster)
+        if current > counted { result.leaksFixed += 1 } else { result.corruptionsFixed += 1 }
+        continue
+      }
+      if current < counted { result.corruptions += 1 } else { result.leaks += 1 }
+    }
+    return highest
+  }
+
+  // MARK: COPIED flags
+
+  /// The active L1 and L2 entries must carry COPIED exactly when their cluster's refcount is 1.
+  mutating func checkCopiedFlags() throws(DiskImageError) {
+    var stored = StoredRefcounts(file: file, header: header, table: (try? storedTable()) ?? [])
+    guard header.l1Size > 0 else { return }
+    let l1 = try readEntries(count: Int(header.l1Size), at: header.l1TableOffset)
+    for index in 0..<Int(header.l1Size) {
+      let entry = l1[index]
+      let l2Offset = entry & Self.tableOffsetMask
+      guard l2Offset != 0 else { continue }
+      if let refcount = try? stored.refcount(l2Offset >> clusterBits),
+        (refcount == 1) != (entry & QCow2Image.copiedFlag != 0)
+      {
+        result.corruptions += 1
+        report(
+          "\(repair.fixesErrors ? "Repairing" : "ERROR") OFLAG_COPIED L2 cluster: l1_index=\(index) "
+            + "l1_entry=\(hex(entry)) refcount=\(refcount)")
+        if repair.fixesErrors {
+          let fixed = refcount == 1 ? entry | QCow2Image.copiedFlag : entry & ~QCow2Image.copiedFlag
+          try file.write(BigEndian.bytes(fixed), at: header.l1TableOffset + UInt64(index) * 8)
+          result.corruptions -= 1
+          result.corruptionsFixed += 1
+        }
+      }
+      guard l2Offset < fileLength else { continue }
+      var table = try readEntries(count: Int(header.l2Entries), at: l2Offset)
+      var dirty = 0
+      for slot in 0..<Int(header.l2Entries) {
+        let l2Entry = table[slot]
+        let kind = QCow2EntryKind(l2Entry)
+        guard kind == .normal || kind == .zeroAllocated,
+          let refcount = try? stored.refcount((l2Entry & Self.tableOffsetMask) >> clusterBits),
+          (refcount == 1) != (l2Entry & QCow2Image.copiedFlag != 0)
+        else { continue }
+        result.corruptions += 1
+        report(
+          "\(repair.fixesErrors ? "Repairing" : "ERROR") OFLAG_COPIED data cluster: l2_entry=\(hex(l2Entry)) "
+            + "refcount=\(refcount)")
+        if repair.fixesErrors {
+          let fixed = refcount == 1 ? l2Entry | QCow2Image.copiedFlag : l2Entry & ~QCow2Image.copiedFlag
+          table[slot] = fixed
+          dirty += 1
+        }
+      }
+      guard dirty > 0 else { continue }
+      guard !overlapsMetadata(l2Offset, except: .activeL2) else {
+        report("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error")
+        result.checkErrors += 1
+        return
+      }
+      try file.write(table.flatMap(BigEndian.bytes), at: l2Offset)
+      result.corruptions -= dirty
+      result.corruptionsFixed += dirty
+    }
+  }
+
+  // MARK: Snapshot table
+
+  /// Snapshots whose L1 table cannot be valid (unaligned, too large, beyond any file) are
+  /// corruptions; a full repair drops them from the table.
+  private mutating func checkSnapshotTable(
+    _ snapshots: inout [QCow2Snapshot], tableLength: inout UInt64, damage: String?
+  ) throws(DiskImageError) {
+    var changed = false
+    if let damage {
+      // Entries after the damage cannot be read: a full repair keeps those before it.
+      result.corruptions += 1
+      report("\(repair.fixesErrors ? "Repairing" : "ERROR") the snapshot table: \(damage)")
+      if repair.fixesErrors {
+        result.corruptions -= 1
+        result.corruptionsFixed += 1
+        changed = true
+      } else {
+        result.checkErrors += 1
+        return
+      }
+    }
+    var kept: [QCow2Snapshot] = []
+    for snapshot in snapshots {
+      if snapshotL1IsValid(snapshot) {
+        kept.append(snapshot)
+        continue
+      }
+      result.corruptions += 1
+      report(
+        "\(repair.fixesErrors ? "Repairing" : "ERROR") snapshot \(snapshot.id) (\(snapshot.name)) "
+          + "l1_offset=0x\(hex(snapshot.l1TableOffset)) l1_size=0x\(hex(UInt64(snapshot.l1Size))): "
+          + "invalid L1 table; snapshot table entry corrupted")
+      if repair.fixesErrors {
+        result.corruptions -= 1
+        result.corruptionsFixed += 1
+      } else {
+        kept.append(snapshot)
+      }
+    }
+    guard changed || kept.count != snapshots.count else { return }
+    snapshots = kept
+    // The table is rewritten in place: fewer entries never need more room.
+    let bytes = QCow2Snapshot.encodeTable(kept)
+    tableLength = UInt64(bytes.count)
+    if !kept.isEmpty { try file.write(bytes, at: header.snapshotsOffset) }
+    try file.orderingPoint()
+    try file.write(BigEndian.bytes(UInt32(kept.count)), at: 60)
+    if kept.isEmpty { try file.write(BigEndian.bytes(UInt64(0)), at: 64) }
+    try file.orderingPoint()
+    header = try QCow2Header.read(from: file, forCheck: true)
+  }
+
+  // MARK: Metadata overlap
+
+  enum MetadataArea { case activeL2, none }
+
+  /// Whether writing the cluster at `offset` would overwrite the header, a table or a
+  /// refcount block (qemu's pre-write overlap check), ignoring `except`.
+  func overlapsMetadata(_ offset: UInt64, except: MetadataArea) -> Bool {
+    let start = offset & ~(clusterSize - 1)
+    func overlaps(_ other: UInt64, _ length: UInt64) -> Bool {
+      guard length > 0 else { return false }
+      let otherEnd = other.checkedAdding(length) ?? .max
+      return start < otherEnd && other < start &+ clusterSize
+    }
+    if start < clusterSize { return true }
+    if overlaps(header.l1TableOffset, UInt64(header.l1Size) * 8) { return true }
+    if overlaps(header.refcountTableOffset, UInt64(header.refcountTableClusters) << clusterBits) { return true }
+    for raw in (try? storedTable()) ?? [] where raw & Self.tableOffsetMask != 0 {
+      if overlaps(raw & Self.tableOffsetMask, clusterSize) { return true }
+    }
+    if except != .activeL2, let l1 = try? file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset) {
+      let reader = BigEndianReader(l1)
+      for index in 0..<Int(header.l1Size) where reader.u64(index * 8) & Self.tableOffsetMask != 0 {
+        if overlaps(reader.u64(index * 8) & Self.tableOffsetMask, clusterSize) { return true }
+      }
+    }
+    return false
+  }
+}
+
+/// The kinds of L2 entry, classified as qemu's check classifies them (the zero flag counts
+/// in version 2 images too).
+enum QCow2EntryKind: Equatable {
+  case compressed, zeroAllocated, zero, unallocated, normal
+
+  init(_ entry: UInt64) {
+    if entry & QCow2Image.compressedFlag != 0 {
+      self = .compressed
+    } else if entry & QCow2Image.zeroFlag != 0 {
+      self = entry & QCow2Checker.tableOffsetMask != 0 ? .zeroAllocated : .zero
+    } else if entry & QCow2Checker.tableOffsetMask == 0 {
+      self = .unallocated
+    } else {
+      self = .normal
+    }
+  }
+}
+
+/// Reference counts computed from the image's tables: two bytes a cluster (saturating at
+/// the image's refcount width), grown when a reference reaches just past the end of the file.
+struct ComputedRefcounts {
+  private var values: [UInt16]
+  let clusterBits: UInt64
+  let maximum: UInt64
+
+  init(clusters: UInt64, clusterBits: UInt64, maximum: UInt64) {
+    values = [UInt16](repeating: 0, count: Int(clusters))
+    self.clusterBits = clusterBits
+    self.maximum = maximum
+  }
+
+  var count: UInt64 { UInt64(values.count) }
+
+  subscript(cluster: UInt64) -> UInt64 { cluster < count ? UInt64(values[Int(cluster)]) : 0 }
+
+  mutating func grow(to clusters: UInt64) {
+    if clusters > count { values += [UInt16](repeating: 0, count: Int(clusters - count)) }
+  }
+
+  /// Adds one reference; false if the count is already at its maximum.
+  mutating func increment(_ cluster: UInt64) -> Bool {
+    grow(to: cluster + 1)
+    guard UInt64(values[Int(cluster)]) < maximum else { return false }
+    values[Int(cluster)] += 1
+    return true
+  }
+
+  mutating func set(_ cluster: UInt64, _ value: UInt64) {
+    grow(to: cluster + 1)
+    values[Int(cluster)] = UInt16(min(value, UInt64(UInt16.max)))
+  }
+
+  mutating func reset() {
+    for index in values.indices { values[index] = 0 }
+  }
+}
+
+/// The refcounts the image stores, read block by block (one block cached): a block the
+/// table names at an unaligned offset cannot be read (qemu's EIO).
+struct StoredRefcounts {
+  let file: ImageFile
+  let clusterBits: UInt64
+  let refcountOrder: UInt64
+  let table: [UInt64]
+  private var cached: (offset: UInt64, block: [UInt8])?
+
+  struct Unreadable: Error {}
+
+  init(file: ImageFile, header: QCow2Header, table: [UInt64]) {
+    self.file = file
+    clusterBits = UInt64(header.clusterBits)
+    refcountOrder = UInt64(header.refcountOrder)
+    self.table = table
+  }
+
+  var entriesPerBlock: UInt64 { ((1 << clusterBits) * 8) >> refcountOrder }
+
+  mutating func refcount(_ cluster: UInt64) throws(Unreadable) -> UInt64 {
+    let index = cluster / entriesPerBlock
+    guard index < UInt64(table.count) else { return 0 }
+    let offset = table[Int(index)] & QCow2Checker.tableOffsetMask
+    guard offset != 0 else { return 0 }
+    guard offset & ((1 << clusterBits) - 1) == 0 else { throw Unreadable() }
+    if cached?.offset != offset {
+      guard let block = try? file.read(count: 1 << Int(clusterBits), at: offset) else { throw Unreadable() }
+      cached = (offset, block)
+    }
+    return QCow2Refcounts.entry(cached?.block ?? [], Int(cluster % entriesPerBlock), bits: 1 << Int(refcountOrder))
+  }
+
+  /// Drops the cached block holding `cluster` (it was just rewritten).
+  mutating func forget(_ cluster: UInt64) { cached = nil }
+}
+
+func hex(_ value: UInt64) -> String { String(value, radix: 16) }

@@ -1,3 +1,5 @@
+import Checked
+
 /// The qcow2 header and its extensions (QEMU `docs/interop/qcow2.txt`), parsed from
 /// untrusted bytes: every field is checked against the format's limits and the file's
 /// length before anything is allocated or read from it.
@@ -66,8 +68,9 @@ public struct QCow2Header: Sendable, Equatable {
     return size / bytesPerL2 + (size % bytesPerL2 == 0 ? 0 : 1)
   }
 
-  /// Parses and checks the header at the start of `file`.
-  static func read(from file: ImageFile) throws(DiskImageError) -> QCow2Header {
+  /// Parses and checks the header at the start of `file`. `forCheck` (an image opened by
+  /// `check`) accepts tables that reach past the end of the file, for check to report.
+  static func read(from file: ImageFile, forCheck: Bool = false) throws(DiskImageError) -> QCow2Header {
     let path = file.path
     let fileLength = file.length
     func invalid(_ reason: String) -> DiskImageError { .invalid(path: path, reason: reason) }
@@ -107,30 +110,44 @@ public struct QCow2Header: Sendable, Equatable {
     // Extensions come before anything that names unknown features, so their names can be used.
     try header.readExtensions(bytes: bytes, file: file)
     try header.checkFeatures(path: path)
-    // L1 table.
+    // L1 table, refcount table, snapshot table: checked as QEMU checks them (aligned, within
+    // its size limit, addressable), and — unless the image is opened to be checked and
+    // repaired — inside the file, since a table past the end would be overwritten by the
+    // clusters allocated next.
     let needed = l1EntriesNeeded(size: header.size, clusterBits: header.clusterBits)
     guard UInt64(header.l1Size) >= needed else {
       throw invalid("L1 table has \(header.l1Size) entries; \(needed) are needed for \(header.size) bytes")
     }
-    guard UInt64(header.l1Size) * 8 <= maximumL1Bytes else {
-      throw invalid("L1 table of \(header.l1Size) entries is larger than 32 MiB")
+    func table(_ what: String, offset: UInt64, length: UInt64, limit: UInt64) throws(DiskImageError) {
+      guard length <= limit else { throw invalid("\(what) of \(length) bytes is larger than \(limit >> 20) MiB") }
+      guard offset % clusterSize == 0, offset.fits(length: length, within: UInt64(Int64.max)) else {
+        throw invalid(
+          "\(what) offset 0x\(String(offset, radix: 16)) is invalid (not cluster-aligned, or beyond any file)")
+      }
+      guard forCheck || length == 0 || offset.fits(length: length, within: fileLength) else {
+        throw invalid(
+          "\(what) (offset \(offset), \(length) bytes) reaches past the end of the file (\(fileLength)); "
+            + "'skvm img check -r all' may repair it")
+      }
     }
-    try checkExtent(
-      "L1 table", offset: header.l1TableOffset, length: UInt64(header.l1Size) * 8, clusterSize: clusterSize,
-      fileLength: fileLength, path: path, allowEmpty: header.l1Size == 0)
-    guard UInt64(header.refcountTableClusters) * clusterSize <= maximumRefcountTableBytes else {
-      throw invalid("refcount table of \(header.refcountTableClusters) clusters is larger than 8 MiB")
+    try table("L1 table", offset: header.l1TableOffset, length: UInt64(header.l1Size) * 8, limit: maximumL1Bytes)
+    guard forCheck || header.refcountTableClusters > 0 else { throw invalid("the image has no refcount table") }
+    try table(
+      "refcount table", offset: header.refcountTableOffset, length: UInt64(header.refcountTableClusters) * clusterSize,
+      limit: maximumRefcountTableBytes)
+    guard forCheck || header.refcountTableOffset != 0 else { throw invalid("the refcount table overlaps the header") }
+    guard forCheck || header.l1Size == 0 || header.l1TableOffset != 0 else {
+      throw invalid("the L1 table overlaps the header")
     }
-    try checkExtent(
-      "refcount table", offset: header.refcountTableOffset,
-      length: UInt64(header.refcountTableClusters) * clusterSize, clusterSize: clusterSize, fileLength: fileLength,
-      path: path, allowEmpty: false)
     guard header.snapshotCount <= maximumSnapshots else {
       throw invalid("\(header.snapshotCount) snapshots is more than \(maximumSnapshots)")
     }
+    try table(
+      "snapshot table", offset: header.snapshotsOffset, length: UInt64(header.snapshotCount) * 40,
+      limit: UInt64(maximumSnapshots) * 40)
     if header.backingFileOffset != 0 {
       guard header.backingFileSize > 0, header.backingFileSize <= 1023,
-        header.backingFileOffset + UInt64(header.backingFileSize) <= min(clusterSize, fileLength)
+        header.backingFileOffset.fits(length: UInt64(header.backingFileSize), within: min(clusterSize, fileLength))
       else {
         throw invalid(
           "backing file name (offset \(header.backingFileOffset), \(header.backingFileSize) bytes) is invalid")
@@ -141,35 +158,23 @@ public struct QCow2Header: Sendable, Equatable {
     return header
   }
 
-  private static func checkExtent(
-    _ what: String, offset: UInt64, length: UInt64, clusterSize: UInt64, fileLength: UInt64, path: String,
-    allowEmpty: Bool
-  ) throws(DiskImageError) {
-    if allowEmpty && length == 0 { return }
-    guard offset % clusterSize == 0, offset > 0 else {
-      throw .invalid(path: path, reason: "\(what) offset \(offset) is not a non-zero multiple of the cluster size")
-    }
-    let (end, overflow) = offset.addingReportingOverflow(length)
-    guard !overflow, end <= fileLength else {
-      throw .invalid(
-        path: path,
-        reason: "\(what) (offset \(offset), \(length) bytes) reaches past the end of the file (\(fileLength))")
-    }
-  }
-
   private mutating func readExtensions(bytes: [UInt8], file: ImageFile) throws(DiskImageError) {
     var offset = Int(version == 3 ? headerLength : 72)
-    let limit = Int(min(clusterSize, UInt64(bytes.count)))
+    // Extensions end where the backing file name starts, or with the first cluster (QEMU's rule).
+    let end = backingFileOffset != 0 ? min(backingFileOffset, clusterSize) : clusterSize
+    let limit = Int(min(end, UInt64(bytes.count)))
     let reader = BigEndianReader(bytes)
     while offset + 8 <= limit {
       let type = reader.u32(offset)
       let length = Int(reader.u32(offset + 4))
-      if type == 0 { return }
       let start = offset + 8
       guard length <= limit - start else {
         throw .invalid(
-          path: file.path, reason: "header extension 0x\(String(type, radix: 16)) runs past the first cluster")
+          path: file.path,
+          reason: "header extension 0x\(String(type, radix: 16)) (\(length) bytes) runs past the end of the header area"
+        )
       }
+      if type == 0 { return }
       try readExtension(type: type, data: Array(bytes[start..<start + length]), path: file.path)
       offset = start + ((length + 7) & ~7)
     }

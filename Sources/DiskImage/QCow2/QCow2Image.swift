@@ -36,7 +36,10 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   static let zeroFlag: UInt64 = 1
 
   /// Opens an image whose header has been read; `backing` is its opened backing image.
-  init(file: ImageFile, header: QCow2Header, backing: (any BlockBackend)?) throws(DiskImageError) {
+  /// `forCheck` opens it for `check` alone: a corrupt or dirty image is left as it is.
+  init(file: ImageFile, header: QCow2Header, backing: (any BlockBackend)?, forCheck: Bool = false)
+    throws(DiskImageError)
+  {
     self.path = file.path
     self.file = file
     self.backing = backing
@@ -47,28 +50,28 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     let tables = max(1, Self.l2CacheBudget / Int(header.clusterSize))
     var refcounts: QCow2Refcounts?
     if file.writable {
-      if header.isCorrupt {
+      if header.isCorrupt && !forCheck {
         throw .invalid(path: file.path, reason: "the image is marked corrupt; repair it with 'qemu-img check -r all'")
       }
 
       refcounts = try QCow2Refcounts(file: file, header: header)
     }
     metadata = State(header: header, l1: l1, l2Cache: L2Cache(capacity: tables), refcounts: refcounts)
-    do {
-      metadata.refcounts?.tableMoved = { [file] offset, clusters throws(DiskImageError) in
-        var bytes = BigEndian.bytes(offset)
-        bytes += BigEndian.bytes(clusters)
-        try file.write(Array(bytes[0..<8]), at: 48)
-        try file.write(Array(bytes[8..<12]), at: 56)
-      }
-    }
+    metadata.refcounts?.tableMoved = Self.headerFollowsRefcountTable(file)
     // Lazy refcounts left by a crash: the stored counts may be too low to allocate safely,
     // so they are rebuilt from the tables before anything is written (as QEMU does on open).
-    if file.writable && header.isDirty {
+    if file.writable && header.isDirty && !forCheck {
       _ = try check(repair: .all)
       try file.write(BigEndian.bytes(header.incompatibleFeatures & ~QCow2Header.Incompatible.dirty), at: 72)
       try file.flush()
       metadata.header.incompatibleFeatures &= ~QCow2Header.Incompatible.dirty
+    }
+  }
+
+  /// What keeps the header's refcount table offset and size right when the table moves.
+  static func headerFollowsRefcountTable(_ file: ImageFile) -> (UInt64, UInt32) throws(DiskImageError) -> Void {
+    { offset, clusters throws(DiskImageError) in
+      try file.write(BigEndian.bytes(offset) + BigEndian.bytes(clusters), at: 48)
     }
   }
 

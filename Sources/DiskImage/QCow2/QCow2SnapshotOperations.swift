@@ -48,6 +48,7 @@ extension QCow2Image {
       guard let snapshot = list.first(where: { $0.name == name || $0.id == name }) else {
         throw .invalid(path: path, reason: "no snapshot '\(name)' (see 'skvm img snapshot -l')")
       }
+      try snapshot.validateL1Table(header: state.header, fileLength: file.length, path: path)
       let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))
       var table = (0..<Int(snapshot.l1Size)).map { reader.u64($0 * 8) & ~Self.copiedFlag }
       guard table.count <= state.l1.count else {
@@ -78,6 +79,7 @@ extension QCow2Image {
       guard let index = list.firstIndex(where: { $0.name == name || $0.id == name }) else {
         throw .invalid(path: path, reason: "no snapshot '\(name)' (see 'skvm img snapshot -l')")
       }
+      try list[index].validateL1Table(header: state.header, fileLength: file.length, path: path)
       let snapshot = list.remove(at: index)
       try writeSnapshotTable(list, replacing: oldLength, in: &state)
       let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))

@@ -19,6 +19,10 @@ struct ImgCheck: ParsableCommand {
   @Flag(name: .short, help: "Quiet.")
   var q = false
 
+  @Flag(
+    name: .customShort("U"), help: "Force share: check an image another process has open (it may change meanwhile).")
+  var forceShare = false
+
   @Argument(help: "The image.")
   var filename: String
 
@@ -36,18 +40,13 @@ struct ImgCheck: ParsableCommand {
     }
     let result: QCow2CheckResult
     do {
-      guard let image = try DiskImage.open(filename, format: .qcow2, writable: r != nil) as? QCow2Image else {
-        throw imgFailure("\(filename) did not open as qcow2")
-      }
+      let image = try DiskImage.openForCheck(filename, writable: r != nil, forceShare: forceShare)
       result = try image.check(repair: r == .all ? .all : (r == .leaks ? .leaks : .none))
-    } catch let error as ExitCode {
-      throw error
     } catch {
       throw imgFailure("Could not check '\(filename)': \(error)")
     }
     report(result)
-    if result.corruptions > 0 { throw ExitCode(2) }
-    if result.leaks > 0 { throw ExitCode(3) }
+    if result.exitStatus != 0 { throw ExitCode(result.exitStatus) }
   }
 
   private func report(_ result: QCow2CheckResult) {
@@ -82,12 +81,15 @@ struct ImgCheck: ParsableCommand {
         print("This means waste of disk space, but no harm to data.")
       }
       if result.corruptions == 0 && result.leaks == 0 { print("No errors were found on the image.") }
-      let total = max(result.totalClusters, 1)
-      func percent(_ value: UInt64) -> String { String(format: "%.2f%%", Double(value) * 100 / Double(total)) }
+      // As qemu-img prints them: allocated of all clusters, fragmented and compressed of allocated ones.
+      func percent(_ value: UInt64, of total: UInt64) -> String {
+        String(format: "%.2f%%", total == 0 ? 0 : Double(value) * 100 / Double(total))
+      }
+      let allocated = result.allocatedClusters
       print(
-        "\(result.allocatedClusters)/\(result.totalClusters) = \(percent(result.allocatedClusters)) allocated, "
-          + "\(percent(result.fragmentedClusters)) fragmented, \(percent(result.compressedClusters)) compressed clusters"
-      )
+        "\(allocated)/\(result.totalClusters) = \(percent(allocated, of: result.totalClusters)) allocated, "
+          + "\(percent(result.fragmentedClusters, of: allocated)) fragmented, "
+          + "\(percent(result.compressedClusters, of: allocated)) compressed clusters")
       print("Image end offset: \(result.imageEndOffset)")
     }
   }

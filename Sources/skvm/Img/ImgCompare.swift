@@ -12,6 +12,11 @@ struct ImgCompare: ParsableCommand {
   @Option(name: .customShort("F"), help: "Format of the second image.")
   var secondFormat: DiskImageFormat?
 
+  @Flag(
+    name: .customShort("U"),
+    help: "Force share: read an image another process has open for writing (it may change meanwhile).")
+  var forceShare = false
+
   @Flag(name: .short, help: "Strict: images of different sizes differ.")
   var s = false
 
@@ -25,8 +30,8 @@ struct ImgCompare: ParsableCommand {
     let a: any BlockBackend
     let b: any BlockBackend
     do {
-      a = try DiskImage.open(first, format: f)
-      b = try DiskImage.open(second, format: secondFormat)
+      a = try DiskImage.open(first, format: f, forceShare: forceShare)
+      b = try DiskImage.open(second, format: secondFormat, forceShare: forceShare)
     } catch {
       printError("skvm img: Could not open image: \(error)")
       throw ExitCode(2)

@@ -17,6 +17,11 @@ struct ImgConvert: ParsableCommand {
   @Option(name: .customShort("O"), help: "Output format: raw (default) or qcow2.")
   var outputFormat: DiskImageFormat = .raw
 
+  @Flag(
+    name: .customShort("U"),
+    help: "Force share: read an image another process has open for writing (it may change meanwhile).")
+  var forceShare = false
+
   @Flag(name: .short, help: "Compress the output (qcow2).")
   var c = false
 
@@ -40,7 +45,7 @@ struct ImgConvert: ParsableCommand {
   func run() throws {
     if c && outputFormat != .qcow2 { throw imgFailure("compression needs -O qcow2") }
     let input: any BlockBackend
-    do { input = try DiskImage.open(source, format: f) } catch {
+    do { input = try DiskImage.open(source, format: f, forceShare: forceShare) } catch {
       throw imgFailure("Could not open '\(source)': \(error)")
     }
     var options = QCow2CreateOptions(size: input.size)

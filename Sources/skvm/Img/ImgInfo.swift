@@ -11,6 +11,11 @@ struct ImgInfo: ParsableCommand {
   @Option(help: "human or json.")
   var output: OutputFormat = .human
 
+  @Flag(
+    name: .customShort("U"),
+    help: "Force share: read an image another process has open for writing (it may change meanwhile).")
+  var forceShare = false
+
   @Flag(name: .customLong("backing-chain"), help: "Describe every image of the backing chain.")
   var backingChain = false
 
@@ -22,7 +27,7 @@ struct ImgInfo: ParsableCommand {
     do {
       var next: (String, DiskImageFormat?)? = (filename, f)
       while let (path, format) = next, chain.count < DiskImage.maximumChainDepth {
-        let info = try ImageInfo.read(path, format: format)
+        let info = try ImageInfo.read(path, format: format, forceShare: forceShare)
         chain.append(info)
         next =
           backingChain ? info.fullBackingFilename.map { ($0, info.backingFormat.flatMap(DiskImageFormat.init)) } : nil

@@ -12,13 +12,18 @@ struct ImgMap: ParsableCommand {
   @Option(help: "human or json.")
   var output: OutputFormat = .human
 
+  @Flag(
+    name: .customShort("U"),
+    help: "Force share: read an image another process has open for writing (it may change meanwhile).")
+  var forceShare = false
+
   @Argument(help: "The image.")
   var filename: String
 
   func run() throws {
     let entries: [MapEntry]
     do {
-      entries = try DiskImage.map(try DiskImage.open(filename, format: f))
+      entries = try DiskImage.map(try DiskImage.open(filename, format: f, forceShare: forceShare))
     } catch {
       throw imgFailure("Could not map '\(filename)': \(error)")
     }

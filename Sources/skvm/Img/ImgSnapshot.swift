@@ -7,6 +7,11 @@ struct ImgSnapshot: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "snapshot", abstract: "List, create, apply or delete internal snapshots (qemu-img snapshot).")
 
+  @Flag(
+    name: .customShort("U"),
+    help: "Force share: read an image another process has open for writing (it may change meanwhile).")
+  var forceShare = false
+
   @Flag(name: .short, help: "List the snapshots.")
   var l = false
 
@@ -33,7 +38,9 @@ struct ImgSnapshot: ParsableCommand {
 
   func run() throws {
     do {
-      guard let image = try DiskImage.open(filename, format: f, writable: !l) as? QCow2Image else {
+      guard
+        let image = try DiskImage.open(filename, format: f, writable: !l, forceShare: l && forceShare) as? QCow2Image
+      else {
         throw imgFailure("only qcow2 images have internal snapshots")
       }
       if let c { try image.createSnapshot(named: c) }
