@@ -1,8 +1,9 @@
 // swift-tools-version: 6.1
 // libFuzzer targets, kept out of the main package (their entry point is libFuzzer's):
 //   cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer,address
-//   .build/release/FuzzImage -max_total_time=600 corpus/image          (a long run)
+//   .build/release/FuzzImageCheck -max_total_time=600 corpus/image     (a long run; also Read, Write)
 //   .build/release/FuzzVirtqueue -max_total_time=600 corpus/virtqueue
+//   .build/release/FuzzControl -max_total_time=600 corpus/control          (option parsers, PCI reports)
 import PackageDescription
 
 let package = Package(
@@ -12,8 +13,19 @@ let package = Package(
     .target(name: "FuzzSupport"),
     // -parse-as-library: no Swift top-level main; <Target>_main (what SwiftPM makes an
     // executable's entry) hands over to libFuzzer's driver.
+    // Disk images through every img verb: reading ones, check and check -r all, writing ones.
+    .target(name: "ImageVerbs", dependencies: [.product(name: "DiskImage", package: "SwiftKVM")]),
     .executableTarget(
-      name: "FuzzImage", dependencies: ["FuzzSupport", .product(name: "DiskImage", package: "SwiftKVM")],
+      name: "FuzzImageRead", dependencies: ["FuzzSupport", "ImageVerbs"],
+      swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    .executableTarget(
+      name: "FuzzImageCheck", dependencies: ["FuzzSupport", "ImageVerbs"],
+      swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    .executableTarget(
+      name: "FuzzImageWrite", dependencies: ["FuzzSupport", "ImageVerbs"],
+      swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    .executableTarget(
+      name: "FuzzControl", dependencies: ["FuzzSupport", .product(name: "SwiftKVM", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     .executableTarget(
       name: "FuzzVirtqueue",

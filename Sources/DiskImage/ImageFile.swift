@@ -142,6 +142,14 @@ final class ImageFile: @unchecked Sendable {
     return bytes
   }
 
+  /// `count` big-endian 64-bit table entries at `offset` (zeros past the end of the file).
+  func readEntries(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt64] {
+    let bytes = try read(count: count * 8, at: offset)
+    return bytes.withUnsafeBytes { raw in
+      (0..<count).map { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+    }
+  }
+
   /// Writes all of `bytes` at `offset`.
   func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
     guard let base = bytes.baseAddress else { return }

@@ -89,34 +89,7 @@ struct HumanMonitor {
   }
 
   /// The PCI functions, in QEMU's `info pci` format.
-  private var pci: String { Self.pciText(commands.machine.machine.pciFunctions) }
-
-  /// `info pci`'s text for these functions (guest-programmed values, none trusted).
-  static func pciText(_ functions: [PCIFunctionSummary]) -> String {
-    func hex(_ value: some BinaryInteger, _ width: Int) -> String {
-      let digits = String(value, radix: 16)
-      return String(repeating: "0", count: max(0, width - digits.count)) + digits
-    }
-    var lines: [String] = []
-    for function in functions {
-      lines.append(
-        "  Bus  0, device \(String(repeating: " ", count: function.slot < 10 ? 2 : 1))\(function.slot), function 0:")
-      lines.append("    \(function.classDescription): PCI device \(hex(function.vendor, 4)):\(hex(function.device, 4))")
-      lines.append("      PCI subsystem \(hex(function.subsystemVendor, 4)):\(hex(function.subsystem, 4))")
-      if function.interruptPin != 0 {
-        let pin = Character(UnicodeScalar(UInt8(64) + function.interruptPin))
-        lines.append("      IRQ \(function.interruptLine), pin \(pin)")
-      }
-      for region in function.regions {
-        lines.append(
-          "      BAR\(region.bar): \(region.is64Bit ? "64" : "32") bit \(region.prefetchable ? "prefetchable " : "")memory at "
-            + "0x\(hex(region.address, 8)) [0x\(hex(region.address.lastByte(ofRegionOfSize: region.size) ?? .max, 8))]."
-        )
-      }
-      lines.append("      id \"\"")
-    }
-    return lines.map { $0 + "\r\n" }.joined()
-  }
+  private var pci: String { PCIReport.human(commands.machine.machine.pciFunctions) }
 
   /// The machine's devices, grouped by address space, in the spirit of QEMU's `info qtree`.
   private var qtree: String {

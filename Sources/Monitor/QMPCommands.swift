@@ -124,38 +124,7 @@ final class QMPCommands: @unchecked Sendable {
   }
 
   /// Bus 0 and its functions, in QEMU's `PciInfo` shape.
-  var pci: [[String: Any]] { Self.pciInfo(machine.machine.pciFunctions) }
-
-  /// `query-pci`'s answer for these functions. Every value comes from configuration space the
-  /// guest programs, so none is trusted to fit anything narrower than it is.
-  static func pciInfo(_ functions: [PCIFunctionSummary]) -> [[String: Any]] {
-    guard !functions.isEmpty else { return [] }
-    let devices: [[String: Any]] = functions.map { function in
-      var device: [String: Any] = [
-        "bus": 0, "slot": function.slot, "function": 0,
-        "class_info": ["class": Int(function.classCode), "desc": function.classDescription],
-        "id": [
-          "vendor": Int(function.vendor), "device": Int(function.device),
-          "subsystem-vendor": Int(function.subsystemVendor), "subsystem": Int(function.subsystem),
-        ],
-        "qdev_id": "",
-        "regions": function.regions.map { region -> [String: Any] in
-          [
-            // Guest-programmed: any 64-bit value (QEMU's QAPI prints BAR addresses as unsigned).
-            "bar": region.bar, "type": "memory", "address": NSNumber(value: region.address),
-            "size": NSNumber(value: region.size),
-            "prefetch": region.prefetchable, "mem_type_64": region.is64Bit,
-          ]
-        },
-      ]
-      if function.interruptPin != 0 {
-        device["irq_pin"] = Int(function.interruptPin)
-        device["irq"] = Int(function.interruptLine)
-      }
-      return device
-    }
-    return [["bus": 0, "devices": devices]]
-  }
+  var pci: [[String: Any]] { PCIReport.qmp(machine.machine.pciFunctions) }
 
   var chardevs: [[String: Any]] {
     [["label": "serial0", "filename": serialBackend, "frontend-open": true]]

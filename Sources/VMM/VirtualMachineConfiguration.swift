@@ -78,6 +78,27 @@ public struct DiskConfiguration: Sendable, Equatable, Codable {
     self.cache = cache
   }
 
+  /// Parses `--disk`'s syntax: `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
+  public init(parsing text: String) throws(OptionList.ParseError) {
+    let list = try OptionList(parsing: text)
+    guard !list.main.isEmpty else { throw OptionList.ParseError(description: "'\(text)': a path is needed") }
+    self.init(path: list.main)
+    for (key, value) in list.options {
+      switch (key, value) {
+      case ("format", let value) where DiskImageFormat(rawValue: value) != nil:
+        format = DiskImageFormat(rawValue: value)
+      case ("readonly", "on"): readOnly = true
+      case ("readonly", "off"): readOnly = false
+      case ("cache", let value) where CacheMode(rawValue: value) != nil:
+        cache = CacheMode(rawValue: value) ?? .writeback
+      default:
+        throw OptionList.ParseError(
+          description:
+            "\(text): unknown option '\(key)=\(value)' (format=raw|qcow2, readonly=on|off, cache=writeback|none)")
+      }
+    }
+  }
+
   /// Opens the image as configured (the errors name the file and say what to do).
   func open() throws(DiskImageError) -> any BlockBackend {
     do {

@@ -216,25 +216,7 @@ struct Run: ParsableCommand {
 
   /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
   static func parseDisk(_ text: String) throws -> DiskConfiguration {
-    let list: OptionList
-    do { list = try OptionList(parsing: text) } catch { throw ValidationError("--disk: \(error)") }
-    guard !list.main.isEmpty else { throw ValidationError("--disk \(text): a path is needed") }
-    var disk = DiskConfiguration(path: list.main)
-    for (key, value) in list.options {
-      let option = "\(key)=\(value)"
-      switch (key, value) {
-      case ("format", let value) where DiskImageFormat(rawValue: value) != nil:
-        disk.format = DiskImageFormat(rawValue: value)
-      case ("readonly", "on"): disk.readOnly = true
-      case ("readonly", "off"): disk.readOnly = false
-      case ("cache", let value) where CacheMode(rawValue: value) != nil:
-        disk.cache = CacheMode(rawValue: value) ?? .writeback
-      default:
-        throw ValidationError(
-          "--disk \(text): unknown option '\(option)' (format=raw|qcow2, readonly=on|off, cache=writeback|none)")
-      }
-    }
-    return disk
+    do { return try DiskConfiguration(parsing: text) } catch { throw ValidationError("--disk: \(error)") }
   }
 
   /// Opens the --qmp sockets (a clear error and status 1 if one cannot be).

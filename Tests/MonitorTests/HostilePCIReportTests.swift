@@ -24,10 +24,10 @@ struct HostilePCIReportTests {
   func hostileBAR(low: UInt32, high: UInt32) throws {
     let summary = Self.function(bar: low, high: high)
     let address = try #require(summary.regions.first?.address)
-    let info = QMPCommands.pciInfo([summary])
+    let info = PCIReport.qmp([summary])
     let json = try JSONSerialization.data(withJSONObject: info)
     #expect(String(decoding: json, as: UTF8.self).contains("\(address)"), "query-pci carries the address as given")
-    let text = HumanMonitor.pciText([summary])
+    let text = PCIReport.human([summary])
     #expect(text.contains("memory at 0x\(String(address, radix: 16))"), "\(text)")
   }
 }

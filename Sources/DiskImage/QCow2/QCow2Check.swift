@@ -76,8 +76,7 @@ extension QCow2Image {
     try file.orderingPoint()
     let header = try QCow2Header.read(from: file, forCheck: true)
     state.header = header
-    let reader = BigEndianReader(try file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset))
-    state.l1 = (0..<Int(header.l1Size)).map { reader.u64($0 * 8) }
+    state.l1 = try file.readEntries(count: Int(header.l1Size), at: header.l1TableOffset)
     state.l2Cache = L2Cache(capacity: state.l2Cache.capacity)
     if state.refcounts != nil {
       let moved = state.refcounts?.tableMoved
@@ -381,8 +380,10 @@ struct QCow2Checker {
         result.corruptions += 1
         report("\(repair.fixesErrors ? "Repairing" : "ERROR") refcount block \(index) is outside image")
         if repair.fixesErrors {
-          if let end = offset.checkedAdding(clusterSize), end <= UInt64(Int64.max) >> 1,
-            (try? file.truncate(to: end)) != nil
+          // Growing the file to hold the block is qemu-img's repair; a block absurdly far out
+          // (more than 4× the clusters there are, or 2^28) is rebuilt instead, so memory stays bounded.
+          if let end = offset.checkedAdding(clusterSize), end >> clusterBits <= max(counts.count * 4, 4096),
+            end >> clusterBits <= 1 << 28, (try? file.truncate(to: end)) != nil
           {
             fileLength = end
             counts.grow(to: (end + clusterSize - 1) >> clusterBits)
@@ -407,12 +408,8 @@ struct QCow2Checker {
     }
   }
 
-  /// `count` big-endian 64-bit table entries at `offset` (zeros past the end of the file).
   func readEntries(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt64] {
-    let bytes = try file.read(count: count * 8, at: offset)
-    return bytes.withUnsafeBytes { raw in
-      (0..<count).map { UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
-    }
+    try file.readEntries(count: count, at: offset)
   }
 
   /// The refcount table as stored, reserved bits and all.
@@ -593,10 +590,9 @@ struct QCow2Checker {
     for raw in (try? storedTable()) ?? [] where raw & Self.tableOffsetMask != 0 {
       if overlaps(raw & Self.tableOffsetMask, clusterSize) { return true }
     }
-    if except != .activeL2, let l1 = try? file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset) {
-      let reader = BigEndianReader(l1)
-      for index in 0..<Int(header.l1Size) where reader.u64(index * 8) & Self.tableOffsetMask != 0 {
-        if overlaps(reader.u64(index * 8) & Self.tableOffsetMask, clusterSize) { return true }
+    if except != .activeL2, let l1 = try? file.readEntries(count: Int(header.l1Size), at: header.l1TableOffset) {
+      for entry in l1 where entry & Self.tableOffsetMask != 0 {
+        if overlaps(entry & Self.tableOffsetMask, clusterSize) { return true }
       }
     }
     return false

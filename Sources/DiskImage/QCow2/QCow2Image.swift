@@ -44,9 +44,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     self.file = file
     self.backing = backing
     self.isReadOnly = !file.writable
-    let raw = try file.read(count: Int(header.l1Size) * 8, at: header.l1TableOffset)
-    let reader = BigEndianReader(raw)
-    let l1 = (0..<Int(header.l1Size)).map { reader.u64($0 * 8) }
+    let l1 = try file.readEntries(count: Int(header.l1Size), at: header.l1TableOffset)
     let tables = max(1, Self.l2CacheBudget / Int(header.clusterSize))
     var refcounts: QCow2Refcounts?
     if file.writable {
@@ -204,8 +202,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
       throw .invalid(
         path: file.path, reason: "L2 table at 0x\(String(offset, radix: 16)) lies past the end of the file")
     }
-    let reader = BigEndianReader(try file.read(count: Int(clusterSize), at: offset))
-    let table = (0..<Int(state.header.l2Entries)).map { reader.u64($0 * 8) }
+    let table = try file.readEntries(count: Int(state.header.l2Entries), at: offset)
     state.l2Cache.insert(table, at: offset)
     return table
   }

@@ -23,8 +23,7 @@ struct QCow2Refcounts {
     refcountOrder = UInt64(header.refcountOrder)
     tableOffset = header.refcountTableOffset
     let count = Int(UInt64(header.refcountTableClusters) << clusterBits / 8)
-    let reader = BigEndianReader(try file.read(count: count * 8, at: tableOffset))
-    table = (0..<count).map { reader.u64($0 * 8) & QCow2Image.offsetMask }
+    table = try file.readEntries(count: count, at: tableOffset).map { $0 & QCow2Image.offsetMask }
   }
 
   var clusterSize: UInt64 { 1 << clusterBits }
@@ -131,6 +130,13 @@ struct QCow2Refcounts {
     let perCluster = Int(clusterSize / 8)
     let wanted = max(index + 1, table.count * 2)
     let clusters = (wanted + perCluster - 1) / perCluster
+    // A cluster that far out can only come from a corrupt table; QEMU's limit is 8 MiB too.
+    guard UInt64(clusters) << clusterBits <= QCow2Header.maximumRefcountTableBytes else {
+      throw .invalid(
+        path: file.path,
+        reason: "the refcount table would grow past 8 MiB to count cluster \(UInt64(index) * entriesPerBlock); "
+          + "the image is probably corrupt ('skvm img check')")
+    }
     let oldOffset = tableOffset
     let oldClusters = UInt64((table.count + perCluster - 1) / perCluster)
     let newFirst = max(file.length + clusterSize - 1, freeHint << clusterBits) >> clusterBits

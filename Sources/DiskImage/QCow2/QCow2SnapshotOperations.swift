@@ -1,3 +1,4 @@
+import Checked
 import Glibc
 
 /// Internal snapshots: create, apply, delete. Each follows QEMU's order of updates, so a
@@ -49,8 +50,9 @@ extension QCow2Image {
         throw .invalid(path: path, reason: "no snapshot '\(name)' (see 'skvm img snapshot -l')")
       }
       try snapshot.validateL1Table(header: state.header, fileLength: file.length, path: path)
-      let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))
-      var table = (0..<Int(snapshot.l1Size)).map { reader.u64($0 * 8) & ~Self.copiedFlag }
+      var table = try file.readEntries(count: Int(snapshot.l1Size), at: snapshot.l1TableOffset).map {
+        $0 & ~Self.copiedFlag
+      }
       guard table.count <= state.l1.count else {
         throw .unsupported(path: path, feature: "applying a snapshot with a larger L1 table than the image's")
       }
@@ -82,8 +84,7 @@ extension QCow2Image {
       try list[index].validateL1Table(header: state.header, fileLength: file.length, path: path)
       let snapshot = list.remove(at: index)
       try writeSnapshotTable(list, replacing: oldLength, in: &state)
-      let reader = BigEndianReader(try file.read(count: Int(snapshot.l1Size) * 8, at: snapshot.l1TableOffset))
-      let table = (0..<Int(snapshot.l1Size)).map { reader.u64($0 * 8) }
+      let table = try file.readEntries(count: Int(snapshot.l1Size), at: snapshot.l1TableOffset)
       try adjustReferences(of: table, by: -1, in: &state)
       guard var refcounts = state.refcounts else { return }
       try refcounts.adjust(
@@ -98,22 +99,38 @@ extension QCow2Image {
   private func adjustReferences(of l1: [UInt64], by delta: Int64, in state: inout State) throws(DiskImageError) {
     guard var refcounts = state.refcounts else { throw .invalid(path: path, reason: "the image is open read-only") }
     let header = state.header
+    let fileLength = file.length
+    // Counting references to clusters past the end of the file would grow the refcount
+    // structure without bound for nothing: such a table is corrupt.
+    func checkInside(_ offset: UInt64, _ length: UInt64) throws(DiskImageError) {
+      guard offset.fits(length: length, within: fileLength + header.clusterSize) else {
+        throw .invalid(
+          path: path,
+          reason: "a table names cluster 0x\(String(offset, radix: 16)) past the end of the file; "
+            + "the image is corrupt ('skvm img check -r all')")
+      }
+    }
     for entry in l1 {
       let l2Offset = entry & Self.offsetMask
       guard l2Offset != 0 else { continue }
+      try checkInside(l2Offset, header.clusterSize)
       try refcounts.adjust(offset: l2Offset, length: header.clusterSize, by: delta)
-      let reader = BigEndianReader(try file.read(count: Int(header.clusterSize), at: l2Offset))
-      for slot in 0..<Int(header.l2Entries) {
-        let l2Entry = reader.u64(slot * 8)
+      let entries = try file.readEntries(count: Int(header.l2Entries), at: l2Offset)
+      for l2Entry in entries {
         guard l2Entry != 0 else { continue }
         switch try Self.decode(l2Entry, header: header, path: path) {
         case .data(let host, _):
+          try checkInside(host, header.clusterSize)
           try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
         case .compressed(let host, let length):
+          try checkInside(host & ~511, UInt64(length) + (host & 511))
           try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: delta)
         case .zero:
           let host = l2Entry & Self.offsetMask
-          if host != 0 { try refcounts.adjust(offset: host, length: header.clusterSize, by: delta) }
+          if host != 0 {
+            try checkInside(host, header.clusterSize)
+            try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
+          }
         case .unallocated:
           break
         }
@@ -137,8 +154,7 @@ extension QCow2Image {
         try file.write(BigEndian.bytes(l1Entry), at: header.l1TableOffset + UInt64(index) * 8)
       }
       // Shared tables too: their entries must say "not exclusive" wherever a count is above 1.
-      let reader = BigEndianReader(try file.read(count: Int(header.clusterSize), at: l2Offset))
-      var table = (0..<Int(header.l2Entries)).map { reader.u64($0 * 8) }
+      var table = try file.readEntries(count: Int(header.l2Entries), at: l2Offset)
       var changed = false
       for slot in table.indices {
         guard case .data(let host, let exclusive) = try Self.decode(table[slot], header: header, path: path) else {
