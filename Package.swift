@@ -21,7 +21,7 @@ let package = Package(
     // Layer 1: typed wrappers over /dev/kvm, VM and vCPU file descriptors.
     .target(name: "KVM", dependencies: ["CKVM"]),
     // Layer 2: guest-physical memory, bounds-checked.
-    .target(name: "GuestMemory", dependencies: ["KVM", "Checked"]),
+    .target(name: "GuestMemory", dependencies: ["KVM", "Checked", "CSystemCalls"]),
     // Layer 3: the I/O bus and platform devices.
     .target(name: "Devices", dependencies: ["GuestMemory", "Checked"]),
     // Layer 3: virtqueues, the virtio-pci common configuration, virtio devices.

@@ -38,7 +38,7 @@ runtime_enter_user:
   addq %rcx, %rax
   pushq $SELECTOR_USER_DATA
   pushq %rax
-  pushq $0x3002                 // RFLAGS: IOPL=3, interrupts off
+  pushq runtime_user_rflags(%rip) // IOPL=3; interrupts on only for probes with an interrupt_hook
   pushq $SELECTOR_USER_CODE64
   leaq runtime_user_start(%rip), %rax
   pushq %rax

@@ -46,6 +46,7 @@ STUB 28, 0
 STUB 29, 1
 STUB 30, 1
 STUB 31, 0
+STUB 64, 0                    // RUNTIME_INTERRUPT_VECTOR: a device interrupt (the LAPIC timer)
 
 exception_common:
   // Frame: vector, error code, RIP, CS, RFLAGS, RSP, SS; save the general registers below it.
@@ -94,3 +95,6 @@ exception_stubs:
   .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
   .quad exception_stub_\v
   .endr
+  .globl interrupt_stub
+interrupt_stub:
+  .quad exception_stub_64

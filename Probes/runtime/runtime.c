@@ -45,11 +45,14 @@ extern char runtime_gdt_end[];
 extern char kernel_stacks[];
 extern uint64_t runtime_cpu_count;
 extern const uint64_t exception_stubs[32];
+extern const uint64_t interrupt_stub;
 void runtime_load_segments(void);
 void runtime_enter_user(unsigned index) __attribute__((noreturn));
 
 static struct tss64 tss[RUNTIME_MAX_CPUS];
-static struct idt_gate idt[32] __attribute__((aligned(16)));
+static struct idt_gate idt[RUNTIME_INTERRUPT_VECTOR + 1] __attribute__((aligned(16)));
+/// RFLAGS for CPL3: IOPL=3, and IF only for probes that handle interrupts.
+uint64_t runtime_user_rflags = 0x3002;
 volatile unsigned runtime_cpus_online;
 static volatile unsigned serial_lock;
 static volatile unsigned failed_checks;
@@ -57,6 +60,7 @@ static volatile unsigned failed_checks;
 __attribute__((weak)) void ap_main(unsigned cpu_index) { (void)cpu_index; }
 __attribute__((weak)) void kernel_prelude(void) {}
 __attribute__((weak)) void breakpoint_hook(void);
+__attribute__((weak)) void interrupt_hook(void);
 
 void *memset(void *d, int c, unsigned long n) {
   unsigned char *p = d;
@@ -74,8 +78,10 @@ void *memcpy(void *d, const void *s, unsigned long n) {
 // MARK: CPU setup (CPL0)
 
 static void build_idt(void) {
-  for (int vector = 0; vector < 32; vector++) {
-    uint64_t handler = exception_stubs[vector];
+  if (interrupt_hook) runtime_user_rflags = 0x3202;
+  for (int vector = 0; vector <= RUNTIME_INTERRUPT_VECTOR; vector++) {
+    if (vector >= 32 && vector < RUNTIME_INTERRUPT_VECTOR) continue;
+    uint64_t handler = vector < 32 ? exception_stubs[vector] : interrupt_stub;
     idt[vector].offset_low = (uint16_t)handler;
     idt[vector].selector = 0x18;
     idt[vector].ist = 0;
@@ -194,6 +200,10 @@ void probe_exit(uint32_t code) {
 }
 
 void runtime_exception(struct exception_frame *frame) {
+  if (frame->vector == RUNTIME_INTERRUPT_VECTOR && interrupt_hook) {
+    interrupt_hook();
+    return;
+  }
   if (frame->vector == 3 && breakpoint_hook) {
     breakpoint_hook(); /* #BP is a trap: RIP already points after the int3 */
     return;

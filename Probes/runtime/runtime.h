@@ -18,6 +18,11 @@ void ap_main(unsigned cpu_index);
 void kernel_prelude(void);
 /// Handles #BP (int3) and returns to the instruction after it (optional; without it #BP is fatal).
 void breakpoint_hook(void);
+/// Handles interrupt vector RUNTIME_INTERRUPT_VECTOR at CPL0 (optional). A probe that defines
+/// it runs its CPL3 code with interrupts enabled; the hook must send the local APIC its EOI.
+void interrupt_hook(void);
+#define RUNTIME_INTERRUPT_VECTOR 64
+#define RUNTIME_LOCAL_APIC 0xfee00000ull
 
 // Port I/O (allowed at CPL3 because IOPL=3).
 static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -46,3 +47,12 @@ int csys_peer_uid(int fd, unsigned int *uid) {
   *uid = credentials.uid;
   return 0;
 }
+
+int csys_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+ssize_t csys_copy_file_range(int in_fd, off_t *in_offset, int out_fd, off_t *out_offset, size_t length) {
+  return copy_file_range(in_fd, in_offset, out_fd, out_offset, length, 0);
+}
+
+const int csys_seek_data = SEEK_DATA;
+const int csys_seek_hole = SEEK_HOLE;

@@ -91,3 +91,14 @@ public final class ACPIPowerManagement: IODevice {
     if let level { interrupt.set(high: level) }
   }
 }
+
+extension ACPIPowerManagement: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> ACPIPowerManagementState { state.withLock { $0 } }
+
+  public func restoreState(_ saved: ACPIPowerManagementState) throws(DeviceStateError) {
+    state.withLock { $0 = saved }
+    if saved.sciLevel { interrupt.set(high: true) }
+  }
+}

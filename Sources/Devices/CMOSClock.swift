@@ -126,3 +126,14 @@ public final class CMOSClock: IODevice {
     binaryMode(cmos) ? Int(byte) : Int(byte >> 4) * 10 + Int(byte & 0x0F)
   }
 }
+
+extension CMOSClock: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> CMOSState { state.withLock { $0 } }
+
+  public func restoreState(_ saved: CMOSState) throws(DeviceStateError) {
+    guard saved.ram.count == 128 else { throw DeviceStateError("CMOS RAM of \(saved.ram.count) bytes, not 128") }
+    state.withLock { $0 = saved }
+  }
+}

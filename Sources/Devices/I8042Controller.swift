@@ -85,3 +85,11 @@ public final class I8042Controller: IODevice {
     if reset { control?.requestStop(.reset(source: "i8042 reset line (port 0x64, 0xFE)")) }
   }
 }
+
+extension I8042Controller: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> I8042State { state.withLock { $0 } }
+
+  public func restoreState(_ saved: I8042State) throws(DeviceStateError) { state.withLock { $0 = saved } }
+}

@@ -26,3 +26,11 @@ public final class ResetControlRegister: IODevice {
     }
   }
 }
+
+extension ResetControlRegister: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> UInt8 { value.withLock { $0 } }
+
+  public func restoreState(_ saved: UInt8) throws(DeviceStateError) { value.withLock { $0 = saved & 0x0A } }
+}

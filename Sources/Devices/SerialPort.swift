@@ -180,3 +180,18 @@ public final class SerialPort: IODevice {
     if let level { interrupt.set(high: level) }
   }
 }
+
+extension SerialPort: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> SerialPortState { state.withLock { $0 } }
+
+  public func restoreState(_ saved: SerialPortState) throws(DeviceStateError) {
+    guard saved.receiveBuffer.count <= Self.receiveCapacity else {
+      throw DeviceStateError("\(saved.receiveBuffer.count) received bytes is more than the FIFO holds")
+    }
+    state.withLock { $0 = saved }
+    // The in-kernel irqchip was restored with its pins; the line's level follows the registers.
+    if saved.interruptLevel { interrupt.set(high: true) }
+  }
+}

@@ -1,3 +1,4 @@
+import CSystemCalls
 import Glibc
 import KVM
 
@@ -32,40 +33,103 @@ public final class GuestMemory: @unchecked Sendable {
   /// The page size guest RAM is managed in.
   public static let pageSize: UInt64 = 4096
 
+  /// What holds guest RAM on the host.
+  public enum Backing: Sendable {
+    /// One memfd holding every region back to back (the default): it can be written out
+    /// without a copy through user space and handed to another process.
+    case memfd
+    /// Private anonymous memory.
+    case anonymous
+    /// A snapshot file's RAM, each region at the file offset given, mapped copy-on-write:
+    /// pages load from the file when the guest first touches them (the file must stay).
+    case file(fd: Int32, offsets: [UInt64])
+    /// A snapshot file's RAM copied into a fresh memfd (the file may go away afterwards).
+    case fileCopy(fd: Int32, offsets: [UInt64])
+  }
+
   /// The regions, sorted by guest address, non-overlapping.
   public let regions: [Region]
+  /// The memfd behind every region (region i at `memfdOffsets[i]`), or -1.
+  public let memfd: Int32
+  /// Where each region lives in `memfd`.
+  public let memfdOffsets: [UInt64]
 
   /// The total amount of guest RAM in bytes.
   public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
 
-  /// Allocates anonymous host memory for each `(guestAddress, size)` range.
+  /// Maps host memory for each `(guestAddress, size)` range, backed as `backing` says.
   ///
-  /// Memory is reserved lazily (`MAP_NORESERVE`): the host pays only for pages the guest touches.
-  public init(ranges: [(guestAddress: UInt64, size: UInt64)]) throws(GuestMemoryAllocationError) {
-    var regions: [Region] = []
+  /// Memory is committed lazily: the host pays only for pages the guest touches.
+  public init(ranges: [(guestAddress: UInt64, size: UInt64)], backing: Backing = .memfd)
+    throws(GuestMemoryAllocationError)
+  {
     let sorted = ranges.sorted { $0.guestAddress < $1.guestAddress }
-    for (slot, range) in sorted.enumerated() {
+    var end: UInt64 = 0
+    var offsets: [UInt64] = []
+    for range in sorted {
       guard range.size > 0, range.size % Self.pageSize == 0, range.guestAddress % Self.pageSize == 0,
-        range.guestAddress <= UInt64.max - range.size,
-        regions.last.map({ $0.end <= range.guestAddress }) ?? true
-      else {
-        Self.unmap(regions)
-        throw GuestMemoryAllocationError.invalidRange(guestAddress: range.guestAddress, size: range.size)
+        range.guestAddress <= UInt64.max - range.size, range.guestAddress >= end || offsets.isEmpty
+      else { throw GuestMemoryAllocationError.invalidRange(guestAddress: range.guestAddress, size: range.size) }
+      end = range.guestAddress + range.size
+      offsets.append(offsets.isEmpty ? 0 : offsets[offsets.count - 1] + sorted[offsets.count - 1].size)
+    }
+    let total = sorted.reduce(0) { $0 + $1.size }
+    var fd: Int32 = -1
+    switch backing {
+    case .memfd, .fileCopy:
+      fd = csys_memfd_create("skvm-guest-ram")
+      guard fd >= 0, ftruncate(fd, off_t(total)) == 0 else {
+        let code = errno
+        if fd >= 0 { close(fd) }
+        throw GuestMemoryAllocationError.mmapFailed(size: total, errno: code)
       }
-      let host = mmap(
-        nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    case .anonymous, .file:
+      break
+    }
+    var regions: [Region] = []
+    for (index, range) in sorted.enumerated() {
+      let host: UnsafeMutableRawPointer?
+      switch backing {
+      case .memfd, .fileCopy:
+        host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offsets[index]))
+      case .anonymous:
+        host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+      case .file(let file, let fileOffsets):
+        host =
+          index < fileOffsets.count
+          ? mmap(
+            nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file, off_t(fileOffsets[index]))
+          : MAP_FAILED
+      }
       guard let host, host != MAP_FAILED else {
         let code = errno
         Self.unmap(regions)
+        if fd >= 0 { close(fd) }
         throw GuestMemoryAllocationError.mmapFailed(size: range.size, errno: code)
       }
-      regions.append(Region(guestAddress: range.guestAddress, size: range.size, slot: UInt32(slot), host: host))
+      // Huge pages where the host offers them for this kind of memory.
+      _ = madvise(host, Int(range.size), 14)  // MADV_HUGEPAGE
+      regions.append(Region(guestAddress: range.guestAddress, size: range.size, slot: UInt32(index), host: host))
     }
     self.regions = regions
+    memfd = fd
+    memfdOffsets = fd >= 0 ? offsets : []
+    if case .fileCopy(let file, let fileOffsets) = backing {
+      do {
+        for (index, region) in regions.enumerated() where index < fileOffsets.count {
+          try Self.copyData(from: file, at: fileOffsets[index], into: region, memfd: fd, memfdOffset: offsets[index])
+        }
+      } catch {
+        Self.unmap(regions)
+        close(fd)
+        throw GuestMemoryAllocationError.copyFailed(errno: error.code)
+      }
+    }
   }
 
   deinit {
     Self.unmap(regions)
+    if memfd >= 0 { close(memfd) }
   }
 
   private static func unmap(_ regions: [Region]) {
@@ -172,6 +236,7 @@ public final class GuestMemory: @unchecked Sendable {
 public enum GuestMemoryAllocationError: Error, Equatable, CustomStringConvertible {
   case invalidRange(guestAddress: UInt64, size: UInt64)
   case mmapFailed(size: UInt64, errno: Int32)
+  case copyFailed(errno: Int32)
 
   public var description: String {
     switch self {
@@ -179,6 +244,8 @@ public enum GuestMemoryAllocationError: Error, Equatable, CustomStringConvertibl
       "invalid guest RAM range: \(size) bytes at 0x\(String(address, radix: 16)) (must be non-empty, page-aligned and non-overlapping)"
     case .mmapFailed(let size, let code):
       "could not reserve \(size) bytes of host memory for guest RAM: \(String(cString: strerror(code)))"
+    case .copyFailed(let code):
+      "could not copy guest RAM from the snapshot file: \(String(cString: strerror(code)))"
     }
   }
 }

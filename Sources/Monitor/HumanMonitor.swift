@@ -14,8 +14,10 @@ struct HumanMonitor {
 
   static let help = """
     cont|c -- resume emulation
+    migrate uri -- save the machine to file:PATH (it stays stopped)
     help|? -- show this help
     info cpus -- show infos for each CPU
+    info migrate -- show migration status
     info kvm -- show KVM information
     info name -- show the current VM name
     info qtree -- show device tree
@@ -46,6 +48,13 @@ struct HumanMonitor {
       machine.reset()
     case "system_powerdown":
       machine.pressPowerButton()
+    case "migrate":
+      guard let uri = words.dropFirst().last(where: { !$0.hasPrefix("-") }) else {
+        return Reply(text: "migrate: a URI is needed (file:PATH)\r\n")
+      }
+      do throws(QMPError) { try commands.migrate(to: uri.trimmingQuotes) } catch {
+        return Reply(text: "Error: \(error.description)\r\n")
+      }
     case "quit", "q":
       return Reply(text: "") { machine.stop(cause: .hostQMPQuit, reason: "quit (monitor)") }
     default:
@@ -58,8 +67,21 @@ struct HumanMonitor {
     let machine = commands.machine
     switch words.first {
     case "status":
-      let state = machine.runState
-      return "VM status: \(state == .shutdown ? "shutdown" : state.rawValue)\r\n"
+      switch machine.runState {
+      case .postmigrate: return "VM status: paused (postmigrate)\r\n"
+      case let state: return "VM status: \(state.rawValue)\r\n"
+      }
+    case "migrate":
+      let info = commands.machine.migration
+      guard info.status != .none else { return "" }
+      var text = "Migration status: \(info.status.rawValue)\r\n"
+      if info.status == .completed {
+        text += "total time: \(Int(info.totalMilliseconds.rounded())) ms\r\n"
+        text += "downtime: \(Int(info.downtimeMilliseconds.rounded())) ms\r\n"
+        text += "transferred ram: \(info.fileBytes >> 10) kbytes\r\ntotal ram: \(info.ramBytes >> 10) kbytes\r\n"
+      }
+      if let error = info.error { text += "error: \(error)\r\n" }
+      return text
     case "kvm":
       return "kvm support: enabled\r\n"
     case "name":
@@ -114,5 +136,12 @@ struct HumanMonitor {
 extension String {
   fileprivate func replacingNewlines() -> String {
     split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\r\n")
+  }
+}
+
+extension String {
+  /// The string without one pair of surrounding double quotes (HMP arguments may be quoted).
+  fileprivate var trimmingQuotes: String {
+    count >= 2 && hasPrefix("\"") && hasSuffix("\"") ? String(dropFirst().dropLast()) : self
   }
 }

@@ -47,6 +47,12 @@ final class QMPCommands: @unchecked Sendable {
         let machine = self.machine
         return Outcome(value: [String: Any]()) { machine.stop(cause: .hostQMPQuit, reason: "quit (QMP)") }
       },
+      "migrate": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["uri", "detach", "resume", "blk", "inc"])
+        try self.migrate(to: try checked.requiredString("uri"))
+        return Outcome(value: [String: Any]())
+      },
+      "query-migrate": noArguments { [unowned self] in self.migrationInfo },
       "human-monitor-command": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["command-line", "cpu-index"])
         let line = try checked.requiredString("command-line")
@@ -81,6 +87,44 @@ final class QMPCommands: @unchecked Sendable {
       body()
       return [String: Any]()
     }
+  }
+
+  /// Starts saving the machine to `uri` (`file:PATH`, QEMU's syntax) on a thread of its own:
+  /// the reply comes at once, `MIGRATION` events and `query-migrate` tell how it goes.
+  func migrate(to uri: String) throws(QMPError) {
+    guard uri.hasPrefix("file:"), uri.count > 5 else {
+      throw QMPError(
+        .genericError, "Invalid migration URI '\(uri)': skvm saves to file:PATH (tcp: is not supported yet)")
+    }
+    let path = String(uri.dropFirst(5))
+    guard machine.migration.status != .active && machine.migration.status != .setup else {
+      throw QMPError(.genericError, "There's a migration process in progress")
+    }
+    let machine = self.machine
+    do {
+      _ = try OSThread(name: "migrate") { _ = try? machine.saveSnapshot(to: path) }
+    } catch {
+      throw QMPError(.genericError, "cannot start the migration: \(error)")
+    }
+  }
+
+  /// `query-migrate`'s answer, in QEMU's `MigrationInfo` shape.
+  var migrationInfo: [String: Any] {
+    let info = machine.migration
+    guard info.status != .none else { return [:] }
+    var result: [String: Any] = ["status": info.status.rawValue]
+    if info.status == .completed || info.status == .failed {
+      result["total-time"] = Int(info.totalMilliseconds.rounded())
+    }
+    if info.status == .completed {
+      result["downtime"] = Int(info.downtimeMilliseconds.rounded())
+      result["ram"] = [
+        "transferred": Int(info.fileBytes), "total": Int(info.ramBytes), "remaining": 0, "duplicate": 0,
+        "normal": 0, "normal-bytes": 0, "dirty-sync-count": 1, "mbps": 0, "dirty-pages-rate": 0,
+      ]
+    }
+    if let error = info.error { result["error-desc"] = error }
+    return result
   }
 
   /// The `version` member of the greeting and of `query-version`: SwiftKVM's own version.

@@ -129,6 +129,9 @@ enum QMPMessage {
     case .shutdown(let cause):
       message["event"] = "SHUTDOWN"
       message["data"] = ["guest": cause.byGuest, "reason": cause.rawValue]
+    case .migration(let status):
+      message["event"] = "MIGRATION"
+      message["data"] = ["status": status.rawValue]
     }
     return encode(message)
   }

@@ -7,6 +7,8 @@ final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
   private var jobs: [@Sendable () -> Void] = []
   private var head = 0
   private var stopping = false
+  /// Jobs taken by a worker and not yet finished.
+  private var running = 0
   private var threads: [OSThread] = []
   /// Workers started (set once, at the end of init; `threads` empties on stop).
   private(set) var parallelism = 0
@@ -43,11 +45,22 @@ final class IOWorkerPool: RequestExecutor, @unchecked Sendable {
           jobs.removeAll(keepingCapacity: true)
           head = 0
         }
+        running += 1
         return job
       }
       guard let job else { return }
       job()
+      lock.withLock {
+        running -= 1
+        if running == 0 && head == jobs.count { lock.broadcast() }
+      }
     }
+  }
+
+  /// Waits until every job submitted so far has run to its end (used when the machine is
+  /// quiesced: the submitters are held first, so none come after).
+  func waitUntilIdle() {
+    lock.withLock { lock.wait { head == jobs.count && running == 0 } }
   }
 
   /// Runs what was submitted, then stops and joins every worker.

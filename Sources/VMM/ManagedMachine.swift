@@ -1,4 +1,5 @@
 import Devices
+import Glibc
 import KVM
 import Synchronization
 
@@ -30,6 +31,27 @@ public enum MachineEvent: Sendable, Equatable {
   case powerdown
   /// The machine stopped for good (QMP `SHUTDOWN`).
   case shutdown(ShutdownCause)
+  /// A migration (or a save to a snapshot file) changed status (QMP `MIGRATION`).
+  case migration(MigrationStatus)
+}
+
+/// Where a migration or snapshot save is, with QEMU's names (QAPI `MigrationStatus`).
+public enum MigrationStatus: String, Sendable, Codable {
+  case none, setup, active, completed, failed, cancelled
+}
+
+/// What `query-migrate` reports of the last migration or snapshot save.
+public struct MigrationInfo: Sendable, Equatable {
+  public var status: MigrationStatus = .none
+  /// Milliseconds from start to end (so far, while active).
+  public var totalMilliseconds: Double = 0
+  /// Milliseconds the guest was stopped for it.
+  public var downtimeMilliseconds: Double = 0
+  /// Bytes of guest RAM and of the whole file.
+  public var ramBytes: UInt64 = 0
+  public var fileBytes: UInt64 = 0
+  /// Why it failed, when it did.
+  public var error: String?
 }
 
 /// Where a managed machine is in its life, with QEMU's names (QAPI `RunState`).
@@ -37,6 +59,8 @@ public enum MachineRunState: String, Sendable {
   case running
   case paused
   case shutdown
+  /// Stopped after its state was saved to a snapshot file (or migrated); `cont` runs it on.
+  case postmigrate
 }
 
 /// A machine under management: the lifecycle a monitor drives on top of `VirtualMachine`.
@@ -77,6 +101,8 @@ public final class ManagedMachine: @unchecked Sendable {
     var hostCause: ShutdownCause?
     var ended = false
     var running = false
+    var postmigrate = false
+    var migration = MigrationInfo()
   }
 
   /// Builds the first incarnation; fails as `VirtualMachine.init` does.
@@ -90,6 +116,21 @@ public final class ManagedMachine: @unchecked Sendable {
     state = State(machine: try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath))
   }
 
+  /// Builds the first incarnation from a snapshot file (`--incoming file:`); it continues
+  /// where it was saved when run. Later resets boot `configuration` afresh.
+  public init(
+    restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration,
+    console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm",
+    mode: RestoreMode = .mapped
+  ) throws(VirtualMachineError) {
+    self.configuration = configuration
+    self.console = console
+    self.kvmPath = kvmPath
+    state = State(
+      machine: try VirtualMachine(
+        restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath, mode: mode))
+  }
+
   /// The current incarnation (a new one after each reset).
   public var machine: VirtualMachine { lock.withLock { state.machine } }
 
@@ -98,8 +139,15 @@ public final class ManagedMachine: @unchecked Sendable {
 
   /// Running, paused, or shut down.
   public var runState: MachineRunState {
-    lock.withLock { state.ended ? .shutdown : (state.machine.isPaused ? .paused : .running) }
+    lock.withLock {
+      if state.ended { return .shutdown }
+      guard state.machine.isPaused else { return .running }
+      return state.postmigrate ? .postmigrate : .paused
+    }
   }
+
+  /// The last migration or snapshot save, as `query-migrate` reports it.
+  public var migration: MigrationInfo { lock.withLock { state.migration } }
 
   /// Calls `listener` for every later event, on the thread that caused it. Keep it short.
   public func addEventListener(_ listener: @escaping @Sendable (MachineEvent) -> Void) {
@@ -178,9 +226,62 @@ public final class ManagedMachine: @unchecked Sendable {
   public func resume() {
     request { current in
       guard current.isPaused, !lock.withLock({ state.ended }) else { return }
+      lock.withLock { state.postmigrate = false }
       current.resume()
       emit(.resumed)
     }
+  }
+
+  /// Saves the machine to a snapshot file (QMP `migrate` to `file:PATH`): pauses it if it
+  /// runs, writes the file, and leaves it stopped in `postmigrate` (as QEMU does; `cont` runs
+  /// it on). Reports `MIGRATION` events as it goes; on failure the machine runs on as before.
+  public func saveSnapshot(to path: String) throws(VirtualMachineError) {
+    var failure: VirtualMachineError?
+    requests.withLock {
+      do throws(VirtualMachineError) { try saveSnapshotAlone(to: path) } catch { failure = error }
+    }
+    if let failure { throw failure }
+  }
+
+  /// `saveSnapshot` with the request lock held.
+  private func saveSnapshotAlone(to path: String) throws(VirtualMachineError) {
+    do {
+      let current = machine
+      guard !lock.withLock({ state.ended }) else { throw .snapshot("the machine has shut down") }
+      let started = monotonicNanoseconds()
+      setMigration(MigrationInfo(status: .setup), event: true)
+      let wasRunning = !current.isPaused
+      if wasRunning {
+        current.pause()
+        emit(.stopped)
+      }
+      setMigration(MigrationInfo(status: .active), event: true)
+      do throws(VirtualMachineError) {
+        try current.saveSnapshot(to: path)
+      } catch {
+        let elapsed = Double(monotonicNanoseconds() &- started) / 1e6
+        setMigration(
+          MigrationInfo(status: .failed, totalMilliseconds: elapsed, error: error.description), event: true)
+        if wasRunning {
+          current.resume()
+          emit(.resumed)
+        }
+        throw error
+      }
+      let elapsed = Double(monotonicNanoseconds() &- started) / 1e6
+      var status = stat()
+      let fileBytes = stat(path, &status) == 0 ? UInt64(status.st_size) : 0
+      lock.withLock { state.postmigrate = true }
+      setMigration(
+        MigrationInfo(
+          status: .completed, totalMilliseconds: elapsed, downtimeMilliseconds: wasRunning ? elapsed : 0,
+          ramBytes: current.memory.totalSize, fileBytes: fileBytes), event: true)
+    }
+  }
+
+  private func setMigration(_ info: MigrationInfo, event: Bool) {
+    lock.withLock { state.migration = info }
+    if event { emit(.migration(info.status)) }
   }
 
   /// Resets the machine to its power-on state; the guest boots again (QMP `system_reset`).

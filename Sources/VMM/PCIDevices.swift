@@ -30,35 +30,45 @@ struct OpenedDisk {
 /// 0xCF8/0xCFC ports and ECAM, each BAR placed by the VMM (acting as firmware) in the
 /// window the DSDT describes — and followed wherever the guest moves it.
 ///
+/// Every function registers in the machine's `DeviceRegistry` under a stable id
+/// (`virtio-blk0`, `virtio-console0`, `virtio-rng0`, …) with its statistics; adding a device
+/// is its own file plus one `add` call here.
+///
 /// Queue kicks reach a per-device I/O thread through ioeventfds (the MMIO exit path stays as
 /// the fallback); block requests run on a pool of I/O workers, several at a time; MSI-X
 /// vectors are irqfds on KVM GSI routes; INTx is a level on the `_PRT`'s IOAPIC pin.
 final class PCIDevices: @unchecked Sendable {
   let bus = PCIBus()
+  let configPorts: PCIConfigPorts
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
-  private(set) var entropy: VirtioEntropy?
   private(set) var console: VirtioConsole?
   private var notifiers: [QueueNotifier] = []
   private let routing: InterruptRouting
   private var lines: [UInt32: SharedInterruptLine] = [:]
   private let workers: IOWorkerPool?
   private let vm: KVMVirtualMachine
+  private let memory: GuestMemory
+  private let registry: DeviceRegistry
+  private var nextBAR = UInt64(ACPITables.pciMemoryWindow.lowerBound)
 
   /// Host threads serving block requests, per disk (QEMU's thread pool has up to 64 in all).
   static let workersPerDisk = 4
   static let maximumWorkers = 16
 
-  /// Opens every disk (errors name the file, before the guest starts) and attaches it, then
-  /// the console (with an output) and the entropy device if asked for.
+  /// Attaches every (already opened) disk, then the console (with an output) and the entropy
+  /// device if asked for, registering each.
   init(
     disks configurations: [OpenedDisk], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
-    vm: KVMVirtualMachine, memory: GuestMemory
+    vm: KVMVirtualMachine, memory: GuestMemory, registry: DeviceRegistry
   )
     throws(VirtualMachineError)
   {
     self.vm = vm
+    self.memory = memory
+    self.registry = registry
     routing = InterruptRouting(vm: vm)
+    configPorts = PCIConfigPorts(bus: bus)
     if configurations.isEmpty {
       workers = nil
     } else {
@@ -69,41 +79,60 @@ final class PCIDevices: @unchecked Sendable {
         throw .disk(path: configurations[0].configuration.path, reason: "\(error)")
       }
     }
-    do { try bus.attach(PCIHostBridge(), device: 0) } catch { throw .disk(path: "", reason: "\(error)") }
-    var nextBAR = UInt64(ACPITables.pciMemoryWindow.lowerBound)
+    let bridge = PCIHostBridge()
+    do { try bus.attach(bridge, device: 0) } catch { throw .disk(path: "", reason: "\(error)") }
+    do {
+      try registry.register(bridge, id: "pci-host", kind: "PCI Express host bridge")
+      try registry.register(configPorts, id: "pci-config", kind: "PCI configuration ports 0xCF8/0xCFC")
+    } catch {
+      throw .deviceRegistry(error)
+    }
     for (index, disk) in configurations.enumerated() {
       let device = VirtioBlock(backend: disk.backend, memory: memory, serial: "skvm-disk-\(index)", executor: workers)
       disks.append(device)
-      try add(device, classCode: 0x01_8000, memory: memory, bar: &nextBAR, name: disk.configuration.path)
+      let name = "vd\(Character(UnicodeScalar(UInt8(97 + index % 26))))"
+      try add(device, id: "virtio-blk\(index)", classCode: 0x01_8000, path: disk.configuration.path) {
+        let stats = device.statistics.withLock { $0 }
+        return "  \(name): \(stats.reads) reads (\(stats.bytesRead) bytes), "
+          + "\(stats.writes) writes (\(stats.bytesWritten) bytes), \(stats.flushes) flushes, \(stats.other) other, "
+          + "\(stats.errors) errors"
+      }
     }
     if let consoleOutput {
       let device = VirtioConsole(memory: memory, output: consoleOutput)
-      let transport = try add(device, classCode: 0x07_8000, memory: memory, bar: &nextBAR, name: "console")
+      let transport = try add(device, id: "virtio-console0", classCode: 0x07_8000, path: "console") {
+        "  hvc0: \(device.bytesTransmitted.load(ordering: .relaxed)) bytes out, "
+          + "\(device.bytesReceived.load(ordering: .relaxed)) bytes in"
+      }
       device.queueBroken = { [weak transport] in transport?.markNeedsReset() }
       console = device
     }
     if wantsEntropy {
       let device = VirtioEntropy(memory: memory)
-      try add(device, classCode: 0x00_FF00, memory: memory, bar: &nextBAR, name: "entropy")
-      entropy = device
+      try add(device, id: "virtio-rng0", classCode: 0x00_FF00, path: "entropy") {
+        "  rng: \(device.bytesServed.load(ordering: .relaxed)) bytes"
+      }
     }
   }
 
-  /// Puts `device` behind a transport in the next free slot, its interrupts wired to it.
+  /// Puts `device` behind a transport in the next free slot and registers it as `id`.
   @discardableResult
   private func add(
-    _ device: any VirtioDevice, classCode: UInt32, memory: GuestMemory, bar: inout UInt64, name: String
+    _ device: any VirtioDevice, id: String, classCode: UInt32, path: String,
+    statistics: @escaping @Sendable () -> String?
   ) throws(VirtualMachineError) -> VirtioPCITransport {
     let slot = transports.count + 1
-    let transport = makeTransport(device, memory: memory, slot: slot, classCode: classCode)
-    device.interrupt = { [weak transport] queue in transport?.signal(queue: queue) }
-    do { try plug(transport, slot: slot, bar: &bar) } catch { throw .disk(path: name, reason: "\(error)") }
+    let transport = makeTransport(device, slot: slot, classCode: classCode)
+    do {
+      try plug(transport, slot: slot)
+      try registry.register(transport, id: id, kind: "virtio-pci (type \(device.deviceType))", statistics: statistics)
+    } catch {
+      throw .disk(path: path, reason: "\(error)")
+    }
     return transport
   }
 
-  private func makeTransport(_ device: any VirtioDevice, memory: GuestMemory, slot: Int, classCode: UInt32)
-    -> VirtioPCITransport
-  {
+  private func makeTransport(_ device: any VirtioDevice, slot: Int, classCode: UInt32) -> VirtioPCITransport {
     let gsi = ACPITables.pciInterruptGSI(slot: slot, pin: 0)
     let line = lines[gsi] ?? SharedInterruptLine(vm: vm, gsi: gsi)
     lines[gsi] = line
@@ -114,37 +143,19 @@ final class PCIDevices: @unchecked Sendable {
 
   /// Attaches `transport` and does firmware's job: places BAR 0, records the INTx pin's
   /// GSI in the interrupt line register, turns on memory decoding and bus mastering.
-  private func plug(_ transport: VirtioPCITransport, slot: Int, bar: inout UInt64) throws(PCIBusError) {
+  private func plug(_ transport: VirtioPCITransport, slot: Int) throws(PCIBusError) {
     try bus.attach(transport, device: slot)
     transport.configWrite(0x3C, width: 1, value: ACPITables.pciInterruptGSI(slot: slot, pin: 0))
-    transport.configWrite(0x10, width: 4, value: UInt32(truncatingIfNeeded: bar))
-    transport.configWrite(0x14, width: 4, value: UInt32(truncatingIfNeeded: bar >> 32))
+    transport.configWrite(0x10, width: 4, value: UInt32(truncatingIfNeeded: nextBAR))
+    transport.configWrite(0x14, width: 4, value: UInt32(truncatingIfNeeded: nextBAR >> 32))
     transport.configWrite(0x04, width: 2, value: 0x0006)
-    bar += VirtioPCITransport.barSize
+    nextBAR += VirtioPCITransport.barSize
     transports.append(transport)
   }
 
   /// Closes every disk image (releasing its lock) once the machine has stopped.
   func closeDisks() {
     for disk in disks { disk.backend.close() }
-  }
-
-  /// One line per device for `--stats`.
-  var statisticsLines: [String] {
-    var lines = disks.enumerated().map { index, disk in
-      let stats = disk.statistics.withLock { $0 }
-      return
-        "  vd\(Character(UnicodeScalar(UInt8(97 + index % 26)))): \(stats.reads) reads (\(stats.bytesRead) bytes), "
-        + "\(stats.writes) writes (\(stats.bytesWritten) bytes), \(stats.flushes) flushes, \(stats.other) other, "
-        + "\(stats.errors) errors"
-    }
-    if let console {
-      lines.append(
-        "  hvc0: \(console.bytesTransmitted.load(ordering: .relaxed)) bytes out, "
-          + "\(console.bytesReceived.load(ordering: .relaxed)) bytes in")
-    }
-    if let entropy { lines.append("  rng: \(entropy.bytesServed.load(ordering: .relaxed)) bytes") }
-    return lines
   }
 
   /// Every function on bus 0, as the guest sees it now.
@@ -170,11 +181,22 @@ final class PCIDevices: @unchecked Sendable {
     workers?.stop()
   }
 
+  /// Holds every I/O thread at a request boundary and waits for the block requests in flight
+  /// to complete: nothing touches guest memory or the devices' rings until `resume`.
+  func quiesce() {
+    for notifier in notifiers { notifier.pause() }
+    workers?.waitUntilIdle()
+  }
+
+  /// Lets the I/O threads serve kicks again (those that arrived meanwhile are served first).
+  func resume() {
+    for notifier in notifiers { notifier.resume() }
+  }
+
   /// Puts the configuration ports, ECAM and the memory window on the machine's buses.
   func register(ports: IOBus, mmio: IOBus) throws(IOBusError) {
-    let conf1 = PCIConfigPorts(bus: bus)
-    try ports.register(conf1.addressPort, base: PCIConfigPorts.addressBase, size: 1)
-    try ports.register(conf1.dataPort, base: PCIConfigPorts.dataBase, size: 4)
+    try ports.register(configPorts.addressPort, base: PCIConfigPorts.addressBase, size: 1)
+    try ports.register(configPorts.dataPort, base: PCIConfigPorts.dataBase, size: 4)
     try mmio.register(PCIExpressECAM(bus: bus), base: X86MemoryMap.pciExpressECAM, size: PCIExpressECAM.size)
     let window = ACPITables.pciMemoryWindow
     try mmio.register(

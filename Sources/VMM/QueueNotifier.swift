@@ -12,6 +12,12 @@ final class QueueNotifier: @unchecked Sendable {
   private let vm: KVMVirtualMachine
   private let events: [EventFD]
   private let stopEvent: EventFD
+  /// Wakes the thread to look at `held` (pause and resume).
+  private let controlEvent: EventFD
+  private let pauseLock = ConditionLock()
+  /// Guarded by `pauseLock`: a pause is asked for; the thread is parked.
+  private var held = false
+  private var parked = false
   private var thread: OSThread?
   /// The notify addresses currently registered with KVM (empty while BAR 0 does not decode).
   private let registered = Mutex<[UInt64]>([])
@@ -24,6 +30,7 @@ final class QueueNotifier: @unchecked Sendable {
     self.vm = vm
     do {
       stopEvent = try EventFD()
+      controlEvent = try EventFD()
       events = try transport.device.queueSizes.map { _ throws(KVMError) in try EventFD() }
     } catch {
       return nil
@@ -64,23 +71,59 @@ final class QueueNotifier: @unchecked Sendable {
   }
 
   private func serve() {
-    var descriptors = ([stopEvent] + events).map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+    var descriptors = ([stopEvent, controlEvent] + events).map {
+      pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0)
+    }
     while true {
       let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
       if ready < 0 && errno == EINTR { continue }
       guard ready > 0, descriptors[0].revents == 0 else { return }
-      for index in events.indices where descriptors[index + 1].revents != 0 {
+      if descriptors[1].revents != 0 {
+        _ = try? controlEvent.wait()
+        parkWhileHeld()
+        continue  // kicks that came meanwhile are still counted in their eventfds
+      }
+      for index in events.indices where descriptors[index + 2].revents != 0 {
         _ = try? events[index].wait()
         transport.kick(queue: index)
       }
     }
   }
 
+  private func parkWhileHeld() {
+    pauseLock.withLock {
+      guard held else { return }
+      parked = true
+      pauseLock.broadcast()
+      pauseLock.wait { !held }
+      parked = false
+    }
+  }
+
+  /// Holds the thread between kicks; returns once it is held (or has stopped).
+  func pause() {
+    pauseLock.withLock { held = true }
+    controlEvent.signal()
+    pauseLock.withLock { pauseLock.wait { parked || thread == nil } }
+  }
+
+  /// Lets a held thread serve kicks again.
+  func resume() {
+    pauseLock.withLock {
+      held = false
+      pauseLock.broadcast()
+    }
+  }
+
   /// Stops the thread and waits for it.
   func stop() {
     transport.observeBAR { _ in }
+    resume()
     stopEvent.signal()
     thread?.join()
-    thread = nil
+    pauseLock.withLock {
+      thread = nil
+      pauseLock.broadcast()
+    }
   }
 }

@@ -35,10 +35,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public let serial: SerialPort
   /// The ACPI PM1 registers (soft-off, the power button).
   public private(set) var powerManagement: ACPIPowerManagement?
+  /// Every device, under its stable id: what snapshots save, statistics and summaries list.
+  public let devices = DeviceRegistry()
   /// PCI bus 0 and its virtio devices, when the configuration has disks.
   private var pci: PCIDevices?
 
-  private let vcpus: [KVMVCPU]
+  let vcpus: [KVMVCPU]
   private var workers: [VCPUWorker] = []
   private let gate = RunGate()
   private let pauseLock = Mutex<Bool>(false)
@@ -48,9 +50,29 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   private let threads = Mutex<[OSThread]>([])
 
   /// Builds the machine. Nothing runs until `run()`.
-  public init(
+  public convenience init(
     configuration: VirtualMachineConfiguration, console: any ConsoleOutput = FileDescriptorConsoleOutput(),
     kvmPath: String = "/dev/kvm"
+  ) throws(VirtualMachineError) {
+    try self.init(configuration: configuration, console: console, kvmPath: kvmPath, restoring: nil)
+  }
+
+  /// Builds the machine a snapshot file holds, ready to continue where it was saved. The
+  /// configuration must match the saved one in RAM, vCPUs and devices (disk images are
+  /// opened again by path, so they must be as they were when it was saved); in `.mapped`
+  /// mode the file's RAM is mapped copy-on-write and must stay while the machine runs.
+  public convenience init(
+    restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration,
+    console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm",
+    mode: RestoreMode = .mapped
+  ) throws(VirtualMachineError) {
+    try self.init(
+      configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, mode))
+  }
+
+  private init(
+    configuration: VirtualMachineConfiguration, console: any ConsoleOutput, kvmPath: String,
+    restoring: (snapshot: SnapshotFile, mode: RestoreMode)?
   ) throws(VirtualMachineError) {
     self.configuration = configuration
     try ConfigurationCheck.memorySize(configuration.memorySize)
@@ -58,7 +80,19 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       throw .invalidCPUCount(configuration.cpuCount, maximum: ConfigurationCheck.cpuLimit)
     }
     let ranges = X86MemoryMap.ramRanges(size: configuration.memorySize)
-    let payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
+    var payload: BootPayload?
+    var backing = GuestMemory.Backing.memfd
+    if let restoring {
+      let saved = try MachineState.header(restoring.snapshot.state, path: restoring.snapshot.path)
+      try SnapshotCompatibility.check(
+        saved: saved.configuration, requested: configuration, path: restoring.snapshot.path)
+      let offsets = try restoring.snapshot.offsets(matching: ranges)
+      backing =
+        restoring.mode == .mapped
+        ? .file(fd: restoring.snapshot.fd, offsets: offsets) : .fileCopy(fd: restoring.snapshot.fd, offsets: offsets)
+    } else {
+      payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
+    }
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks = try OpenedDisk.openAll(configuration.disks)
@@ -73,7 +107,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       vm = try kvm.createVirtualMachine()
       // Memory slots before the irqchip and PIT: a slot change after them waits for an
       // SRCU grace period (measured: 5–8 ms per slot on a PVM host, 0.1 ms before).
-      memory = try GuestMemory(ranges: ranges)
+      memory = try GuestMemory(ranges: ranges, backing: backing)
       try memory.map(into: vm)
       try Self.setUpPlatform(vm, hostKind: hostKind)
       let policy = CPUIDPolicy(supported: try kvm.supportedCPUID(), cpuCount: configuration.cpuCount)
@@ -98,17 +132,18 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     if !configuration.disks.isEmpty || configuration.entropy || configuration.consoleDevice == .virtio {
       let pci = try PCIDevices(
         disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
-        entropy: configuration.entropy, vm: vm, memory: memory)
-      do { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
+        entropy: configuration.entropy, vm: vm, memory: memory, registry: devices)
+      do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
       pci.startIOThreads()
       self.pci = pci
     }
-    try boot(payload, ranges: ranges)
+    if let payload { try boot(payload, ranges: ranges) }
     workers = vcpus.map {
       VCPUWorker(
         vcpu: $0, portBus: portBus, mmioBus: mmioBus, memory: memory, gate: gate, owner: self,
         timesExits: configuration.timesExits)
     }
+    if let restoring { try restoreState(from: restoring.snapshot) }
   }
 
   private static func setUpPlatform(_ vm: KVMVirtualMachine, hostKind: HostKVMKind) throws(KVMError) {
@@ -125,20 +160,36 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   }
 
   private func addPlatformDevices() throws(VirtualMachineError) {
-    try addDevice(serial, port: UInt16(SerialPort.com1Base), size: UInt16(SerialPort.registerCount))
-    try addDevice(
-      I8042Controller(control: self), port: UInt16(I8042Controller.base), size: UInt16(I8042Controller.size))
-    try addDevice(ResetControlRegister(control: self), port: UInt16(ResetControlRegister.port), size: 1)
-    try addDevice(PostCodePort(), port: UInt16(PostCodePort.port), size: 1)
-    try addDevice(CMOSClock(), port: UInt16(CMOSClock.base), size: UInt16(CMOSClock.size))
-    try addDevice(PanicNotifier(control: self), port: UInt16(PanicNotifier.port), size: 1)
+    try addPlatform(
+      serial, id: "serial0", kind: "16550A UART (COM1)", port: SerialPort.com1Base, size: SerialPort.registerCount)
+    try addPlatform(
+      I8042Controller(control: self), id: "i8042", kind: "i8042 keyboard controller", port: I8042Controller.base,
+      size: I8042Controller.size)
+    try addPlatform(
+      ResetControlRegister(control: self), id: "reset-control", kind: "reset control register",
+      port: ResetControlRegister.port, size: 1)
+    try addPlatform(PostCodePort(), id: "post-code", kind: "POST code port", port: PostCodePort.port, size: 1)
+    try addPlatform(CMOSClock(), id: "rtc", kind: "CMOS real-time clock", port: CMOSClock.base, size: CMOSClock.size)
+    try addPlatform(PanicNotifier(control: self), id: "pvpanic", kind: "pvpanic", port: PanicNotifier.port, size: 1)
     let powerManagement = ACPIPowerManagement(
       control: self, interrupt: KVMInterruptLine(vm: vm, gsi: ACPIPowerManagement.sciInterrupt))
-    try addDevice(powerManagement, port: UInt16(ACPIPowerManagement.base), size: UInt16(ACPIPowerManagement.size))
+    try addPlatform(
+      powerManagement, id: "acpi-pm", kind: "ACPI PM1 registers", port: ACPIPowerManagement.base,
+      size: ACPIPowerManagement.size)
     self.powerManagement = powerManagement
     if let port = configuration.debugExitPort {
-      try addDevice(DebugExitPort(control: self), port: port, size: UInt16(DebugExitPort.size))
+      try addPlatform(
+        DebugExitPort(control: self), id: "debug-exit", kind: "isa-debug-exit", port: UInt64(port),
+        size: DebugExitPort.size)
     }
+  }
+
+  /// Puts a platform device on the port bus and in the registry.
+  private func addPlatform<Device: IODevice & StatefulDevice>(
+    _ device: Device, id: String, kind: String, port: UInt64, size: UInt64
+  ) throws(VirtualMachineError) {
+    try addDevice(device, port: UInt16(port), size: UInt16(size))
+    do { try devices.register(device, id: id, kind: kind) } catch { throw .deviceRegistry(error) }
   }
 
   private func boot(_ payload: BootPayload, ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError)
@@ -327,6 +378,9 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       guard started.load(ordering: .acquiring) else { return }
       kickAll()
       _ = gate.waitUntilParked(vcpus.count)
+      // Then the device threads, at a request boundary, with block requests in flight completed:
+      // from here until resume nothing writes guest memory or the devices' state.
+      pci?.quiesce()
     }
   }
 
@@ -335,6 +389,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     pauseLock.withLock { paused in
       guard paused else { return }
       paused = false
+      pci?.resume()
       gate.releasePause()
     }
   }
@@ -367,8 +422,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     pci?.closeDisks()
   }
 
-  /// Per-device request counts and bytes (virtio devices), one line each.
-  public var deviceStatistics: [String] { pci?.statisticsLines ?? [] }
+  /// Per-device request counts and bytes (the devices that keep figures), one line each.
+  public var deviceStatistics: [String] { devices.statisticsLines }
 
   /// The functions on PCI bus 0 (empty when the machine has no PCI devices).
   public var pciFunctions: [PCIFunctionSummary] { pci?.functionSummaries ?? [] }
@@ -376,6 +431,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Hands console input to the console device (virtio-console if there is one, else COM1);
   /// returns how many bytes it took.
   public func receiveConsoleInput(_ bytes: ArraySlice<UInt8>) -> Int {
+    // Paused (and quiesced): input waits with its sender, so a snapshot sees no half-delivery.
+    if pauseLock.withLock({ $0 }) { return 0 }
     if let console = pci?.console { return console.receive(bytes) }
     return serial.receive(bytes)
   }

@@ -18,6 +18,9 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case linux(LinuxBootError)
   case device(IOBusError)
   case disk(path: String, reason: String)
+  case deviceRegistry(DeviceRegistryError)
+  /// A snapshot could not be taken or restored (the file, what differs, what to do).
+  case snapshot(String)
   case alreadyStarted
 
   public var description: String {
@@ -36,6 +39,8 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .boot(let error): error.description
     case .linux(let error): error.description
     case .device(let error): error.description
+    case .deviceRegistry(let error): error.description
+    case .snapshot(let reason): reason
     case .alreadyStarted: "this virtual machine has already been started; create a new one"
     }
   }

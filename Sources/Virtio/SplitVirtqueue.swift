@@ -31,6 +31,26 @@ public struct SplitVirtqueue: Sendable {
   /// The used index at the last notification decision (for EVENT_IDX).
   private var signalledUsed: UInt16 = 0
 
+  /// Where the device is in the rings: what a snapshot saves of a live queue (its
+  /// addresses and size come from the transport's configuration).
+  public struct Position: Sendable, Equatable, Codable {
+    public var nextAvailable: UInt16
+    public var nextUsed: UInt16
+    public var signalledUsed: UInt16
+  }
+
+  /// The device's position in the rings now.
+  public var position: Position {
+    Position(nextAvailable: nextAvailable, nextUsed: nextUsed, signalledUsed: signalledUsed)
+  }
+
+  /// Continues from a saved position (any values: the next `next` checks them against the ring).
+  public mutating func restore(_ position: Position) {
+    nextAvailable = position.nextAvailable
+    nextUsed = position.nextUsed
+    signalledUsed = position.signalledUsed
+  }
+
   /// The largest indirect table accepted, in descriptors.
   public static let maximumIndirectDescriptors = 1024
 

@@ -56,8 +56,10 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     public static let writeZeroes: UInt64 = 1 << 14
   }
 
-  /// What the transport does when requests completed: raise the queue's interrupt.
-  public var interrupt: @Sendable (Int) -> Void = { _ in }
+  /// Raises a queue's interrupt: given at activation, dropped at reset.
+  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+
+  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
 
   public init(
     backend: any BlockBackend, memory: GuestMemory, serial: String = "skvm", executor: (any RequestExecutor)? = nil
@@ -95,9 +97,12 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
 
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}  // writeback toggles not offered
 
-  public func activate(queues: [SplitVirtqueue], features: UInt64) {
+  public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
+    interruptLine.withLock { $0 = interrupt }
     self.queues.withLock { $0 = queues }
   }
+
+  public var queuePositions: [SplitVirtqueue.Position] { queues.withLock { $0.map(\.position) } }
 
   /// Forgets the rings once every request in flight has completed (as QEMU drains on reset).
   public func reset() {
@@ -106,6 +111,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       queues = []
     }
     while inFlight.load(ordering: .acquiring) > 0 { usleep(100) }
+    interruptLine.withLock { $0 = { _ in } }
   }
 
   /// Serves every request available on queue `index` (the transport calls this on a kick,

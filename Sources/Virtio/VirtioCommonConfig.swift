@@ -1,10 +1,12 @@
+import Devices
+
 /// The virtio-pci common configuration structure (virtio 1.2 §4.1.4.3) as a plain value:
 /// feature negotiation, device status and per-queue setup, driven by the driver's register
 /// writes. It checks what the driver may do (features it was not offered, queues it did
 /// not set up correctly) and never trusts a value it wrote.
-public struct VirtioCommonConfig: Sendable, Equatable {
+public struct VirtioCommonConfig: Sendable, Equatable, Codable {
   /// Per-queue state the driver programs.
-  public struct QueueState: Sendable, Equatable {
+  public struct QueueState: Sendable, Equatable, Codable {
     public var maximumSize: UInt16
     public var size: UInt16
     public var msixVector: UInt16 = 0xFFFF
@@ -154,5 +156,20 @@ public struct VirtioCommonConfig: Sendable, Equatable {
   public mutating func markNeedsReset() {
     status |= VirtioStatus.needsReset
     configGeneration &+= 1
+  }
+
+  /// Checks that `self`, decoded from an untrusted snapshot, could have been reached from
+  /// `reference` (this device's fresh configuration) by register writes: the same features
+  /// offered and queues, sizes within their maxima and powers of two, features accepted only
+  /// from those offered, a queue selector in range.
+  public func checkShape(like reference: VirtioCommonConfig) throws(DeviceStateError) {
+    guard offeredFeatures == reference.offeredFeatures, driverFeatures & ~offeredFeatures == 0 else {
+      throw DeviceStateError("the saved device was offered or accepted other features than this one offers")
+    }
+    guard queues.count == reference.queues.count,
+      zip(queues, reference.queues).allSatisfy({ saved, fresh in
+        saved.maximumSize == fresh.maximumSize && saved.size <= saved.maximumSize && saved.size.nonzeroBitCount <= 1
+      })
+    else { throw DeviceStateError("the saved device has other queues than this one") }
   }
 }

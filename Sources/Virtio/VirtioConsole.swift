@@ -19,8 +19,10 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
   /// Bytes the guest wrote and bytes it was given, for `--stats`.
   public let bytesTransmitted = Atomic<Int>(0)
   public let bytesReceived = Atomic<Int>(0)
-  /// Raises the queue's interrupt (set by the transport's owner).
-  public var interrupt: @Sendable (Int) -> Void = { _ in }
+  /// Raises a queue's interrupt: given at activation, dropped at reset.
+  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+
+  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
   /// The receive queue broke the rules while host input was delivered (the transport's
   /// owner sets DEVICE_NEEDS_RESET).
   public var queueBroken: @Sendable () -> Void = {}
@@ -32,8 +34,16 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
 
   public func readConfig(_ offset: Int, width: Int) -> UInt64 { 0 }
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
-  public func activate(queues: [SplitVirtqueue], features: UInt64) { self.queues.withLock { $0 = queues } }
-  public func reset() { queues.withLock { $0 = [] } }
+  public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
+    interruptLine.withLock { $0 = interrupt }
+    self.queues.withLock { $0 = queues }
+  }
+
+  public var queuePositions: [SplitVirtqueue.Position] { queues.withLock { $0.map(\.position) } }
+  public func reset() {
+    queues.withLock { $0 = [] }
+    interruptLine.withLock { $0 = { _ in } }
+  }
 
   public func notify(queue index: Int) -> Bool {
     // New receive buffers need nothing now: host input waits in the input pump until they come.

@@ -11,15 +11,23 @@ public protocol VirtioDevice: AnyObject, Sendable {
   func readConfig(_ offset: Int, width: Int) -> UInt64
   /// Writes the device-specific configuration.
   func writeConfig(_ offset: Int, width: Int, value: UInt64)
-  /// The driver set DRIVER_OK: these queues (by index) are live with these features.
-  func activate(queues: [SplitVirtqueue], features: UInt64)
+  /// The driver set DRIVER_OK: these queues (by index) are live with these features, and
+  /// `interrupt(queue)` raises a queue's interrupt until the next reset.
+  func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void)
+  /// Where the device is in each live queue (empty when not activated), for snapshots.
+  var queuePositions: [SplitVirtqueue.Position] { get }
   /// The driver kicked queue `index`: serve what it made available. False when the queue
   /// broke the rules (the transport then sets DEVICE_NEEDS_RESET).
   func notify(queue index: Int) -> Bool
-  /// The driver reset the device: stop using the queues.
+  /// The driver reset the device: stop using the queues (and the interrupt given with them).
   func reset()
-  /// Set by the transport's owner before the guest runs: raises queue `index`'s interrupt.
-  var interrupt: @Sendable (Int) -> Void { get set }
+}
+
+extension VirtioDevice {
+  /// Activates with no interrupt delivery (for tests and fuzzing, which poll the rings).
+  public func activate(queues: [SplitVirtqueue], features: UInt64) {
+    activate(queues: queues, features: features, interrupt: { _ in })
+  }
 }
 
 /// Feature bits of the transport and rings (virtio 1.2 §6).

@@ -12,15 +12,25 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
   private let queues = Mutex<[SplitVirtqueue]>([])
   /// Bytes handed to the guest, for `--stats`.
   public let bytesServed = Atomic<Int>(0)
-  /// Raises the queue's interrupt (set by the transport's owner).
-  public var interrupt: @Sendable (Int) -> Void = { _ in }
+  /// Raises a queue's interrupt: given at activation, dropped at reset.
+  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+
+  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
 
   public init(memory: GuestMemory) { self.memory = memory }
 
   public func readConfig(_ offset: Int, width: Int) -> UInt64 { 0 }
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
-  public func activate(queues: [SplitVirtqueue], features: UInt64) { self.queues.withLock { $0 = queues } }
-  public func reset() { queues.withLock { $0 = [] } }
+  public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
+    interruptLine.withLock { $0 = interrupt }
+    self.queues.withLock { $0 = queues }
+  }
+
+  public var queuePositions: [SplitVirtqueue.Position] { queues.withLock { $0.map(\.position) } }
+  public func reset() {
+    queues.withLock { $0 = [] }
+    interruptLine.withLock { $0 = { _ in } }
+  }
 
   public func notify(queue index: Int) -> Bool {
     let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { fill($0) }

@@ -33,12 +33,12 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   public var name: String { "virtio-pci (type \(device.deviceType))" }
   private let memory: GuestMemory
   private let sink: any VirtioInterruptSink
-  private let state: Mutex<State>
+  private let state: Mutex<RegisterState>
   /// BAR 0's guest-physical address while memory decoding is on, else 0 (read on every MMIO access).
   private let decodedBAR = Atomic<UInt64>(0)
   private let barObserver = Mutex<@Sendable (UInt64?) -> Void>({ _ in })
 
-  struct State {
+  struct RegisterState: Codable {
     var space: PCIConfigSpace
     var common: VirtioCommonConfig
     var isr: UInt8 = 0
@@ -60,7 +60,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     space.setBAR(0, .init(kind: .memory64, size: Self.barSize))
     Self.addCapabilities(to: &space, vectors: vectors)
     state = Mutex(
-      State(
+      RegisterState(
         space: space,
         common: VirtioCommonConfig(
           offeredFeatures: device.deviceFeatures | Self.transportFeatures, queueSizes: device.queueSizes),
@@ -223,16 +223,20 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     return device.queueSizes.indices.map { base + Layout.notify + UInt64($0) * UInt64(Layout.notifyMultiplier) }
   }
 
-  private func activate() {
+  /// Hands the enabled queues to the device (continuing from `positions` when a snapshot is
+  /// restored), with the interrupt that signals them; a ring outside guest memory gets
+  /// DEVICE_NEEDS_RESET instead.
+  private func activate(restoring positions: [SplitVirtqueue.Position]? = nil) {
     let (queues, features, valid) = state.withLock { state -> ([SplitVirtqueue], UInt64, Bool) in
       let features = state.common.negotiatedFeatures
       var valid = true
-      let queues = state.common.queues.filter(\.enabled).map { queue in
-        let ring = SplitVirtqueue(
+      let queues = state.common.queues.filter(\.enabled).enumerated().map { index, queue in
+        var ring = SplitVirtqueue(
           size: queue.size, descriptorTable: queue.descriptorTable, availableRing: queue.driverArea,
           usedRing: queue.deviceArea, eventIndex: features & VirtioFeature.eventIndex != 0,
           indirectDescriptors: features & VirtioFeature.indirectDescriptors != 0)
         if (try? ring.validate(in: memory)) == nil { valid = false }
+        if let positions, positions.indices.contains(index) { ring.restore(positions[index]) }
         return ring
       }
       return (queues, features, valid)
@@ -241,7 +245,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
       markNeedsReset()
       return
     }
-    device.activate(queues: queues, features: features)
+    device.activate(queues: queues, features: features) { [weak self] queue in self?.signal(queue: queue) }
   }
 
   /// Sets DEVICE_NEEDS_RESET and tells the driver (a device found its queue broken outside a kick).
@@ -300,5 +304,44 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
       (0..<count).reduce(0) { $0 | UInt64(table[at + $1]) << (8 * UInt64($1)) }
     }
     return (le(base, 8), UInt32(le(base + 8, 4)), table[base + 12] & 1 != 0)
+  }
+}
+
+/// What a snapshot saves of a virtio-pci function: its configuration space, the common
+/// configuration (features, status, queue setup), ISR, MSI-X table and pending bits, and where
+/// the device is in each live queue (requests in flight were completed before).
+public struct VirtioTransportState: Sendable, Codable {
+  var transport: VirtioPCITransport.RegisterState
+  var queues: [SplitVirtqueue.Position]
+}
+
+extension VirtioPCITransport: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> VirtioTransportState {
+    VirtioTransportState(transport: state.withLock { $0 }, queues: device.queuePositions)
+  }
+
+  public func restoreState(_ saved: VirtioTransportState) throws(DeviceStateError) {
+    let fresh = state.withLock { $0 }
+    try saved.transport.space.checkShape(like: fresh.space)
+    try saved.transport.common.checkShape(like: fresh.common)
+    guard saved.transport.msixTable.count == fresh.msixTable.count else {
+      throw DeviceStateError(
+        "the MSI-X table has \(saved.transport.msixTable.count / 16) vectors, not \(fresh.msixTable.count / 16)")
+    }
+    let status = saved.transport.common.status
+    let live = status & VirtioStatus.driverOK != 0 && status & (VirtioStatus.needsReset | VirtioStatus.failed) == 0
+    let enabled = saved.transport.common.queues.filter(\.enabled).count
+    guard !live || saved.queues.count == enabled else {
+      throw DeviceStateError("\(saved.queues.count) queue positions for \(enabled) live queues")
+    }
+    state.withLock { $0 = saved.transport }
+    // BAR 0 where the guest left it (the queue notifiers follow), then the live queues.
+    configWrite(0x04, width: 2, value: UInt32(saved.transport.space.read(0x04, width: 2)))
+    if live { activate(restoring: saved.queues) }
+    let control = UInt16(saved.transport.space.read(0x42, width: 2))
+    let intxEnabled = UInt16(saved.transport.space.read(0x04, width: 2)) & 0x400 == 0
+    if control & 0x8000 == 0, saved.transport.isr != 0, intxEnabled { sink.setLine(true) }
   }
 }

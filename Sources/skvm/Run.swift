@@ -40,7 +40,7 @@ struct Run: ParsableCommand {
       The guest console on this terminal: serial (COM1, ttyS0), virtio (a virtio-console device, hvc0; \
       COM1's output is shown too), or none.
       """)
-  var console: ConsoleChoice = .serial
+  var console: ConsoleChoice?
 
   @Option(name: .customLong("flat"), help: ArgumentHelp("Boot this flat binary.", valueName: "file"))
   var flatPath: String?
@@ -52,10 +52,10 @@ struct Run: ParsableCommand {
   var flatEntry: FlatEntryMode = .real
 
   @Option(help: ArgumentHelp("Guest RAM, e.g. 256M or 2G (a bare number means MiB).", valueName: "size"))
-  var memory: String = "256M"
+  var memory: String?
 
   @Option(help: ArgumentHelp("Number of vCPUs.", valueName: "n"))
-  var cpus: Int = 1
+  var cpus: Int?
 
   @Option(
     name: .customLong("qmp"),
@@ -76,6 +76,14 @@ struct Run: ParsableCommand {
   @Flag(help: "Attach a virtio-rng device fed from the host's getrandom (/dev/hwrng in the guest).")
   var rng = false
 
+  @Option(
+    help: ArgumentHelp(
+      "Restore a machine saved with QMP migrate to file:PATH, and run it on: file:PATH[,mode=mapped|copy]. "
+        + "mapped (the default) maps the file's RAM copy-on-write (the file must stay); copy reads it in. "
+        + "Options left out come from the snapshot; those given must match it.",
+      valueName: "uri"))
+  var incoming: String?
+
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
@@ -88,12 +96,20 @@ struct Run: ParsableCommand {
   var debugExitPort: String = "0xf4"
 
   func validate() throws {
-    do {
-      _ = try ByteSize.parse(memory)
-    } catch {
-      throw ValidationError("--memory: \(error)")
+    if let memory {
+      do {
+        _ = try ByteSize.parse(memory)
+      } catch {
+        throw ValidationError("--memory: \(error)")
+      }
     }
-    if cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+    if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+    if let incoming {
+      do { _ = try IncomingSource(parsing: incoming) } catch { throw ValidationError("--incoming: \(error)") }
+      if kernel != nil || flatPath != nil || hello {
+        throw ValidationError("--incoming restores a saved machine: leave out --kernel, --flat and --hello")
+      }
+    }
     if [kernel != nil, flatPath != nil, hello].filter({ $0 }).count > 1 {
       throw ValidationError("--kernel, --flat and --hello each name what to boot: give one of them")
     }
@@ -127,7 +143,8 @@ struct Run: ParsableCommand {
       configuration.boot = .flat(path: flatPath, entry: flatEntry)
     } else if let kernel {
       configuration.boot = .linux(
-        kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=\(console == .virtio ? "hvc0" : "ttyS0")")
+        kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=\(consoleChoice == .virtio ? "hvc0" : "ttyS0")"
+      )
     } else if !hello {
       let kit: GuestKit
       do {
@@ -138,14 +155,14 @@ struct Run: ParsableCommand {
       }
       configuration.boot = .linux(
         kernel: kit.kernelPath, initrd: initrd ?? kit.initrdPath,
-        commandLine: cmdline ?? GuestKit.defaultCommandLine(console: console == .virtio ? "hvc0" : "ttyS0"))
+        commandLine: cmdline ?? GuestKit.defaultCommandLine(console: consoleChoice == .virtio ? "hvc0" : "ttyS0"))
     }
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
     configuration.entropy = rng
-    configuration.consoleDevice = console == .virtio ? .virtio : .serial
-    configuration.memorySize = try ByteSize.parse(memory)
-    configuration.cpuCount = cpus
+    configuration.consoleDevice = consoleChoice == .virtio ? .virtio : .serial
+    configuration.memorySize = try ByteSize.parse(memory ?? "256M")
+    configuration.cpuCount = cpus ?? 1
     configuration.timesExits = stats
     if case .port(let port) = parsedDebugExitPort {
       configuration.debugExitPort = port
@@ -155,17 +172,52 @@ struct Run: ParsableCommand {
     return configuration
   }
 
+  /// The console as asked for (serial unless said otherwise).
+  private var consoleChoice: ConsoleChoice { console ?? .serial }
+
+  /// The configuration of a machine restored from `snapshot`: the saved one, with what this
+  /// command line gives explicitly (which must then match it, or the restore says what differs).
+  func restoredConfiguration(_ snapshot: SnapshotFile) throws -> VirtualMachineConfiguration {
+    var configuration: VirtualMachineConfiguration
+    do { configuration = try snapshot.savedConfiguration() } catch {
+      printError("skvm: \(error)")
+      throw ExitCode(1)
+    }
+    configuration.name = name
+    configuration.timesExits = stats
+    if let memory { configuration.memorySize = try ByteSize.parse(memory) }
+    if let cpus { configuration.cpuCount = cpus }
+    if !disk.isEmpty { configuration.disks = try disk.map(Self.parseDisk) }
+    if let console { configuration.consoleDevice = console == .virtio ? .virtio : .serial }
+    if rng { configuration.entropy = true }
+    return configuration
+  }
+
   func run() throws {
-    let configuration = try makeConfiguration()
+    var incomingSnapshot: (snapshot: SnapshotFile, mode: RestoreMode)?
+    if let incoming {
+      let source = try IncomingSource(parsing: incoming)
+      do { incomingSnapshot = (try SnapshotFile(path: source.path), source.mode) } catch {
+        printError("skvm: \(error)")
+        throw ExitCode(1)
+      }
+    }
+    let configuration = try incomingSnapshot.map { try restoredConfiguration($0.snapshot) } ?? makeConfiguration()
     HostSignals.block()
     // The monitor's sockets open before the machine is built: a bad --qmp fails before /dev/kvm.
     let monitor = try openMonitor()
     defer { monitor?.close() }
     let managed: ManagedMachine
+    let output: any ConsoleOutput =
+      console == ConsoleChoice.none ? DiscardedConsoleOutput() : FileDescriptorConsoleOutput()
     do {
-      managed = try ManagedMachine(
-        configuration: configuration,
-        console: console == .none ? DiscardedConsoleOutput() : FileDescriptorConsoleOutput())
+      if let incomingSnapshot {
+        managed = try ManagedMachine(
+          restoring: incomingSnapshot.snapshot, configuration: configuration, console: output,
+          mode: incomingSnapshot.mode)
+      } else {
+        managed = try ManagedMachine(configuration: configuration, console: output)
+      }
     } catch {
       printError("skvm: \(error)")
       throw ExitCode(1)
@@ -234,7 +286,7 @@ struct Run: ParsableCommand {
   /// Serves the monitor's sockets for `managed`, and waits for a client if one asked for wait=on.
   private func startMonitor(_ server: MonitorServer?, for managed: ManagedMachine) throws {
     guard let server else { return }
-    server.attach(to: managed, serialBackend: console == .none ? "null" : "stdio")
+    server.attach(to: managed, serialBackend: console == ConsoleChoice.none ? "null" : "stdio")
     do {
       try server.start()
     } catch {
@@ -262,4 +314,25 @@ func printError(_ line: String) {
   var text = line
   if !text.hasSuffix("\n") { text += "\n" }
   text.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
+}
+
+/// `--incoming`'s value: `file:PATH[,mode=mapped|copy]`.
+struct IncomingSource {
+  var path: String
+  var mode: RestoreMode
+
+  init(parsing text: String) throws {
+    let list = try OptionList(parsing: text)
+    guard list.main.hasPrefix("file:"), list.main.count > 5 else {
+      throw ValidationError("'\(text)': skvm restores from file:PATH (tcp: is not supported yet)")
+    }
+    path = String(list.main.dropFirst(5))
+    mode = .mapped
+    for (key, value) in list.options {
+      guard key == "mode", let chosen = RestoreMode(rawValue: value) else {
+        throw ValidationError("'\(text)': unknown option '\(key)=\(value)' (mode=mapped|copy)")
+      }
+      mode = chosen
+    }
+  }
 }

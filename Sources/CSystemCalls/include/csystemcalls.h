@@ -23,4 +23,14 @@ int csys_open_data_file(const char *path, int flags, int mode, int *is_block);
 /// 0 with *uid set, or -1 with errno set.
 int csys_peer_uid(int fd, unsigned int *uid);
 
+/// memfd_create(2) with MFD_CLOEXEC: an anonymous file for guest RAM. -1 with errno set on failure.
+int csys_memfd_create(const char *name);
+
+/// copy_file_range(2): bytes copied (0 at end of input), or -1 with errno set.
+ssize_t csys_copy_file_range(int in_fd, off_t *in_offset, int out_fd, off_t *out_offset, size_t length);
+
+/// lseek's SEEK_DATA and SEEK_HOLE, which Swift's Glibc module hides (they need _GNU_SOURCE).
+extern const int csys_seek_data;
+extern const int csys_seek_hole;
+
 #endif

@@ -88,3 +88,12 @@ public final class PCIExpressECAM: IODevice {
     (Int(offset >> 15 & 0x1F), Int(offset >> 12 & 0x7), Int(offset & 0xFFF))
   }
 }
+
+extension PCIConfigPorts: StatefulDevice {
+  public static let stateVersion = 1
+
+  /// The address latched at 0xCF8.
+  public func saveState() -> UInt32 { address.load(ordering: .relaxed) }
+
+  public func restoreState(_ saved: UInt32) throws(DeviceStateError) { address.store(saved, ordering: .relaxed) }
+}

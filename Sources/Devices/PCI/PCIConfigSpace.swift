@@ -138,4 +138,13 @@ public struct PCIConfigSpace: Sendable, Equatable, Codable {
     bytes[offset] = UInt8(truncatingIfNeeded: value)
     bytes[offset + 1] = UInt8(truncatingIfNeeded: value >> 8)
   }
+
+  /// Checks that `self`, decoded from an untrusted snapshot, has the size, write masks and BAR
+  /// layout of `reference` (what this machine's device has): only the values the guest
+  /// programs may differ.
+  public func checkShape(like reference: PCIConfigSpace) throws(DeviceStateError) {
+    guard bytes.count == reference.bytes.count, writeMask == reference.writeMask, bars == reference.bars else {
+      throw DeviceStateError("the configuration space does not have this device's layout")
+    }
+  }
 }

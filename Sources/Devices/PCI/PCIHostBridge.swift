@@ -17,3 +17,14 @@ public final class PCIHostBridge: PCIFunction {
 
   public var configSpace: PCIConfigSpace { space.withLock { $0 } }
 }
+
+extension PCIHostBridge: StatefulDevice {
+  public static let stateVersion = 1
+
+  public func saveState() -> PCIConfigSpace { space.withLock { $0 } }
+
+  public func restoreState(_ saved: PCIConfigSpace) throws(DeviceStateError) {
+    try saved.checkShape(like: space.withLock { $0 })
+    space.withLock { $0 = saved }
+  }
+}

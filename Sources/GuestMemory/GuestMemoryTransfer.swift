@@ -1,0 +1,119 @@
+import CSystemCalls
+import Glibc
+
+/// A host I/O call failed while guest RAM was copied to or from a file.
+public struct GuestMemoryIOError: Error, CustomStringConvertible {
+  public let operation: String
+  public let code: Int32
+  public var description: String { "\(operation): \(String(cString: strerror(code)))" }
+}
+
+/// Guest RAM to and from files (snapshots): only the data that is there moves — holes stay
+/// holes — and from a memfd it moves inside the kernel (`copy_file_range`), never through
+/// this process's memory.
+extension GuestMemory {
+  /// Writes region `index` to `fd` at `fileOffset` (the file must already be long enough, so
+  /// what is not written reads as zeros).
+  public func write(region index: Int, to fd: Int32, at fileOffset: UInt64) throws(GuestMemoryIOError) {
+    let region = regions[index]
+    if memfd >= 0 {
+      var start = memfdOffsets[index]
+      let end = start + region.size
+      while start < end {
+        let data = lseek(memfd, off_t(start), csys_seek_data)
+        if data < 0 {
+          if errno == ENXIO { return }  // nothing but holes from here on
+          throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on guest RAM", code: errno)
+        }
+        if UInt64(data) >= end { return }
+        let hole = min(UInt64(max(lseek(memfd, data, csys_seek_hole), data)), end)
+        let target = fileOffset + (UInt64(data) - memfdOffsets[index])
+        try Self.copyRange(from: memfd, at: UInt64(data), to: fd, at: target, length: hole - UInt64(data)) {
+          () throws(GuestMemoryIOError) in
+          // copy_file_range refused (another file system): write from the mapping instead.
+          try Self.writeNonZeroPages(
+            region.host + Int(UInt64(data) - memfdOffsets[index]), length: hole - UInt64(data), to: fd, at: target)
+        }
+        start = hole
+      }
+    } else {
+      try Self.writeNonZeroPages(region.host, length: region.size, to: fd, at: fileOffset)
+    }
+  }
+
+  /// Copies `length` bytes between files in the kernel; calls `fallback` if it cannot.
+  static func copyRange(
+    from source: Int32, at sourceOffset: UInt64, to target: Int32, at targetOffset: UInt64, length: UInt64,
+    fallback: () throws(GuestMemoryIOError) -> Void
+  ) throws(GuestMemoryIOError) {
+    var input = off_t(sourceOffset)
+    var output = off_t(targetOffset)
+    var remaining = length
+    while remaining > 0 {
+      let copied = csys_copy_file_range(source, &input, target, &output, Int(min(remaining, 1 << 30)))
+      if copied < 0 {
+        if errno == EINTR { continue }
+        if remaining == length && [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(errno) { return try fallback() }
+        throw GuestMemoryIOError(operation: "copy_file_range", code: errno)
+      }
+      if copied == 0 { break }
+      remaining -= UInt64(copied)
+    }
+  }
+
+  /// Writes the pages of `[host, host + length)` that are not all zeros.
+  static func writeNonZeroPages(_ host: UnsafeMutableRawPointer, length: UInt64, to fd: Int32, at fileOffset: UInt64)
+    throws(GuestMemoryIOError)
+  {
+    let page = Int(pageSize)
+    var offset = 0
+    while offset < Int(length) {
+      let words = UnsafeRawBufferPointer(start: host + offset, count: page).bindMemory(to: UInt64.self)
+      if !words.allSatisfy({ $0 == 0 }) {
+        var done = 0
+        while done < page {
+          let written = pwrite(fd, host + offset + done, page - done, off_t(fileOffset) + off_t(offset + done))
+          if written < 0 {
+            if errno == EINTR { continue }
+            throw GuestMemoryIOError(operation: "write of guest RAM", code: errno)
+          }
+          done += written
+        }
+      }
+      offset += page
+    }
+  }
+
+  /// Fills `region` (backed by `memfd` at `memfdOffset`) from `file` at `fileOffset`: the
+  /// file's data extents only.
+  static func copyData(
+    from file: Int32, at fileOffset: UInt64, into region: Region, memfd: Int32, memfdOffset: UInt64
+  ) throws(GuestMemoryIOError) {
+    var start = fileOffset
+    let end = fileOffset + region.size
+    while start < end {
+      let data = lseek(file, off_t(start), csys_seek_data)
+      if data < 0 {
+        if errno == ENXIO { return }
+        throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on the snapshot", code: errno)
+      }
+      if UInt64(data) >= end { return }
+      let hole = min(UInt64(max(lseek(file, data, csys_seek_hole), data)), end)
+      let inRegion = UInt64(data) - fileOffset
+      try copyRange(from: file, at: UInt64(data), to: memfd, at: memfdOffset + inRegion, length: hole - UInt64(data)) {
+        () throws(GuestMemoryIOError) in
+        var done: UInt64 = 0
+        while done < hole - UInt64(data) {
+          let count = pread(
+            file, region.host + Int(inRegion + done), Int(hole - UInt64(data) - done), off_t(UInt64(data) + done))
+          if count < 0 && errno == EINTR { continue }
+          if count <= 0 {
+            throw GuestMemoryIOError(operation: "read of the snapshot's RAM", code: count < 0 ? errno : EIO)
+          }
+          done += UInt64(count)
+        }
+      }
+      start = hole
+    }
+  }
+}

@@ -1,0 +1,214 @@
+import CSystemCalls
+import CZlib
+import Checked
+import Glibc
+import GuestMemory
+
+/// The snapshot file: one format for `migrate file:`, `--incoming file:` and (later) live
+/// migration streams. A fixed little-endian header, the machine's state as JSON (versioned,
+/// checksummed), then guest RAM at page-aligned offsets, one region after another, holes
+/// where the guest's memory was never written — so a restore can map it (QEMU calls this
+/// layout mapped-ram).
+///
+/// ```text
+///   0  "SKVMSNAP"            8  format version (u32)   12  region count (u32)
+///  16  state offset (u64)   24  state length (u64)     32  state CRC-32 (u32)
+///  40  RAM offset (u64)     48  RAM length (u64)
+///  56  regions: guest address, size, file offset (3 × u64 each), at most 16
+/// 4096 the state (JSON)     …   RAM, each region page-aligned
+/// ```
+///
+/// Everything read from a file is untrusted: every offset and length is checked against the
+/// file before it is used, and errors say what is wrong with the file.
+public final class SnapshotFile: @unchecked Sendable {
+  static let magic = Array("SKVMSNAP".utf8)
+  public static let formatVersion: UInt32 = 1
+  static let headerSize = 4096
+  static let maximumRegions = 16
+  static let maximumStateSize = 64 << 20
+
+  /// One region of guest RAM in the file.
+  public struct Region: Sendable, Equatable {
+    public var guestAddress: UInt64
+    public var size: UInt64
+    public var fileOffset: UInt64
+  }
+
+  public let path: String
+  /// Open for reading (what the restored guest's RAM is mapped from).
+  public let fd: Int32
+  public let regions: [Region]
+  /// The machine's state, as written.
+  public let state: [UInt8]
+
+  deinit { close(fd) }
+
+  // MARK: Writing
+
+  /// Writes a snapshot: header, `state`, then every region of `memory`. The file appears
+  /// complete and durable (fdatasync) when this returns, replacing any old one at once; a
+  /// failure leaves the old one as it was.
+  static func write(to path: String, state: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
+    func fail(_ what: String, _ code: Int32) -> VirtualMachineError {
+      .snapshot("cannot write the snapshot \(path): \(what): \(String(cString: strerror(code)))")
+    }
+    guard memory.regions.count <= maximumRegions, state.count <= maximumStateSize else {
+      throw .snapshot("the machine's state does not fit a snapshot file")
+    }
+    // Written beside the target and renamed over it at the end: a machine restored from the
+    // old file in mapped mode keeps reading its pages from the old file, which stays whole.
+    let temporary = path + ".part-\(getpid())"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw fail("open \(temporary)", errno) }
+    var complete = false
+    defer {
+      close(fd)
+      if !complete { unlink(temporary) }
+    }
+    let stateEnd = UInt64(headerSize + state.count)
+    let ramOffset = (stateEnd + GuestMemory.pageSize - 1) & ~(GuestMemory.pageSize - 1)
+    var regions: [Region] = []
+    var offset = ramOffset
+    for region in memory.regions {
+      regions.append(Region(guestAddress: region.guestAddress, size: region.size, fileOffset: offset))
+      offset += region.size
+    }
+    var header = [UInt8](repeating: 0, count: headerSize)
+    func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
+      withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(at..<at + $0.count, with: $0) }
+    }
+    header.replaceSubrange(0..<8, with: magic)
+    put(formatVersion, 8)
+    put(UInt32(regions.count), 12)
+    put(UInt64(headerSize), 16)
+    put(UInt64(state.count), 24)
+    put(checksum(state), 32)
+    put(ramOffset, 40)
+    put(offset - ramOffset, 48)
+    for (index, region) in regions.enumerated() {
+      put(region.guestAddress, 56 + 24 * index)
+      put(region.size, 64 + 24 * index)
+      put(region.fileOffset, 72 + 24 * index)
+    }
+    guard ftruncate(fd, off_t(offset)) == 0 else { throw fail("truncate", errno) }
+    for (bytes, at) in [(header, UInt64(0)), (state, UInt64(headerSize))] {
+      var done = 0
+      while done < bytes.count {
+        let written = bytes.withUnsafeBytes {
+          pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(at) + off_t(done))
+        }
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else { throw fail("write", errno) }
+        done += written
+      }
+    }
+    for index in memory.regions.indices {
+      do throws(GuestMemoryIOError) {
+        try memory.write(region: index, to: fd, at: regions[index].fileOffset)
+      } catch {
+        throw .snapshot("cannot write the snapshot \(path): \(error)")
+      }
+    }
+    guard fdatasync(fd) == 0 else { throw fail("fdatasync", errno) }
+    guard rename(temporary, path) == 0 else { throw fail("rename", errno) }
+    complete = true
+  }
+
+  // MARK: Reading
+
+  /// Opens and checks a snapshot file: its header, that every region lies inside the file,
+  /// and the state's checksum.
+  public init(path: String) throws(VirtualMachineError) {
+    func invalid(_ reason: String) -> VirtualMachineError { .snapshot("\(path) is not a usable snapshot: \(reason)") }
+    let fd = csys_open_data_file(path, O_RDONLY, 0, nil)
+    if fd == -2 { throw .snapshot("\(path) is not a regular file") }
+    guard fd >= 0 else { throw .snapshot("cannot open the snapshot \(path): \(String(cString: strerror(errno)))") }
+    var owned = true
+    defer { if owned { close(fd) } }
+    var status = stat()
+    guard fstat(fd, &status) == 0 else { throw invalid("fstat failed") }
+    let fileSize = UInt64(status.st_size)
+    guard fileSize >= UInt64(Self.headerSize) else { throw invalid("it is \(fileSize) bytes, shorter than a header") }
+    var header = [UInt8](repeating: 0, count: Self.headerSize)
+    guard header.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, Self.headerSize, 0) }) == Self.headerSize else {
+      throw invalid("its header cannot be read")
+    }
+    func u32(_ at: Int) -> UInt32 {
+      header.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
+    }
+    func u64(_ at: Int) -> UInt64 {
+      header.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+    }
+    guard Array(header[0..<8]) == Self.magic else { throw invalid("no SKVMSNAP magic (not an skvm snapshot)") }
+    guard u32(8) == Self.formatVersion else {
+      throw invalid("format version \(u32(8)); this skvm reads version \(Self.formatVersion)")
+    }
+    let count = Int(u32(12))
+    guard (1...Self.maximumRegions).contains(count) else { throw invalid("\(count) RAM regions") }
+    let stateOffset = u64(16)
+    let stateLength = u64(24)
+    guard stateOffset == UInt64(Self.headerSize), stateLength <= UInt64(Self.maximumStateSize),
+      stateOffset.fits(length: stateLength, within: fileSize)
+    else {
+      throw invalid(
+        "its state (\(stateLength) bytes at \(stateOffset)) lies outside the file (\(fileSize) bytes; truncated?)")
+    }
+    var regions: [Region] = []
+    var end = stateOffset + stateLength
+    for index in 0..<count {
+      let region = Region(
+        guestAddress: u64(56 + 24 * index), size: u64(64 + 24 * index), fileOffset: u64(72 + 24 * index))
+      guard region.size > 0, region.size % GuestMemory.pageSize == 0, region.fileOffset % GuestMemory.pageSize == 0,
+        region.guestAddress % GuestMemory.pageSize == 0, region.fileOffset >= end
+      else { throw invalid("RAM region \(index) is malformed") }
+      guard region.fileOffset.fits(length: region.size, within: fileSize) else {
+        throw invalid(
+          "RAM region \(index) (\(region.size) bytes at \(region.fileOffset)) reaches past the end of the file "
+            + "(\(fileSize) bytes): truncated")
+      }
+      end = region.fileOffset + region.size
+      regions.append(region)
+    }
+    var state = [UInt8](repeating: 0, count: Int(stateLength))
+    var done = 0
+    while done < state.count {
+      let wanted = state.count - done
+      let read = state.withUnsafeMutableBytes {
+        pread(fd, $0.baseAddress! + done, wanted, off_t(stateOffset) + off_t(done))
+      }
+      if read < 0 && errno == EINTR { continue }
+      guard read > 0 else { throw invalid("its state cannot be read") }
+      done += read
+    }
+    guard Self.checksum(state) == u32(32) else { throw invalid("its state fails its checksum (corrupted)") }
+    self.path = path
+    self.fd = fd
+    self.regions = regions
+    self.state = state
+    owned = false
+  }
+
+  /// The configuration the machine was saved with.
+  public func savedConfiguration() throws(VirtualMachineError) -> VirtualMachineConfiguration {
+    try MachineState.header(state, path: path).configuration
+  }
+
+  /// The file offset of each region, in guest-address order, when they match `ranges` (this
+  /// machine's memory map); else an error naming the difference.
+  func offsets(matching ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError) -> [UInt64] {
+    let saved = regions.map { ($0.guestAddress, $0.size) }
+    let wanted = ranges.sorted { $0.guestAddress < $1.guestAddress }.map { ($0.guestAddress, $0.size) }
+    guard saved.count == wanted.count, zip(saved, wanted).allSatisfy({ $0 == $1 }) else {
+      let savedTotal = regions.reduce(0) { $0 + $1.size }
+      let wantedTotal = wanted.reduce(0) { $0 + $1.1 }
+      throw .snapshot(
+        "the snapshot holds \(savedTotal >> 20) MiB of guest RAM; this machine has \(wantedTotal >> 20) MiB "
+          + "(give the same --memory)")
+    }
+    return regions.map(\.fileOffset)
+  }
+
+  static func checksum(_ bytes: [UInt8]) -> UInt32 {
+    bytes.withUnsafeBufferPointer { UInt32(truncatingIfNeeded: crc32(0, $0.baseAddress, uInt($0.count))) }
+  }
+}

@@ -1,0 +1,47 @@
+import CKVM
+import Devices
+import Foundation
+import KVM
+
+/// How a restored machine's RAM comes from its snapshot file.
+public enum RestoreMode: String, Sendable, Codable, CaseIterable {
+  /// Mapped copy-on-write: pages load when the guest first touches them; the file must stay.
+  case mapped
+  /// Copied into the machine's own memory at start: the file may be deleted afterwards.
+  case copy
+}
+
+extension VirtualMachine {
+  /// Writes the paused machine to a snapshot file: every vCPU, the in-kernel devices, every
+  /// registered device, and guest RAM. The machine must be paused (its devices are then
+  /// quiesced, their requests in flight completed); it stays paused.
+  public func saveSnapshot(to path: String) throws(VirtualMachineError) {
+    guard isPaused else { throw .snapshot("the machine must be paused to be saved (QMP stop)") }
+    let state: MachineState
+    do {
+      let msrIndices = try kvm.msrIndexList()
+      let xsaveSize = Int(vm.checkExtension(Int32(KVM_CAP_XSAVE2)))
+      state = MachineState(
+        configuration: configuration,
+        vcpus: try vcpus.map { vcpu throws(KVMError) in
+          try VCPUState.capture(vcpu, msrIndices: msrIndices, xsaveSize: xsaveSize)
+        },
+        kernel: try KernelDeviceState.capture(vm), devices: devices)
+    } catch {
+      throw .snapshot("cannot read the machine's state from KVM: \(error)")
+    }
+    try SnapshotFile.write(to: path, state: try state.json(), memory: memory)
+  }
+
+  /// Restores the state after the RAM: the in-kernel devices, then every vCPU, then every
+  /// registered device (which may re-drive interrupt lines into the restored irqchip).
+  func restoreState(from snapshot: SnapshotFile) throws(VirtualMachineError) {
+    let body = try MachineState.body(snapshot.state, restoringInto: nil, path: snapshot.path)
+    guard body.vcpus.count == vcpus.count else {
+      throw .snapshot("\(snapshot.path) holds \(body.vcpus.count) vCPUs; this machine has \(vcpus.count)")
+    }
+    try body.kernel.restore(into: vm)
+    for (state, vcpu) in zip(body.vcpus, vcpus) { try state.restore(into: vcpu) }
+    _ = try MachineState.body(snapshot.state, restoringInto: devices, path: snapshot.path)
+  }
+}
