@@ -53,6 +53,10 @@ public final class GuestMemory: @unchecked Sendable {
   public let memfd: Int32
   /// Where each region lives in `memfd`.
   public let memfdOffsets: [UInt64]
+  /// The snapshot file a `.file` backing maps copy-on-write (a duplicate descriptor), or -1;
+  /// region i at `sourceOffsets[i]`. Pages the guest has not written still come from it.
+  public let sourceFile: Int32
+  public let sourceOffsets: [UInt64]
 
   /// The total amount of guest RAM in bytes.
   public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
@@ -114,6 +118,13 @@ public final class GuestMemory: @unchecked Sendable {
     self.regions = regions
     memfd = fd
     memfdOffsets = fd >= 0 ? offsets : []
+    if case .file(let file, let fileOffsets) = backing {
+      sourceFile = dup(file)
+      sourceOffsets = fileOffsets
+    } else {
+      sourceFile = -1
+      sourceOffsets = []
+    }
     if case .fileCopy(let file, let fileOffsets) = backing {
       do {
         for (index, region) in regions.enumerated() where index < fileOffsets.count {
@@ -130,6 +141,7 @@ public final class GuestMemory: @unchecked Sendable {
   deinit {
     Self.unmap(regions)
     if memfd >= 0 { close(memfd) }
+    if sourceFile >= 0 { close(sourceFile) }
   }
 
   private static func unmap(_ regions: [Region]) {

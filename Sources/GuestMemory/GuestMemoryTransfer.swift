@@ -36,8 +36,89 @@ extension GuestMemory {
         }
         start = hole
       }
+    } else if sourceFile >= 0, index < sourceOffsets.count {
+      try writeFromSnapshot(region: index, to: fd, at: fileOffset)
     } else {
       try Self.writeNonZeroPages(region.host, length: region.size, to: fd, at: fileOffset)
+    }
+  }
+
+  /// A region mapped copy-on-write from a snapshot: pages the guest wrote are private
+  /// (anonymous, per /proc/self/pagemap) and written from memory; every other page is still
+  /// the snapshot's and is copied file to file in the kernel, holes kept.
+  private func writeFromSnapshot(region index: Int, to fd: Int32, at fileOffset: UInt64) throws(GuestMemoryIOError) {
+    let region = regions[index]
+    let pages = Int(region.size / Self.pageSize)
+    let pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+    guard pagemap >= 0 else {
+      return try Self.writeNonZeroPages(region.host, length: region.size, to: fd, at: fileOffset)
+    }
+    defer { close(pagemap) }
+    let chunk = 65536
+    var entries = [UInt64](repeating: 0, count: chunk)
+    var page = 0
+    var runStart = 0
+    var runPrivate: Bool?
+    func flush(upTo end: Int) throws(GuestMemoryIOError) {
+      guard let isPrivate = runPrivate, end > runStart else { return }
+      let offset = UInt64(runStart) * Self.pageSize
+      let length = UInt64(end - runStart) * Self.pageSize
+      if isPrivate {
+        try Self.writeNonZeroPages(region.host + Int(offset), length: length, to: fd, at: fileOffset + offset)
+      } else {
+        try Self.copyDataExtents(
+          from: sourceFile, at: sourceOffsets[index] + offset, length: length, to: fd, at: fileOffset + offset
+        ) { () throws(GuestMemoryIOError) in
+          try Self.writeNonZeroPages(region.host + Int(offset), length: length, to: fd, at: fileOffset + offset)
+        }
+      }
+    }
+    while page < pages {
+      let count = min(chunk, pages - page)
+      let virtualPage = (UInt(bitPattern: region.host) / UInt(Self.pageSize)) + UInt(page)
+      let read = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, count * 8, off_t(virtualPage * 8)) }
+      guard read == count * 8 else { throw GuestMemoryIOError(operation: "read of /proc/self/pagemap", code: errno) }
+      for slot in 0..<count {
+        let entry = entries[slot]
+        // Present or swapped, and not a file page: the guest wrote it (copy-on-write).
+        let isPrivate = entry & (3 << 62) != 0 && entry & (1 << 61) == 0
+        if runPrivate != isPrivate {
+          try flush(upTo: page + slot)
+          runStart = page + slot
+          runPrivate = isPrivate
+        }
+      }
+      page += count
+    }
+    try flush(upTo: pages)
+  }
+
+  /// Copies the data extents of `[offset, offset + length)` of `source` to `target` at
+  /// `targetOffset` (holes stay holes); `fallback` writes the range another way if the kernel refuses.
+  static func copyDataExtents(
+    from source: Int32, at offset: UInt64, length: UInt64, to target: Int32, at targetOffset: UInt64,
+    fallback: () throws(GuestMemoryIOError) -> Void
+  ) throws(GuestMemoryIOError) {
+    var start = offset
+    let end = offset + length
+    while start < end {
+      let data = lseek(source, off_t(start), csys_seek_data)
+      if data < 0 {
+        if errno == ENXIO { return }
+        throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on the snapshot", code: errno)
+      }
+      if UInt64(data) >= end { return }
+      let hole = min(UInt64(max(lseek(source, data, csys_seek_hole), data)), end)
+      var fellBack = false
+      try copyRange(
+        from: source, at: UInt64(data), to: target, at: targetOffset + (UInt64(data) - offset),
+        length: hole - UInt64(data)
+      ) { () throws(GuestMemoryIOError) in
+        fellBack = true
+        try fallback()  // the whole range, at once
+      }
+      if fellBack { return }
+      start = hole
     }
   }
 

@@ -37,14 +37,13 @@ struct VirtioConsoleTests {
     let output = Captured()
     let console = VirtioConsole(memory: memory, output: output)
     let interrupts = Mutex<[Int]>([])
-    console.interrupt = { queue in interrupts.withLock { $0.append(queue) } }
     #expect(console.receive([1, 2, 3]) == 0, "no queues yet: nothing taken")
     let queues = (0..<2).map { index in
       let rings = Self.rings(UInt64(index))
       return SplitVirtqueue(
         size: 8, descriptorTable: rings.table, availableRing: rings.available, usedRing: rings.used)
     }
-    console.activate(queues: queues, features: 0)
+    console.activate(queues: queues, features: 0) { queue in interrupts.withLock { $0.append(queue) } }
 
     try memory.write(Array("hello from hvc0\n".utf8), to: 0x20000)
     try Self.offer(memory, queue: 1, slot: 0, address: 0x20000, length: 16, writable: false)

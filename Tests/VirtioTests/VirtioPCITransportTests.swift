@@ -8,6 +8,7 @@ import Testing
 /// A device that records what the transport tells it.
 final class RecordingDevice: VirtioDevice, @unchecked Sendable {
   var interrupt: @Sendable (Int) -> Void = { _ in }
+  var queuePositions: [SplitVirtqueue.Position] { activated.map(\.position) }
   let deviceType: UInt16 = 4
   let deviceFeatures: UInt64 = 0
   let queueSizes: [UInt16] = [64]
@@ -16,7 +17,10 @@ final class RecordingDevice: VirtioDevice, @unchecked Sendable {
   var resets = 0
   func readConfig(_ offset: Int, width: Int) -> UInt64 { 0xAB }
   func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
-  func activate(queues: [SplitVirtqueue], features: UInt64) { activated = queues }
+  func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
+    activated = queues
+    self.interrupt = interrupt
+  }
   func notify(queue index: Int) -> Bool {
     kicks.append(index)
     return true

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Saves and restores a running probe guest again and again, across processes, with the
+official QMP client (PyPI qemu.qmp): each cycle starts `skvm run` (the first from the probe,
+the others with --incoming file:), lets the guest work, saves it with QMP migrate to file:,
+and quits. The probe (Probes/probes/snapshot_workload.c) prints
+"beat B counter C ticks T io I aps A"; every figure must carry on from where the last process
+left it — the counter, the LAPIC timer ticks, the virtio-blk requests (queue positions), the
+application processors — and nothing may print FAIL.
+
+  snapshot_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --cycles N [--mode mapped|copy]
+Prints "snapshot_check: ok …" and exits 0 when every check held.
+"""
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from qemu.qmp import QMPClient
+
+BEAT = re.compile(rb"beat (\d+) counter (\d+) ticks (\d+) io (\d+) aps (\d+)")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+async def save_and_quit(socket_path, snapshot):
+    client = QMPClient("snapshot-check")
+    await client.connect(socket_path)
+    events = []
+
+    async def collect():
+        async for event in client.events:
+            if event["event"] == "MIGRATION":
+                events.append(event["data"]["status"])
+
+    listener = asyncio.create_task(collect())
+    await client.execute("migrate", {"uri": f"file:{snapshot}"})
+    deadline = time.monotonic() + 30
+    while True:
+        info = await client.execute("query-migrate")
+        if info.get("status") in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)
+    status = await client.execute("query-status")
+    await asyncio.sleep(0.05)
+    listener.cancel()
+    await client.execute("quit")
+    try:
+        await client.disconnect()
+    except EOFError:
+        pass
+    return info, status, events
+
+
+def run(args):
+    directory = tempfile.mkdtemp(prefix="skvm-snap-")
+    socket_path = os.path.join(directory, "qmp.sock")
+    snapshot = os.path.join(directory, "machine.snap")
+    disk = os.path.join(directory, "disk.raw")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    last = None
+    restore_ms = []
+    for cycle in range(args.cycles):
+        command = [args.skvm, "run", "--qmp", f"unix:{socket_path}"]
+        if cycle == 0:
+            command += ["--flat", args.probe, "--flat-entry", "long", "--cpus", str(args.cpus), "--disk", disk]
+        else:
+            command += ["--incoming", f"file:{snapshot},mode={args.mode}"]
+        log_path = os.path.join(directory, f"console{cycle}.txt")
+        with open(log_path, "wb") as log:
+            started = time.monotonic()
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            while not os.path.exists(socket_path):
+                if process.poll() is not None or time.monotonic() - started > 30:
+                    raise CheckFailed(f"cycle {cycle}: skvm did not start: {open(log_path, 'rb').read()[-800:]}")
+                time.sleep(0.001)
+            # The first beat after the start: how long from exec to the guest working again.
+            while not BEAT.search(open(log_path, "rb").read()):
+                if process.poll() is not None or time.monotonic() - started > 30:
+                    raise CheckFailed(f"cycle {cycle}: no beat: {open(log_path, 'rb').read()[-800:]}")
+                time.sleep(0.001)
+            restore_ms.append((time.monotonic() - started) * 1000)
+            if cycle > 0 and args.mode == "copy":
+                os.unlink(snapshot)  # copied in: the file is not needed any more
+            time.sleep(args.run_seconds)
+            t1 = time.monotonic()
+            info, status, events = asyncio.run(save_and_quit(socket_path, snapshot))
+            t2 = time.monotonic()
+            process.wait(30)
+            t3 = time.monotonic()
+            if os.environ.get("SNAPSHOT_CHECK_TIMES"):
+                print(f"cycle {cycle}: start {restore_ms[-1]:.0f} ms, save+quit {1000*(t2-t1):.0f} ms, exit {1000*(t3-t2):.0f} ms")
+        output = open(log_path, "rb").read()
+        if b"FAIL" in output:
+            raise CheckFailed(f"cycle {cycle}: the guest found an inconsistency: {output[-600:]}")
+        if info.get("status") != "completed" or status["status"] != "postmigrate":
+            raise CheckFailed(f"cycle {cycle}: migrate gave {info}, status {status}")
+        if events[:1] != ["setup"] or "completed" not in events:
+            raise CheckFailed(f"cycle {cycle}: MIGRATION events {events}")
+        beats = [tuple(int(x) for x in match) for match in BEAT.findall(output)]
+        if not beats:
+            raise CheckFailed(f"cycle {cycle}: no beats: {output[-400:]}")
+        first = beats[0]
+        if last is not None:
+            beat, counter, ticks, io, _ = first
+            if not (beat >= last[0] and counter > last[1] - (1 << 23) and ticks >= last[2] and io >= last[3]):
+                raise CheckFailed(f"cycle {cycle}: the guest did not carry on: {last} then {first}")
+        if args.cpus > 1 and beats[-1][4] != args.cpus - 1:
+            raise CheckFailed(f"cycle {cycle}: only {beats[-1][4]} of {args.cpus - 1} APs moved: {beats[-1]}")
+        last = beats[-1]
+        if last[2] == 0:
+            raise CheckFailed(f"cycle {cycle}: no timer interrupts: {last}")
+    restore_ms.sort()
+    print(f"snapshot_check: ok: {args.cycles} cycles, {args.cpus} vCPUs, {args.mode}; last beat {last}; "
+          f"exec to first beat after restore, median {restore_ms[len(restore_ms) // 2]:.1f} ms", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skvm", required=True)
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--mode", choices=["mapped", "copy"], default="mapped")
+    parser.add_argument("--run-seconds", type=float, default=0.15)
+    args = parser.parse_args()
+    try:
+        run(args)
+    except (CheckFailed, OSError, subprocess.TimeoutExpired) as error:
+        print(f"snapshot_check: FAILED: {error}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

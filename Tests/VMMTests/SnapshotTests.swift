@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+
+/// Snapshots of running probe guests: saved with QMP migrate to file:, restored in a new
+/// process with --incoming file:, again and again; and snapshot files that are damaged or
+/// belong to another machine, refused with one line before any vCPU runs.
+@Suite("Snapshots", .serialized)
+struct SnapshotTests {
+  static func check(cpus: Int, cycles: Int, mode: String = "mapped") throws -> (status: Int32, output: String) {
+    let python = MonitorGuestTests.python
+    guard FileManager.default.isExecutableFile(atPath: python) else {
+      Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client)")
+      return (-1, "")
+    }
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-workload-\(getpid()).bin")
+    try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: probe)
+    defer { try? FileManager.default.removeItem(at: probe) }
+    let result = try ChildProcess.run(
+      URL(fileURLWithPath: python),
+      [
+        ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Snapshots/snapshot_check.py").path,
+        "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
+        "--cycles", String(cycles), "--mode", mode, "--run-seconds", "0.05",
+      ], mergeErrors: true)
+    print(result.output.split(separator: "\n").last ?? "")
+    return (result.status, result.output)
+  }
+
+  @Test("50 save/restore cycles in a row: counter, timer interrupts, virtio-blk queue positions, serial carry on")
+  func fiftyCycles() throws {
+    let result = try Self.check(cpus: 1, cycles: 50)
+    #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(result.output)")
+  }
+
+  @Test("With 2 and 4 vCPUs, mapped and copied (the copied snapshot is deleted while the guest runs)")
+  func smp() throws {
+    for (cpus, mode) in [(2, "mapped"), (4, "copy")] {
+      let result = try Self.check(cpus: cpus, cycles: 5, mode: mode)
+      #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(cpus) vCPUs: \(result.output)")
+    }
+  }
+
+  /// Saves the workload probe with a 1 MiB disk and returns (snapshot path, disk path, directory).
+  static func savedWorkload() throws -> (snapshot: String, disk: String, directory: String) {
+    let directory = try ImgCommandTests.scratch()
+    let probe = directory + "/workload.bin"
+    try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: URL(fileURLWithPath: probe))
+    let disk = directory + "/disk.raw"
+    #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20)))
+    let socket = directory + "/qmp.sock"
+    let snapshot = directory + "/machine.snap"
+    let process = Process()
+    process.executableURL = CommandLineTests.executable
+    process.arguments = [
+      "run", "--flat", probe, "--flat-entry", "long", "--cpus", "2", "--disk", disk, "--qmp", "unix:\(socket)",
+      "--console", "none",
+    ]
+    try process.run()
+    let started = Date()
+    while !FileManager.default.fileExists(atPath: socket) && Date().timeIntervalSince(started) < 20 { usleep(2000) }
+    usleep(200_000)
+    let saved = try ChildProcess.run(
+      CommandLineTests.executable, ["monitor", socket, "-c", "migrate \"file:\(snapshot)\"", "-c", "info migrate"])
+    var waited = 0
+    while !FileManager.default.fileExists(atPath: snapshot) && waited < 200 {
+      usleep(20_000)
+      waited += 1
+    }
+    _ = try ChildProcess.run(CommandLineTests.executable, ["monitor", socket, "-c", "quit"])
+    process.waitUntilExit()
+    #expect(FileManager.default.fileExists(atPath: snapshot), "migrate wrote the snapshot: \(saved.output)")
+    return (snapshot, disk, directory)
+  }
+
+  @Test("Damaged or mismatched snapshot files: one clear line each, status 1, no vCPU runs")
+  func hostileFiles() throws {
+    let (snapshot, disk, directory) = try Self.savedWorkload()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let original = try Data(contentsOf: URL(fileURLWithPath: snapshot))
+    func variant(_ name: String, _ edit: (inout Data) -> Void) throws -> String {
+      var bytes = original
+      edit(&bytes)
+      let path = directory + "/" + name
+      try bytes.write(to: URL(fileURLWithPath: path))
+      return path
+    }
+    let cases: [(String, [String], String)] = [
+      (
+        "truncated", ["--incoming", "file:" + (try variant("truncated.snap") { $0 = $0.prefix(1 << 20) })], "truncated"
+      ),
+      (
+        "short", ["--incoming", "file:" + (try variant("short.snap") { $0 = $0.prefix(100) })], "shorter than a header"
+      ),
+      (
+        "corrupted state",
+        ["--incoming", "file:" + (try variant("corrupt.snap") { $0[4096 + 40] ^= 0x20 })], "checksum"
+      ),
+      ("wrong version", ["--incoming", "file:" + (try variant("version.snap") { $0[8] = 9 })], "format version 9"),
+      ("not a snapshot", ["--incoming", "file:" + disk], "no SKVMSNAP magic"),
+      ("other memory size", ["--incoming", "file:\(snapshot)", "--memory", "512M"], "--memory"),
+      ("other vCPU count", ["--incoming", "file:\(snapshot)", "--cpus", "4"], "--cpus"),
+      ("other disks", ["--incoming", "file:\(snapshot)", "--disk", directory + "/workload.bin"], "--disk"),
+      ("missing file", ["--incoming", "file:" + directory + "/nothing.snap"], "cannot open the snapshot"),
+      ("bad URI", ["--incoming", "tcp:localhost:4444"], "file:PATH"),
+    ]
+    for (name, arguments, expected) in cases {
+      let result = try RedTeamTests.skvm(["run"] + arguments)
+      #expect(
+        (result.status == 1 || result.status == 64) && result.errors.contains(expected)
+          && !result.output.contains("beat"),
+        "\(name): status \(result.status): \(result.errors)")
+    }
+    try FileManager.default.removeItem(atPath: disk)
+    let missingDisk = try RedTeamTests.skvm(["run", "--incoming", "file:\(snapshot)"])
+    #expect(missingDisk.status == 1 && missingDisk.errors.contains(disk), "missing disk: \(missingDisk.errors)")
+  }
+}
