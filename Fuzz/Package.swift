@@ -28,6 +28,12 @@ let package = Package(
       name: "FuzzControl", dependencies: ["FuzzSupport", .product(name: "SwiftKVM", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     .executableTarget(
+      name: "FuzzSnapshot",
+      dependencies: [
+        "FuzzSupport", .product(name: "SwiftKVM", package: "SwiftKVM"), .product(name: "Virtio", package: "SwiftKVM"),
+      ],
+      swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    .executableTarget(
       name: "FuzzVirtqueue",
       dependencies: [
         "FuzzSupport", .product(name: "Virtio", package: "SwiftKVM"), .product(name: "DiskImage", package: "SwiftKVM"),

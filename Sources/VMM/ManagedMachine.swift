@@ -280,7 +280,10 @@ public final class ManagedMachine: @unchecked Sendable {
   }
 
   private func setMigration(_ info: MigrationInfo, event: Bool) {
-    lock.withLock { state.migration = info }
+    lock.withLock {
+      state.migration = info
+      lock.broadcast()
+    }
     if event { emit(.migration(info.status)) }
   }
 
@@ -309,9 +312,13 @@ public final class ManagedMachine: @unchecked Sendable {
   }
 
   /// Stops the machine for good on the host's behalf (QMP `quit`, a signal, the console's escape key).
-  /// Never waits for other requests: a signal or quit always gets through.
+  /// Never waits for other requests (a signal or quit always gets through), only for a snapshot
+  /// being written to be complete.
   public func stop(cause: ShutdownCause, reason: String) {
     let current = lock.withLock { () -> VirtualMachine in
+      // A snapshot being written is finished first (it takes milliseconds to seconds): quit
+      // right after migrate must not leave half a file.
+      _ = lock.wait(seconds: 60) { ![.setup, .active].contains(state.migration.status) }
       if state.hostCause == nil { state.hostCause = cause }
       state.resetRequested = false
       return state.machine

@@ -1,6 +1,7 @@
 import CSystemCalls
 import CZlib
 import Checked
+import Devices
 import Glibc
 import GuestMemory
 
@@ -191,6 +192,12 @@ public final class SnapshotFile: @unchecked Sendable {
   /// The configuration the machine was saved with.
   public func savedConfiguration() throws(VirtualMachineError) -> VirtualMachineConfiguration {
     try MachineState.header(state, path: path).configuration
+  }
+
+  /// Decodes the saved machine state, checking every vCPU and kernel record's shape, and
+  /// restores every device's state into `registry` (whose devices must be those saved).
+  public func restoreDevices(into registry: DeviceRegistry) throws(VirtualMachineError) {
+    _ = try MachineState.body(state, restoringInto: registry, path: path)
   }
 
   /// The file offset of each region, in guest-address order, when they match `ranges` (this

@@ -1,0 +1,127 @@
+import FuzzSupport
+import Glibc
+import SwiftKVM
+import Virtio
+
+/// libFuzzer entry for the snapshot decoder. With a first byte of 0 the rest is a whole
+/// snapshot file (header, state, RAM); otherwise the rest is the machine's state (JSON), put in
+/// a well-formed file with 64 KiB of RAM. The file is opened and checked, its configuration
+/// read, and every device state restored into a registry of the devices skvm builds (platform
+/// devices, the PCI host bridge and ports, a virtio-blk function): each must end in a restored
+/// machine or a `VirtualMachineError`, never a trap.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzSnapshot(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+  guard size > 0 else { return 0 }
+  let path = "/dev/shm/skvm-fuzz-\(getpid()).snap"
+  let body = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+  let file = data[0] == 0 ? body : wellFormedFile(state: body)
+  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+  guard fd >= 0 else { return 0 }
+  _ = file.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+  close(fd)
+  defer { unlink(path) }
+  guard let snapshot = try? SnapshotFile(path: path) else { return 0 }
+  _ = try? snapshot.savedConfiguration()
+  guard let registry = Machine.shared?.fresh() else { return 0 }
+  _ = try? snapshot.restoreDevices(into: registry)
+  return 0
+}
+
+/// A snapshot file around `state`: the header, the state at 4096, 64 KiB of RAM after it.
+private func wellFormedFile(state: [UInt8]) -> [UInt8] {
+  var header = [UInt8](repeating: 0, count: 4096)
+  func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
+    withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(at..<at + $0.count, with: $0) }
+  }
+  let ramOffset = UInt64((4096 + state.count + 4095) & ~4095)
+  header.replaceSubrange(0..<8, with: Array("SKVMSNAP".utf8))
+  put(UInt32(1), 8)
+  put(UInt32(1), 12)
+  put(UInt64(4096), 16)
+  put(UInt64(state.count), 24)
+  put(UInt32(truncatingIfNeeded: crc(state)), 32)
+  put(ramOffset, 40)
+  put(UInt64(65536), 48)
+  put(UInt64(0), 56)
+  put(UInt64(65536), 64)
+  put(ramOffset, 72)
+  return header + state + [UInt8](repeating: 0, count: Int(ramOffset) - 4096 - state.count + 65536)
+}
+
+/// zlib's CRC-32, as the snapshot file uses.
+private func crc(_ bytes: [UInt8]) -> UInt32 {
+  var value: UInt32 = 0xFFFF_FFFF
+  for byte in bytes {
+    value ^= UInt32(byte)
+    for _ in 0..<8 { value = value & 1 != 0 ? (value >> 1) ^ 0xEDB8_8320 : value >> 1 }
+  }
+  return ~value
+}
+
+/// The devices a machine with one disk registers, built without KVM.
+private final class Machine: @unchecked Sendable {
+  static let shared = Machine()
+  let memory: GuestMemory
+
+  init?() {
+    guard let memory = try? GuestMemory(ranges: [(0, 1 << 20)], backing: .anonymous) else { return nil }
+    self.memory = memory
+  }
+
+  /// What the devices ask to stop the machine through (one per run: weak references to a
+  /// never-freed object would look like leaks).
+  private final class Control: MachineControl {
+    func requestStop(_ request: StopRequest) {}
+  }
+
+  func fresh() -> DeviceRegistry? {
+    let registry = DeviceRegistry()
+    let control = Control()
+    let bus = PCIBus()
+    let transport = VirtioPCITransport(
+      device: VirtioBlock(backend: MemoryDisk(), memory: memory), memory: memory, sink: NoInterrupts(),
+      classCode: 0x01_8000)
+    do {
+      try registry.register(SerialPort(output: DiscardedConsoleOutput()), id: "serial0", kind: "uart")
+      try registry.register(I8042Controller(control: control), id: "i8042", kind: "i8042")
+      try registry.register(ResetControlRegister(control: control), id: "reset-control", kind: "reset")
+      try registry.register(PostCodePort(), id: "post-code", kind: "post")
+      try registry.register(CMOSClock(), id: "rtc", kind: "rtc")
+      try registry.register(PanicNotifier(control: control), id: "pvpanic", kind: "pvpanic")
+      try registry.register(
+        ACPIPowerManagement(control: control, interrupt: DisconnectedInterruptLine()), id: "acpi-pm", kind: "pm")
+      try registry.register(DebugExitPort(control: control), id: "debug-exit", kind: "debug-exit")
+      try registry.register(PCIHostBridge(), id: "pci-host", kind: "host bridge")
+      try registry.register(PCIConfigPorts(bus: bus), id: "pci-config", kind: "config ports")
+      try registry.register(transport, id: "virtio-blk0", kind: "virtio-blk")
+    } catch {
+      return nil
+    }
+    return registry
+  }
+}
+
+private struct NoInterrupts: VirtioInterruptSink {
+  func deliverMessage(vector: Int, address: UInt64, data: UInt32) {}
+  func setLine(_ asserted: Bool) {}
+}
+
+/// A 64 KiB disk in memory.
+private final class MemoryDisk: BlockBackend, @unchecked Sendable {
+  var size: UInt64 { 65536 }
+  var isReadOnly: Bool { false }
+  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    buffer.initializeMemory(as: UInt8.self, repeating: 0)
+  }
+  func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {}
+  func flush() throws(DiskImageError) {}
+  func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
+  func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
+  func close() {}
+}
+
+/// The executable's entry point as SwiftPM names it.
+@_cdecl("FuzzSnapshot_main")
+public func fuzzSnapshotMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+  runFuzzer(argc, argv) { data, size in fuzzSnapshot(data, size) }
+}
