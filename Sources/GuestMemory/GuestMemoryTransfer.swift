@@ -198,3 +198,46 @@ extension GuestMemory {
     }
   }
 }
+
+extension GuestMemory {
+  /// Calls `body` with each run of pages of region `index` that are not all zeros (offset in
+  /// the region, bytes), skipping what a memfd knows to be holes without reading it.
+  public func forEachNonZeroRun(
+    region index: Int, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void
+  ) rethrows {
+    let region = regions[index]
+    var extents: [(UInt64, UInt64)] = [(0, region.size)]
+    if memfd >= 0 {
+      extents = []
+      var start = memfdOffsets[index]
+      let end = start + region.size
+      while start < end {
+        let data = lseek(memfd, off_t(start), csys_seek_data)
+        guard data >= 0, UInt64(data) < end else { break }
+        let hole = min(UInt64(max(lseek(memfd, data, csys_seek_hole), data)), end)
+        extents.append((UInt64(data) - memfdOffsets[index], hole - UInt64(data)))
+        start = hole
+      }
+    }
+    let page = Int(Self.pageSize)
+    let limit = 1 << 20
+    for (offset, length) in extents {
+      var runStart: Int?
+      var position = Int(offset)
+      let end = Int(offset + length)
+      while position <= end {
+        let isZero =
+          position == end
+          || UnsafeRawBufferPointer(start: region.host + position, count: page).bindMemory(to: UInt64.self)
+            .allSatisfy { $0 == 0 }
+        if let start = runStart, isZero || position - start >= limit {
+          try body(UInt64(start), UnsafeRawBufferPointer(start: region.host + start, count: position - start))
+          runStart = isZero ? nil : position
+        } else if runStart == nil && !isZero {
+          runStart = position
+        }
+        position += page
+      }
+    }
+  }
+}

@@ -1,5 +1,6 @@
 import Checked
 import Devices
+import Foundation
 import VMM
 
 /// QEMU's human monitor (HMP) commands, as `human-monitor-command` and `skvm monitor` run them.
@@ -14,10 +15,13 @@ struct HumanMonitor {
 
   static let help = """
     cont|c -- resume emulation
+    delvm tag -- delete internal snapshot tag
+    loadvm tag -- restore internal snapshot tag (disks and machine)
     migrate uri -- save the machine to file:PATH (it stays stopped)
     help|? -- show this help
     info cpus -- show infos for each CPU
     info migrate -- show migration status
+    info snapshots -- show the internal snapshots (savevm)
     info kvm -- show KVM information
     info name -- show the current VM name
     info qtree -- show device tree
@@ -26,6 +30,7 @@ struct HumanMonitor {
     info status -- show the current VM status (running|paused)
     info version -- show the version of SwiftKVM
     quit|q -- quit the emulator
+    savevm [tag] -- save the machine as internal snapshot tag of its qcow2 disks
     stop -- stop emulation
     system_powerdown -- send system power down event
     system_reset -- reset the system
@@ -48,6 +53,22 @@ struct HumanMonitor {
       machine.reset()
     case "system_powerdown":
       machine.pressPowerButton()
+    case "savevm":
+      let tag = words.count > 1 ? words[1] : Self.defaultSnapshotName()
+      do throws(VirtualMachineError) { try machine.saveInternalSnapshot(named: tag) } catch {
+        return Reply(text: "Error: \(error.description)\r\n")
+      }
+    case "loadvm", "delvm":
+      guard words.count > 1 else { return Reply(text: "\(verb): a snapshot name is needed\r\n") }
+      do throws(VirtualMachineError) {
+        if verb == "loadvm" {
+          try machine.loadInternalSnapshot(named: words[1])
+        } else {
+          try machine.deleteInternalSnapshot(named: words[1])
+        }
+      } catch {
+        return Reply(text: "Error: \(error.description)\r\n")
+      }
     case "migrate":
       guard let uri = words.dropFirst().last(where: { !$0.hasPrefix("-") }) else {
         return Reply(text: "migrate: a URI is needed (file:PATH)\r\n")
@@ -71,6 +92,8 @@ struct HumanMonitor {
       case .postmigrate: return "VM status: paused (postmigrate)\r\n"
       case let state: return "VM status: \(state.rawValue)\r\n"
       }
+    case "snapshots":
+      return snapshots
     case "migrate":
       let info = commands.machine.migration
       guard info.status != .none else { return "" }
@@ -112,6 +135,49 @@ struct HumanMonitor {
 
   /// The PCI functions, in QEMU's `info pci` format.
   private var pci: String { PCIReport.human(commands.machine.machine.pciFunctions) }
+
+  /// `info snapshots`, in QEMU's table.
+  private var snapshots: String {
+    let list: [VirtualMachine.InternalSnapshot]
+    do { list = try commands.machine.internalSnapshots() } catch { return "Error: \(error.description)\r\n" }
+    guard !list.isEmpty else { return "There is no snapshot available.\r\n" }
+    func pad(_ text: String, _ width: Int) -> String {
+      text + String(repeating: " ", count: max(1, width - text.count))
+    }
+    var lines = [
+      "List of snapshots present on all disks:",
+      "ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT",
+    ]
+    for entry in list {
+      let size = entry.vmStateSize >= 1 << 20 ? "\(entry.vmStateSize >> 20) MiB" : "\(entry.vmStateSize >> 10) KiB"
+      let seconds = entry.vmClockNanoseconds / 1_000_000_000
+      let clock = String(
+        format: "%02llu:%02llu:%02llu.%03llu", seconds / 3600, seconds / 60 % 60, seconds % 60,
+        entry.vmClockNanoseconds / 1_000_000 % 1000)
+      lines.append(
+        pad(entry.id, 10) + pad(entry.name, 18) + pad(size, 23) + pad(Self.date(entry.dateSeconds), 9) + clock)
+    }
+    return lines.map { $0 + "\r\n" }.joined()
+  }
+
+  /// QEMU's default snapshot name: vm-YYYYMMDDHHMMSS.
+  static func defaultSnapshotName() -> String {
+    var now = time(nil)
+    var parts = tm()
+    localtime_r(&now, &parts)
+    return String(
+      format: "vm-%04d%02d%02d%02d%02d%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+      parts.tm_hour, parts.tm_min, parts.tm_sec)
+  }
+
+  static func date(_ seconds: UInt32) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    localtime_r(&time, &parts)
+    return String(
+      format: "%04d-%02d-%02d %02d:%02d:%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+      parts.tm_hour, parts.tm_min, parts.tm_sec)
+  }
 
   /// The machine's devices, grouped by address space, in the spirit of QEMU's `info qtree`.
   private var qtree: String {

@@ -22,6 +22,7 @@ final class QMPCommands: @unchecked Sendable {
   /// What `query-chardev` says the serial port is connected to ("stdio", "null").
   let serialBackend: String
   private lazy var human = HumanMonitor(commands: self)
+  private lazy var jobs = QMPJobs(machine: machine)
   private var table: [String: Handler] = [:]
 
   init(machine: ManagedMachine, monitorAddresses: [MonitorAddress], serialBackend: String) {
@@ -53,6 +54,27 @@ final class QMPCommands: @unchecked Sendable {
         return Outcome(value: [String: Any]())
       },
       "query-migrate": noArguments { [unowned self] in self.migrationInfo },
+      "snapshot-save": { [unowned self] arguments throws(QMPError) in
+        try self.snapshotJob("snapshot-save", arguments, vmstate: true) { machine, tag in
+          try machine.saveInternalSnapshot(named: tag)
+        }
+      },
+      "snapshot-load": { [unowned self] arguments throws(QMPError) in
+        try self.snapshotJob("snapshot-load", arguments, vmstate: true) { machine, tag in
+          try machine.loadInternalSnapshot(named: tag)
+        }
+      },
+      "snapshot-delete": { [unowned self] arguments throws(QMPError) in
+        try self.snapshotJob("snapshot-delete", arguments, vmstate: false) { machine, tag in
+          try machine.deleteInternalSnapshot(named: tag)
+        }
+      },
+      "query-jobs": noArguments { [unowned self] in self.jobs.list },
+      "job-dismiss": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["id"])
+        try self.jobs.dismiss(try checked.requiredString("id"))
+        return Outcome(value: [String: Any]())
+      },
       "human-monitor-command": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["command-line", "cpu-index"])
         let line = try checked.requiredString("command-line")
@@ -87,6 +109,43 @@ final class QMPCommands: @unchecked Sendable {
       body()
       return [String: Any]()
     }
+  }
+
+  /// The block devices' names, as `query-block` gives them (virtio0, virtio1, …), with their
+  /// paths: the snapshot jobs name disks either way.
+  private var deviceNames: [(name: String, path: String, readOnly: Bool)] {
+    machine.configuration.disks.enumerated().map { ("virtio\($0)", $1.path, $1.readOnly) }
+  }
+
+  /// A snapshot job: checks its arguments as QEMU does (job-id, tag, vmstate, devices — the
+  /// devices must be the writable disks, the VM state on the first of them), then runs `work`.
+  private func snapshotJob(
+    _ type: String, _ arguments: [String: Any], vmstate: Bool,
+    _ work: @escaping @Sendable (ManagedMachine, String) throws -> Void
+  ) throws(QMPError) -> Outcome {
+    let checked = try QMPArguments(
+      arguments, allowed: vmstate ? ["job-id", "tag", "vmstate", "devices"] : ["job-id", "tag", "devices"])
+    let id = try checked.requiredString("job-id")
+    let tag = try checked.requiredString("tag")
+    let writable = deviceNames.filter { !$0.readOnly }
+    func known(_ name: String) -> Bool { writable.contains { $0.name == name || $0.path == name } }
+    let devices = try checked.stringArray("devices") ?? []
+    for device in devices where !known(device) {
+      throw QMPError(
+        .genericError,
+        "No writable block device '\(device)' (the writable disks: "
+          + writable.map(\.name).joined(separator: ", ") + ")")
+    }
+    if vmstate {
+      let holder = try checked.requiredString("vmstate")
+      guard let first = writable.first, holder == first.name || holder == first.path else {
+        throw QMPError(
+          .genericError, "skvm keeps the VM state on the first writable disk (\(writable.first?.name ?? "none"))")
+      }
+    }
+    let machine = self.machine
+    try jobs.start(id: id, type: type) { try work(machine, tag) }
+    return Outcome(value: [String: Any]())
   }
 
   /// Starts saving the machine to `uri` (`file:PATH`, QEMU's syntax) on a thread of its own:

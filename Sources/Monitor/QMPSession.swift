@@ -132,6 +132,9 @@ enum QMPMessage {
     case .migration(let status):
       message["event"] = "MIGRATION"
       message["data"] = ["status": status.rawValue]
+    case .job(let id, let status):
+      message["event"] = "JOB_STATUS_CHANGE"
+      message["data"] = ["id": id, "status": status]
     }
     return encode(message)
   }

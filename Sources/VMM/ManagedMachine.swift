@@ -33,6 +33,8 @@ public enum MachineEvent: Sendable, Equatable {
   case shutdown(ShutdownCause)
   /// A migration (or a save to a snapshot file) changed status (QMP `MIGRATION`).
   case migration(MigrationStatus)
+  /// A background job changed status (QMP `JOB_STATUS_CHANGE`).
+  case job(id: String, status: String)
 }
 
 /// Where a migration or snapshot save is, with QEMU's names (QAPI `MigrationStatus`).
@@ -103,6 +105,10 @@ public final class ManagedMachine: @unchecked Sendable {
     var running = false
     var postmigrate = false
     var migration = MigrationInfo()
+    /// With a reset: build the fresh machine from this snapshot (`loadvm`) rather than boot it.
+    var pendingRestore: (snapshot: SnapshotFile, resume: Bool)?
+    /// Why the last `loadvm` could not restore its snapshot (the machine was rebooted instead).
+    var restoreFailure: VirtualMachineError?
   }
 
   /// Builds the first incarnation; fails as `VirtualMachine.init` does.
@@ -114,6 +120,19 @@ public final class ManagedMachine: @unchecked Sendable {
     self.console = console
     self.kvmPath = kvmPath
     state = State(machine: try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath))
+  }
+
+  /// Builds the first incarnation from internal snapshot `name` of its qcow2 disks
+  /// (`-loadvm`): the disks are reverted to it and the machine continues where it was saved.
+  public convenience init(
+    configuration: VirtualMachineConfiguration, loadingSnapshot name: String,
+    console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm"
+  ) throws(VirtualMachineError) {
+    let booted = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+    booted.pause()
+    let snapshot = try booted.revertDisks(toSnapshot: name)
+    booted.releaseDisks()
+    try self.init(restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath)
   }
 
   /// Builds the first incarnation from a snapshot file (`--incoming file:`); it continues
@@ -154,6 +173,9 @@ public final class ManagedMachine: @unchecked Sendable {
     listeners.withLock { $0.append(listener) }
   }
 
+  /// Sends `event` to every listener (for the layers above, e.g. a monitor's job events).
+  public func post(_ event: MachineEvent) { emit(event) }
+
   private func emit(_ event: MachineEvent) {
     for listener in listeners.withLock({ $0 }) { listener(event) }
   }
@@ -184,9 +206,25 @@ public final class ManagedMachine: @unchecked Sendable {
         return exit
       }
       current.releaseDisks()
-      let fresh: VirtualMachine
+      let restore = lock.withLock { () -> (snapshot: SnapshotFile, resume: Bool)? in
+        defer { state.pendingRestore = nil }
+        return state.pendingRestore
+      }
+      var fresh: VirtualMachine?
+      if let restore {
+        do {
+          fresh = try VirtualMachine(
+            restoring: restore.snapshot, configuration: configuration, console: console, kvmPath: kvmPath)
+          if !restore.resume { fresh?.pause() }
+        } catch {
+          lock.withLock { state.restoreFailure = error }
+        }
+      }
       do {
-        fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+        if fresh == nil {
+          fresh = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
+          if current.isPaused || restore != nil { fresh?.pause() }
+        }
       } catch {
         lock.withLock {
           state.ended = true
@@ -195,7 +233,7 @@ public final class ManagedMachine: @unchecked Sendable {
         emit(.shutdown(.hostError))
         throw error
       }
-      if current.isPaused { fresh.pause() }
+      guard let fresh else { continue }
       // A quit or another reset asked for while this one was being built applies to the fresh machine.
       let again = lock.withLock { () -> Bool in
         state.machine = fresh
@@ -203,7 +241,7 @@ public final class ManagedMachine: @unchecked Sendable {
         lock.broadcast()
         return state.resetRequested || state.hostCause != nil
       }
-      emit(.reset(.hostQMPSystemReset))
+      if restore == nil { emit(.reset(.hostQMPSystemReset)) }
       if again { fresh.stop(reason: "stopped while it was being reset") }
     }
   }
@@ -277,6 +315,87 @@ public final class ManagedMachine: @unchecked Sendable {
           status: .completed, totalMilliseconds: elapsed, downtimeMilliseconds: wasRunning ? elapsed : 0,
           ramBytes: current.memory.totalSize, fileBytes: fileBytes), event: true)
     }
+  }
+
+  // MARK: Internal snapshots
+
+  /// `savevm NAME`: pauses the machine if it runs, saves it as snapshot NAME of its qcow2
+  /// disks (the state in the first one's VM state area), and lets it run on as it was.
+  public func saveInternalSnapshot(named name: String) throws(VirtualMachineError) {
+    try alone { () throws(VirtualMachineError) in
+      let current = machine
+      let wasRunning = !current.isPaused
+      if wasRunning {
+        current.pause()
+        emit(.stopped)
+      }
+      defer {
+        if wasRunning {
+          current.resume()
+          emit(.resumed)
+        }
+      }
+      try current.saveInternalSnapshot(named: name)
+    }
+  }
+
+  /// `loadvm NAME`: reverts the disks to snapshot NAME and replaces the machine with the one
+  /// saved there, running if this one ran. If the saved machine cannot be rebuilt (it was saved
+  /// with other devices, say), the machine boots afresh, paused, and the error says why.
+  public func loadInternalSnapshot(named name: String) throws(VirtualMachineError) {
+    try alone { () throws(VirtualMachineError) in
+      let current = machine
+      let wasRunning = !current.isPaused
+      if wasRunning {
+        current.pause()
+        emit(.stopped)
+      }
+      let snapshot: SnapshotFile
+      do throws(VirtualMachineError) {
+        snapshot = try current.revertDisks(toSnapshot: name)
+      } catch {
+        if wasRunning {
+          current.resume()
+          emit(.resumed)
+        }
+        throw error
+      }
+      let (generation, running) = lock.withLock { () -> (Int, Bool) in
+        state.pendingRestore = (snapshot, wasRunning)
+        state.restoreFailure = nil
+        state.resetRequested = !state.ended
+        return (state.generation, state.running)
+      }
+      current.stop(reason: "loadvm \(name)")
+      guard running else { return }
+      let failure = lock.withLock { () -> VirtualMachineError? in
+        lock.wait { state.generation != generation || state.ended || !state.running }
+        return state.restoreFailure
+      }
+      if let failure { throw failure }
+      if wasRunning { emit(.resumed) }
+    }
+  }
+
+  /// `delvm NAME`.
+  public func deleteInternalSnapshot(named name: String) throws(VirtualMachineError) {
+    try alone { () throws(VirtualMachineError) in try machine.deleteInternalSnapshot(named: name) }
+  }
+
+  /// `info snapshots`.
+  public func internalSnapshots() throws(VirtualMachineError) -> [VirtualMachine.InternalSnapshot] {
+    var result: [VirtualMachine.InternalSnapshot] = []
+    try alone { () throws(VirtualMachineError) in result = try machine.internalSnapshots() }
+    return result
+  }
+
+  /// Runs `body` as one host request, with typed errors.
+  private func alone(_ body: () throws(VirtualMachineError) -> Void) throws(VirtualMachineError) {
+    var failure: VirtualMachineError?
+    requests.withLock {
+      do throws(VirtualMachineError) { try body() } catch { failure = error }
+    }
+    if let failure { throw failure }
   }
 
   private func setMigration(_ info: MigrationInfo, event: Bool) {

@@ -38,7 +38,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Every device, under its stable id: what snapshots save, statistics and summaries list.
   public let devices = DeviceRegistry()
   /// PCI bus 0 and its virtio devices, when the configuration has disks.
-  private var pci: PCIDevices?
+  var pci: PCIDevices?
 
   let vcpus: [KVMVCPU]
   private var workers: [VCPUWorker] = []

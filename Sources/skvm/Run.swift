@@ -84,6 +84,13 @@ struct Run: ParsableCommand {
       valueName: "uri"))
   var incoming: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Start from internal snapshot NAME of the qcow2 disks (made with savevm): the disks are reverted to it "
+        + "and the machine continues where it was saved.",
+      valueName: "name"))
+  var loadvm: String?
+
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
@@ -104,6 +111,9 @@ struct Run: ParsableCommand {
       }
     }
     if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+    if incoming != nil && loadvm != nil {
+      throw ValidationError("--incoming and --loadvm each restore a machine: give one")
+    }
     if let incoming {
       do { _ = try IncomingSource(parsing: incoming) } catch { throw ValidationError("--incoming: \(error)") }
       if kernel != nil || flatPath != nil || hello {
@@ -215,6 +225,8 @@ struct Run: ParsableCommand {
         managed = try ManagedMachine(
           restoring: incomingSnapshot.snapshot, configuration: configuration, console: output,
           mode: incomingSnapshot.mode)
+      } else if let loadvm {
+        managed = try ManagedMachine(configuration: configuration, loadingSnapshot: loadvm, console: output)
       } else {
         managed = try ManagedMachine(configuration: configuration, console: output)
       }

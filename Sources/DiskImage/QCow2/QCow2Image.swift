@@ -156,7 +156,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     return .data(hostOffset: hostOffset, exclusive: entry & copiedFlag != 0)
   }
 
-  private func read(
+  func read(
     _ buffer: UnsafeMutableRawBufferPointer, of mapping: Mapping, at position: UInt64, inCluster: Int
   ) throws(DiskImageError) {
     switch mapping {

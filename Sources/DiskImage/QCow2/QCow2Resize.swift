@@ -28,7 +28,7 @@ extension QCow2Image {
     }
   }
 
-  private func growL1(to entries: Int, in state: inout State) throws(DiskImageError) {
+  func growL1(to entries: Int, in state: inout State) throws(DiskImageError) {
     guard UInt64(entries) * 8 <= QCow2Header.maximumL1Bytes else {
       throw .invalid(path: path, reason: "the L1 table for this size would exceed 32 MiB")
     }

@@ -10,8 +10,12 @@ extension QCow2Image {
     get throws(DiskImageError) { try QCow2Snapshot.readTable(header: header, file: file).snapshots }
   }
 
-  /// Records the current disk contents as a snapshot named `name`.
-  public func createSnapshot(named name: String) throws(DiskImageError) {
+  /// Records the current disk contents as a snapshot named `name`. With `vmStateSize`, the VM
+  /// state written to the VM state area (`writeVMState`) belongs to the snapshot: its entry
+  /// records the size (what `qemu-img snapshot -l` shows as VM SIZE) and the guest clock.
+  public func createSnapshot(named name: String, vmStateSize: UInt64 = 0, vmClockNanoseconds: UInt64 = 0)
+    throws(DiskImageError)
+  {
     try withMetadata { state throws(DiskImageError) in
       var (list, oldLength) = try QCow2Snapshot.readTable(header: state.header, file: file)
       guard !list.contains(where: { $0.name == name }) else {
@@ -37,7 +41,7 @@ extension QCow2Image {
         QCow2Snapshot(
           l1TableOffset: copy, l1Size: UInt32(state.l1.count), id: String(nextID), name: name,
           dateSeconds: UInt32(truncatingIfNeeded: time.tv_sec), dateNanoseconds: UInt32(time.tv_nsec),
-          vmClockNanoseconds: 0, vmStateSize: 0, diskSize: state.header.size))
+          vmClockNanoseconds: vmClockNanoseconds, vmStateSize: vmStateSize, diskSize: state.header.size))
       try writeSnapshotTable(list, replacing: oldLength, in: &state)
     }
   }

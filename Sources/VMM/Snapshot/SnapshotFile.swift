@@ -46,6 +46,48 @@ public final class SnapshotFile: @unchecked Sendable {
 
   // MARK: Writing
 
+  /// Where everything goes in a snapshot of `state` and `memory`: the header's bytes, the RAM
+  /// regions' offsets, and the total length.
+  struct Layout {
+    let header: [UInt8]
+    let regions: [Region]
+    let length: UInt64
+
+    init(state: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
+      guard memory.regions.count <= maximumRegions, state.count <= maximumStateSize else {
+        throw .snapshot("the machine's state does not fit a snapshot")
+      }
+      let stateEnd = UInt64(headerSize + state.count)
+      let ramOffset = (stateEnd + GuestMemory.pageSize - 1) & ~(GuestMemory.pageSize - 1)
+      var regions: [Region] = []
+      var offset = ramOffset
+      for region in memory.regions {
+        regions.append(Region(guestAddress: region.guestAddress, size: region.size, fileOffset: offset))
+        offset += region.size
+      }
+      var header = [UInt8](repeating: 0, count: headerSize)
+      func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
+        withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(at..<at + $0.count, with: $0) }
+      }
+      header.replaceSubrange(0..<8, with: magic)
+      put(formatVersion, 8)
+      put(UInt32(regions.count), 12)
+      put(UInt64(headerSize), 16)
+      put(UInt64(state.count), 24)
+      put(checksum(state), 32)
+      put(ramOffset, 40)
+      put(offset - ramOffset, 48)
+      for (index, region) in regions.enumerated() {
+        put(region.guestAddress, 56 + 24 * index)
+        put(region.size, 64 + 24 * index)
+        put(region.fileOffset, 72 + 24 * index)
+      }
+      self.header = header
+      self.regions = regions
+      length = offset
+    }
+  }
+
   /// Writes a snapshot: header, `state`, then every region of `memory`. The file appears
   /// complete and durable (fdatasync) when this returns, replacing any old one at once; a
   /// failure leaves the old one as it was.
@@ -53,77 +95,74 @@ public final class SnapshotFile: @unchecked Sendable {
     func fail(_ what: String, _ code: Int32) -> VirtualMachineError {
       .snapshot("cannot write the snapshot \(path): \(what): \(String(cString: strerror(code)))")
     }
-    guard memory.regions.count <= maximumRegions, state.count <= maximumStateSize else {
-      throw .snapshot("the machine's state does not fit a snapshot file")
-    }
+    let layout = try Layout(state: state, memory: memory)
     // Written beside the target and renamed over it at the end: a machine restored from the
     // old file in mapped mode keeps reading its pages from the old file, which stays whole.
     let temporary = path + ".part-\(getpid())"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let fd = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw fail("open \(temporary)", errno) }
     var complete = false
     defer {
       close(fd)
       if !complete { unlink(temporary) }
     }
-    let stateEnd = UInt64(headerSize + state.count)
-    let ramOffset = (stateEnd + GuestMemory.pageSize - 1) & ~(GuestMemory.pageSize - 1)
-    var regions: [Region] = []
-    var offset = ramOffset
-    for region in memory.regions {
-      regions.append(Region(guestAddress: region.guestAddress, size: region.size, fileOffset: offset))
-      offset += region.size
-    }
-    var header = [UInt8](repeating: 0, count: headerSize)
-    func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
-      withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(at..<at + $0.count, with: $0) }
-    }
-    header.replaceSubrange(0..<8, with: magic)
-    put(formatVersion, 8)
-    put(UInt32(regions.count), 12)
-    put(UInt64(headerSize), 16)
-    put(UInt64(state.count), 24)
-    put(checksum(state), 32)
-    put(ramOffset, 40)
-    put(offset - ramOffset, 48)
-    for (index, region) in regions.enumerated() {
-      put(region.guestAddress, 56 + 24 * index)
-      put(region.size, 64 + 24 * index)
-      put(region.fileOffset, 72 + 24 * index)
-    }
-    guard ftruncate(fd, off_t(offset)) == 0 else { throw fail("truncate", errno) }
-    for (bytes, at) in [(header, UInt64(0)), (state, UInt64(headerSize))] {
-      var done = 0
-      while done < bytes.count {
-        let written = bytes.withUnsafeBytes {
-          pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(at) + off_t(done))
-        }
-        if written < 0 && errno == EINTR { continue }
-        guard written > 0 else { throw fail("write", errno) }
-        done += written
-      }
-    }
-    for index in memory.regions.indices {
-      do throws(GuestMemoryIOError) {
-        try memory.write(region: index, to: fd, at: regions[index].fileOffset)
-      } catch {
-        throw .snapshot("cannot write the snapshot \(path): \(error)")
-      }
-    }
+    try write(layout, state: state, memory: memory, to: fd, name: path)
     guard fdatasync(fd) == 0 else { throw fail("fdatasync", errno) }
     guard rename(temporary, path) == 0 else { throw fail("rename", errno) }
     complete = true
+  }
+
+  /// Writes the whole snapshot into `fd` (a file or a memfd), sparse where RAM is zeros.
+  static func write(_ layout: Layout, state: [UInt8], memory: GuestMemory, to fd: Int32, name: String)
+    throws(VirtualMachineError)
+  {
+    func fail(_ what: String, _ code: Int32) -> VirtualMachineError {
+      .snapshot("cannot write the snapshot \(name): \(what): \(String(cString: strerror(code)))")
+    }
+    guard ftruncate(fd, off_t(layout.length)) == 0 else { throw fail("truncate", errno) }
+    for (bytes, at) in [(layout.header, UInt64(0)), (state, UInt64(headerSize))] {
+      try writeAll(bytes, to: fd, at: at) { code throws(VirtualMachineError) in throw fail("write", code) }
+    }
+    for index in memory.regions.indices {
+      do throws(GuestMemoryIOError) {
+        try memory.write(region: index, to: fd, at: layout.regions[index].fileOffset)
+      } catch {
+        throw .snapshot("cannot write the snapshot \(name): \(error)")
+      }
+    }
+  }
+
+  static func writeAll(
+    _ bytes: [UInt8], to fd: Int32, at offset: UInt64, failure: (Int32) throws(VirtualMachineError) -> Void
+  ) throws(VirtualMachineError) {
+    var done = 0
+    while done < bytes.count {
+      let wanted = bytes.count - done
+      let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, wanted, off_t(offset) + off_t(done)) }
+      if written < 0 && errno == EINTR { continue }
+      guard written > 0 else {
+        try failure(errno)
+        return
+      }
+      done += written
+    }
   }
 
   // MARK: Reading
 
   /// Opens and checks a snapshot file: its header, that every region lies inside the file,
   /// and the state's checksum.
-  public init(path: String) throws(VirtualMachineError) {
-    func invalid(_ reason: String) -> VirtualMachineError { .snapshot("\(path) is not a usable snapshot: \(reason)") }
+  public convenience init(path: String) throws(VirtualMachineError) {
     let fd = csys_open_data_file(path, O_RDONLY, 0, nil)
     if fd == -2 { throw .snapshot("\(path) is not a regular file") }
     guard fd >= 0 else { throw .snapshot("cannot open the snapshot \(path): \(String(cString: strerror(errno)))") }
+    try self.init(fd: fd, name: path)
+  }
+
+  /// Checks the snapshot in `fd` (which it then owns, and closes): a file, or a memfd a
+  /// snapshot was extracted into. `name` is what errors call it.
+  public init(fd: Int32, name path: String) throws(VirtualMachineError) {
+    func invalid(_ reason: String) -> VirtualMachineError { .snapshot("\(path) is not a usable snapshot: \(reason)") }
     var owned = true
     defer { if owned { close(fd) } }
     var status = stat()

@@ -17,11 +17,15 @@ extension VirtualMachine {
   /// quiesced, their requests in flight completed); it stays paused.
   public func saveSnapshot(to path: String) throws(VirtualMachineError) {
     guard isPaused else { throw .snapshot("the machine must be paused to be saved (QMP stop)") }
-    let state: MachineState
+    try SnapshotFile.write(to: path, state: try captureState().json(), memory: memory)
+  }
+
+  /// The paused machine's state apart from RAM.
+  func captureState() throws(VirtualMachineError) -> MachineState {
     do {
       let msrIndices = try kvm.msrIndexList()
       let xsaveSize = Int(vm.checkExtension(Int32(KVM_CAP_XSAVE2)))
-      state = MachineState(
+      return MachineState(
         configuration: configuration,
         vcpus: try vcpus.map { vcpu throws(KVMError) in
           try VCPUState.capture(vcpu, msrIndices: msrIndices, xsaveSize: xsaveSize)
@@ -30,7 +34,6 @@ extension VirtualMachine {
     } catch {
       throw .snapshot("cannot read the machine's state from KVM: \(error)")
     }
-    try SnapshotFile.write(to: path, state: try state.json(), memory: memory)
   }
 
   /// Restores the state after the RAM: the in-kernel devices, then every vCPU, then every

@@ -1,0 +1,96 @@
+import Checked
+
+/// The VM state area of a qcow2 image (QEMU's layout): guest offsets past the disk, from the
+/// first L1 entry the disk itself does not use. `savevm` writes a machine's state there before
+/// taking the disk snapshot, so the snapshot's L1 table holds it; `loadvm` reads it back after
+/// reverting to the snapshot. The guest never sees these offsets.
+extension QCow2Image {
+  /// Where the VM state area starts.
+  public var vmStateOffset: UInt64 {
+    let header = self.header
+    return QCow2Header.l1EntriesNeeded(size: header.size, clusterBits: header.clusterBits)
+      << (2 * UInt64(header.clusterBits) - 3)
+  }
+
+  /// Writes `bytes` at `offset` in the VM state area, allocating clusters (and growing the L1
+  /// table) as needed. Pages of zeros need not be written: the area reads as zeros where
+  /// nothing was.
+  public func writeVMState(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    let start = vmStateOffset
+    guard let position = start.checkedAdding(offset), position.checkedAdding(UInt64(bytes.count)) != nil else {
+      throw .invalid(path: path, reason: "VM state offset \(offset) is out of range")
+    }
+    try withMetadata { state throws(DiskImageError) in
+      let header = state.header
+      let clusterSize = header.clusterSize
+      let last = position + UInt64(max(bytes.count, 1)) - 1
+      let needed = Int(last >> (2 * UInt64(header.clusterBits) - 3)) + 1
+      if needed > state.l1.count { try growL1(to: needed, in: &state) }
+      var done = 0
+      while done < bytes.count {
+        let at = position + UInt64(done)
+        let inCluster = Int(at & (clusterSize - 1))
+        let count = min(bytes.count - done, Int(clusterSize) - inCluster)
+        try writeWithinCluster(
+          UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]), at: at, inCluster: inCluster, in: &state)
+        done += count
+      }
+    }
+  }
+
+  /// Reads `count` bytes at `offset` in the VM state area.
+  public func readVMState(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt8] {
+    let start = vmStateOffset
+    guard let position = start.checkedAdding(offset), position.checkedAdding(UInt64(count)) != nil else {
+      throw .invalid(path: path, reason: "VM state offset \(offset) is out of range")
+    }
+    var bytes = [UInt8](repeating: 0, count: count)
+    var failure: DiskImageError?
+    bytes.withUnsafeMutableBytes { buffer in
+      do throws(DiskImageError) {
+        let clusterSize = header.clusterSize
+        var done = 0
+        while done < buffer.count {
+          let at = position + UInt64(done)
+          let inCluster = Int(at & (clusterSize - 1))
+          let piece = min(buffer.count - done, Int(clusterSize) - inCluster)
+          let mapping = try self.mapping(of: at)
+          if mapping != .unallocated {
+            try read(
+              UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + piece]), of: mapping, at: at,
+              inCluster: inCluster)
+          }
+          done += piece
+        }
+      } catch { failure = error }
+    }
+    if let failure { throw failure }
+    return bytes
+  }
+
+  /// Whether the cluster holding `offset` in the VM state area has data (a reader of a large
+  /// area skips the rest: it reads as zeros).
+  public func vmStateIsAllocated(at offset: UInt64) throws(DiskImageError) -> Bool {
+    guard let position = vmStateOffset.checkedAdding(offset) else { return false }
+    return try mapping(of: position) != .unallocated
+  }
+
+  /// Unmaps `[0, length)` of the VM state area from the active layer (a snapshot that holds
+  /// the state keeps its own references to those clusters).
+  public func discardVMState(length: UInt64) throws(DiskImageError) {
+    guard length > 0 else { return }
+    try withMetadata { state throws(DiskImageError) in
+      let clusterSize = state.header.clusterSize
+      let start =
+        QCow2Header.l1EntriesNeeded(size: state.header.size, clusterBits: state.header.clusterBits)
+        << (2 * UInt64(state.header.clusterBits) - 3)
+      var position = start
+      while position < start + length {
+        try unmapCluster(at: position, in: &state)
+        position += clusterSize
+      }
+      try file.orderingPoint()
+    }
+  }
+}

@@ -1,0 +1,169 @@
+import CSystemCalls
+import DiskImage
+import Glibc
+import GuestMemory
+import KVM
+
+/// Internal snapshots, QEMU's way (`savevm`, `loadvm`, `delvm`): every writable disk gets a
+/// qcow2 snapshot of one name, all or none, and the machine's state goes into the first
+/// one's VM state area — so `qemu-img snapshot -l` lists it with its VM size.
+extension VirtualMachine {
+  /// One internal snapshot as `info snapshots` lists it.
+  public struct InternalSnapshot: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var vmStateSize: UInt64
+    public var dateSeconds: UInt32
+    public var vmClockNanoseconds: UInt64
+  }
+
+  /// The writable disks, which must all be qcow2 to take snapshots (in order: the first holds
+  /// the VM state); an error names a raw one.
+  func snapshotDisks() throws(VirtualMachineError) -> [QCow2Image] {
+    var images: [QCow2Image] = []
+    for (disk, configured) in zip(pci?.disks ?? [], configuration.disks) where !disk.backend.isReadOnly {
+      guard let image = disk.backend as? QCow2Image else {
+        throw .snapshot(
+          "disk '\(configured.path)' is not qcow2 and cannot take snapshots; convert it "
+            + "(skvm img convert -O qcow2) or attach it with readonly=on")
+      }
+      images.append(image)
+    }
+    guard !images.isEmpty else {
+      throw .snapshot("no writable qcow2 disk to hold the snapshot (attach one with --disk IMAGE.qcow2)")
+    }
+    return images
+  }
+
+  /// The snapshots on the disk that holds VM state, as `info snapshots` shows them.
+  public func internalSnapshots() throws(VirtualMachineError) -> [InternalSnapshot] {
+    guard let first = try snapshotDisks().first else { return [] }
+    do {
+      return try first.snapshots.map {
+        InternalSnapshot(
+          id: $0.id, name: $0.name, vmStateSize: $0.vmStateSize, dateSeconds: $0.dateSeconds,
+          vmClockNanoseconds: $0.vmClockNanoseconds)
+      }
+    } catch {
+      throw .snapshot("\(error)")
+    }
+  }
+
+  /// `savevm NAME`: the paused machine's state into the first disk's VM state area, then a
+  /// snapshot NAME on every writable disk (replacing one of the same name). All or none.
+  public func saveInternalSnapshot(named name: String) throws(VirtualMachineError) {
+    guard isPaused else { throw .snapshot("the machine must be paused to be saved") }
+    let disks = try snapshotDisks()
+    let stateBytes = try captureState().json()
+    let layout = try SnapshotFile.Layout(state: stateBytes, memory: memory)
+    let holder = disks[0]
+    let ordering = holder.metadataOrdering
+    holder.metadataOrdering = .processCrash  // one flush at the end instead of one per cluster
+    defer { holder.metadataOrdering = ordering }
+    do {
+      for disk in disks where (try disk.snapshots).contains(where: { $0.name == name }) {
+        try disk.deleteSnapshot(name)
+      }
+      try write(layout.header, into: holder, at: 0)
+      try write(stateBytes, into: holder, at: UInt64(SnapshotFile.headerSize))
+      for index in memory.regions.indices {
+        let base = layout.regions[index].fileOffset
+        try memory.forEachNonZeroRun(region: index) { offset, bytes in
+          try holder.writeVMState(bytes, at: base + offset)
+        }
+      }
+      try holder.flush()
+      let clock = (try? vm.clock().clock) ?? 0
+      var created: [QCow2Image] = []
+      do {
+        for (index, disk) in disks.enumerated() {
+          try disk.createSnapshot(
+            named: name, vmStateSize: index == 0 ? layout.length : 0, vmClockNanoseconds: clock)
+          created.append(disk)
+        }
+      } catch {
+        for disk in created { try? disk.deleteSnapshot(name) }
+        throw error
+      }
+      try holder.discardVMState(length: layout.length)
+      for disk in disks { try disk.flush() }
+    } catch let error as VirtualMachineError {
+      throw error
+    } catch {
+      throw .snapshot("savevm \(name): \(error)")
+    }
+  }
+
+  private func write(_ bytes: [UInt8], into image: QCow2Image, at offset: UInt64) throws(VirtualMachineError) {
+    var failure: DiskImageError?
+    bytes.withUnsafeBytes { buffer in
+      do throws(DiskImageError) { try image.writeVMState(buffer, at: offset) } catch { failure = error }
+    }
+    if let failure { throw .snapshot("cannot write the VM state into \(image.path): \(failure)") }
+  }
+
+  /// `loadvm NAME`, the disk half: reverts every writable disk to snapshot NAME and returns the
+  /// machine state it holds, extracted into a memfd (the caller builds the machine from it).
+  /// The machine must be paused; it is not usable afterwards (its RAM and devices are stale).
+  public func revertDisks(toSnapshot name: String) throws(VirtualMachineError) -> SnapshotFile {
+    guard isPaused else { throw .snapshot("the machine must be paused to load a snapshot") }
+    let disks = try snapshotDisks()
+    do {
+      for disk in disks where !(try disk.snapshots).contains(where: { $0.name == name || $0.id == name }) {
+        throw VirtualMachineError.snapshot("disk '\(disk.path)' has no snapshot '\(name)' (see info snapshots)")
+      }
+      guard let entry = try disks[0].snapshots.first(where: { $0.name == name || $0.id == name }),
+        entry.vmStateSize > 0
+      else {
+        throw VirtualMachineError.snapshot(
+          "snapshot '\(name)' holds no VM state (a disk-only snapshot, as qemu-img snapshot -c makes)")
+      }
+      for disk in disks { try disk.applySnapshot(name) }
+      let snapshot = try Self.extractVMState(from: disks[0], length: entry.vmStateSize, name: name)
+      try disks[0].discardVMState(length: entry.vmStateSize)
+      for disk in disks { try disk.flush() }
+      return snapshot
+    } catch let error as VirtualMachineError {
+      throw error
+    } catch {
+      throw .snapshot("loadvm \(name): \(error)")
+    }
+  }
+
+  /// Copies the VM state area (what has data of it) into a memfd and checks it as a snapshot.
+  static func extractVMState(from image: QCow2Image, length: UInt64, name: String) throws -> SnapshotFile {
+    let fd = csys_memfd_create("skvm-loadvm")
+    guard fd >= 0, ftruncate(fd, off_t(length)) == 0 else {
+      if fd >= 0 { close(fd) }
+      throw VirtualMachineError.snapshot("cannot make room to load snapshot '\(name)'")
+    }
+    let cluster = image.header.clusterSize
+    var offset: UInt64 = 0
+    while offset < length {
+      let count = Int(min(cluster, length - offset))
+      if try image.vmStateIsAllocated(at: offset) {
+        let bytes = try image.readVMState(count: count, at: offset)
+        try SnapshotFile.writeAll(bytes, to: fd, at: offset) { code throws(VirtualMachineError) in
+          throw .snapshot("cannot load snapshot '\(name)': \(String(cString: strerror(code)))")
+        }
+      }
+      offset += UInt64(count)
+    }
+    return try SnapshotFile(fd: fd, name: "snapshot '\(name)' in \(image.path)")
+  }
+
+  /// `delvm NAME`: deletes snapshot NAME from every writable disk that has it.
+  public func deleteInternalSnapshot(named name: String) throws(VirtualMachineError) {
+    let disks = try snapshotDisks()
+    var found = false
+    do {
+      for disk in disks where (try disk.snapshots).contains(where: { $0.name == name || $0.id == name }) {
+        try disk.deleteSnapshot(name)
+        found = true
+      }
+    } catch {
+      throw .snapshot("delvm \(name): \(error)")
+    }
+    guard found else { throw .snapshot("no snapshot '\(name)' on any disk") }
+  }
+}
