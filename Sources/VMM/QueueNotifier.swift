@@ -80,13 +80,25 @@ final class QueueNotifier: @unchecked Sendable {
       guard ready > 0, descriptors[0].revents == 0 else { return }
       if descriptors[1].revents != 0 {
         _ = try? controlEvent.wait()
+        // Every kick the guest made before it was paused is served before the thread parks
+        // (a snapshot must not hold a kick nobody saw); the vCPUs are parked, so none follow.
+        serveReadyKicks(&descriptors)
         parkWhileHeld()
-        continue  // kicks that came meanwhile are still counted in their eventfds
+        continue
       }
       for index in events.indices where descriptors[index + 2].revents != 0 {
         _ = try? events[index].wait()
         transport.kick(queue: index)
       }
+    }
+  }
+
+  private func serveReadyKicks(_ descriptors: inout [pollfd]) {
+    var queues = Array(descriptors[2...])
+    guard poll(&queues, nfds_t(queues.count), 0) > 0 else { return }
+    for index in events.indices where queues[index].revents != 0 {
+      _ = try? events[index].wait()
+      transport.kick(queue: index)
     }
   }
 

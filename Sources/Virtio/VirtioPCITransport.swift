@@ -339,7 +339,12 @@ extension VirtioPCITransport: StatefulDevice {
     state.withLock { $0 = saved.transport }
     // BAR 0 where the guest left it (the queue notifiers follow), then the live queues.
     configWrite(0x04, width: 2, value: UInt32(saved.transport.space.read(0x04, width: 2)))
-    if live { activate(restoring: saved.queues) }
+    if live {
+      activate(restoring: saved.queues)
+      // Serve whatever the driver made available and may already have announced (its kick went
+      // to the old process): a queue that needs no service is left as it is.
+      for queue in saved.queues.indices { kick(queue: queue) }
+    }
     let control = UInt16(saved.transport.space.read(0x42, width: 2))
     let intxEnabled = UInt16(saved.transport.space.read(0x04, width: 2)) & 0x400 == 0
     if control & 0x8000 == 0, saved.transport.isr != 0, intxEnabled { sink.setLine(true) }

@@ -8,7 +8,10 @@ left it — the counter, the LAPIC timer ticks, the virtio-blk requests (queue p
 application processors — and nothing may print FAIL.
 
   snapshot_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --cycles N [--mode mapped|copy]
-Prints "snapshot_check: ok …" and exits 0 when every check held.
+  snapshot_check.py --scenario savevm --skvm SKVM --probe WORKLOAD.bin --cpus N
+The savevm scenario takes internal snapshots (QMP snapshot-save jobs, HMP savevm) of a qcow2
+disk, loads them back (snapshot-load, loadvm, --loadvm in a new process), deletes one, and has
+qemu-img list and check the image. Prints "snapshot_check: ok …" and exits 0 when every check held.
 """
 import argparse
 import asyncio
@@ -121,6 +124,112 @@ def run(args):
           f"exec to first beat after restore, median {restore_ms[len(restore_ms) // 2]:.1f} ms", flush=True)
 
 
+def beats_of(path):
+    return [tuple(int(x) for x in match) for match in BEAT.findall(open(path, "rb").read())]
+
+
+def wait_for_beats(path, count, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while len(beats_of(path)) < count:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise CheckFailed(f"no beats: {open(path, 'rb').read()[-600:]}")
+        time.sleep(0.01)
+    return beats_of(path)
+
+
+async def run_job(client, command, arguments):
+    statuses = []
+    done = asyncio.Event()
+
+    async def collect():
+        async for event in client.events:
+            if event["event"] == "JOB_STATUS_CHANGE" and event["data"]["id"] == arguments["job-id"]:
+                statuses.append(event["data"]["status"])
+                if event["data"]["status"] == "concluded":
+                    done.set()
+
+    listener = asyncio.create_task(collect())
+    await client.execute(command, arguments)
+    await asyncio.wait_for(done.wait(), 30)
+    listener.cancel()
+    jobs = await client.execute("query-jobs")
+    job = next(job for job in jobs if job["id"] == arguments["job-id"])
+    await client.execute("job-dismiss", {"id": arguments["job-id"]})
+    return statuses, job
+
+
+def check(condition, what):
+    if not condition:
+        raise CheckFailed(what)
+    print(f"  ok: {what}", flush=True)
+
+
+def savevm(args):
+    directory = tempfile.mkdtemp(prefix="skvm-savevm-")
+    socket_path = os.path.join(directory, "qmp.sock")
+    disk = os.path.join(directory, "disk.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "1M"], check=True)
+    log_path = os.path.join(directory, "console.txt")
+    command = [args.skvm, "run", "--qmp", f"unix:{socket_path}", "--flat", args.probe, "--flat-entry", "long",
+               "--cpus", str(args.cpus), "--disk", disk]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_beats(log_path, 3, process)
+
+        async def first_session():
+            client = QMPClient("savevm")
+            await client.connect(socket_path)
+            statuses, job = await run_job(client, "snapshot-save",
+                                          {"job-id": "save0", "tag": "one", "vmstate": "virtio0", "devices": ["virtio0"]})
+            check(statuses == ["created", "running", "waiting", "pending", "concluded"] and "error" not in job,
+                  f"snapshot-save job ran through its states ({statuses}, {job})")
+            saved_at = beats_of(log_path)[-1]
+            wait_for_beats(log_path, len(beats_of(log_path)) + 8, process)
+            before_load = beats_of(log_path)[-1]
+            count = len(beats_of(log_path))
+            statuses, job = await run_job(client, "snapshot-load",
+                                          {"job-id": "load0", "tag": "one", "vmstate": "virtio0", "devices": ["virtio0"]})
+            check(statuses[-1] == "concluded" and "error" not in job, f"snapshot-load job concluded ({job})")
+            after = wait_for_beats(log_path, count + 2, process)[count]
+            check(after[0] <= saved_at[0] + 1 and after[0] < before_load[0] and after[3] <= saved_at[3] + 4,
+                  f"snapshot-load went back to the saved machine (saved at {saved_at}, then {before_load}, "
+                  f"after load {after})")
+            check((await client.execute("query-status"))["status"] == "running", "running after snapshot-load")
+            reply = await client.execute("human-monitor-command", {"command-line": "savevm two"})
+            check(reply == "", f"HMP savevm two ({reply!r})")
+            listing = await client.execute("human-monitor-command", {"command-line": "info snapshots"})
+            check("one" in listing and "two" in listing and "MiB" in listing, f"info snapshots ({listing!r})")
+            bad = await client.execute("human-monitor-command", {"command-line": "loadvm nothere"})
+            check("no snapshot 'nothere'" in bad, f"loadvm of a missing snapshot says so ({bad!r})")
+            check((await client.execute("query-status"))["status"] == "running", "and the machine runs on")
+            await client.execute("quit")
+            try:
+                await client.disconnect()
+            except EOFError:
+                pass
+
+        asyncio.run(first_session())
+        process.wait(30)
+    listing = subprocess.run(["qemu-img", "snapshot", "-l", disk], capture_output=True, text=True).stdout
+    rows = [line.split() for line in listing.splitlines()[2:]]
+    check(len(rows) == 2 and all(row[2] != "0" for row in rows), f"qemu-img snapshot -l lists both with a VM size:\n{listing}")
+    checked = subprocess.run(["qemu-img", "check", disk], capture_output=True, text=True)
+    check(checked.returncode == 0, f"qemu-img check is clean ({checked.stdout.strip()})")
+
+    log_path = os.path.join(directory, "console2.txt")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command + ["--loadvm", "two"], stdout=log, stderr=subprocess.STDOUT)
+        beats = wait_for_beats(log_path, 3, process)
+        check(beats[0][0] > 3, f"--loadvm two continues the saved machine (first beat {beats[0]})")
+        deleted = subprocess.run([args.skvm, "monitor", socket_path, "-c", "delvm one", "-c", "quit"],
+                                 capture_output=True, text=True)
+        process.wait(30)
+    listing = subprocess.run(["qemu-img", "snapshot", "-l", disk], capture_output=True, text=True).stdout
+    check(" one " not in listing and " two " in listing, f"delvm one removed it ({deleted.stdout!r}):\n{listing}")
+    check(subprocess.run(["qemu-img", "check", disk], capture_output=True).returncode == 0, "qemu-img check still clean")
+    print("snapshot_check: ok: savevm, snapshot-save/-load jobs, loadvm, --loadvm, delvm", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--skvm", required=True)
@@ -129,9 +238,10 @@ def main():
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--mode", choices=["mapped", "copy"], default="mapped")
     parser.add_argument("--run-seconds", type=float, default=0.15)
+    parser.add_argument("--scenario", choices=["cycles", "savevm"], default="cycles")
     args = parser.parse_args()
     try:
-        run(args)
+        (savevm if args.scenario == "savevm" else run)(args)
     except (CheckFailed, OSError, subprocess.TimeoutExpired) as error:
         print(f"snapshot_check: FAILED: {error}", flush=True)
         return 1

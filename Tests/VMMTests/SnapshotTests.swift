@@ -6,7 +6,9 @@ import Testing
 /// belong to another machine, refused with one line before any vCPU runs.
 @Suite("Snapshots", .serialized)
 struct SnapshotTests {
-  static func check(cpus: Int, cycles: Int, mode: String = "mapped") throws -> (status: Int32, output: String) {
+  static func check(cpus: Int, cycles: Int, mode: String = "mapped", scenario: String = "cycles") throws -> (
+    status: Int32, output: String
+  ) {
     let python = MonitorGuestTests.python
     guard FileManager.default.isExecutableFile(atPath: python) else {
       Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client)")
@@ -20,7 +22,7 @@ struct SnapshotTests {
       [
         ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Snapshots/snapshot_check.py").path,
         "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
-        "--cycles", String(cycles), "--mode", mode, "--run-seconds", "0.05",
+        "--cycles", String(cycles), "--mode", mode, "--run-seconds", "0.05", "--scenario", scenario,
       ], mergeErrors: true)
     print(result.output.split(separator: "\n").last ?? "")
     return (result.status, result.output)
@@ -38,6 +40,37 @@ struct SnapshotTests {
       let result = try Self.check(cpus: cpus, cycles: 5, mode: mode)
       #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(cpus) vCPUs: \(result.output)")
     }
+  }
+
+  @Test(
+    "Internal snapshots: snapshot-save/-load jobs, savevm/loadvm/delvm, --loadvm; qemu-img lists them with a VM size and checks clean",
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img"), "needs qemu-img"))
+  func internalSnapshots() throws {
+    let result = try Self.check(cpus: 2, cycles: 1, scenario: "savevm")
+    #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(result.output)")
+  }
+
+  @Test("savevm with a writable raw disk is refused, saying how to convert it; the guest runs on")
+  func rawDiskRefusesSavevm() throws {
+    let directory = try ImgCommandTests.scratch()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let disk = directory + "/disk.raw"
+    #expect(FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20)))
+    let probe = directory + "/busy.bin"
+    try Data(try ProbeBuilder.binary("busy")).write(to: URL(fileURLWithPath: probe))
+    let socket = directory + "/qmp.sock"
+    let process = Process()
+    process.executableURL = CommandLineTests.executable
+    process.arguments = ["run", "--flat", probe, "--flat-entry", "long", "--disk", disk, "--qmp", "unix:\(socket)"]
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    let started = Date()
+    while !FileManager.default.fileExists(atPath: socket) && Date().timeIntervalSince(started) < 20 { usleep(2000) }
+    let reply = try ChildProcess.run(
+      CommandLineTests.executable, ["monitor", socket, "-c", "savevm x", "-c", "info status", "-c", "quit"])
+    process.waitUntilExit()
+    #expect(reply.output.contains("is not qcow2") && reply.output.contains("skvm img convert"), "\(reply.output)")
+    #expect(reply.output.contains("VM status: running"), "\(reply.output)")
   }
 
   /// Saves the workload probe with a 1 MiB disk and returns (snapshot path, disk path, directory).
