@@ -10,6 +10,9 @@ Steps run in order:
     exit:STATUS     wait for COMMAND to end and check its status (any status if omitted)
     qmp:COMMAND     run a QMP command (with --qmp-socket; needs PyPI qemu.qmp)
     qmp-event:NAME  wait for the QMP event NAME
+    hmp:LINE        run a human-monitor command over QMP; its reply joins the transcript
+    hmp-until:TEXT|LINE  run LINE every 0.2 s until its reply contains TEXT (within the timeout)
+    sleep:SECONDS   wait, reading the console meanwhile
     host:COMMAND    after exit: run COMMAND in a shell where skvm runs (in the lane, inside
                     it) and add its output to the transcript, for expect: to check
 
@@ -92,6 +95,28 @@ def main():
             if "return" not in reply:
                 verdict = f"failed: QMP {value} answered {reply}"
                 break
+        elif kind == "hmp":
+            reply = qmp().cmd("human-monitor-command", {"command-line": value})
+            text = reply.get("return", str(reply))
+            transcript += b"\n[hmp] " + text.encode() + b"\n"
+            print(f"\n[hmp] {value} -> {text!r}", flush=True)
+            if "return" not in reply:
+                verdict = f"failed: HMP {value} answered {reply}"
+                break
+        elif kind == "hmp-until":
+            wanted, _, line = value.partition("|")
+            text = ""
+            while wanted not in text and time.monotonic() < deadline:
+                pump(0.2)
+                text = qmp().cmd("human-monitor-command", {"command-line": line}).get("return", "")
+            print(f"\n[hmp] {line} -> {text!r}", flush=True)
+            if wanted not in text:
+                verdict = f"failed: {line} never answered {wanted!r}"
+                break
+        elif kind == "sleep":
+            until = time.monotonic() + float(value)
+            while time.monotonic() < until:
+                pump(max(0.0, min(0.1, until - time.monotonic())))
         elif kind == "qmp-event":
             event = None
             while event is None and time.monotonic() < deadline:

@@ -45,6 +45,34 @@ enum LinuxGuestHost {
         URL(fileURLWithPath: "/usr/bin/env"), words, directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
     return Session(status: result.status, transcript: result.output)
   }
+
+  /// Several sessions one after another, in one lane boot where the lane is used: each is
+  /// (name, steps, skvm arguments, with a monitor); they stop at the first that fails.
+  static func sessions(_ list: [(String, [String], [String], Bool)], prelude: String = "true", timeout: Int = 120)
+    throws -> Session
+  {
+    let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
+    let skvm = CommandLineTests.executable.path
+    func quote(_ words: [String]) -> String {
+      words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+    }
+    let commands = list.map { name, steps, arguments, monitor in
+      let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
+      let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
+      let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []
+      return quote([MonitorGuestTests.python, driver] + options + steps + ["--", skvm] + arguments + qmp)
+    }
+    let line = ([prelude] + commands).joined(separator: " && ")
+    let result =
+      usesLane
+      ? try ChildProcess.run(
+        ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"),
+        ["--timeout", String(timeout * list.count + 30), "--", line], directory: ProbeBuilder.repositoryRoot,
+        mergeErrors: true)
+      : try ChildProcess.run(
+        URL(fileURLWithPath: "/bin/sh"), ["-c", line], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
+    return Session(status: result.status, transcript: result.output)
+  }
 }
 
 /// The default guest (Debian's cloud kernel, busybox initramfs) on a real VMX/SVM KVM.
@@ -61,6 +89,46 @@ struct LinuxGuestTests {
       ],
       skvm: ["run"])
     #expect(session.passed, "\(session.transcript)")
+  }
+
+  @Test(
+    "Snapshots of the default guest with 2 vCPUs: savevm and migrate to file:, quit, then --incoming file: and --loadvm: the tmpfs file is there, the loop runs on, date moved forward, /dev/vda works"
+  )
+  func snapshots() throws {
+    let directory = "/tmp/skvm-linux-snap-\(getpid())"
+    let disk = directory + "/disk.qcow2"
+    let state = directory + "/machine.snap"
+    let setup =
+      "mkdir -p \(directory) && rm -f \(disk) \(state) && \(CommandLineTests.executable.path) img create -q -f qcow2 \(disk) 8M"
+    let arguments = ["run", "--cpus", "2", "--disk", disk]
+    let restored = [
+      "send:cat /tmp/marker", "expect:written-before-the-snapshot",
+      "send:c1=$(cat /tmp/counter); sleep 2; c2=$(cat /tmp/counter); echo loop=$((c2 > c1))", "expect:loop=1",
+      "send:echo moved=$(( $(date +%s) > $(cat /tmp/date-before) ))", "expect:moved=1",
+      "send:echo cpus=$(nproc)", "expect:cpus=2",
+      "send:printf after-restore | dd of=/dev/vda bs=512 seek=9 conv=notrunc 2>/dev/null; sync; dd if=/dev/vda bs=512 skip=9 count=1 2>/dev/null | head -c 13; echo",
+      "expect:after-restore",
+      "send:poweroff -f", "exit:0",
+    ]
+    let session = try LinuxGuestHost.sessions(
+      [
+        (
+          "snapshot-save",
+          [
+            "expect:SKVM-GUEST-READY",
+            "send:echo written-before-the-snapshot > /tmp/marker; date +%s > /tmp/date-before",
+            "send:(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done) &",
+            "send:sleep 1; echo started-$(cat /tmp/counter)", "expect:started-",
+            "hmp:savevm one", "hmp:info snapshots", "expect:one",
+            "hmp:migrate \"file:\(state)\"", "hmp-until:Migration status: completed|info migrate",
+            "hmp:quit", "exit:0",
+          ], arguments, true
+        ),
+        ("snapshot-incoming", restored, ["run", "--incoming", "file:\(state)"], false),
+        ("snapshot-loadvm", restored, arguments + ["--loadvm", "one"], false),
+      ].map { ($0.0, $0.1, $0.2, $0.3) }, prelude: setup, timeout: 150)
+    #expect(
+      session.passed && session.transcript.components(separatedBy: " ok (status").count == 4, "\(session.transcript)")
   }
 
   @Test("--cpus 2 gives the guest two CPUs; reboot -f ends with 0")
