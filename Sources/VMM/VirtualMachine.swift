@@ -83,9 +83,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     var payload: BootPayload?
     var backing = GuestMemory.Backing.memfd
     if let restoring {
-      let saved = try MachineState.header(restoring.snapshot.state, path: restoring.snapshot.path)
       try SnapshotCompatibility.check(
-        saved: saved.configuration, requested: configuration, path: restoring.snapshot.path)
+        saved: restoring.snapshot.record.configuration, requested: configuration, path: restoring.snapshot.path)
       let offsets = try restoring.snapshot.offsets(matching: ranges)
       backing =
         restoring.mode == .mapped

@@ -3,18 +3,24 @@ import Glibc
 import SwiftKVM
 import Virtio
 
-/// libFuzzer entry for the snapshot decoder. With a first byte of 0 the rest is a whole
-/// snapshot file (header, state, RAM); otherwise the rest is the machine's state (JSON), put in
-/// a well-formed file with 64 KiB of RAM. The file is opened and checked, its configuration
-/// read, and every device state restored into a registry of the devices skvm builds (platform
-/// devices, the PCI host bridge and ports, a virtio-blk function): each must end in a restored
-/// machine or a `VirtualMachineError`, never a trap.
+/// libFuzzer entry for the snapshot decoder. The first byte picks what the rest is: 0, a whole
+/// snapshot file (header, sections, RAM); 1, the machine record (configuration, vCPUs, in-kernel
+/// devices) of a well-formed file with 64 KiB of RAM; 2, its devices section, beside a minimal
+/// valid record. The file is opened and checked, its configuration read, and every device
+/// state restored into a registry of the devices skvm builds (platform devices, the PCI host
+/// bridge and ports, a virtio-blk function): each must end in a restored machine or a
+/// `VirtualMachineError`, never a trap.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSnapshot(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size > 0 else { return 0 }
   let path = "/dev/shm/skvm-fuzz-\(getpid()).snap"
   let body = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-  let file = data[0] == 0 ? body : wellFormedFile(state: body)
+  let file: [UInt8]
+  switch data[0] {
+  case 0: file = body
+  case 1: file = wellFormedFile(record: body, devices: Array("{}".utf8))
+  default: file = wellFormedFile(record: minimalRecord, devices: body)
+  }
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
   guard fd >= 0 else { return 0 }
   _ = file.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -27,25 +33,36 @@ public func fuzzSnapshot(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   return 0
 }
 
-/// A snapshot file around `state`: the header, the state at 4096, 64 KiB of RAM after it.
-private func wellFormedFile(state: [UInt8]) -> [UInt8] {
+/// A record that decodes (its vCPU and kernel states are only checked when applied to KVM).
+private let minimalRecord = Array(
+  ("{\"formatVersion\":1,\"configuration\":{\"timesExits\":false,\"entropy\":false,\"disks\":[],"
+    + "\"debugExitPort\":244,\"memorySize\":65536,\"boot\":{\"flatImage\":{\"bytes\":[244],\"entry\":\"real\"}},"
+    + "\"cpuCount\":1,\"name\":\"fuzz\",\"consoleDevice\":\"serial\"},\"vcpus\":[],\"kernel\":{\"clockFlags\":0,"
+    + "\"clockRealtime\":0,\"interruptControllers\":[],\"savedAtNanoseconds\":0,\"clock\":0,\"pit\":\"\"}}").utf8)
+
+/// A snapshot file around `record` and `devices`: the header, the sections at 4096, 64 KiB of RAM.
+private func wellFormedFile(record: [UInt8], devices: [UInt8]) -> [UInt8] {
   var header = [UInt8](repeating: 0, count: 4096)
   func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {
     withUnsafeBytes(of: value.littleEndian) { header.replaceSubrange(at..<at + $0.count, with: $0) }
   }
-  let ramOffset = UInt64((4096 + state.count + 4095) & ~4095)
+  let stateEnd = 4096 + record.count + devices.count
+  let ramOffset = UInt64((stateEnd + 4095) & ~4095)
   header.replaceSubrange(0..<8, with: Array("SKVMSNAP".utf8))
   put(UInt32(1), 8)
   put(UInt32(1), 12)
   put(UInt64(4096), 16)
-  put(UInt64(state.count), 24)
-  put(UInt32(truncatingIfNeeded: crc(state)), 32)
+  put(UInt64(record.count), 24)
+  put(crc(record), 32)
+  put(crc(devices), 36)
   put(ramOffset, 40)
   put(UInt64(65536), 48)
-  put(UInt64(0), 56)
-  put(UInt64(65536), 64)
-  put(ramOffset, 72)
-  return header + state + [UInt8](repeating: 0, count: Int(ramOffset) - 4096 - state.count + 65536)
+  put(UInt64(4096 + record.count), 56)
+  put(UInt64(devices.count), 64)
+  put(UInt64(0), 72)
+  put(UInt64(65536), 80)
+  put(ramOffset, 88)
+  return header + record + devices + [UInt8](repeating: 0, count: Int(ramOffset) - stateEnd + 65536)
 }
 
 /// zlib's CRC-32, as the snapshot file uses.

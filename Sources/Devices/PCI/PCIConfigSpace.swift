@@ -140,11 +140,35 @@ public struct PCIConfigSpace: Sendable, Equatable, Codable {
   }
 
   /// Checks that `self`, decoded from an untrusted snapshot, has the size, write masks and BAR
-  /// layout of `reference` (what this machine's device has): only the values the guest
-  /// programs may differ.
+  /// layout of `reference` (what this machine's device has), and the same value in every bit
+  /// the guest cannot write: only what the guest programs may differ.
   public func checkShape(like reference: PCIConfigSpace) throws(DeviceStateError) {
-    guard bytes.count == reference.bytes.count, writeMask == reference.writeMask, bars == reference.bars else {
+    guard bytes.count == reference.bytes.count, writeMask == reference.writeMask, bars == reference.bars,
+      zip(zip(bytes, reference.bytes), writeMask).allSatisfy({ pair, mask in (pair.0 ^ pair.1) & ~mask == 0 })
+    else {
       throw DeviceStateError("the configuration space does not have this device's layout")
     }
+  }
+
+  private enum CodingKeys: String, CodingKey {
+    case bytes, writeMask, bars
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    bytes = try container.decode(Base64Bytes.self, forKey: .bytes).bytes
+    writeMask = try container.decode(Base64Bytes.self, forKey: .writeMask).bytes
+    bars = try container.decode([Int: BAR].self, forKey: .bars)
+    guard bytes.count == writeMask.count, bytes.count == 256 || bytes.count == 4096 else {
+      throw DecodingError.dataCorrupted(
+        .init(codingPath: decoder.codingPath, debugDescription: "a configuration space of \(bytes.count) bytes"))
+    }
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(Base64Bytes(bytes), forKey: .bytes)
+    try container.encode(Base64Bytes(writeMask), forKey: .writeMask)
+    try container.encode(bars, forKey: .bars)
   }
 }

@@ -239,7 +239,7 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   /// Writes whole clusters starting at cluster-aligned `position` whose old contents do not
   /// matter (unallocated with no backing data, or zero) as one run: contiguous clusters, one
   /// data write, one write of the L2 entries. Returns the bytes written (0: not applicable).
-  private func writeFreshRun(_ bytes: UnsafeRawBufferPointer, at position: UInt64, in state: inout State)
+  func writeFreshRun(_ bytes: UnsafeRawBufferPointer, at position: UInt64, in state: inout State)
     throws(DiskImageError) -> Int
   {
     let header = state.header

@@ -1,4 +1,6 @@
+import CSystemCalls
 import Checked
+import Glibc
 
 /// The VM state area of a qcow2 image (QEMU's layout): guest offsets past the disk, from the
 /// first L1 entry the disk itself does not use. `savevm` writes a machine's state there before
@@ -32,6 +34,14 @@ extension QCow2Image {
         let at = position + UInt64(done)
         let inCluster = Int(at & (clusterSize - 1))
         let count = min(bytes.count - done, Int(clusterSize) - inCluster)
+        // Whole clusters nobody wrote before go out as one allocation and one write per L2 table.
+        if inCluster == 0 && count == Int(clusterSize) {
+          let written = try writeFreshRun(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: at, in: &state)
+          if written > 0 {
+            done += written
+            continue
+          }
+        }
         try writeWithinCluster(
           UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]), at: at, inCluster: inCluster, in: &state)
         done += count
@@ -67,6 +77,51 @@ extension QCow2Image {
     }
     if let failure { throw failure }
     return bytes
+  }
+
+  /// Copies `[0, length)` of the VM state area into `fd` at the same offsets: data clusters
+  /// file to file in the kernel, compressed ones through memory, unallocated ones not at all
+  /// (`fd` must be `length` long already, so they read as zeros).
+  public func copyVMState(length: UInt64, to fd: Int32) throws(DiskImageError) {
+    let start = vmStateOffset
+    let clusterSize = header.clusterSize
+    var offset: UInt64 = 0
+    while offset < length {
+      let count = min(clusterSize, length - offset)
+      let mapping = try self.mapping(of: start + offset)
+      switch mapping {
+      case .unallocated, .zero:
+        break
+      case .data(let host, _):
+        var input = off_t(host)
+        var output = off_t(offset)
+        var remaining = Int(count)
+        while remaining > 0 {
+          let copied = csys_copy_file_range(file.fd, &input, fd, &output, remaining)
+          if copied < 0 && errno == EINTR { continue }
+          guard copied > 0 else {
+            let bytes = try readVMState(count: Int(count), at: offset)
+            try Self.write(bytes, to: fd, at: offset, path: path)
+            break
+          }
+          remaining -= copied
+        }
+      case .compressed:
+        try Self.write(try readVMState(count: Int(count), at: offset), to: fd, at: offset, path: path)
+      }
+      offset += count
+    }
+  }
+
+  private static func write(_ bytes: [UInt8], to fd: Int32, at offset: UInt64, path: String) throws(DiskImageError) {
+    var done = 0
+    while done < bytes.count {
+      let remaining = bytes.count - done
+      let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, remaining, off_t(offset) + off_t(done)) }
+      if written < 0 && errno == EINTR { continue }
+      guard written > 0 else { throw .io(path: path, operation: "copy of the VM state", errno: errno) }
+      done += written
+    }
   }
 
   /// Whether the cluster holding `offset` in the VM state area has data (a reader of a large

@@ -54,8 +54,8 @@ extension VirtualMachine {
   public func saveInternalSnapshot(named name: String) throws(VirtualMachineError) {
     guard isPaused else { throw .snapshot("the machine must be paused to be saved") }
     let disks = try snapshotDisks()
-    let stateBytes = try captureState().json()
-    let layout = try SnapshotFile.Layout(state: stateBytes, memory: memory)
+    let state = try captureState().json()
+    let layout = try SnapshotFile.Layout(record: state.record, devices: state.devices, memory: memory)
     let holder = disks[0]
     let ordering = holder.metadataOrdering
     holder.metadataOrdering = .processCrash  // one flush at the end instead of one per cluster
@@ -65,7 +65,8 @@ extension VirtualMachine {
         try disk.deleteSnapshot(name)
       }
       try write(layout.header, into: holder, at: 0)
-      try write(stateBytes, into: holder, at: UInt64(SnapshotFile.headerSize))
+      try write(state.record, into: holder, at: UInt64(SnapshotFile.headerSize))
+      try write(state.devices, into: holder, at: layout.devicesOffset)
       for index in memory.regions.indices {
         let base = layout.regions[index].fileOffset
         try memory.forEachNonZeroRun(region: index) { offset, bytes in
@@ -137,17 +138,9 @@ extension VirtualMachine {
       if fd >= 0 { close(fd) }
       throw VirtualMachineError.snapshot("cannot make room to load snapshot '\(name)'")
     }
-    let cluster = image.header.clusterSize
-    var offset: UInt64 = 0
-    while offset < length {
-      let count = Int(min(cluster, length - offset))
-      if try image.vmStateIsAllocated(at: offset) {
-        let bytes = try image.readVMState(count: count, at: offset)
-        try SnapshotFile.writeAll(bytes, to: fd, at: offset) { code throws(VirtualMachineError) in
-          throw .snapshot("cannot load snapshot '\(name)': \(String(cString: strerror(code)))")
-        }
-      }
-      offset += UInt64(count)
+    do { try image.copyVMState(length: length, to: fd) } catch {
+      close(fd)
+      throw error
     }
     return try SnapshotFile(fd: fd, name: "snapshot '\(name)' in \(image.path)")
   }

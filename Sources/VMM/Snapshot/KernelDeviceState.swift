@@ -1,4 +1,5 @@
 import CKVM
+import Devices
 import Glibc
 import KVM
 
@@ -6,8 +7,8 @@ import KVM
 /// kvmclock with the wall-clock time it was read at.
 public struct KernelDeviceState: Codable, Sendable, Equatable {
   /// `struct kvm_irqchip` for the master PIC, the slave PIC and the IOAPIC, as raw bytes.
-  public var interruptControllers: [[UInt8]]
-  public var pit: [UInt8]
+  public var interruptControllers: [Base64Bytes]
+  public var pit: Base64Bytes
   public var clock: UInt64
   public var clockFlags: UInt32
   /// KVM's own CLOCK_REALTIME reading beside `clock` (with `KVM_CLOCK_REALTIME`), else 0.
@@ -16,13 +17,14 @@ public struct KernelDeviceState: Codable, Sendable, Equatable {
   public var savedAtNanoseconds: UInt64
 
   static func capture(_ vm: KVMVirtualMachine) throws(KVMError) -> KernelDeviceState {
-    var chips: [[UInt8]] = []
+    var chips: [Base64Bytes] = []
     for chip in KVMVirtualMachine.InterruptController.allCases {
-      chips.append(kvmStructBytes(try vm.interruptControllerState(chip)))
+      chips.append(Base64Bytes(kvmStructBytes(try vm.interruptControllerState(chip))))
     }
     let clock = try vm.clock()
     return KernelDeviceState(
-      interruptControllers: chips, pit: kvmStructBytes(try vm.pitState()), clock: clock.clock, clockFlags: clock.flags,
+      interruptControllers: chips, pit: Base64Bytes(kvmStructBytes(try vm.pitState())), clock: clock.clock,
+      clockFlags: clock.flags,
       clockRealtime: clock.realtime, savedAtNanoseconds: realtimeNanoseconds())
   }
 
@@ -34,15 +36,16 @@ public struct KernelDeviceState: Codable, Sendable, Equatable {
       throw .snapshot("the snapshot has \(interruptControllers.count) interrupt controllers, not 3")
     }
     do {
-      for (index, bytes) in interruptControllers.enumerated() {
-        guard var chip = kvmStruct(InterruptControllerState.self, from: bytes, zero: InterruptControllerState()) else {
-          throw VirtualMachineError.snapshot("interrupt controller \(index) has \(bytes.count) bytes")
+      for (index, saved) in interruptControllers.enumerated() {
+        guard var chip = kvmStruct(InterruptControllerState.self, from: saved.bytes, zero: InterruptControllerState())
+        else {
+          throw VirtualMachineError.snapshot("interrupt controller \(index) has \(saved.bytes.count) bytes")
         }
         chip.chip_id = UInt32(index)
         try vm.setInterruptControllerState(chip)
       }
-      guard let pitState = kvmStruct(PITState.self, from: pit, zero: PITState()) else {
-        throw VirtualMachineError.snapshot("the PIT state has \(pit.count) bytes")
+      guard let pitState = kvmStruct(PITState.self, from: pit.bytes, zero: PITState()) else {
+        throw VirtualMachineError.snapshot("the PIT state has \(pit.bytes.count) bytes")
       }
       try vm.setPITState(pitState)
       var clockState = ClockState()

@@ -1,88 +1,50 @@
 import Devices
 import Foundation
 
-/// A whole machine's state apart from its RAM: the configuration it was built from, every
-/// vCPU, the in-kernel devices, and every registered device under its id. Encoded as JSON in
-/// the snapshot file; decoded in two steps — the configuration first (to check it against
-/// the machine asked for, before anything is built), then the rest into the built machine.
-struct MachineState: Encodable {
+/// A whole machine's state apart from its RAM, in two JSON sections of the snapshot file: the
+/// machine record (the configuration it was built from, every vCPU, the in-kernel devices) —
+/// decoded once when the file is opened, so the configuration is checked before anything is
+/// built — and every registered device under its id, decoded into the built machine.
+struct MachineState {
   static let formatVersion = 1
 
-  let configuration: VirtualMachineConfiguration
-  let vcpus: [VCPUState]
-  let kernel: KernelDeviceState
+  let record: MachineRecord
   let devices: DeviceRegistry
 
-  enum Keys: String, CodingKey {
-    case formatVersion, configuration, vcpus, kernel, devices
-  }
-
-  func encode(to encoder: any Encoder) throws {
-    var container = encoder.container(keyedBy: Keys.self)
-    try container.encode(Self.formatVersion, forKey: .formatVersion)
-    try container.encode(configuration, forKey: .configuration)
-    try container.encode(vcpus, forKey: .vcpus)
-    try container.encode(kernel, forKey: .kernel)
-    try devices.encodeStates(to: container.superEncoder(forKey: .devices))
-  }
-
-  func json() throws(VirtualMachineError) -> [UInt8] {
-    do { return Array(try JSONEncoder().encode(self)) } catch {
+  /// The machine record and the devices section, as JSON.
+  func json() throws(VirtualMachineError) -> (record: [UInt8], devices: [UInt8]) {
+    do {
+      let encoder = JSONEncoder()
+      return (Array(try encoder.encode(record)), Array(try encoder.encode(DeviceStates(registry: devices))))
+    } catch {
       throw .snapshot("the machine's state cannot be encoded: \(error)")
     }
   }
 
-  /// The part read before the machine is built.
-  struct Header: Decodable {
-    let formatVersion: Int
-    let configuration: VirtualMachineConfiguration
-  }
-
-  /// The part read into the built machine; decoding it restores the devices.
-  struct Body: Decodable {
-    let vcpus: [VCPUState]
-    let kernel: KernelDeviceState
-
-    enum Keys: String, CodingKey {
-      case vcpus, kernel, devices
-    }
-
-    init(from decoder: any Decoder) throws {
-      let container = try decoder.container(keyedBy: Keys.self)
-      vcpus = try container.decode([VCPUState].self, forKey: .vcpus)
-      kernel = try container.decode(KernelDeviceState.self, forKey: .kernel)
-      // With a registry, the devices are restored into it; without one, only read.
-      if let registry = decoder.userInfo[Self.registryKey] as? DeviceRegistry {
-        try registry.decodeStates(from: container.superDecoder(forKey: .devices))
-      } else {
-        _ = try container.superDecoder(forKey: .devices)
-      }
-    }
-
-    static let registryKey = CodingUserInfoKey(rawValue: "skvm.deviceRegistry")!
-  }
-
-  static func header(_ json: [UInt8], path: String) throws(VirtualMachineError) -> Header {
-    let header: Header
-    do { header = try JSONDecoder().decode(Header.self, from: Data(json)) } catch {
-      throw .snapshot("\(path): the machine's state cannot be read: \(Self.describe(error))")
-    }
-    guard header.formatVersion == formatVersion else {
-      throw .snapshot("\(path): state format version \(header.formatVersion); this skvm reads \(formatVersion)")
-    }
-    return header
-  }
-
-  static func body(_ json: [UInt8], restoringInto registry: DeviceRegistry?, path: String)
-    throws(VirtualMachineError) -> Body
-  {
+  /// Restores every device in `registry` from a devices section.
+  static func restoreDevices(_ json: [UInt8], into registry: DeviceRegistry, path: String) throws(VirtualMachineError) {
     let decoder = JSONDecoder()
-    if let registry { decoder.userInfo[Body.registryKey] = registry }
-    do { return try decoder.decode(Body.self, from: Data(json)) } catch let error as DeviceRegistryError {
+    decoder.userInfo[DeviceStates.registryKey] = registry
+    do { _ = try decoder.decode(DeviceStates.self, from: Data(json)) } catch let error as DeviceRegistryError {
       throw .snapshot("\(path): \(error)")
     } catch {
-      throw .snapshot("\(path): the machine's state cannot be restored: \(Self.describe(error))")
+      throw .snapshot("\(path): the devices' state cannot be restored: \(describe(error))")
     }
+  }
+
+  /// The devices section: encodes the registry's states, decodes into the registry in `userInfo`.
+  struct DeviceStates: Codable {
+    let registry: DeviceRegistry?
+    static let registryKey = CodingUserInfoKey(rawValue: "skvm.deviceRegistry")!
+
+    init(registry: DeviceRegistry) { self.registry = registry }
+
+    init(from decoder: any Decoder) throws {
+      registry = decoder.userInfo[Self.registryKey] as? DeviceRegistry
+      try registry?.decodeStates(from: decoder)
+    }
+
+    func encode(to encoder: any Encoder) throws { try registry?.encodeStates(to: encoder) }
   }
 
   /// A decoding error in one line, naming the field.
@@ -97,5 +59,25 @@ struct MachineState: Encodable {
     case .dataCorrupted(let context): return "\(path(context)): \(context.debugDescription)"
     @unknown default: return "\(error)"
     }
+  }
+}
+
+/// The machine record of a snapshot: what it was built from, its vCPUs, the in-kernel devices.
+public struct MachineRecord: Codable, Sendable {
+  public let formatVersion: Int
+  public let configuration: VirtualMachineConfiguration
+  public let vcpus: [VCPUState]
+  public let kernel: KernelDeviceState
+
+  static func decode(_ json: [UInt8], path: String) throws(VirtualMachineError) -> MachineRecord {
+    let record: MachineRecord
+    do { record = try JSONDecoder().decode(MachineRecord.self, from: Data(json)) } catch {
+      throw .snapshot("\(path): the machine's state cannot be read: \(MachineState.describe(error))")
+    }
+    guard record.formatVersion == MachineState.formatVersion else {
+      throw .snapshot(
+        "\(path): state format version \(record.formatVersion); this skvm reads \(MachineState.formatVersion)")
+    }
+    return record
   }
 }

@@ -13,10 +13,11 @@ import GuestMemory
 ///
 /// ```text
 ///   0  "SKVMSNAP"            8  format version (u32)   12  region count (u32)
-///  16  state offset (u64)   24  state length (u64)     32  state CRC-32 (u32)
-///  40  RAM offset (u64)     48  RAM length (u64)
-///  56  regions: guest address, size, file offset (3 × u64 each), at most 16
-/// 4096 the state (JSON)     …   RAM, each region page-aligned
+///  16  record offset (u64)  24  record length (u64)    32  record CRC-32 (u32)
+///  36  devices CRC-32 (u32) 40  RAM offset (u64)       48  RAM length (u64)
+///  56  devices offset (u64) 64  devices length (u64)
+///  72  regions: guest address, size, file offset (3 × u64 each), at most 16
+/// 4096 the machine record (JSON), then the devices (JSON)   …   RAM, each region page-aligned
 /// ```
 ///
 /// Everything read from a file is untrusted: every offset and length is checked against the
@@ -39,8 +40,10 @@ public final class SnapshotFile: @unchecked Sendable {
   /// Open for reading (what the restored guest's RAM is mapped from).
   public let fd: Int32
   public let regions: [Region]
-  /// The machine's state, as written.
-  public let state: [UInt8]
+  /// The machine record (configuration, vCPUs, in-kernel devices), decoded and checked.
+  public let record: MachineRecord
+  /// The devices' states (JSON), restored into a built machine.
+  public let devices: [UInt8]
 
   deinit { close(fd) }
 
@@ -52,12 +55,14 @@ public final class SnapshotFile: @unchecked Sendable {
     let header: [UInt8]
     let regions: [Region]
     let length: UInt64
+    let devicesOffset: UInt64
 
-    init(state: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
-      guard memory.regions.count <= maximumRegions, state.count <= maximumStateSize else {
+    init(record: [UInt8], devices: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
+      guard memory.regions.count <= maximumRegions, record.count + devices.count <= maximumStateSize else {
         throw .snapshot("the machine's state does not fit a snapshot")
       }
-      let stateEnd = UInt64(headerSize + state.count)
+      devicesOffset = UInt64(headerSize + record.count)
+      let stateEnd = devicesOffset + UInt64(devices.count)
       let ramOffset = (stateEnd + GuestMemory.pageSize - 1) & ~(GuestMemory.pageSize - 1)
       var regions: [Region] = []
       var offset = ramOffset
@@ -73,14 +78,17 @@ public final class SnapshotFile: @unchecked Sendable {
       put(formatVersion, 8)
       put(UInt32(regions.count), 12)
       put(UInt64(headerSize), 16)
-      put(UInt64(state.count), 24)
-      put(checksum(state), 32)
+      put(UInt64(record.count), 24)
+      put(checksum(record), 32)
+      put(checksum(devices), 36)
       put(ramOffset, 40)
       put(offset - ramOffset, 48)
+      put(devicesOffset, 56)
+      put(UInt64(devices.count), 64)
       for (index, region) in regions.enumerated() {
-        put(region.guestAddress, 56 + 24 * index)
-        put(region.size, 64 + 24 * index)
-        put(region.fileOffset, 72 + 24 * index)
+        put(region.guestAddress, 72 + 24 * index)
+        put(region.size, 80 + 24 * index)
+        put(region.fileOffset, 88 + 24 * index)
       }
       self.header = header
       self.regions = regions
@@ -91,11 +99,13 @@ public final class SnapshotFile: @unchecked Sendable {
   /// Writes a snapshot: header, `state`, then every region of `memory`. The file appears
   /// complete and durable (fdatasync) when this returns, replacing any old one at once; a
   /// failure leaves the old one as it was.
-  static func write(to path: String, state: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
+  static func write(to path: String, state: (record: [UInt8], devices: [UInt8]), memory: GuestMemory)
+    throws(VirtualMachineError)
+  {
     func fail(_ what: String, _ code: Int32) -> VirtualMachineError {
       .snapshot("cannot write the snapshot \(path): \(what): \(String(cString: strerror(code)))")
     }
-    let layout = try Layout(state: state, memory: memory)
+    let layout = try Layout(record: state.record, devices: state.devices, memory: memory)
     // Written beside the target and renamed over it at the end: a machine restored from the
     // old file in mapped mode keeps reading its pages from the old file, which stays whole.
     let temporary = path + ".part-\(getpid())"
@@ -113,14 +123,18 @@ public final class SnapshotFile: @unchecked Sendable {
   }
 
   /// Writes the whole snapshot into `fd` (a file or a memfd), sparse where RAM is zeros.
-  static func write(_ layout: Layout, state: [UInt8], memory: GuestMemory, to fd: Int32, name: String)
+  static func write(
+    _ layout: Layout, state: (record: [UInt8], devices: [UInt8]), memory: GuestMemory, to fd: Int32, name: String
+  )
     throws(VirtualMachineError)
   {
     func fail(_ what: String, _ code: Int32) -> VirtualMachineError {
       .snapshot("cannot write the snapshot \(name): \(what): \(String(cString: strerror(code)))")
     }
     guard ftruncate(fd, off_t(layout.length)) == 0 else { throw fail("truncate", errno) }
-    for (bytes, at) in [(layout.header, UInt64(0)), (state, UInt64(headerSize))] {
+    for (bytes, at) in [
+      (layout.header, UInt64(0)), (state.record, UInt64(headerSize)), (state.devices, layout.devicesOffset),
+    ] {
       try writeAll(bytes, to: fd, at: at) { code throws(VirtualMachineError) in throw fail("write", code) }
     }
     for index in memory.regions.indices {
@@ -185,19 +199,24 @@ public final class SnapshotFile: @unchecked Sendable {
     }
     let count = Int(u32(12))
     guard (1...Self.maximumRegions).contains(count) else { throw invalid("\(count) RAM regions") }
-    let stateOffset = u64(16)
-    let stateLength = u64(24)
-    guard stateOffset == UInt64(Self.headerSize), stateLength <= UInt64(Self.maximumStateSize),
-      stateOffset.fits(length: stateLength, within: fileSize)
+    let recordOffset = u64(16)
+    let recordLength = u64(24)
+    let devicesOffset = u64(56)
+    let devicesLength = u64(64)
+    guard recordOffset == UInt64(Self.headerSize),
+      recordLength.checkedAdding(devicesLength).map({ $0 <= UInt64(Self.maximumStateSize) }) == true,
+      recordOffset.fits(length: recordLength, within: fileSize), devicesOffset == recordOffset + recordLength,
+      devicesOffset.fits(length: devicesLength, within: fileSize)
     else {
       throw invalid(
-        "its state (\(stateLength) bytes at \(stateOffset)) lies outside the file (\(fileSize) bytes; truncated?)")
+        "its state (\(recordLength) + \(devicesLength) bytes at \(recordOffset)) lies outside the file (\(fileSize) bytes; truncated?)"
+      )
     }
     var regions: [Region] = []
-    var end = stateOffset + stateLength
+    var end = devicesOffset + devicesLength
     for index in 0..<count {
       let region = Region(
-        guestAddress: u64(56 + 24 * index), size: u64(64 + 24 * index), fileOffset: u64(72 + 24 * index))
+        guestAddress: u64(72 + 24 * index), size: u64(80 + 24 * index), fileOffset: u64(88 + 24 * index))
       guard region.size > 0, region.size % GuestMemory.pageSize == 0, region.fileOffset % GuestMemory.pageSize == 0,
         region.guestAddress % GuestMemory.pageSize == 0, region.fileOffset >= end
       else { throw invalid("RAM region \(index) is malformed") }
@@ -209,34 +228,41 @@ public final class SnapshotFile: @unchecked Sendable {
       end = region.fileOffset + region.size
       regions.append(region)
     }
-    var state = [UInt8](repeating: 0, count: Int(stateLength))
-    var done = 0
-    while done < state.count {
-      let wanted = state.count - done
-      let read = state.withUnsafeMutableBytes {
-        pread(fd, $0.baseAddress! + done, wanted, off_t(stateOffset) + off_t(done))
+    func section(_ offset: UInt64, _ length: UInt64) throws(VirtualMachineError) -> [UInt8] {
+      var bytes = [UInt8](repeating: 0, count: Int(length))
+      var done = 0
+      while done < bytes.count {
+        let wanted = bytes.count - done
+        let read = bytes.withUnsafeMutableBytes {
+          pread(fd, $0.baseAddress! + done, wanted, off_t(offset) + off_t(done))
+        }
+        if read < 0 && errno == EINTR { continue }
+        guard read > 0 else { throw invalid("its state cannot be read") }
+        done += read
       }
-      if read < 0 && errno == EINTR { continue }
-      guard read > 0 else { throw invalid("its state cannot be read") }
-      done += read
+      return bytes
     }
-    guard Self.checksum(state) == u32(32) else { throw invalid("its state fails its checksum (corrupted)") }
+    let recordBytes = try section(recordOffset, recordLength)
+    let devices = try section(devicesOffset, devicesLength)
+    guard Self.checksum(recordBytes) == u32(32), Self.checksum(devices) == u32(36) else {
+      throw invalid("its state fails its checksum (corrupted)")
+    }
+    record = try MachineRecord.decode(recordBytes, path: path)
+    self.devices = devices
     self.path = path
     self.fd = fd
     self.regions = regions
-    self.state = state
     owned = false
   }
 
   /// The configuration the machine was saved with.
   public func savedConfiguration() throws(VirtualMachineError) -> VirtualMachineConfiguration {
-    try MachineState.header(state, path: path).configuration
+    record.configuration
   }
 
-  /// Decodes the saved machine state, checking every vCPU and kernel record's shape, and
-  /// restores every device's state into `registry` (whose devices must be those saved).
+  /// Restores every device's state into `registry` (whose devices must be those saved).
   public func restoreDevices(into registry: DeviceRegistry) throws(VirtualMachineError) {
-    _ = try MachineState.body(state, restoringInto: registry, path: path)
+    try MachineState.restoreDevices(devices, into: registry, path: path)
   }
 
   /// The file offset of each region, in guest-address order, when they match `ranges` (this

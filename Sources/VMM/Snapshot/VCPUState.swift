@@ -1,4 +1,5 @@
 import CKVM
+import Devices
 import KVM
 
 /// One vCPU's whole architectural state as KVM gives it: general and special registers,
@@ -8,15 +9,15 @@ import KVM
 public struct VCPUState: Codable, Sendable, Equatable {
   public var id: UInt32
   public var mpState: UInt32
-  public var registers: [UInt8]
-  public var specialRegisters: [UInt8]
-  public var xsave: [UInt8]
+  public var registers: Base64Bytes
+  public var specialRegisters: Base64Bytes
+  public var xsave: Base64Bytes
   /// Nil where the host has no XSAVE (KVM_GET_XCRS refused).
-  public var extendedControlRegisters: [UInt8]?
-  public var debugRegisters: [UInt8]
-  public var localAPIC: [UInt8]
+  public var extendedControlRegisters: Base64Bytes?
+  public var debugRegisters: Base64Bytes
+  public var localAPIC: Base64Bytes
   public var msrs: [MSREntry]
-  public var events: [UInt8]
+  public var events: Base64Bytes
 
   static let tsc: UInt32 = 0x10
   static let tscDeadline: UInt32 = 0x6E0
@@ -25,11 +26,13 @@ public struct VCPUState: Codable, Sendable, Equatable {
   /// `KVM_GET_MSR_INDEX_LIST`; `xsaveSize` what `KVM_CAP_XSAVE2` reports (0: 4 KiB).
   static func capture(_ vcpu: KVMVCPU, msrIndices: [UInt32], xsaveSize: Int) throws(KVMError) -> VCPUState {
     VCPUState(
-      id: vcpu.id, mpState: try vcpu.mpState(), registers: kvmStructBytes(try vcpu.registers()),
-      specialRegisters: kvmStructBytes(try vcpu.specialRegisters()), xsave: try vcpu.xsave(size: xsaveSize),
-      extendedControlRegisters: (try? vcpu.extendedControlRegisters()).map { kvmStructBytes($0) },
-      debugRegisters: kvmStructBytes(try vcpu.debugRegisters()), localAPIC: try vcpu.localAPIC(),
-      msrs: try vcpu.readableMSRs(msrIndices), events: kvmStructBytes(try vcpu.events()))
+      id: vcpu.id, mpState: try vcpu.mpState(), registers: Base64Bytes(kvmStructBytes(try vcpu.registers())),
+      specialRegisters: Base64Bytes(kvmStructBytes(try vcpu.specialRegisters())),
+      xsave: Base64Bytes(try vcpu.xsave(size: xsaveSize)),
+      extendedControlRegisters: (try? vcpu.extendedControlRegisters()).map { Base64Bytes(kvmStructBytes($0)) },
+      debugRegisters: Base64Bytes(kvmStructBytes(try vcpu.debugRegisters())),
+      localAPIC: Base64Bytes(try vcpu.localAPIC()), msrs: try vcpu.readableMSRs(msrIndices),
+      events: Base64Bytes(kvmStructBytes(try vcpu.events())))
   }
 
   /// Writes the state into a freshly created vCPU, in the order KVM needs: run state, registers,
@@ -37,9 +40,9 @@ public struct VCPUState: Codable, Sendable, Equatable {
   /// TSC deadline, or the deadline lands in the wrong epoch and the guest's timers stall),
   /// and pending events last.
   func restore(into vcpu: KVMVCPU) throws(VirtualMachineError) {
-    func field<T>(_ bytes: [UInt8], _ zero: T, _ name: String) throws(VirtualMachineError) -> T {
-      guard let value = kvmStruct(T.self, from: bytes, zero: zero) else {
-        throw .snapshot("vCPU \(id): \(name) has \(bytes.count) bytes, not \(MemoryLayout<T>.size)")
+    func field<T>(_ saved: Base64Bytes, _ zero: T, _ name: String) throws(VirtualMachineError) -> T {
+      guard let value = kvmStruct(T.self, from: saved.bytes, zero: zero) else {
+        throw .snapshot("vCPU \(id): \(name) has \(saved.bytes.count) bytes, not \(MemoryLayout<T>.size)")
       }
       return value
     }
@@ -50,8 +53,8 @@ public struct VCPUState: Codable, Sendable, Equatable {
     let xcrs = try extendedControlRegisters.map { (bytes) throws(VirtualMachineError) in
       try field(bytes, ExtendedControlRegisters(), "the XCRs")
     }
-    guard localAPIC.count == MemoryLayout<kvm_lapic_state>.size else {
-      throw .snapshot("vCPU \(id): the local APIC state has \(localAPIC.count) bytes")
+    guard localAPIC.bytes.count == MemoryLayout<kvm_lapic_state>.size else {
+      throw .snapshot("vCPU \(id): the local APIC state has \(localAPIC.bytes.count) bytes")
     }
     let ordered =
       msrs.filter { $0.index == Self.tsc } + msrs.filter { $0.index != Self.tsc && $0.index != Self.tscDeadline }
@@ -60,10 +63,10 @@ public struct VCPUState: Codable, Sendable, Equatable {
       try vcpu.setMPState(mpState)
       try vcpu.setRegisters(registers)
       try vcpu.setSpecialRegisters(special)
-      try vcpu.setXSave(xsave)
+      try vcpu.setXSave(xsave.bytes)
       if let xcrs { try vcpu.setExtendedControlRegisters(xcrs) }
       try vcpu.setDebugRegisters(debug)
-      try vcpu.setLocalAPIC(localAPIC)
+      try vcpu.setLocalAPIC(localAPIC.bytes)
       try vcpu.setMSRs(ordered)
       try vcpu.setEvents(pending)
     } catch {

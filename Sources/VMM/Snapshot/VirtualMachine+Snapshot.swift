@@ -25,12 +25,13 @@ extension VirtualMachine {
     do {
       let msrIndices = try kvm.msrIndexList()
       let xsaveSize = Int(vm.checkExtension(Int32(KVM_CAP_XSAVE2)))
-      return MachineState(
-        configuration: configuration,
+      let record = MachineRecord(
+        formatVersion: MachineState.formatVersion, configuration: configuration,
         vcpus: try vcpus.map { vcpu throws(KVMError) in
           try VCPUState.capture(vcpu, msrIndices: msrIndices, xsaveSize: xsaveSize)
         },
-        kernel: try KernelDeviceState.capture(vm), devices: devices)
+        kernel: try KernelDeviceState.capture(vm))
+      return MachineState(record: record, devices: devices)
     } catch {
       throw .snapshot("cannot read the machine's state from KVM: \(error)")
     }
@@ -39,12 +40,12 @@ extension VirtualMachine {
   /// Restores the state after the RAM: the in-kernel devices, then every vCPU, then every
   /// registered device (which may re-drive interrupt lines into the restored irqchip).
   func restoreState(from snapshot: SnapshotFile) throws(VirtualMachineError) {
-    let body = try MachineState.body(snapshot.state, restoringInto: nil, path: snapshot.path)
-    guard body.vcpus.count == vcpus.count else {
-      throw .snapshot("\(snapshot.path) holds \(body.vcpus.count) vCPUs; this machine has \(vcpus.count)")
+    let record = snapshot.record
+    guard record.vcpus.count == vcpus.count else {
+      throw .snapshot("\(snapshot.path) holds \(record.vcpus.count) vCPUs; this machine has \(vcpus.count)")
     }
-    try body.kernel.restore(into: vm)
-    for (state, vcpu) in zip(body.vcpus, vcpus) { try state.restore(into: vcpu) }
-    _ = try MachineState.body(snapshot.state, restoringInto: devices, path: snapshot.path)
+    try record.kernel.restore(into: vm)
+    for (state, vcpu) in zip(record.vcpus, vcpus) { try state.restore(into: vcpu) }
+    try snapshot.restoreDevices(into: devices)
   }
 }
