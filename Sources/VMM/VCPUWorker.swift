@@ -50,6 +50,7 @@ final class VCPUWorker: @unchecked Sendable {
     var mmio = IOBusView(mmioBus)
     let run = vcpu.run
     let timed = timesExits
+    var firstEntry = true
     defer {
       self.statistics = statistics
       recordFinalPosition()
@@ -60,6 +61,10 @@ final class VCPUWorker: @unchecked Sendable {
         completePendingIO()
         gate.park()
         continue
+      }
+      if firstEntry {
+        firstEntry = false
+        StartupTrace.shared.markOnce("first entry")
       }
       let entered = timed ? monotonicNanoseconds() : 0
       let exited: Bool

@@ -75,6 +75,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     restoring: (snapshot: SnapshotFile, mode: RestoreMode)?
   ) throws(VirtualMachineError) {
     self.configuration = configuration
+    let trace = StartupTrace.shared
     try ConfigurationCheck.memorySize(configuration.memorySize)
     if configuration.cpuCount < 1 {
       throw .invalidCPUCount(configuration.cpuCount, maximum: ConfigurationCheck.cpuLimit)
@@ -95,12 +96,14 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks = try OpenedDisk.openAll(configuration.disks)
+    trace.mark("checks")
 
     hostKind = HostKVMKind.detect()
     do { kvm = try KVMSystem(path: kvmPath) } catch { throw .kvmUnavailable(error) }
     let maximum = min(kvm.maximumVCPUs, ConfigurationCheck.cpuLimit)
     if configuration.cpuCount > maximum { throw .invalidCPUCount(configuration.cpuCount, maximum: maximum) }
     installKickHandler
+    trace.mark("kvm")
 
     do {
       vm = try kvm.createVirtualMachine()
@@ -108,6 +111,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       // SRCU grace period (measured: 5–8 ms per slot on a PVM host, 0.1 ms before).
       memory = try GuestMemory(ranges: ranges, backing: backing)
       try memory.map(into: vm)
+      trace.mark("ram")
       try Self.setUpPlatform(vm, hostKind: hostKind)
       let policy = CPUIDPolicy(supported: try kvm.supportedCPUID(), cpuCount: configuration.cpuCount)
       var vcpus: [KVMVCPU] = []
@@ -117,6 +121,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
         vcpus.append(vcpu)
       }
       self.vcpus = vcpus
+      trace.mark("vcpus")
     } catch let error as KVMError {
       throw .kvm(error)
     } catch let error as GuestMemoryAllocationError {
@@ -136,13 +141,20 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       pci.startIOThreads()
       self.pci = pci
     }
-    if let payload { try boot(payload, ranges: ranges) }
+    trace.mark("devices")
+    if let payload {
+      try boot(payload, ranges: ranges)
+      trace.mark("boot")
+    }
     workers = vcpus.map {
       VCPUWorker(
         vcpu: $0, portBus: portBus, mmioBus: mmioBus, memory: memory, gate: gate, owner: self,
         timesExits: configuration.timesExits)
     }
-    if let restoring { try restoreState(from: restoring.snapshot) }
+    if let restoring {
+      try restoreState(from: restoring.snapshot)
+      trace.mark("restore")
+    }
   }
 
   private static func setUpPlatform(_ vm: KVMVirtualMachine, hostKind: HostKVMKind) throws(KVMError) {

@@ -204,6 +204,7 @@ struct Run: ParsableCommand {
   }
 
   func run() throws {
+    StartupTrace.shared.mark("arguments")
     var incomingSnapshot: (snapshot: SnapshotFile, mode: RestoreMode)?
     if let incoming {
       let source = try IncomingSource(parsing: incoming)
@@ -211,9 +212,11 @@ struct Run: ParsableCommand {
         printError("skvm: \(error)")
         throw ExitCode(1)
       }
+      StartupTrace.shared.mark("snapshot read")
     }
     let configuration = try incomingSnapshot.map { try restoredConfiguration($0.snapshot) } ?? makeConfiguration()
     HostSignals.block()
+    StartupTrace.shared.mark("configuration")
     // The monitor's sockets open before the machine is built: a bad --qmp fails before /dev/kvm.
     let monitor = try openMonitor()
     defer { monitor?.close() }
@@ -268,6 +271,7 @@ struct Run: ParsableCommand {
       for line in machine.vcpuPositions { printError("skvm:   \(line)") }
     }
     if stats {
+      printError(StartupTrace.shared.report)
       printError(machine.statistics.report(timed: true, cpuCount: configuration.cpuCount))
       let devices = machine.deviceStatistics
       if !devices.isEmpty { printError((["devices:"] + devices).joined(separator: "\n")) }

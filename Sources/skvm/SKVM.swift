@@ -11,4 +11,9 @@ struct SKVM: ParsableCommand {
     subcommands: [Run.self, Kit.self, MonitorCommand.self, ImgCommand.self],
     defaultSubcommand: nil
   )
+
+  static func main() {
+    StartupTrace.shared.begin("main")
+    main(nil)
+  }
 }
