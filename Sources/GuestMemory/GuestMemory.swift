@@ -1,6 +1,7 @@
 import CSystemCalls
 import Glibc
 import KVM
+import Synchronization
 
 /// Guest RAM: host memory regions mapped at guest-physical addresses.
 ///
@@ -17,6 +18,8 @@ public final class GuestMemory: @unchecked Sendable {
     public let size: UInt64
     /// The KVM memory slot number.
     public let slot: UInt32
+    /// The index of this region's first page among all of guest RAM's (for the write log).
+    public var firstPage: UInt64 = 0
     /// Where it lives in this process.
     public nonisolated(unsafe) let host: UnsafeMutableRawPointer
 
@@ -53,6 +56,10 @@ public final class GuestMemory: @unchecked Sendable {
   public let memfd: Int32
   /// Where each region lives in `memfd`.
   public let memfdOffsets: [UInt64]
+  /// The write log: one bit per page of guest RAM, set by `noteWrite` while logging is on.
+  private let writeLog: UnsafeMutablePointer<UInt64>
+  private let writeLogWords: Int
+  private let logging = Atomic<Bool>(false)
   /// The snapshot file a `.file` backing maps copy-on-write (a duplicate descriptor), or -1;
   /// region i at `sourceOffsets[i]`. Pages the guest has not written still come from it.
   public let sourceFile: Int32
@@ -113,9 +120,14 @@ public final class GuestMemory: @unchecked Sendable {
       }
       // Huge pages where the host offers them for this kind of memory.
       _ = madvise(host, Int(range.size), 14)  // MADV_HUGEPAGE
-      regions.append(Region(guestAddress: range.guestAddress, size: range.size, slot: UInt32(index), host: host))
+      var region = Region(guestAddress: range.guestAddress, size: range.size, slot: UInt32(index), host: host)
+      region.firstPage = offsets[index] / Self.pageSize
+      regions.append(region)
     }
     self.regions = regions
+    writeLogWords = Int((total / Self.pageSize + 63) / 64)
+    writeLog = UnsafeMutablePointer<UInt64>.allocate(capacity: max(writeLogWords, 1))
+    writeLog.initialize(repeating: 0, count: max(writeLogWords, 1))
     memfd = fd
     memfdOffsets = fd >= 0 ? offsets : []
     if case .file(let file, let fileOffsets) = backing {
@@ -142,6 +154,7 @@ public final class GuestMemory: @unchecked Sendable {
     Self.unmap(regions)
     if memfd >= 0 { close(memfd) }
     if sourceFile >= 0 { close(sourceFile) }
+    writeLog.deallocate()
   }
 
   private static func unmap(_ regions: [Region]) {
@@ -179,6 +192,68 @@ public final class GuestMemory: @unchecked Sendable {
     return UnsafeMutableRawBufferPointer(start: region.host + Int(address - region.guestAddress), count: length)
   }
 
+  /// Host memory backing `[address, address + length)` for the VMM to write into (a device's
+  /// DMA): as `buffer`, and the pages are noted in the write log while it is on.
+  @inline(__always)
+  public func bufferForWriting(at address: UInt64, length: Int) throws(GuestMemoryError)
+    -> UnsafeMutableRawBufferPointer
+  {
+    let buffer = try self.buffer(at: address, length: length)
+    noteWrite(address, length: length)
+    return buffer
+  }
+
+  // MARK: The write log
+
+  /// Starts noting every page the VMM writes through `bufferForWriting`, `write` and `store`
+  /// (KVM's dirty log sees only the guest's own writes); clears what was noted before.
+  public func startLoggingWrites() {
+    for word in 0..<writeLogWords { _ = csys_atomic_take64(writeLog + word) }
+    logging.store(true, ordering: .releasing)
+  }
+
+  /// Stops noting writes.
+  public func stopLoggingWrites() { logging.store(false, ordering: .releasing) }
+
+  /// Guest-physical addresses of the pages the VMM wrote since the last call (or since
+  /// logging started); they are cleared as they are taken.
+  public func takeWrittenPages() -> [UInt64] {
+    var pages: [UInt64] = []
+    for region in regions {
+      let first = Int(region.firstPage)
+      let count = Int(region.size / Self.pageSize)
+      var page = first
+      while page < first + count {
+        let word = page / 64
+        let taken = csys_atomic_take64(writeLog + word)
+        var bits = taken
+        while bits != 0 {
+          let bit = bits.trailingZeroBitCount
+          bits &= bits - 1
+          let index = word * 64 + bit
+          if index >= first && index < first + count {
+            pages.append(region.guestAddress + UInt64(index - first) * Self.pageSize)
+          } else {
+            csys_atomic_or64(writeLog + word, 1 << UInt64(bit))  // another region's: put it back
+          }
+        }
+        page = (word + 1) * 64
+      }
+    }
+    return pages
+  }
+
+  /// Notes `[address, address + length)` as written, if logging is on (one relaxed load if not).
+  @inline(__always)
+  public func noteWrite(_ address: UInt64, length: Int) {
+    guard logging.load(ordering: .relaxed), length > 0,
+      let region = region(containing: address, length: UInt64(length))
+    else { return }
+    let first = region.firstPage + (address - region.guestAddress) / Self.pageSize
+    let last = region.firstPage + (address - region.guestAddress + UInt64(length) - 1) / Self.pageSize
+    for page in first...last { csys_atomic_or64(writeLog + Int(page / 64), 1 << (page % 64)) }
+  }
+
   /// Copies guest memory at `address` into `destination`.
   public func read(into destination: UnsafeMutableRawBufferPointer, from address: UInt64) throws(GuestMemoryError) {
     let source = try buffer(at: address, length: destination.count)
@@ -189,7 +264,7 @@ public final class GuestMemory: @unchecked Sendable {
 
   /// Copies `bytes` into guest memory at `address`.
   public func write(_ bytes: UnsafeRawBufferPointer, to address: UInt64) throws(GuestMemoryError) {
-    let target = try buffer(at: address, length: bytes.count)
+    let target = try bufferForWriting(at: address, length: bytes.count)
     if let source = bytes.baseAddress, let base = target.baseAddress {
       base.copyMemory(from: source, byteCount: bytes.count)
     }
@@ -197,7 +272,7 @@ public final class GuestMemory: @unchecked Sendable {
 
   /// Copies `bytes` into guest memory at `address`.
   public func write(_ bytes: [UInt8], to address: UInt64) throws(GuestMemoryError) {
-    let target = try buffer(at: address, length: bytes.count)
+    let target = try bufferForWriting(at: address, length: bytes.count)
     target.copyBytes(from: bytes)
   }
 
@@ -217,7 +292,7 @@ public final class GuestMemory: @unchecked Sendable {
   /// Stores a little-endian integer at `address` (any alignment).
   @inline(__always)
   public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
-    let target = try buffer(at: address, length: MemoryLayout<T>.size)
+    let target = try bufferForWriting(at: address, length: MemoryLayout<T>.size)
     target.storeBytes(of: value.littleEndian, as: T.self)
   }
 

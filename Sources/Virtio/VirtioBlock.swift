@@ -177,7 +177,8 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       else { return .ioError }
       var position = offset.partialValue
       for buffer in request.data {
-        try backend.read(into: try memory.buffer(at: buffer.address, length: Int(buffer.length)), at: position)
+        try backend.read(
+          into: try memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)), at: position)
         position += UInt64(buffer.length)
       }
       written = UInt32(request.dataLength)

@@ -80,7 +80,7 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
         for buffer in chain.writable where taken < bytes.count {
           let count = min(Int(buffer.length), bytes.count - taken)
           let start = bytes.startIndex + taken
-          guard let target = try? memory.buffer(at: buffer.address, length: count) else { break }
+          guard let target = try? memory.bufferForWriting(at: buffer.address, length: count) else { break }
           bytes[start..<start + count].withUnsafeBytes { target.copyMemory(from: $0) }
           taken += count
           written += count

@@ -42,7 +42,7 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
   private func fill(_ chain: DescriptorChain) -> UInt32 {
     var written = 0
     for buffer in chain.writable where buffer.length > 0 {
-      guard let target = try? memory.buffer(at: buffer.address, length: Int(buffer.length)),
+      guard let target = try? memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)),
         let base = target.baseAddress
       else { continue }
       var filled = 0

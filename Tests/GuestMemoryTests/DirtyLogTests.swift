@@ -36,3 +36,25 @@ struct DirtyLogTests {
     #expect(try memory.dirtyPages(in: vm).isEmpty, "reading the log resets it")
   }
 }
+
+/// The VMM's own writes into guest RAM (device DMA), which KVM's dirty log cannot see.
+@Suite("Write log")
+struct WriteLogTests {
+  @Test("While logging, writes through write/store/bufferForWriting mark their pages; reads and plain buffers do not")
+  func logsWrites() throws {
+    let memory = try GuestMemory(ranges: [(0, 1 << 20), (4 << 20, 1 << 20)])
+    try memory.write([1, 2, 3], to: 0x1000)
+    #expect(memory.takeWrittenPages().isEmpty, "nothing is noted before logging starts")
+    memory.startLoggingWrites()
+    try memory.write([1, 2, 3], to: 0x2FFF)  // crosses into the next page
+    try memory.store(UInt32(7), at: (4 << 20) + 0x5000)
+    _ = try memory.bufferForWriting(at: 0x9000, length: 4096)
+    _ = try memory.bytes(at: 0x20000, length: 4096)
+    _ = try memory.buffer(at: 0x30000, length: 16)
+    #expect(memory.takeWrittenPages().sorted() == [0x2000, 0x3000, 0x9000, (4 << 20) + 0x5000])
+    #expect(memory.takeWrittenPages().isEmpty, "taking clears them")
+    memory.stopLoggingWrites()
+    try memory.write([9], to: 0x4000)
+    #expect(memory.takeWrittenPages().isEmpty, "nothing is noted after logging stops")
+  }
+}

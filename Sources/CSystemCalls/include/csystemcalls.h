@@ -1,6 +1,7 @@
 #ifndef CSYSTEMCALLS_H
 #define CSYSTEMCALLS_H
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /// fallocate(2), which Swift's Glibc module does not export: 0, or -1 with errno set.
@@ -32,5 +33,11 @@ ssize_t csys_copy_file_range(int in_fd, off_t *in_offset, int out_fd, off_t *out
 /// lseek's SEEK_DATA and SEEK_HOLE, which Swift's Glibc module hides (they need _GNU_SOURCE).
 extern const int csys_seek_data;
 extern const int csys_seek_hole;
+
+/// Atomically ORs `bits` into `*word` (relaxed): marking pages in a shared bitmap.
+static inline void csys_atomic_or64(uint64_t *word, uint64_t bits) { __atomic_fetch_or(word, bits, __ATOMIC_RELAXED); }
+
+/// Atomically takes `*word`, leaving 0 (acquire and release): collecting a bitmap word.
+static inline uint64_t csys_atomic_take64(uint64_t *word) { return __atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL); }
 
 #endif
