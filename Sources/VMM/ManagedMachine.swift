@@ -128,10 +128,7 @@ public final class ManagedMachine: @unchecked Sendable {
     configuration: VirtualMachineConfiguration, loadingSnapshot name: String,
     console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm"
   ) throws(VirtualMachineError) {
-    let booted = try VirtualMachine(configuration: configuration, console: console, kvmPath: kvmPath)
-    booted.pause()
-    let snapshot = try booted.revertDisks(toSnapshot: name)
-    booted.releaseDisks()
+    let snapshot = try VirtualMachine.revertDisks(of: configuration, toSnapshot: name)
     try self.init(restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath)
   }
 

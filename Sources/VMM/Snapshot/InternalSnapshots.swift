@@ -20,11 +20,17 @@ extension VirtualMachine {
   /// The writable disks, which must all be qcow2 to take snapshots (in order: the first holds
   /// the VM state); an error names a raw one.
   func snapshotDisks() throws(VirtualMachineError) -> [QCow2Image] {
+    try Self.snapshotDisks(zip(pci?.disks.map(\.backend) ?? [], configuration.disks).map { ($0, $1.path) })
+  }
+
+  static func snapshotDisks(_ disks: [(backend: any BlockBackend, path: String)]) throws(VirtualMachineError)
+    -> [QCow2Image]
+  {
     var images: [QCow2Image] = []
-    for (disk, configured) in zip(pci?.disks ?? [], configuration.disks) where !disk.backend.isReadOnly {
-      guard let image = disk.backend as? QCow2Image else {
+    for (backend, path) in disks where !backend.isReadOnly {
+      guard let image = backend as? QCow2Image else {
         throw .snapshot(
-          "disk '\(configured.path)' is not qcow2 and cannot take snapshots; convert it "
+          "disk '\(path)' is not qcow2 and cannot take snapshots; convert it "
             + "(skvm img convert -O qcow2) or attach it with readonly=on")
       }
       images.append(image)
@@ -108,7 +114,25 @@ extension VirtualMachine {
   /// The machine must be paused; it is not usable afterwards (its RAM and devices are stale).
   public func revertDisks(toSnapshot name: String) throws(VirtualMachineError) -> SnapshotFile {
     guard isPaused else { throw .snapshot("the machine must be paused to load a snapshot") }
-    let disks = try snapshotDisks()
+    return try Self.revert(try snapshotDisks(), toSnapshot: name)
+  }
+
+  /// `-loadvm NAME` before any machine exists: opens the configuration's disks, reverts them to
+  /// snapshot NAME, closes them again, and returns the machine state the snapshot holds.
+  static func revertDisks(of configuration: VirtualMachineConfiguration, toSnapshot name: String)
+    throws(VirtualMachineError) -> SnapshotFile
+  {
+    let opened = try OpenedDisk.openAll(configuration.disks)
+    defer { for disk in opened { disk.backend.close() } }
+    return try revert(snapshotDisks(opened.map { ($0.backend, $0.configuration.path) }), toSnapshot: name)
+  }
+
+  /// Reverts `disks` to snapshot NAME and extracts the VM state the first one holds. Metadata
+  /// updates keep their order and are made durable once, at the end.
+  static func revert(_ disks: [QCow2Image], toSnapshot name: String) throws(VirtualMachineError) -> SnapshotFile {
+    let orderings = disks.map(\.metadataOrdering)
+    for disk in disks { disk.metadataOrdering = .processCrash }
+    defer { for (disk, ordering) in zip(disks, orderings) { disk.metadataOrdering = ordering } }
     do {
       for disk in disks where !(try disk.snapshots).contains(where: { $0.name == name || $0.id == name }) {
         throw VirtualMachineError.snapshot("disk '\(disk.path)' has no snapshot '\(name)' (see info snapshots)")
