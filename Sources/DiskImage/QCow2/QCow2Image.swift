@@ -377,51 +377,79 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
   /// Makes the guest cluster at `position` unallocated (reading from the backing file
   /// again) and frees what it pointed at.
   func unmapCluster(at position: UInt64, in state: inout State) throws(DiskImageError) {
+    let start = position & ~(state.header.clusterSize - 1)
+    try unmapClusters(start..<start + 1, in: &state)
+  }
+
+  /// Makes every guest cluster that starts in `range` unallocated and frees what they
+  /// pointed at: per L2 table, one write of the cleared entries, one ordering point, then
+  /// the references dropped in one refcount batch.
+  func unmapClusters(_ range: Range<UInt64>, in state: inout State) throws(DiskImageError) {
     let header = state.header
     let clusterBits = UInt64(header.clusterBits)
-    let l1Index = Int(position >> (2 * clusterBits - 3))
-    guard l1Index < state.l1.count, state.l1[l1Index] & Self.offsetMask != 0 else { return }
-    let l2Index = Int((position >> clusterBits) & (header.l2Entries - 1))
-    let l2Offset = try ownedL2Table(l1Index, in: &state)
-    var table = try Self.l2Table(at: l2Offset, in: &state, file)
-    let old = table[l2Index]
-    guard old != 0 else { return }
-    let mapping = try Self.decode(old, header: header, path: path)
-    table[l2Index] = 0
-    try file.write(BigEndian.bytes(0), at: l2Offset + UInt64(l2Index) * 8)
-    state.l2Cache.insert(table, at: l2Offset)
-    if case .zero = mapping, old & Self.offsetMask != 0 {
-      try release(.data(hostOffset: old & Self.offsetMask, exclusive: false), in: &state)
-    } else {
-      try release(mapping, in: &state)
+    let clusterSize = header.clusterSize
+    var position = (range.lowerBound + clusterSize - 1) & ~(clusterSize - 1)
+    while position < range.upperBound {
+      let l1Index = Int(position >> (2 * clusterBits - 3))
+      let firstSlot = Int((position >> clusterBits) & (header.l2Entries - 1))
+      let slotsLeft = Int(header.l2Entries) - firstSlot
+      let clustersLeft = Int((range.upperBound - position + clusterSize - 1) >> clusterBits)
+      let slots = firstSlot..<firstSlot + min(slotsLeft, clustersLeft)
+      position += UInt64(slots.count) << clusterBits
+      guard l1Index < state.l1.count, state.l1[l1Index] & Self.offsetMask != 0 else { continue }
+      let tableBefore = try Self.l2Table(at: state.l1[l1Index] & Self.offsetMask, in: &state, file)
+      guard slots.contains(where: { tableBefore[$0] != 0 }) else { continue }
+      let l2Offset = try ownedL2Table(l1Index, in: &state)
+      var table = try Self.l2Table(at: l2Offset, in: &state, file)
+      var released: [Mapping] = []
+      var changed: Range<Int>?
+      for slot in slots where table[slot] != 0 {
+        let old = table[slot]
+        let mapping = try Self.decode(old, header: header, path: path)
+        if case .zero = mapping, old & Self.offsetMask != 0 {
+          released.append(.data(hostOffset: old & Self.offsetMask, exclusive: false))
+        } else {
+          released.append(mapping)
+        }
+        table[slot] = 0
+        changed = changed.map { $0.lowerBound..<slot + 1 } ?? slot..<slot + 1
+      }
+      guard let changed else { continue }
+      try file.write(table[changed].flatMap(BigEndian.bytes), at: l2Offset + UInt64(changed.lowerBound) * 8)
+      state.l2Cache.insert(table, at: l2Offset)
+      try release(released, in: &state)
     }
   }
 
   /// Makes every cluster of the image unallocated (`qemu-img commit` empties the overlay).
   public func unmapAll() throws(DiskImageError) {
     try withMetadata { state throws(DiskImageError) in
-      var position: UInt64 = 0
-      while position < state.header.size {
-        try unmapCluster(at: position, in: &state)
-        position += state.header.clusterSize
-      }
+      try unmapClusters(0..<state.header.size, in: &state)
       try file.orderingPoint()
     }
   }
 
   /// Drops this table's reference to what `mapping` pointed at, once the new entry is durable.
   func release(_ mapping: Mapping, in state: inout State) throws(DiskImageError) {
+    try release([mapping], in: &state)
+  }
+
+  /// Drops this table's references to what `mappings` pointed at, once the new entries are
+  /// durable (one ordering point, one refcount batch).
+  func release(_ mappings: [Mapping], in state: inout State) throws(DiskImageError) {
     guard var refcounts = state.refcounts else { return }
-    switch mapping {
-    case .data(let host, _):
-      try file.orderingPoint()
-      try refcounts.adjust(offset: host, length: state.header.clusterSize, by: -1)
-    case .compressed(let host, let length):
-      try file.orderingPoint()
-      try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: -1)
-    case .unallocated, .zero:
-      break
+    let hosts = mappings.compactMap { mapping -> (UInt64, UInt64)? in
+      switch mapping {
+      case .data(let host, _): (host, state.header.clusterSize)
+      case .compressed(let host, let length): (host & ~511, UInt64(length) + (host & 511))
+      case .unallocated, .zero: nil
+      }
     }
+    guard !hosts.isEmpty else { return }
+    try file.orderingPoint()
+    refcounts.beginBatch()
+    for (host, length) in hosts { try refcounts.adjust(offset: host, length: length, by: -1) }
+    try refcounts.endBatch()
     state.refcounts = refcounts
   }
 

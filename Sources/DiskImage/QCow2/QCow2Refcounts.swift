@@ -10,6 +10,9 @@ struct QCow2Refcounts {
   private(set) var tableOffset: UInt64
   private(set) var table: [UInt64]
   private var blocks: [UInt64: [UInt8]] = [:]
+  /// While a batch is open: the changed byte range of each block not yet written.
+  private var pending: [UInt64: Range<Int>] = [:]
+  private var batchDepth = 0
   /// Where the search for a free cluster starts.
   private var freeHint: UInt64 = 0
   /// Called when the refcount table moves (the header must follow): new offset, clusters.
@@ -50,8 +53,37 @@ struct QCow2Refcounts {
     var block = try loadBlock(at: blockOffset)
     let (range, bytes) = Self.setEntry(&block, Int(cluster % entriesPerBlock), bits: Int(bitsPerEntry), value: value)
     blocks[blockOffset] = block
-    try file.write(Array(bytes), at: blockOffset + UInt64(range.lowerBound))
+    if batchDepth > 0 {
+      pending[blockOffset] = pending[blockOffset].map {
+        min($0.lowerBound, range.lowerBound)..<max($0.upperBound, range.upperBound)
+      } ?? range
+    } else {
+      try file.write(Array(bytes), at: blockOffset + UInt64(range.lowerBound))
+    }
     if value == 0 { freeHint = min(freeHint, cluster) }
+  }
+
+  /// Opens a batch: refcount changes stay in memory until `endBatch` writes each changed
+  /// block once (many small writes become one per block). Batches nest.
+  mutating func beginBatch() { batchDepth += 1 }
+
+  /// Closes a batch; the outermost one writes everything it changed.
+  mutating func endBatch() throws(DiskImageError) {
+    precondition(batchDepth > 0, "endBatch without beginBatch")
+    batchDepth -= 1
+    if batchDepth == 0 { try writePending() }
+  }
+
+  /// Writes the changed ranges of the batch so far (before an ordering point, or before the
+  /// block cache drops blocks).
+  private mutating func writePending() throws(DiskImageError) {
+    guard !pending.isEmpty else { return }
+    let dirty = pending.sorted { $0.key < $1.key }
+    pending.removeAll(keepingCapacity: true)
+    for (offset, range) in dirty {
+      guard let block = blocks[offset] else { continue }
+      try file.write(Array(block[range]), at: offset + UInt64(range.lowerBound))
+    }
   }
 
   /// Finds `count` contiguous free clusters, gives them refcount 1, and returns the first one's offset.
@@ -70,8 +102,15 @@ struct QCow2Refcounts {
     }
     // Past the run first, so a refcount block made for it is placed after it.
     freeHint = start + UInt64(count)
-    for cluster in start..<start + UInt64(count) { try setRefcount(cluster, to: 1) }
+    try setRefcounts(start..<start + UInt64(count), to: 1)
     return start << clusterBits
+  }
+
+  /// Sets the refcount of every cluster in `clusters` to `value`, one write per block.
+  mutating func setRefcounts(_ clusters: Range<UInt64>, to value: UInt64) throws(DiskImageError) {
+    beginBatch()
+    for cluster in clusters { try setRefcount(cluster, to: value) }
+    try endBatch()
   }
 
   /// Adds `delta` to the refcount of every cluster in `[offset, offset + length)`.
@@ -94,7 +133,10 @@ struct QCow2Refcounts {
       throw .invalid(path: file.path, reason: "refcount block at 0x\(String(offset, radix: 16)) is not cluster-aligned")
     }
     let block = try file.read(count: Int(clusterSize), at: offset)
-    if blocks.count >= Self.maximumCachedBlocks { blocks.removeAll(keepingCapacity: true) }
+    if blocks.count >= Self.maximumCachedBlocks {
+      try writePending()
+      blocks.removeAll(keepingCapacity: true)
+    }
     blocks[offset] = block
     return block
   }
@@ -116,6 +158,7 @@ struct QCow2Refcounts {
     blocks[offset] = block
     freeHint = max(freeHint, cluster + 1)
     if ownIndex != index { try setRefcount(cluster, to: 1) }
+    try writePending()
     try file.orderingPoint()
     table[index] = offset
     try writeTableEntry(index)
@@ -147,6 +190,7 @@ struct QCow2Refcounts {
     tableOffset = newFirst << clusterBits
     for cluster in newFirst..<newFirst + UInt64(clusters) { try setRefcount(cluster, to: 1) }
     try file.write(table.flatMap(Self.bigEndian), at: tableOffset)
+    try writePending()
     try file.orderingPoint()
     try tableMoved(tableOffset, UInt32(clusters))
     try file.orderingPoint()

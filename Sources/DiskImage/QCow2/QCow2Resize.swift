@@ -20,12 +20,8 @@ extension QCow2Image {
 
   /// Unmaps every cluster that starts at or after `size` (rounded up to a cluster).
   private func discardClusters(from size: UInt64, in state: inout State) throws(DiskImageError) {
-    let clusterSize = state.header.clusterSize
-    var position = (size + clusterSize - 1) & ~(clusterSize - 1)
-    while position < state.header.size {
-      try unmapCluster(at: position, in: &state)
-      position += clusterSize
-    }
+    guard size < state.header.size else { return }
+    try unmapClusters(size..<state.header.size, in: &state)
   }
 
   func growL1(to entries: Int, in state: inout State) throws(DiskImageError) {

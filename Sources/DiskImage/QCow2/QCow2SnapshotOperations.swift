@@ -114,6 +114,7 @@ extension QCow2Image {
             + "the image is corrupt ('skvm img check -r all')")
       }
     }
+    refcounts.beginBatch()
     for entry in l1 {
       let l2Offset = entry & Self.offsetMask
       guard l2Offset != 0 else { continue }
@@ -140,6 +141,7 @@ extension QCow2Image {
         }
       }
     }
+    try refcounts.endBatch()
     state.refcounts = refcounts
   }
 

@@ -45,11 +45,18 @@ public struct QCow2Snapshot: Sendable, Equatable {
       table.damage = "snapshot table offset \(header.snapshotsOffset) is invalid"
       return table
     }
+    // Read as far as the entries reach (the table is small; the file after it may be large).
     let available = Int(min(UInt64(maximumTableBytes), fileLength - header.snapshotsOffset))
-    let bytes = try file.read(count: available, at: header.snapshotsOffset)
-    let reader = BigEndianReader(bytes)
+    var bytes = try file.read(count: min(available, 65536), at: header.snapshotsOffset)
+    var reader = BigEndianReader(bytes)
+    func ensure(_ end: Int) throws(DiskImageError) {
+      guard end > bytes.count, bytes.count < available else { return }
+      bytes = try file.read(count: min(available, max(end, bytes.count * 2)), at: header.snapshotsOffset)
+      reader = BigEndianReader(bytes)
+    }
     var offset = 0
     for index in 0..<Int(header.snapshotCount) {
+      try ensure(offset + 40)
       guard offset + 40 <= bytes.count else {
         table.damage = "snapshot \(index) lies past the end of the table"
         return table
@@ -58,6 +65,7 @@ public struct QCow2Snapshot: Sendable, Equatable {
       let nameSize = Int(reader.u16(offset + 14))
       let extraSize = Int(reader.u32(offset + 36))
       let end = offset + 40 + min(extraSize, 1 << 20) + idSize + nameSize
+      if extraSize <= 1024 { try ensure(end) }
       guard extraSize <= 1024, end <= bytes.count else {
         table.damage = "snapshot \(index) has invalid sizes (extra data \(extraSize), id \(idSize), name \(nameSize))"
         return table

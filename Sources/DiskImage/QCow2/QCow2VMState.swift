@@ -136,15 +136,11 @@ extension QCow2Image {
   public func discardVMState(length: UInt64) throws(DiskImageError) {
     guard length > 0 else { return }
     try withMetadata { state throws(DiskImageError) in
-      let clusterSize = state.header.clusterSize
       let start =
         QCow2Header.l1EntriesNeeded(size: state.header.size, clusterBits: state.header.clusterBits)
         << (2 * UInt64(state.header.clusterBits) - 3)
-      var position = start
-      while position < start + length {
-        try unmapCluster(at: position, in: &state)
-        position += clusterSize
-      }
+      guard let end = start.checkedAdding(length) else { return }
+      try unmapClusters(start..<end, in: &state)
       try file.orderingPoint()
     }
   }

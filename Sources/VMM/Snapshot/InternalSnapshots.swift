@@ -70,6 +70,8 @@ extension VirtualMachine {
       for disk in disks where (try disk.snapshots).contains(where: { $0.name == name }) {
         try disk.deleteSnapshot(name)
       }
+      let clock = ContinuousClock()
+      let started = clock.now
       try write(layout.header, into: holder, at: 0)
       try write(state.record, into: holder, at: UInt64(SnapshotFile.headerSize))
       try write(state.devices, into: holder, at: layout.devicesOffset)
@@ -79,13 +81,18 @@ extension VirtualMachine {
           try holder.writeVMState(bytes, at: base + offset)
         }
       }
+      let written = clock.now
       try holder.flush()
-      let clock = (try? vm.clock().clock) ?? 0
+      let flushed = clock.now
+      if getenv("SKVM_TRACE_SAVEVM") != nil {
+        print("savevm: state and RAM \(written - started), flush \(flushed - written)")
+      }
+      let guestClock = (try? vm.clock().clock) ?? 0
       var created: [QCow2Image] = []
       do {
         for (index, disk) in disks.enumerated() {
           try disk.createSnapshot(
-            named: name, vmStateSize: index == 0 ? layout.length : 0, vmClockNanoseconds: clock)
+            named: name, vmStateSize: index == 0 ? layout.length : 0, vmClockNanoseconds: guestClock)
           created.append(disk)
         }
       } catch {
@@ -144,9 +151,11 @@ extension VirtualMachine {
           "snapshot '\(name)' holds no VM state (a disk-only snapshot, as qemu-img snapshot -c makes)")
       }
       for disk in disks { try disk.applySnapshot(name) }
+      StartupTrace.shared.mark("revert disks")
       let snapshot = try Self.extractVMState(from: disks[0], length: entry.vmStateSize, name: name)
-      try disks[0].discardVMState(length: entry.vmStateSize)
+      StartupTrace.shared.mark("extract state")
       for disk in disks { try disk.flush() }
+      StartupTrace.shared.mark("flush")
       return snapshot
     } catch let error as VirtualMachineError {
       throw error

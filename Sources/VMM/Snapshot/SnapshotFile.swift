@@ -28,6 +28,7 @@ public final class SnapshotFile: @unchecked Sendable {
   static let headerSize = 4096
   static let maximumRegions = 16
   static let maximumStateSize = 64 << 20
+  static let ramAlignment: UInt64 = 2 << 20
 
   /// One region of guest RAM in the file.
   public struct Region: Sendable, Equatable {
@@ -63,7 +64,9 @@ public final class SnapshotFile: @unchecked Sendable {
       }
       devicesOffset = UInt64(headerSize + record.count)
       let stateEnd = devicesOffset + UInt64(devices.count)
-      let ramOffset = (stateEnd + GuestMemory.pageSize - 1) & ~(GuestMemory.pageSize - 1)
+      // RAM starts on a 2 MiB boundary (a hole in a file): whole clusters of any qcow2 image
+      // holding it (savevm) and huge pages line up with guest pages.
+      let ramOffset = (stateEnd + SnapshotFile.ramAlignment - 1) & ~(SnapshotFile.ramAlignment - 1)
       var regions: [Region] = []
       var offset = ramOffset
       for region in memory.regions {
