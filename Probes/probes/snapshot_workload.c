@@ -8,12 +8,18 @@
 // where A is how many application processors moved since the last beat. Saved mid-run and
 // restored in another process, every figure must carry on from where it was: B, C, T and I
 // grow, the next block request is served (queue positions restored), A stays at the number
-// of APs. Any inconsistency prints "FAIL …" and ends the run with a non-zero debug-exit code.
+// of APs. A 4 MiB pattern written once at start is read back, 64 pages a beat, for ever: RAM
+// restored lazily (mapped from a file or an image) must keep reading what was saved. Any
+// inconsistency prints "FAIL …" and ends the run with a non-zero debug-exit code.
 #include "runtime.h"
 #include "virtio.h"
 
 #define TIMER_INITIAL_COUNT 10000000u /* 10 ms at KVM's 1 ns APIC bus period, divide by 1 */
 #define SECTORS 64
+/* At a fixed address above 16 MiB: a large .bss would reach the legacy hole. */
+#define PATTERN ((volatile uint64_t *)0x1000000ull)
+#define PATTERN_PAGES 1024u
+#define PAGES_PER_BEAT 64u
 
 static struct virtq queue;
 static struct virtio_device device;
@@ -54,7 +60,19 @@ static void block_round_trip(uint64_t io) {
     if (*(uint64_t *)(buffer + n) != io * 0x100000001ull + n) fail("read-back", io);
 }
 
+static uint64_t pattern_word(uint64_t index) { return (index + 1) * 0x9e3779b97f4a7c15ull; }
+
+/// Reads back pages [first, first + PAGES_PER_BEAT) of the pattern: 8 words a page.
+static void check_pattern(unsigned first, uint64_t io) {
+  for (unsigned page = first; page < first + PAGES_PER_BEAT; page++)
+    for (unsigned word = 0; word < 512; word += 64) {
+      uint64_t index = page * 512ull + word;
+      if (PATTERN[index] != pattern_word(index)) fail("pattern", io);
+    }
+}
+
 int main(unsigned cpu_count) {
+  for (uint64_t index = 0; index < PATTERN_PAGES * 512ull; index++) PATTERN[index] = pattern_word(index);
   unsigned online = start_application_processors();
   int slot = pci_find(0x1af4, 0x1042);
   if (slot <= 0 || virtio_open(&device, slot) != 0 || virtio_negotiate(&device, VIRTIO_F_VERSION_1) != 0 ||
@@ -76,6 +94,7 @@ int main(unsigned cpu_count) {
   uint64_t last_ticks = 0, last_counter = 0;
   for (uint64_t beat = 1, io = 0;; beat++) {
     for (unsigned n = 0; n < 4; n++) block_round_trip(io++);
+    check_pattern((unsigned)(beat % (PATTERN_PAGES / PAGES_PER_BEAT)) * PAGES_PER_BEAT, io);
     for (unsigned spin = 0; spin < (1u << 20); spin++) counter++;
     unsigned moved = 0;
     for (unsigned cpu = 1; cpu < online && cpu < RUNTIME_MAX_CPUS; cpu++) {

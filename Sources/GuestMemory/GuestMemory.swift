@@ -48,6 +48,52 @@ public final class GuestMemory: @unchecked Sendable {
     case file(fd: Int32, offsets: [UInt64])
     /// A snapshot file's RAM copied into a fresh memfd (the file may go away afterwards).
     case fileCopy(fd: Int32, offsets: [UInt64])
+    /// RAM scattered over a file (a snapshot inside a qcow2 image): region i is zeros but
+    /// for `extents[i]`, each mapped copy-on-write from the file. The file must stay, and
+    /// those bytes of it unchanged, while the memory lives.
+    case fileExtents(fd: Int32, extents: [[FileExtent]])
+  }
+
+  /// Part of a region mapped from a file: `length` bytes at `offset` in the region are the
+  /// file's bytes at `fileOffset` (all three page-aligned).
+  public struct FileExtent: Sendable, Equatable {
+    public let offset: UInt64
+    public let length: UInt64
+    public let fileOffset: UInt64
+    public init(offset: UInt64, length: UInt64, fileOffset: UInt64) {
+      self.offset = offset
+      self.length = length
+      self.fileOffset = fileOffset
+    }
+  }
+
+  /// Maps `size` bytes of zeros with `extents` of `file` over them, copy-on-write.
+  private static func mapExtents(_ extents: [FileExtent], of file: Int32, size: UInt64) -> UnsafeMutableRawPointer? {
+    guard
+      extents.allSatisfy({
+        $0.length > 0 && ($0.offset | $0.length | $0.fileOffset) % pageSize == 0 && $0.offset <= size
+          && $0.length <= size - $0.offset && $0.fileOffset <= UInt64(Int64.max) - $0.length
+      })
+    else {
+      errno = EINVAL
+      return MAP_FAILED
+    }
+    let protection = PROT_READ | PROT_WRITE
+    guard let host = mmap(nil, Int(size), protection, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+      host != MAP_FAILED
+    else { return MAP_FAILED }
+    for extent in extents {
+      let flags = MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE
+      let mapped = mmap(
+        host + Int(extent.offset), Int(extent.length), protection, flags, file, off_t(extent.fileOffset))
+      guard mapped != MAP_FAILED else {
+        let code = errno
+        munmap(host, Int(size))
+        errno = code
+        return MAP_FAILED
+      }
+    }
+    return host
   }
 
   /// The regions, sorted by guest address, non-overlapping.
@@ -94,7 +140,7 @@ public final class GuestMemory: @unchecked Sendable {
         if fd >= 0 { close(fd) }
         throw GuestMemoryAllocationError.mmapFailed(size: total, errno: code)
       }
-    case .anonymous, .file:
+    case .anonymous, .file, .fileExtents:
       break
     }
     var regions: [Region] = []
@@ -105,6 +151,8 @@ public final class GuestMemory: @unchecked Sendable {
         host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offsets[index]))
       case .anonymous:
         host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+      case .fileExtents(let file, let extents):
+        host = index < extents.count ? Self.mapExtents(extents[index], of: file, size: range.size) : MAP_FAILED
       case .file(let file, let fileOffsets):
         host =
           index < fileOffsets.count

@@ -124,12 +124,18 @@ public final class ManagedMachine: @unchecked Sendable {
 
   /// Builds the first incarnation from internal snapshot `name` of its qcow2 disks
   /// (`-loadvm`): the disks are reverted to it and the machine continues where it was saved.
-  public convenience init(
+  public init(
     configuration: VirtualMachineConfiguration, loadingSnapshot name: String,
     console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm"
   ) throws(VirtualMachineError) {
-    let snapshot = try VirtualMachine.revertDisks(of: configuration, toSnapshot: name)
-    try self.init(restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath)
+    let (snapshot, disks, backing) = try VirtualMachine.revertDisks(of: configuration, toSnapshot: name)
+    self.configuration = configuration
+    self.console = console
+    self.kvmPath = kvmPath
+    state = State(
+      machine: try VirtualMachine(
+        restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath, disks: disks,
+        backing: backing))
   }
 
   /// Builds the first incarnation from a snapshot file (`--incoming file:`); it continues

@@ -70,9 +70,22 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, mode))
   }
 
+  /// Builds the machine an internal snapshot holds (`--loadvm`), on disks already opened and
+  /// reverted to it, its RAM backed as `backing` says (mapped from the image, or the copy in
+  /// `snapshot`'s memfd when nil).
+  convenience init(
+    restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration, console: any ConsoleOutput,
+    kvmPath: String, disks: [OpenedDisk], backing: GuestMemory.Backing?
+  ) throws(VirtualMachineError) {
+    try self.init(
+      configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, .mapped),
+      prepared: (disks, backing))
+  }
+
   private init(
     configuration: VirtualMachineConfiguration, console: any ConsoleOutput, kvmPath: String,
-    restoring: (snapshot: SnapshotFile, mode: RestoreMode)?
+    restoring: (snapshot: SnapshotFile, mode: RestoreMode)?,
+    prepared: (disks: [OpenedDisk], backing: GuestMemory.Backing?)? = nil
   ) throws(VirtualMachineError) {
     self.configuration = configuration
     let trace = StartupTrace.shared
@@ -87,15 +100,20 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       try SnapshotCompatibility.check(
         saved: restoring.snapshot.record.configuration, requested: configuration, path: restoring.snapshot.path)
       let offsets = try restoring.snapshot.offsets(matching: ranges)
-      backing =
-        restoring.mode == .mapped
-        ? .file(fd: restoring.snapshot.fd, offsets: offsets) : .fileCopy(fd: restoring.snapshot.fd, offsets: offsets)
+      if let mapped = prepared?.backing {
+        backing = mapped
+      } else {
+        backing =
+          restoring.mode == .mapped
+          ? .file(fd: restoring.snapshot.fd, offsets: offsets) : .fileCopy(fd: restoring.snapshot.fd, offsets: offsets)
+      }
     } else {
       payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
     }
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
-    let disks = try OpenedDisk.openAll(configuration.disks)
+    let disks: [OpenedDisk]
+    if let prepared { disks = prepared.disks } else { disks = try OpenedDisk.openAll(configuration.disks) }
     trace.mark("checks")
 
     hostKind = HostKVMKind.detect()

@@ -221,11 +221,19 @@ def savevm(args):
         process = subprocess.Popen(command + ["--loadvm", "two"], stdout=log, stderr=subprocess.STDOUT)
         beats = wait_for_beats(log_path, 3, process)
         check(beats[0][0] > 3, f"--loadvm two continues the saved machine (first beat {beats[0]})")
-        deleted = subprocess.run([args.skvm, "monitor", socket_path, "-c", "delvm one", "-c", "quit"],
+        # --loadvm maps the RAM from the image's clusters: deleting the snapshot that holds them
+        # and saving another (which allocates clusters) must not hand them out while mapped.
+        deleted = subprocess.run([args.skvm, "monitor", socket_path, "-c", "delvm two", "-c", "savevm three"],
                                  capture_output=True, text=True)
+        count = len(beats_of(log_path))
+        wait_for_beats(log_path, count + 40, process)
+        check(b"FAIL" not in open(log_path, "rb").read(),
+              "the guest reads back all its RAM after delvm of the snapshot it came from and a new savevm")
+        subprocess.run([args.skvm, "monitor", socket_path, "-c", "quit"], capture_output=True, text=True)
         process.wait(30)
     listing = subprocess.run(["qemu-img", "snapshot", "-l", disk], capture_output=True, text=True).stdout
-    check(" one " not in listing and " two " in listing, f"delvm one removed it ({deleted.stdout!r}):\n{listing}")
+    check(" one " in listing and " two " not in listing and " three " in listing,
+          f"delvm two removed it, savevm three added one ({deleted.stdout!r}):\n{listing}")
     check(subprocess.run(["qemu-img", "check", disk], capture_output=True).returncode == 0, "qemu-img check still clean")
     print("snapshot_check: ok: savevm, snapshot-save/-load jobs, loadvm, --loadvm, delvm", flush=True)
 

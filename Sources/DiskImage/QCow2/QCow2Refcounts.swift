@@ -13,6 +13,9 @@ struct QCow2Refcounts {
   /// While a batch is open: the changed byte range of each block not yet written.
   private var pending: [UInt64: Range<Int>] = [:]
   private var batchDepth = 0
+  /// Host clusters something outside the image still reads (guest RAM mapped from the VM
+  /// state area): never handed out again while the image is open, even at refcount 0.
+  private var pinned: [Range<UInt64>] = []
   /// Where the search for a free cluster starts.
   private var freeHint: UInt64 = 0
   /// Called when the refcount table moves (the header must follow): new offset, clusters.
@@ -54,9 +57,10 @@ struct QCow2Refcounts {
     let (range, bytes) = Self.setEntry(&block, Int(cluster % entriesPerBlock), bits: Int(bitsPerEntry), value: value)
     blocks[blockOffset] = block
     if batchDepth > 0 {
-      pending[blockOffset] = pending[blockOffset].map {
-        min($0.lowerBound, range.lowerBound)..<max($0.upperBound, range.upperBound)
-      } ?? range
+      pending[blockOffset] =
+        pending[blockOffset].map {
+          min($0.lowerBound, range.lowerBound)..<max($0.upperBound, range.upperBound)
+        } ?? range
     } else {
       try file.write(Array(bytes), at: blockOffset + UInt64(range.lowerBound))
     }
@@ -92,6 +96,12 @@ struct QCow2Refcounts {
     var run = 0
     var candidate = start
     while run < count {
+      if let pin = pinned.first(where: { $0.contains(candidate) }) {
+        run = 0
+        start = pin.upperBound
+        candidate = pin.upperBound
+        continue
+      }
       if try refcount(candidate) == 0 {
         run += 1
       } else {
@@ -104,6 +114,16 @@ struct QCow2Refcounts {
     freeHint = start + UInt64(count)
     try setRefcounts(start..<start + UInt64(count), to: 1)
     return start << clusterBits
+  }
+
+  /// Keeps the host clusters in `clusters` from being allocated again (see `pinned`).
+  mutating func pin(_ clusters: Range<UInt64>) {
+    guard !clusters.isEmpty else { return }
+    if let last = pinned.last, last.upperBound == clusters.lowerBound {
+      pinned[pinned.count - 1] = last.lowerBound..<clusters.upperBound
+    } else {
+      pinned.append(clusters)
+    }
   }
 
   /// Sets the refcount of every cluster in `clusters` to `value`, one write per block.

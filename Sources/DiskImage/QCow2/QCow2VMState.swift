@@ -145,3 +145,57 @@ extension QCow2Image {
     }
   }
 }
+
+/// Where a piece of the VM state area lies in the image file: `length` bytes at `offset` in
+/// the area are the file's bytes at `hostOffset`, or zeros where it is nil.
+public struct VMStateExtent: Sendable, Equatable {
+  public let offset: UInt64
+  public let length: UInt64
+  public let hostOffset: UInt64?
+}
+
+extension QCow2Image {
+  /// The image file's descriptor, for mapping extents `mapVMState` returned (read it only).
+  public var fileDescriptor: Int32 { file.fd }
+
+  /// The file extents behind `range` of the VM state area, for mapping it into memory
+  /// directly, and pins their clusters: while this image stays open they are never
+  /// allocated again, even once nothing references them (a `delvm`), so the mapping keeps
+  /// reading what the snapshot held. Nil where the area cannot be mapped page by page:
+  /// clusters smaller than `pageSize`, or compressed ones.
+  public func mapVMState(_ range: Range<UInt64>, pageSize: UInt64) throws(DiskImageError) -> [VMStateExtent]? {
+    guard let start = vmStateOffset.checkedAdding(range.lowerBound), start.checkedAdding(UInt64(range.count)) != nil
+    else { throw .invalid(path: path, reason: "VM state range \(range) is out of range") }
+    let clusterSize = header.clusterSize
+    guard clusterSize >= pageSize, range.lowerBound % clusterSize == 0 else { return nil }
+    var extents: [VMStateExtent] = []
+    var offset = range.lowerBound
+    while offset < range.upperBound {
+      let length = min(clusterSize, range.upperBound - offset)
+      let host: UInt64?
+      switch try mapping(of: vmStateOffset + offset) {
+      case .unallocated, .zero: host = nil
+      case .data(let at, _): host = at
+      case .compressed: return nil
+      }
+      if let last = extents.last, last.offset + last.length == offset,
+        (last.hostOffset == nil && host == nil)
+          || (host != nil && last.hostOffset.map { $0 + last.length } == host)
+      {
+        extents[extents.count - 1] = VMStateExtent(
+          offset: last.offset, length: last.length + length, hostOffset: last.hostOffset)
+      } else {
+        extents.append(VMStateExtent(offset: offset, length: length, hostOffset: host))
+      }
+      offset += length
+    }
+    let clusterBits = UInt64(header.clusterBits)
+    try withMetadata { state throws(DiskImageError) in
+      for extent in extents {
+        guard let host = extent.hostOffset else { continue }
+        state.refcounts?.pin((host >> clusterBits)..<((host + extent.length + clusterSize - 1) >> clusterBits))
+      }
+    }
+    return extents
+  }
+}

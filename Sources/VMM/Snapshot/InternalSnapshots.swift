@@ -124,19 +124,37 @@ extension VirtualMachine {
     return try Self.revert(try snapshotDisks(), toSnapshot: name)
   }
 
-  /// `-loadvm NAME` before any machine exists: opens the configuration's disks, reverts them to
-  /// snapshot NAME, closes them again, and returns the machine state the snapshot holds.
+  /// `-loadvm NAME` before any machine exists: opens the configuration's disks (kept open for
+  /// the machine), reverts them to snapshot NAME, and returns the machine state it holds with
+  /// a backing that maps its RAM straight from the image — or nil, where the image's clusters
+  /// cannot be mapped (then the state's memfd holds a copy of the RAM).
   static func revertDisks(of configuration: VirtualMachineConfiguration, toSnapshot name: String)
-    throws(VirtualMachineError) -> SnapshotFile
+    throws(VirtualMachineError) -> (snapshot: SnapshotFile, disks: [OpenedDisk], backing: GuestMemory.Backing?)
   {
     let opened = try OpenedDisk.openAll(configuration.disks)
-    defer { for disk in opened { disk.backend.close() } }
-    return try revert(snapshotDisks(opened.map { ($0.backend, $0.configuration.path) }), toSnapshot: name)
+    do {
+      let images = try snapshotDisks(opened.map { ($0.backend, $0.configuration.path) })
+      let (snapshot, backing) = try revert(images, toSnapshot: name, mappingRAM: true)
+      return (snapshot, opened, backing)
+    } catch {
+      for disk in opened { disk.backend.close() }
+      throw error
+    }
   }
 
   /// Reverts `disks` to snapshot NAME and extracts the VM state the first one holds. Metadata
   /// updates keep their order and are made durable once, at the end.
   static func revert(_ disks: [QCow2Image], toSnapshot name: String) throws(VirtualMachineError) -> SnapshotFile {
+    try revert(disks, toSnapshot: name, mappingRAM: false).snapshot
+  }
+
+  /// Reverts `disks` to snapshot NAME. With `mappingRAM`, the RAM is not copied: the first
+  /// disk's VM state is dropped from its active layer (so nothing writes those clusters in
+  /// place) and the clusters are pinned for as long as it stays open, and the backing returned
+  /// maps them.
+  static func revert(_ disks: [QCow2Image], toSnapshot name: String, mappingRAM: Bool)
+    throws(VirtualMachineError) -> (snapshot: SnapshotFile, backing: GuestMemory.Backing?)
+  {
     let orderings = disks.map(\.metadataOrdering)
     for disk in disks { disk.metadataOrdering = .processCrash }
     defer { for (disk, ordering) in zip(disks, orderings) { disk.metadataOrdering = ordering } }
@@ -152,16 +170,62 @@ extension VirtualMachine {
       }
       for disk in disks { try disk.applySnapshot(name) }
       StartupTrace.shared.mark("revert disks")
+      if mappingRAM, let mapped = try Self.mapVMState(of: disks[0], length: entry.vmStateSize, name: name) {
+        StartupTrace.shared.mark("map state")
+        for disk in disks { try disk.flush() }
+        StartupTrace.shared.mark("flush")
+        return mapped
+      }
       let snapshot = try Self.extractVMState(from: disks[0], length: entry.vmStateSize, name: name)
       StartupTrace.shared.mark("extract state")
       for disk in disks { try disk.flush() }
       StartupTrace.shared.mark("flush")
-      return snapshot
+      return (snapshot, nil)
     } catch let error as VirtualMachineError {
       throw error
     } catch {
       throw .snapshot("loadvm \(name): \(error)")
     }
+  }
+
+  /// The machine state in `image`'s VM state area with its RAM left in place: the header and
+  /// device state copied into a memfd (as long as the whole state, RAM as holes), a backing
+  /// mapping each RAM region from the image's clusters. Nil where the clusters cannot be
+  /// mapped (smaller than a page, or compressed).
+  static func mapVMState(of image: QCow2Image, length: UInt64, name: String) throws -> (
+    SnapshotFile, GuestMemory.Backing
+  )? {
+    let header = try image.readVMState(count: SnapshotFile.headerSize, at: 0)
+    let stateEnd = header.withUnsafeBytes {
+      UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 56, as: UInt64.self))
+        .checkedAdding(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 64, as: UInt64.self)))
+    }
+    guard let stateEnd, stateEnd <= length else {
+      throw VirtualMachineError.snapshot("snapshot '\(name)' in \(image.path) is damaged: its state lies past its end")
+    }
+    let fd = csys_memfd_create("skvm-loadvm")
+    guard fd >= 0, ftruncate(fd, off_t(length)) == 0 else {
+      if fd >= 0 { close(fd) }
+      throw VirtualMachineError.snapshot("cannot make room to load snapshot '\(name)'")
+    }
+    do { try image.copyVMState(length: stateEnd, to: fd) } catch {
+      close(fd)
+      throw error
+    }
+    let snapshot = try SnapshotFile(fd: fd, name: "snapshot '\(name)' in \(image.path)")
+    var extents: [[GuestMemory.FileExtent]] = []
+    for region in snapshot.regions {
+      let range = region.fileOffset..<region.fileOffset + region.size
+      guard let pieces = try image.mapVMState(range, pageSize: GuestMemory.pageSize) else { return nil }
+      extents.append(
+        pieces.compactMap { piece in
+          piece.hostOffset.map {
+            GuestMemory.FileExtent(offset: piece.offset - region.fileOffset, length: piece.length, fileOffset: $0)
+          }
+        })
+    }
+    try image.discardVMState(length: length)
+    return (snapshot, .fileExtents(fd: image.fileDescriptor, extents: extents))
   }
 
   /// Copies the VM state area (what has data of it) into a memfd and checks it as a snapshot.
