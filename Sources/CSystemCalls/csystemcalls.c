@@ -54,5 +54,9 @@ ssize_t csys_copy_file_range(int in_fd, off_t *in_offset, int out_fd, off_t *out
   return copy_file_range(in_fd, in_offset, out_fd, out_offset, length, 0);
 }
 
+int csys_start_writeback(int fd, off_t offset, off_t length) {
+  return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}
+
 const int csys_seek_data = SEEK_DATA;
 const int csys_seek_hole = SEEK_HOLE;

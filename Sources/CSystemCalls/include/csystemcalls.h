@@ -30,6 +30,10 @@ int csys_memfd_create(const char *name);
 /// copy_file_range(2): bytes copied (0 at end of input), or -1 with errno set.
 ssize_t csys_copy_file_range(int in_fd, off_t *in_offset, int out_fd, off_t *out_offset, size_t length);
 
+/// sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts writeback of dirty pages in the
+/// range (0 length: to the end) without waiting for it; 0 or -1 with errno set.
+int csys_start_writeback(int fd, off_t offset, off_t length);
+
 /// lseek's SEEK_DATA and SEEK_HOLE, which Swift's Glibc module hides (they need _GNU_SOURCE).
 extern const int csys_seek_data;
 extern const int csys_seek_hole;
