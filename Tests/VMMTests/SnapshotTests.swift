@@ -14,7 +14,7 @@ struct SnapshotTests {
       Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client)")
       return (-1, "")
     }
-    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-workload-\(getpid()).bin")
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-workload-\(UUID().uuidString).bin")
     try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
     let result = try ChildProcess.run(

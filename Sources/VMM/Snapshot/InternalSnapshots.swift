@@ -220,16 +220,7 @@ extension VirtualMachine {
     guard let stateEnd, stateEnd <= length else {
       throw VirtualMachineError.snapshot("snapshot '\(name)' in \(image.path) is damaged: its state lies past its end")
     }
-    let fd = csys_memfd_create("skvm-loadvm")
-    guard fd >= 0, ftruncate(fd, off_t(length)) == 0 else {
-      if fd >= 0 { close(fd) }
-      throw VirtualMachineError.snapshot("cannot make room to load snapshot '\(name)'")
-    }
-    do { try image.copyVMState(length: stateEnd, to: fd) } catch {
-      close(fd)
-      throw error
-    }
-    let snapshot = try SnapshotFile(fd: fd, name: "snapshot '\(name)' in \(image.path)")
+    let snapshot = try extractVMState(from: image, length: length, copying: stateEnd, name: name)
     var extents: [[GuestMemory.FileExtent]] = []
     for region in snapshot.regions {
       let range = region.fileOffset..<region.fileOffset + region.size
@@ -245,14 +236,17 @@ extension VirtualMachine {
     return (snapshot, .fileExtents(fd: image.fileDescriptor, extents: extents))
   }
 
-  /// Copies the VM state area (what has data of it) into a memfd and checks it as a snapshot.
-  static func extractVMState(from image: QCow2Image, length: UInt64, name: String) throws -> SnapshotFile {
+  /// Copies the VM state area (what has data of it; its first `copying` bytes where given)
+  /// into a memfd `length` bytes long and checks it as a snapshot.
+  static func extractVMState(from image: QCow2Image, length: UInt64, copying: UInt64? = nil, name: String) throws
+    -> SnapshotFile
+  {
     let fd = csys_memfd_create("skvm-loadvm")
     guard fd >= 0, ftruncate(fd, off_t(length)) == 0 else {
       if fd >= 0 { close(fd) }
       throw VirtualMachineError.snapshot("cannot make room to load snapshot '\(name)'")
     }
-    do { try image.copyVMState(length: length, to: fd) } catch {
+    do { try image.copyVMState(length: copying ?? length, to: fd) } catch {
       close(fd)
       throw error
     }
