@@ -111,26 +111,40 @@ struct SnapshotTests {
   func hostileFiles() throws {
     let (snapshot, disk, directory) = try Self.savedWorkload()
     defer { try? FileManager.default.removeItem(atPath: directory) }
-    let original = try Data(contentsOf: URL(fileURLWithPath: snapshot))
-    func variant(_ name: String, _ edit: (inout Data) -> Void) throws -> String {
-      var bytes = original
-      edit(&bytes)
+    // Variants are sparse copies patched in place: a full copy of 256 MiB of RAM each would
+    // not fit the real-KVM lane's /tmp.
+    func variant(_ name: String, length: UInt64? = nil, patch: [(offset: UInt64, byte: (UInt8) -> UInt8)] = [])
+      throws -> String
+    {
       let path = directory + "/" + name
-      try bytes.write(to: URL(fileURLWithPath: path))
+      let copied = try ChildProcess.run(URL(fileURLWithPath: "/bin/cp"), ["--sparse=always", snapshot, path])
+      guard copied.status == 0 else { throw POSIXError(.EIO) }
+      let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+      defer { try? handle.close() }
+      if let length { try handle.truncate(atOffset: length) }
+      for (offset, change) in patch {
+        try handle.seek(toOffset: offset)
+        let old = try handle.read(upToCount: 1)?.first ?? 0
+        try handle.seek(toOffset: offset)
+        try handle.write(contentsOf: Data([change(old)]))
+      }
       return path
     }
     let cases: [(String, [String], String)] = [
       (
-        "truncated", ["--incoming", "file:" + (try variant("truncated.snap") { $0 = $0.prefix(1 << 20) })], "truncated"
+        "truncated", ["--incoming", "file:" + (try variant("truncated.snap", length: 1 << 20))], "truncated"
       ),
       (
-        "short", ["--incoming", "file:" + (try variant("short.snap") { $0 = $0.prefix(100) })], "shorter than a header"
+        "short", ["--incoming", "file:" + (try variant("short.snap", length: 100))], "shorter than a header"
       ),
       (
         "corrupted state",
-        ["--incoming", "file:" + (try variant("corrupt.snap") { $0[4096 + 40] ^= 0x20 })], "checksum"
+        ["--incoming", "file:" + (try variant("corrupt.snap", patch: [(4096 + 40, { $0 ^ 0x20 })]))], "checksum"
       ),
-      ("wrong version", ["--incoming", "file:" + (try variant("version.snap") { $0[8] = 9 })], "format version 9"),
+      (
+        "wrong version", ["--incoming", "file:" + (try variant("version.snap", patch: [(8, { _ in 9 })]))],
+        "format version 9"
+      ),
       ("not a snapshot", ["--incoming", "file:" + disk], "no SKVMSNAP magic"),
       ("other memory size", ["--incoming", "file:\(snapshot)", "--memory", "512M"], "--memory"),
       ("other vCPU count", ["--incoming", "file:\(snapshot)", "--cpus", "4"], "--cpus"),
