@@ -2,12 +2,15 @@
 # /init of the real-KVM lane's outer VM. Loads KVM (kvm_amd on QEMU's emulated
 # SVM), mounts the host's root read-only over 9p, and runs each line of /job
 # chrooted into it, from the directory in /job.cwd, bracketed by markers the
-# lane tool reads: SKVM-LANE-BEGIN n / SKVM-LANE-END n status.
+# lane tool reads: SKVM-LANE-BEGIN n / SKVM-LANE-END n status (n counts from /job.first).
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# The heartbeat: a line on the second serial port every 2 s, whatever the commands do; the
+# lane tool reboots an outer VM that falls silent (see --stall-limit).
+(while :; do echo beat; sleep 2; done) >/dev/ttyS1 2>/dev/null &
 
 fail() {
   echo "SKVM-LANE-ERROR $*"
@@ -40,7 +43,7 @@ cwd=$(cat /job.cwd)
 input=/dev/null
 [ -e /job.interactive ] && input=/dev/console
 timeout=$(cat /job.timeout)
-n=0
+n=$(($(cat /job.first) - 1))
 while IFS= read -r line; do
   n=$((n + 1))
   echo "SKVM-LANE-BEGIN $n"

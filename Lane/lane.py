@@ -13,6 +13,9 @@ libraries and test inputs are simply there. Several commands share one boot.
 
 Prints the commands' output as it arrives and exits with the status of the
 last command (any failing command makes the lane fail when several are given).
+An outer VM that stops making progress (no heartbeat for --stall-limit seconds) is
+killed and booted again for the commands that had not finished (--retries times);
+the summary line counts boots and stalls.
 """
 import argparse
 import gzip
@@ -184,26 +187,46 @@ def prepare_kit():
     return vmlinuz, initramfs
 
 
-def job_archive(commands, cwd, timeout, interactive=False):
+def job_archive(commands, first, cwd, timeout, interactive=False):
+    """The job: commands numbered from first (a retry runs the ones not yet finished)."""
     archive = Cpio()
     if interactive:
         archive.file("job.interactive", b"")
     archive.file("job", ("\n".join(commands) + "\n").encode())
+    archive.file("job.first", str(first).encode())
     archive.file("job.cwd", cwd.encode())
     archive.file("job.timeout", str(int(timeout)).encode())
     return archive.finish()
 
 
-def boot_and_run(vmlinuz, initrd, commands, boot_timeout, command_timeout, verbose=False, interactive=False):
-    """One outer boot. Returns (statuses by command, finished cleanly, a reason if not)."""
+MARKER = b"SKVM-LANE-"
+
+
+class Outcome:
+    """How one outer boot ended: statuses by command number, and why it stopped early."""
+
+    def __init__(self):
+        self.statuses = {}
+        self.reason = None
+        self.stalled = False
+
+
+def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interactive=False):
+    """One outer boot running commands first..first+count-1. Returns an Outcome.
+
+    The outer init writes a heartbeat to its second serial port (a file here) every few
+    seconds whatever the commands do; silence past limits.stall means the outer VM stopped
+    making progress (the stall this lane has shown under TCG), and the boot is abandoned."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise SystemExit("lane: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    heartbeat = tempfile.NamedTemporaryFile(prefix="skvm-lane-", suffix=".heartbeat")
     arguments = [
         qemu, "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1", "-display", "none",
         # The console on stdio without QEMU's Ctrl-A multiplexer and with Ctrl-C passed through,
-        # so an interactive session's keys all reach the command.
+        # so an interactive session's keys all reach the command; ttyS1 carries the heartbeat.
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
+        "-chardev", f"file,id=heartbeat,path={heartbeat.name}", "-serial", "chardev:heartbeat",
         "-monitor", "none", "-no-reboot", "-nodefaults",
         "-kernel", vmlinuz, "-initrd", initrd,
         "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
@@ -212,59 +235,106 @@ def boot_and_run(vmlinuz, initrd, commands, boot_timeout, command_timeout, verbo
     process = subprocess.Popen(
         arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=None if interactive else subprocess.DEVNULL)
-    statuses = {}
+    outcome = Outcome()
     started = time.monotonic()
-    deadline = started + boot_timeout
+    deadline = started + limits.boot
     current = None
     buffer = b""
-    reason = None
+    beats = 0
+    last_beat = None
+
+    def emit(data):
+        """Output of the running command (or of the outer VM itself, when verbose)."""
+        if not data:
+            return
+        if current is not None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        elif verbose:
+            sys.stderr.write(f"lane console: {data.decode(errors='replace')}")
+
+    def handle(marker):
+        nonlocal deadline, current
+        if marker.startswith("SKVM-LANE-READY"):
+            log(f"outer VM ready after {time.monotonic() - started:.1f} s (pid {process.pid})")
+            deadline = time.monotonic() + limits.command + 5
+        elif marker.startswith("SKVM-LANE-BEGIN "):
+            current = int(marker.split()[1])
+            deadline = time.monotonic() + limits.command + 5
+        elif marker.startswith("SKVM-LANE-END "):
+            _, number, status = marker.split()
+            outcome.statuses[int(number)] = int(status)
+            current = None
+            deadline = time.monotonic() + limits.command + 5
+        elif marker.startswith("SKVM-LANE-ERROR "):
+            outcome.reason = marker[len("SKVM-LANE-ERROR "):]
+            log(outcome.reason)
+
+    def consume(final=False):
+        """Forwards output and handles markers. Interactive sessions forward partial lines at
+        once (a shell's prompt has no newline); otherwise output goes on by whole lines."""
+        nonlocal buffer
+        while True:
+            at = buffer.find(MARKER)
+            if at < 0:
+                if interactive or final:
+                    keep = 0 if final else next((k for k in range(len(MARKER) - 1, 0, -1) if buffer.endswith(MARKER[:k])), 0)
+                    emit(buffer[:len(buffer) - keep])
+                    buffer = buffer[len(buffer) - keep:]
+                else:
+                    cut = buffer.rfind(b"\n") + 1
+                    emit(buffer[:cut].replace(b"\r\n", b"\n"))
+                    buffer = buffer[cut:]
+                return
+            # Output before a marker that did not end its last line still gets its own line.
+            before = buffer[:at]
+            if before and not interactive:
+                before = before.replace(b"\r\n", b"\n") + (b"" if before.endswith(b"\n") else b"\n")
+            emit(before)
+            buffer = buffer[at:]
+            end = buffer.find(b"\n")
+            if end < 0:
+                return
+            handle(buffer[:end].decode(errors="replace").rstrip("\r"))
+            buffer = buffer[end + 1:]
+
     try:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                reason = (f"command {current} did not finish within {command_timeout:.0f} s" if current
-                          else f"the outer VM did not become ready within {boot_timeout:.0f} s")
+            now = time.monotonic()
+            size = os.path.getsize(heartbeat.name)
+            if size > beats:
+                beats, last_beat = size, now
+            if last_beat is not None and now - last_beat > limits.stall:
+                outcome.stalled = True
+                outcome.reason = (f"the outer VM stalled: no heartbeat for {now - last_beat:.0f} s"
+                                  + (f" (during command {current})" if current else ""))
                 break
-            ready, _, _ = select.select([process.stdout], [], [], min(remaining, 1.0))
+            if now >= deadline:
+                outcome.reason = (f"command {current} did not finish within {limits.command:.0f} s" if current
+                                  else f"the outer VM did not become ready within {limits.boot:.0f} s")
+                break
+            ready, _, _ = select.select([process.stdout], [], [], min(deadline - now, 1.0))
             if not ready:
                 continue
             chunk = os.read(process.stdout.fileno(), 65536)
             if not chunk:
+                consume(final=True)
                 break
             buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                text = line.decode(errors="replace").rstrip("\r")
-                # A marker may follow output that did not end its last line.
-                marker = text.find("SKVM-LANE-")
-                if marker > 0:
-                    if current is not None:
-                        sys.stdout.write(text[:marker] + "\n")
-                    text = text[marker:]
-                if text.startswith("SKVM-LANE-READY"):
-                    log(f"outer VM ready after {time.monotonic() - started:.1f} s")
-                    deadline = time.monotonic() + command_timeout + 5
-                elif text.startswith("SKVM-LANE-BEGIN "):
-                    current = int(text.split()[1])
-                    deadline = time.monotonic() + command_timeout + 5
-                elif text.startswith("SKVM-LANE-END "):
-                    _, number, status = text.split()
-                    statuses[int(number)] = int(status)
-                    current = None
-                    deadline = time.monotonic() + command_timeout + 5
-                elif text.startswith("SKVM-LANE-ERROR "):
-                    reason = text[len("SKVM-LANE-ERROR "):]
-                    log(reason)
-                elif current is not None:
-                    sys.stdout.write(text + "\n")
-                    sys.stdout.flush()
-                elif verbose:
-                    sys.stderr.write(f"lane console: {text}\n")
+            consume()
     finally:
         if process.poll() is None:
-            process.kill()
+            process.kill()  # SIGKILL ends a stopped process too
         process.wait()
-    return statuses, len(statuses) == len(commands), reason
+        heartbeat.close()
+    if len(outcome.statuses) < count and outcome.reason is None:
+        outcome.reason = "it stopped before every command had run"
+    return outcome
+
+
+class Limits:
+    def __init__(self, boot, command, stall):
+        self.boot, self.command, self.stall = boot, command, stall
 
 
 def main():
@@ -272,7 +342,10 @@ def main():
     parser.add_argument("--commands", help="a file with one shell command per line")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per command (default 300)")
     parser.add_argument("--boot-timeout", type=float, default=120, help="seconds for the outer VM to be ready")
-    parser.add_argument("--retries", type=int, default=1, help="reboots of an outer VM that hangs (default 1)")
+    parser.add_argument("--stall-limit", type=float, default=float(os.environ.get("SKVM_LANE_STALL_LIMIT", 90)),
+                        help="seconds without the outer VM's heartbeat before it counts as stalled (default 90)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="reboots of an outer VM that stalls or fails, running the unfinished commands (default 2)")
     parser.add_argument("--verbose", action="store_true", help="show the outer VM's own console output too")
     parser.add_argument("--interactive", action="store_true",
                         help="connect this terminal to the command (for a guest shell); no retries")
@@ -287,24 +360,37 @@ def main():
         parser.error("give a command after --, or --commands FILE")
 
     vmlinuz, base = prepare_kit()
-    with tempfile.NamedTemporaryFile(prefix="skvm-lane-", suffix=".initrd") as initrd:
-        # The small uncompressed job archive first, then the compressed base: the
-        # kernel unpacks concatenated archives, but not an uncompressed one after a compressed one.
-        initrd.write(job_archive(commands, os.getcwd(), arguments.timeout, arguments.interactive))
-        initrd.write(open(base, "rb").read())
-        initrd.flush()
-        for attempt in range(0 if arguments.interactive else arguments.retries, arguments.retries + 1):
-            start = time.monotonic()
-            statuses, complete, reason = boot_and_run(
-                vmlinuz, initrd.name, commands, arguments.boot_timeout, arguments.timeout, arguments.verbose,
-                arguments.interactive)
-            if complete:
-                log(f"{len(commands)} command(s) in {time.monotonic() - start:.1f} s")
-                break
-            log(f"outer VM failed: {reason or 'it stopped before every command had run'}"
-                + (" — retrying" if attempt < arguments.retries else ""))
-        else:
+    base_data = open(base, "rb").read()
+    limits = Limits(arguments.boot_timeout, arguments.timeout, arguments.stall_limit)
+    statuses = {}
+    boots = stalls = 0
+    retries = 0 if arguments.interactive else arguments.retries
+    began = time.monotonic()
+    while True:
+        first = len(statuses) + 1
+        with tempfile.NamedTemporaryFile(prefix="skvm-lane-", suffix=".initrd") as initrd:
+            # The small uncompressed job archive first, then the compressed base: the kernel
+            # unpacks concatenated archives, but not an uncompressed one after a compressed one.
+            initrd.write(job_archive(commands[first - 1:], first, os.getcwd(), arguments.timeout, arguments.interactive))
+            initrd.write(base_data)
+            initrd.flush()
+            boots += 1
+            outcome = boot_and_run(vmlinuz, initrd.name, first, len(commands) - first + 1, limits,
+                                   arguments.verbose, arguments.interactive)
+        statuses.update(outcome.statuses)
+        stalls += outcome.stalled
+        if len(statuses) == len(commands):
+            break
+        # A command the lane's own timeout killed has a status; one cut off by a stall or a
+        # failed boot has none and runs again from the start on the next boot.
+        again = boots <= retries
+        log(f"outer VM failed: {outcome.reason}"
+            + (f" — rebooting it for command(s) {first + len(outcome.statuses)}–{len(commands)}" if again else ""))
+        if not again:
+            log(f"summary: {len(statuses)} of {len(commands)} command(s) ran; {boots} outer boot(s), {stalls} stall(s)")
             sys.exit(125)
+    log(f"summary: {len(commands)} command(s) in {time.monotonic() - began:.1f} s; {boots} outer boot(s), "
+        f"{stalls} stall(s) caught, {boots - 1} retr{'y' if boots == 2 else 'ies'}")
     print("lane: statuses " + " ".join(str(statuses[n]) for n in sorted(statuses)), file=sys.stderr)
     failed = {number: status for number, status in statuses.items() if status != 0}
     for number, status in failed.items():

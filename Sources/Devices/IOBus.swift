@@ -26,6 +26,9 @@ public final class IOBus: Sendable {
   public enum Kind: String, Sendable {
     case port = "port I/O"
     case mmio = "MMIO"
+
+    /// The highest address of the space.
+    public var limit: UInt64 { self == .port ? 0xFFFF : UInt64.max }
   }
 
   public init(kind: Kind) {
@@ -40,7 +43,11 @@ public final class IOBus: Sendable {
     try mappings.withLock { (list) throws(IOBusError) in
       let last = base + (size - 1)
       if let clash = list.first(where: { $0.base <= last && base <= $0.base + ($0.size - 1) }) {
-        throw IOBusError.overlap(kind: kind, base: base, size: size, device: device.name, existing: clash.device.name)
+        throw IOBusError.overlap(
+          IOBusError.Overlap(
+            kind: kind, base: base, size: size, device: device.name, existing: clash.device.name,
+            existingBase: clash.base, existingSize: clash.size,
+            freeNearby: Self.freeRanges(in: list, limit: kind.limit, fitting: size, near: base)))
       }
       let position = list.firstIndex { $0.base > base } ?? list.endIndex
       list.insert(Mapping(base: base, size: size, device: device), at: position)
@@ -98,19 +105,64 @@ public final class IOBus: Sendable {
 
   /// Every registered range, in address order.
   public var allMappings: [Mapping] { mappings.withLock { $0 } }
+
+  /// The free ranges of at least `size` bytes nearest to `address`: the closest one below it
+  /// and the closest one above it (fewer where there are none).
+  public func freeRanges(fitting size: UInt64, near address: UInt64) -> [ClosedRange<UInt64>] {
+    mappings.withLock { Self.freeRanges(in: $0, limit: kind.limit, fitting: size, near: address) }
+  }
+
+  static func freeRanges(in list: [Mapping], limit: UInt64, fitting size: UInt64, near address: UInt64)
+    -> [ClosedRange<UInt64>]
+  {
+    var gaps: [ClosedRange<UInt64>] = []
+    var next: UInt64? = 0  // the first address not yet covered; nil past the end of the space
+    for mapping in list {
+      if let start = next, mapping.base > start { gaps.append(start...(mapping.base - 1)) }
+      let end = mapping.base + (mapping.size - 1)
+      next = end < limit ? end + 1 : nil
+    }
+    if let start = next, start <= limit { gaps.append(start...limit) }
+    let fitting = gaps.filter { $0.upperBound - $0.lowerBound >= max(size, 1) - 1 }
+    let below = fitting.last { $0.lowerBound <= address }
+    let above = fitting.first { $0.lowerBound > address }
+    return [below, above].compactMap { $0 }
+  }
 }
 
 /// A device could not be placed on a bus.
 public enum IOBusError: Error, Equatable, CustomStringConvertible {
   case invalidRange(kind: IOBus.Kind, base: UInt64, size: UInt64, device: String)
-  case overlap(kind: IOBus.Kind, base: UInt64, size: UInt64, device: String, existing: String)
+  case overlap(Overlap)
+
+  /// Where a new device clashed with one already on the bus, and what is free nearby.
+  public struct Overlap: Equatable, Sendable {
+    public let kind: IOBus.Kind
+    public let base: UInt64
+    public let size: UInt64
+    public let device: String
+    public let existing: String
+    public let existingBase: UInt64
+    public let existingSize: UInt64
+    /// The nearest free ranges (below and above) that the new device would fit in.
+    public let freeNearby: [ClosedRange<UInt64>]
+  }
 
   public var description: String {
     switch self {
     case .invalidRange(let kind, let base, let size, let device):
-      "\(device): invalid \(kind.rawValue) range of \(size) bytes at 0x\(String(base, radix: 16))"
-    case .overlap(let kind, let base, let size, let device, let existing):
-      "\(device): \(kind.rawValue) range of \(size) bytes at 0x\(String(base, radix: 16)) overlaps \(existing)"
+      return "\(device): invalid \(kind.rawValue) range of \(size) bytes at \(hex(base))"
+    case .overlap(let clash):
+      let existingEnd = clash.existingBase + (clash.existingSize - 1)
+      let free =
+        clash.freeNearby.isEmpty
+        ? "no free range of that size is left"
+        : "free ranges nearby: "
+          + clash.freeNearby.map { "\(hex($0.lowerBound))-\(hex($0.upperBound))" }.joined(separator: ", ")
+      return
+        "\(clash.device): \(clash.kind.rawValue) range of \(clash.size) bytes at \(hex(clash.base)) overlaps \(clash.existing) at \(hex(clash.existingBase))-\(hex(existingEnd)); \(free)"
     }
   }
 }
+
+private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

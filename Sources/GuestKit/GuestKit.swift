@@ -97,12 +97,19 @@ public struct GuestKit: Sendable {
     }
   }
 
+  /// As root, apt downloads as its sandbox user `_apt`, which cannot reach a work directory under
+  /// root's home; apt then warns and downloads as root anyway. Say so up front, without the warning.
+  private static var aptSandboxOptions: [String] {
+    geteuid() == 0 ? ["-o", "APT::Sandbox::User=root"] : []
+  }
+
   private static func build(_ kit: GuestKit, directory: String, kernelPackage: String) throws {
     try Files.makeDirectories(directory)
     let work = directory + ".work-\(getpid())"
     try Files.makeDirectories(work)
     defer { _ = try? HostCommand.run(["rm", "-rf", work]) }
-    try HostCommand.run(["apt-get", "download", "-q", kernelPackage, "busybox-static"], in: work)
+    try HostCommand.run(
+      ["apt-get", "download", "-q"] + aptSandboxOptions + [kernelPackage, "busybox-static"], in: work)
     let tree = work + "/tree"
     for deb in Files.list(work) where deb.hasSuffix(".deb") {
       try HostCommand.run(["dpkg-deb", "-x", work + "/" + deb, tree])

@@ -37,7 +37,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public private(set) var powerManagement: ACPIPowerManagement?
   /// Every device, under its stable id: what snapshots save, statistics and summaries list.
   public let devices = DeviceRegistry()
-  /// PCI bus 0 and its virtio devices, when the configuration has disks.
+  /// PCI bus 0 with its host bridge and virtio devices (set once the machine is built).
   var pci: PCIDevices?
 
   let vcpus: [KVMVCPU]
@@ -150,15 +150,16 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
 
     serial = SerialPort(
       output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
+    try reserveKernelRanges(ram: ranges)
     try addPlatformDevices()
-    if !configuration.disks.isEmpty || configuration.entropy || configuration.consoleDevice == .virtio {
-      let pci = try PCIDevices(
-        disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
-        entropy: configuration.entropy, vm: vm, memory: memory, registry: devices)
-      do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
-      pci.startIOThreads()
-      self.pci = pci
-    }
+    // Every machine has its PCI host bridge, as every PC does, devices or not: a guest
+    // kernel finds configuration space (and no alarming "no config space access" message).
+    let pci = try PCIDevices(
+      disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
+      entropy: configuration.entropy, vm: vm, memory: memory, registry: devices)
+    do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
+    pci.startIOThreads()
+    self.pci = pci
     trace.mark("devices")
     if let payload {
       try boot(payload, ranges: ranges)
@@ -186,6 +187,28 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     try vm.createInterruptController()
     try vm.createPIT()
+  }
+
+  /// What KVM serves in the kernel, and guest RAM, marked on the buses (see `ReservedRange`).
+  private func reserveKernelRanges(ram ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError) {
+    let ports: [(String, UInt64, UInt64)] = [
+      ("i8259 PIC master (KVM)", 0x20, 2), ("i8254 PIT (KVM)", 0x40, 4),
+      ("i8259 PIC slave (KVM)", 0xA0, 2), ("i8259 ELCR (KVM)", 0x4D0, 2),
+    ]
+    var mmio: [(String, UInt64, UInt64)] = ranges.map { ("RAM", $0.guestAddress, $0.size) }
+    mmio += [
+      ("IOAPIC (KVM)", X86MemoryMap.ioAPIC, 0x1000), ("local APIC (KVM)", X86MemoryMap.localAPIC, 0x1000),
+      (
+        "KVM identity map and TSS", X86MemoryMap.kvmIdentityMap,
+        X86MemoryMap.kvmTSS + 0x3000 - X86MemoryMap.kvmIdentityMap
+      ),
+    ]
+    do throws(IOBusError) {
+      for (name, base, size) in ports { try portBus.register(ReservedRange(name), base: base, size: size) }
+      for (name, base, size) in mmio { try mmioBus.register(ReservedRange(name), base: base, size: size) }
+    } catch {
+      throw .device(error)
+    }
   }
 
   private func addPlatformDevices() throws(VirtualMachineError) {
@@ -305,6 +328,20 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Adds a device at guest-physical `[address, address + size)`.
   public func addDevice(_ device: any IODevice, mmio address: UInt64, size: UInt64) throws(VirtualMachineError) {
     do { try mmioBus.register(device, base: address, size: size) } catch { throw .device(error) }
+  }
+
+  /// Every range of the port and MMIO spaces that something owns — platform devices, PCI,
+  /// what KVM serves in the kernel, RAM — in address order; what is not listed is free for
+  /// `addDevice`.
+  public var addressMap: [AddressRange] {
+    [portBus, mmioBus].flatMap { bus in
+      bus.allMappings.map { AddressRange(kind: bus.kind, base: $0.base, size: $0.size, owner: $0.device.name) }
+    }
+  }
+
+  /// The nearest free ranges below and above `address` with room for `size` bytes.
+  public func freeRanges(_ kind: IOBus.Kind, fitting size: UInt64, near address: UInt64) -> [ClosedRange<UInt64>] {
+    (kind == .port ? portBus : mmioBus).freeRanges(fitting: size, near: address)
   }
 
   // MARK: Lifecycle
@@ -454,7 +491,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// Per-device request counts and bytes (the devices that keep figures), one line each.
   public var deviceStatistics: [String] { devices.statisticsLines }
 
-  /// The functions on PCI bus 0 (empty when the machine has no PCI devices).
+  /// The functions on PCI bus 0: the host bridge and every virtio device.
   public var pciFunctions: [PCIFunctionSummary] { pci?.functionSummaries ?? [] }
 
   /// Hands console input to the console device (virtio-console if there is one, else COM1);

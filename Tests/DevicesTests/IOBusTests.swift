@@ -45,16 +45,26 @@ struct IOBusTests {
     #expect(bus.resolve(0x1000) == nil)
   }
 
-  @Test("The overlap error names both devices")
+  @Test("The overlap error names both devices, the range taken, and the free ranges nearby that fit")
   func overlapMessage() throws {
     let bus = IOBus(kind: .port)
     try bus.register(EchoDevice("serial0"), base: 0x3F8, size: 8)
+    try bus.register(EchoDevice("rtc"), base: 0x70, size: 2)
+    try bus.register(EchoDevice("tail"), base: 0xFFF0, size: 16)
     do {
       try bus.register(EchoDevice("other"), base: 0x3FC, size: 4)
       Issue.record("expected an overlap error")
     } catch {
-      #expect(error.description == "other: port I/O range of 4 bytes at 0x3fc overlaps serial0")
+      #expect(
+        error.description
+          == "other: port I/O range of 4 bytes at 0x3fc overlaps serial0 at 0x3f8-0x3ff; free ranges nearby: 0x72-0x3f7, 0x400-0xffef"
+      )
     }
+    #expect(bus.freeRanges(fitting: 0x400, near: 0x3FC) == [0x400...0xFFEF], "below is too small for 1 KiB")
+    #expect(bus.freeRanges(fitting: 16, near: 0) == [0...0x6F, 0x72...0x3F7])
+    let full = IOBus(kind: .port)
+    try full.register(EchoDevice("all"), base: 0, size: 0x10000)
+    #expect(full.freeRanges(fitting: 1, near: 0x80).isEmpty)
   }
 
   @Test("allOnes covers every width")

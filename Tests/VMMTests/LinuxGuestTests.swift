@@ -80,15 +80,21 @@ enum LinuxGuestHost {
   "Linux guests", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
 struct LinuxGuestTests {
-  @Test("The default guest reaches SKVM-GUEST-READY, runs a typed command, and poweroff -f ends with 0")
+  @Test(
+    "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
+  )
   func commandAndPowerOff() throws {
     let session = try LinuxGuestHost.session(
       "basic",
       steps: [
-        "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42", "send:poweroff -f", "exit:0",
+        "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42",
+        "send:echo bridge=$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)", "expect:bridge=0x1b36",
+        "send:poweroff -f", "exit:0",
       ],
       skvm: ["run"])
     #expect(session.passed, "\(session.transcript)")
+    #expect(
+      !session.transcript.contains("PCI: Fatal"), "a machine without devices still has PCI: \(session.transcript)")
   }
 
   @Test(
