@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+from results import report
+
 
 def run_once(command):
     """Returns {phase: (seconds, requests, bytes)} for one run, or raises."""
@@ -49,7 +51,7 @@ def main():
                 print(f"  {name} run {run + 1}: {error}", file=sys.stderr)
     first = vmms[0][0]
     phases = sorted({phase for runs_ in results.values() for run in runs_ for phase in run})
-    print(f"{'phase':<14} {'vmm':<10} {'MiB/s':>10} {'IOPS':>10} {'ratio':>7}  (median of {runs}; ratio > 1: {first} faster)")
+    print(f"{'phase':<14} {'vmm':<14} {'MiB/s':>10} {'IOPS':>10} {'ratio':>7}  (median of {runs}; ratio > 1: {first} faster)")
     medians = {}
     for phase in phases:
         for name, _ in vmms:
@@ -60,7 +62,11 @@ def main():
             requests, size = samples[0][1], samples[0][2]
             medians[(phase, name)] = seconds
             ratio = seconds / medians[(phase, first)] if (phase, first) in medians else 1.0
-            print(f"{phase:<14} {name:<10} {size / seconds / 2**20:>10.1f} {requests / seconds:>10.0f} {ratio:>7.2f}")
+            print(f"{phase:<14} {name:<14} {size / seconds / 2**20:>10.1f} {requests / seconds:>10.0f} {ratio:>7.2f}")
+        throughput = {name: size / medians[(phase, name)] / 2**20 for name, _ in vmms if (phase, name) in medians}
+        if first in throughput:
+            report(f"virtio-blk probe: {phase}", "MiB/s", throughput.pop(first), throughput, better="higher",
+                   ratio_goal=1.0)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,39 @@ import sys
 import tempfile
 import time
 
+from results import report
+
 COMMAND_LINE = "console=ttyS0 panic=-1"
 
 
+QUIET_COMMAND_LINE = COMMAND_LINE + " quiet"
+
+
 def commands(arguments):
+    """Each VMM with the verbose command line, and skvm and QEMU's fastest Linux boot (microvm
+    with an RTC) with `quiet` too: every console byte is an exit, so quiet boots are faster."""
     qemu = shutil.which("qemu-system-x86_64")
-    common = ["-enable-kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config",
-              "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-              "-kernel", arguments.kernel, "-initrd", arguments.initrd, "-append", COMMAND_LINE]
+
+    def qemu_command(machine, line):
+        return [qemu, "-M", machine, "-enable-kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+                "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+                "-kernel", arguments.kernel, "-initrd", arguments.initrd, "-append", line]
+
+    def skvm_command(line):
+        return [arguments.skvm, "run", "--kernel", arguments.kernel, "--initrd", arguments.initrd,
+                "--cmdline", line, "--memory", "256M"]
+
     return {
-        "skvm": [arguments.skvm, "run", "--kernel", arguments.kernel, "--initrd", arguments.initrd,
-                 "--cmdline", COMMAND_LINE, "--memory", "256M"],
-        "qemu-microvm": [qemu, "-M", "microvm,rtc=on"] + common,
-        "qemu-q35": [qemu, "-M", "q35"] + common,
+        "skvm": skvm_command(COMMAND_LINE),
+        "qemu-microvm": qemu_command("microvm,rtc=on", COMMAND_LINE),
+        "qemu-q35": qemu_command("q35", COMMAND_LINE),
+        "skvm-quiet": skvm_command(QUIET_COMMAND_LINE),
+        "qemu-microvm-quiet": qemu_command("microvm,rtc=on", QUIET_COMMAND_LINE),
     }
+
+
+class Stalled(RuntimeError):
+    """A boot that did not reach SKVM-GUEST-READY (or exit) within its time limit."""
 
 
 def boot_once(command, timeout=120):
@@ -58,6 +77,9 @@ def boot_once(command, timeout=120):
         process.kill()
     process.wait()
     end = time.perf_counter() - start
+    if ready is None and end >= timeout:
+        raise Stalled(f"{command[0]}: no SKVM-GUEST-READY within {timeout} s (first line "
+                      f"{'after %.1f s' % first_line if first_line else 'never'})")
     if first_line is None or ready is None or process.returncode != 0:
         tail = output[-600:].decode(errors="replace")
         raise RuntimeError(f"{command[0]}: status {process.returncode}, first line {first_line}, ready {ready}:\n{tail}")
@@ -91,27 +113,56 @@ def main():
     parser.add_argument("--initrd", required=True)
     parser.add_argument("--skvm", required=True)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--boot-timeout", type=float, default=120,
+                        help="seconds a boot may take before it counts as stalled (and is killed)")
     arguments = parser.parse_args()
+    samples = {name: [] for name in commands(arguments)}
+    stalls = {name: 0 for name in samples}
+    failures = {name: 0 for name in samples}
+    # Interleaved, so drift in the host hits every VMM alike; a stalled or failed boot is
+    # counted and the run goes on, so the other boots' results are kept.
+    for run in range(arguments.runs):
+        for name, command in commands(arguments).items():
+            try:
+                samples[name].append(boot_once(command, timeout=arguments.boot_timeout))
+                print(f"  {name} boot {run + 1}: ready after {samples[name][-1]['ready_ms']:.0f} ms",
+                      file=sys.stderr, flush=True)
+            except Stalled as error:
+                stalls[name] += 1
+                print(f"  {name} boot {run + 1}: STALLED: {error}", file=sys.stderr, flush=True)
+            except RuntimeError as error:
+                failures[name] += 1
+                print(f"  {name} boot {run + 1}: FAILED: {error}", file=sys.stderr, flush=True)
     results = {}
-    for name, command in commands(arguments).items():
-        samples = []
-        for run in range(arguments.runs):
-            samples.append(boot_once(command))
-            print(f"  {name} boot {run + 1}: ready after {samples[-1]['ready_ms']:.0f} ms", file=sys.stderr, flush=True)
-        results[name] = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
-        results[name]["rss_mib"] = peak_rss_mib(command)
-        print(f"  measured {name}: {arguments.runs} boots", file=sys.stderr, flush=True)
-    print(f"\nLinux boot, medians of {arguments.runs} (kernel command line: {COMMAND_LINE!r})\n")
-    print(f"{'':<14}{'first line':>12}{'ready':>12}{'to exit':>12}{'peak RSS':>12}")
-    for name, r in results.items():
-        print(f"{name:<14}{r['first_line_ms']:>9.0f} ms{r['ready_ms']:>9.0f} ms{r['total_ms']:>9.0f} ms"
-              f"{r['rss_mib']:>8.1f} MiB")
-    skvm = results["skvm"]
+    for name, runs in samples.items():
+        if runs:
+            results[name] = {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+            try:
+                results[name]["rss_mib"] = peak_rss_mib(commands(arguments)[name], timeout=arguments.boot_timeout)
+            except RuntimeError:
+                results[name]["rss_mib"] = float("nan")
+    print(f"\nLinux boot, medians of the boots that finished, of {arguments.runs} each "
+          f"(kernel command line: {COMMAND_LINE!r}; the -quiet rows add 'quiet')\n")
+    print(f"{'':<20}{'first line':>12}{'ready':>12}{'to exit':>12}{'peak RSS':>12}{'stalled':>9}{'failed':>8}")
+    for name in samples:
+        r = results.get(name)
+        figures = (f"{r['first_line_ms']:>9.0f} ms{r['ready_ms']:>9.0f} ms{r['total_ms']:>9.0f} ms"
+                   f"{r['rss_mib']:>8.1f} MiB") if r else f"{'no boot finished':>48}"
+        print(f"{name:<20}{figures}{stalls[name]:>9}{failures[name]:>8}")
     print()
-    for name, r in results.items():
-        if name != "skvm":
-            print(f"skvm / {name}: first line {skvm['first_line_ms'] / r['first_line_ms']:.2f}×, "
-                  f"ready {skvm['ready_ms'] / r['ready_ms']:.2f}×, RSS {skvm['rss_mib'] / r['rss_mib']:.2f}×")
+    for ours, peers in (("skvm", ("qemu-microvm", "qemu-q35")), ("skvm-quiet", ("qemu-microvm-quiet",))):
+        mine = results.get(ours)
+        for name in peers:
+            r = results.get(name)
+            if mine and r:
+                print(f"{ours} / {name}: first line {mine['first_line_ms'] / r['first_line_ms']:.2f}×, "
+                      f"ready {mine['ready_ms'] / r['ready_ms']:.2f}×, RSS {mine['rss_mib'] / r['rss_mib']:.2f}×")
+        report(f"Linux boot to shell{' (quiet)' if ours.endswith('quiet') else ''}", "ms",
+               mine["ready_ms"] if mine else None, {name: results[name]["ready_ms"] for name in peers if name in results},
+               ratio_goal=1.0)
+    report("stalled Linux boots", f"of {arguments.runs}", stalls["skvm"] + stalls["skvm-quiet"],
+           {name: count for name, count in stalls.items() if not name.startswith("skvm")}, value_goal=0,
+           note="per VMM: " + ", ".join(f"{name} {count}" for name, count in stalls.items()))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from results import report
+
 
 def run_once(command):
     start = time.perf_counter()
@@ -88,6 +90,13 @@ def main():
         )
     if "skvm" in results:
         skvm = results["skvm"]
+        peers = {name: r for name, r in results.items() if name != "skvm" and not name.startswith("floor")}
+        report("start → first guest byte", "ms", skvm["start_to_marker_ms"],
+               {name: r["start_to_marker_ms"] for name, r in peers.items()}, value_goal=5)
+        report("peak RSS, tiny guest", "MiB", skvm["rss_mib"], {name: r["rss_mib"] for name, r in peers.items()},
+               value_goal=8)
+        report("PIO exit over the floor (in-kernel irqchip)", "µs", skvm["exit_us"] - floor["exit_us"],
+               {name: r["exit_us"] - floor["exit_us"] for name, r in peers.items()}, value_goal=0.10)
         print()
         for name in names:
             if name == "skvm":

@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 import time
 
+from results import report
+
 
 def percentile(values, fraction):
     ordered = sorted(values)
@@ -110,6 +112,8 @@ def main():
         theirs = next(row for row in rows if row[0] == "qemu-q35" and row[1] == cpus)
         print(f"ratio qemu/skvm, {cpus} vCPU(s): query-status {theirs[2] / ours[2]:.2f}x, "
               f"stop {theirs[4] / ours[4]:.2f}x (above 1: skvm is faster)")
+        report(f"QMP stop, {cpus} busy vCPU(s)", "µs", ours[4], {"qemu-q35": theirs[4]}, ratio_goal=0.5)
+        report(f"QMP query-status, {cpus} vCPU(s)", "µs", ours[2], {"qemu-q35": theirs[2]})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import time
 
 from qemu.qmp import QMPClient
 
+from results import report
+
 
 async def qmp(socket_path, *commands):
     """Runs commands on a QMP socket; returns (replies, seconds each took to complete)."""
@@ -164,6 +166,8 @@ def main():
     for ours, theirs, goal in pairs:
         ratio = median[ours] / median[theirs]
         print(f"{ours:<42} {theirs:<34} {ratio:>6.2f}x {'≤' + str(goal):>6} {'met' if ratio <= goal else 'NOT met'}")
+        report(ours, "ms", median[ours], {theirs.split(": ", 1)[1]: median[theirs]}, ratio_goal=goal,
+               value_goal=5 if ours == "restore: skvm --incoming file: (mapped)" and "loadvm" in theirs else None)
 
 
 if __name__ == "__main__":
