@@ -80,10 +80,12 @@ def boot_once(command, timeout=120):
     if ready is None and end >= timeout:
         raise Stalled(f"{command[0]}: no SKVM-GUEST-READY within {timeout} s (first line "
                       f"{'after %.1f s' % first_line if first_line else 'never'})")
-    if first_line is None or ready is None or process.returncode != 0:
+    # A quiet boot prints no "Linux version" line: its first-line figure is left empty.
+    if ready is None or process.returncode != 0:
         tail = output[-600:].decode(errors="replace")
         raise RuntimeError(f"{command[0]}: status {process.returncode}, first line {first_line}, ready {ready}:\n{tail}")
-    return {"first_line_ms": first_line * 1e3, "ready_ms": ready * 1e3, "total_ms": end * 1e3}
+    return {"first_line_ms": first_line * 1e3 if first_line else float("nan"), "ready_ms": ready * 1e3,
+            "total_ms": end * 1e3}
 
 
 def peak_rss_mib(command, timeout=120):
