@@ -18,6 +18,10 @@ let package = Package(
     .target(name: "CKVM"),
     // Layer 0: checked arithmetic for untrusted numbers (nil instead of a trap).
     .target(name: "Checked"),
+    // Layer 0: JSON values (QMP messages, img's JSON output) over FoundationEssentials' coders.
+    .target(name: "JSON"),
+    // Layer 0: printf-style text (C's vsnprintf) for output laid out as QEMU's is.
+    .target(name: "TextFormat"),
     // Layer 1: typed wrappers over /dev/kvm, VM and vCPU file descriptors.
     .target(name: "KVM", dependencies: ["CKVM"]),
     // Layer 2: guest-physical memory, bounds-checked.
@@ -43,14 +47,16 @@ let package = Package(
     // The default guest: Debian's kernel and a busybox initramfs, built and cached.
     .target(name: "GuestKit", dependencies: ["CKVM", "CZlib"]),
     // Layer 6: the QMP monitor (control sockets) over a managed machine.
-    .target(name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage", "Checked", "CSystemCalls"]),
+    .target(
+      name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage", "Checked", "CSystemCalls", "JSON", "TextFormat"]),
     // The library product: one import for embedders.
-    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage"]),
+    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage", "JSON"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",
       dependencies: [
-        "SwiftKVM", "GuestKit", "Checked", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "SwiftKVM", "GuestKit", "Checked", "TextFormat",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),

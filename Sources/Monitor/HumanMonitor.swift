@@ -1,6 +1,7 @@
 import Checked
 import Devices
-import Foundation
+import Glibc
+import TextFormat
 import VMM
 
 /// QEMU's human monitor (HMP) commands, as `human-monitor-command` and `skvm monitor` run them.
@@ -150,12 +151,10 @@ struct HumanMonitor {
     ]
     for entry in list {
       let size = entry.vmStateSize >= 1 << 20 ? "\(entry.vmStateSize >> 20) MiB" : "\(entry.vmStateSize >> 10) KiB"
-      let seconds = entry.vmClockNanoseconds / 1_000_000_000
-      let clock = String(
-        format: "%02llu:%02llu:%02llu.%03llu", seconds / 3600, seconds / 60 % 60, seconds % 60,
-        entry.vmClockNanoseconds / 1_000_000 % 1000)
+      let clock = SnapshotListFormat.vmClock(nanoseconds: entry.vmClockNanoseconds)
       lines.append(
-        pad(entry.id, 10) + pad(entry.name, 18) + pad(size, 23) + pad(Self.date(entry.dateSeconds), 9) + clock)
+        pad(entry.id, 10) + pad(entry.name, 18) + pad(size, 23) + pad(SnapshotListFormat.date(entry.dateSeconds), 9)
+          + clock)
     }
     return lines.map { $0 + "\r\n" }.joined()
   }
@@ -165,17 +164,8 @@ struct HumanMonitor {
     var now = time(nil)
     var parts = tm()
     localtime_r(&now, &parts)
-    return String(
-      format: "vm-%04d%02d%02d%02d%02d%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-      parts.tm_hour, parts.tm_min, parts.tm_sec)
-  }
-
-  static func date(_ seconds: UInt32) -> String {
-    var time = time_t(seconds)
-    var parts = tm()
-    localtime_r(&time, &parts)
-    return String(
-      format: "%04d-%02d-%02d %02d:%02d:%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+    return cFormat(
+      "vm-%04d%02d%02d%02d%02d%02d", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
       parts.tm_hour, parts.tm_min, parts.tm_sec)
   }
 

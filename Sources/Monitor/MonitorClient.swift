@@ -1,5 +1,4 @@
 import CSystemCalls
-import Foundation
 import Glibc
 import VMM
 
@@ -28,7 +27,7 @@ final class MonitorClient: @unchecked Sendable {
   private var negotiatedFlag = false
 
   private enum Outgoing {
-    case message(Data)
+    case message([UInt8])
     /// Runs once everything queued before it is on the wire (e.g. `quit`).
     case action(@Sendable () -> Void)
   }
@@ -93,7 +92,7 @@ final class MonitorClient: @unchecked Sendable {
   }
 
   /// Queues an event if the client has negotiated capabilities; never waits.
-  func sendEvent(_ message: Data) {
+  func sendEvent(_ message: [UInt8]) {
     let wanted = lock.withLock { eventsEnabled && connected }
     if wanted { enqueue(.message(message)) }
   }
@@ -141,7 +140,7 @@ final class MonitorClient: @unchecked Sendable {
   }
 
   /// Writes `data` whole (blocking up to the send timeout); false if the client is gone or stuck.
-  private func write(_ data: Data) -> Bool {
+  private func write(_ data: [UInt8]) -> Bool {
     data.withUnsafeBytes { bytes -> Bool in
       guard let base = bytes.baseAddress else { return true }
       var sent = 0

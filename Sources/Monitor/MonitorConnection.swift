@@ -1,5 +1,5 @@
-import Foundation
 import Glibc
+import JSON
 import VMM
 
 /// A QMP client connection, for `skvm monitor` and for Swift programs that drive a
@@ -12,16 +12,17 @@ import VMM
 /// ```
 public final class MonitorConnection: @unchecked Sendable {
   private let fd: Int32
-  private let replies = NSCondition()
-  private var pending: [[String: Any]] = []
+  private let replies = ConditionLock()
+  /// Guarded by `replies`.
+  private var pending: [JSONValue] = []
   private var closed = false
-  private let onEvent: @Sendable (String, [String: Any]) -> Void
+  private let onEvent: @Sendable (String, JSONValue) -> Void
   /// The server's greeting (`{"QMP": {...}}`).
-  public private(set) var greeting: [String: Any] = [:]
+  public private(set) var greeting: JSONValue = [:]
 
   /// Connects and negotiates; `onEvent` gets each event's name and whole message, on a reader thread.
   public init(
-    address: MonitorAddress, onEvent: @escaping @Sendable (String, [String: Any]) -> Void = { _, _ in }
+    address: MonitorAddress, onEvent: @escaping @Sendable (String, JSONValue) -> Void = { _, _ in }
   ) throws(MonitorError) {
     self.onEvent = onEvent
     fd = try Self.connect(address)
@@ -42,60 +43,57 @@ public final class MonitorConnection: @unchecked Sendable {
 
   /// Runs a command; returns its `return` value, or throws the server's error.
   @discardableResult
-  public func execute(_ command: String, arguments: [String: Any] = [:]) throws(MonitorError) -> Any {
-    var request: [String: Any] = ["execute": command]
-    if !arguments.isEmpty { request["arguments"] = arguments }
-    guard var data = try? JSONSerialization.data(withJSONObject: request) else {
-      throw MonitorError(description: "the arguments of \(command) are not JSON")
-    }
-    data.append(0x0A)
+  public func execute(_ command: String, arguments: [String: JSONValue] = [:]) throws(MonitorError) -> JSONValue {
+    var request: [String: JSONValue] = ["execute": .string(command)]
+    if !arguments.isEmpty { request["arguments"] = .object(arguments) }
+    let data = JSONValue.object(request).compactText + [0x0A]
     let sent = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     guard sent == data.count else { throw MonitorError(description: "the monitor connection is closed") }
     let reply = try nextReply()
-    if let error = reply["error"] as? [String: Any] {
-      throw MonitorError(description: "\(error["class"] ?? "Error"): \(error["desc"] ?? "")")
+    if let error = reply["error"] {
+      throw MonitorError(
+        description: "\(error["class"]?.string ?? "Error"): \(error["desc"]?.string ?? "")")
     }
-    return reply["return"] ?? [String: Any]()
+    return reply["return"] ?? [:]
   }
 
   /// Runs a human-monitor (HMP) command line; returns its text output.
   public func human(_ line: String) throws(MonitorError) -> String {
-    let output = try execute("human-monitor-command", arguments: ["command-line": line])
-    return output as? String ?? ""
+    try execute("human-monitor-command", arguments: ["command-line": .string(line)]).string ?? ""
   }
 
-  private func nextReply() throws(MonitorError) -> [String: Any] {
-    replies.lock()
-    defer { replies.unlock() }
-    while pending.isEmpty && !closed { replies.wait() }
-    guard !pending.isEmpty else { throw MonitorError(description: "the monitor closed the connection") }
-    return pending.removeFirst()
+  private func nextReply() throws(MonitorError) -> JSONValue {
+    let reply: JSONValue? = replies.withLock {
+      replies.wait { !pending.isEmpty || closed }
+      return pending.isEmpty ? nil : pending.removeFirst()
+    }
+    guard let reply else { throw MonitorError(description: "the monitor closed the connection") }
+    return reply
   }
 
   private func readLoop() {
     var splitter = JSONStreamSplitter(maximumValueSize: 64 << 20)
     var buffer = [UInt8](repeating: 0, count: 65536)
     defer {
-      replies.lock()
-      closed = true
-      replies.broadcast()
-      replies.unlock()
+      replies.withLock {
+        closed = true
+        replies.broadcast()
+      }
     }
     while true {
       let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
       if count < 0, errno == EINTR { continue }
       guard count > 0 else { return }
       for piece in splitter.feed(buffer[0..<count]) {
-        guard case .value(let bytes) = piece,
-          let message = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+        guard case .value(let bytes) = piece, let message = try? JSONValue.parse(bytes), message.object != nil
         else { return }
-        if let event = message["event"] as? String {
+        if let event = message["event"]?.string {
           onEvent(event, message)
         } else {
-          replies.lock()
-          pending.append(message)
-          replies.signal()
-          replies.unlock()
+          replies.withLock {
+            pending.append(message)
+            replies.broadcast()
+          }
         }
       }
     }

@@ -1,4 +1,3 @@
-import Foundation
 import Glibc
 import Synchronization
 import VMM
@@ -171,7 +170,7 @@ public final class MonitorServer: @unchecked Sendable {
     Glibc.close(fd)
   }
 
-  private func broadcast(_ message: Data) {
+  private func broadcast(_ message: [UInt8]) {
     for client in clients.withLock({ Array($0.values) }) { client.sendEvent(message) }
   }
 }

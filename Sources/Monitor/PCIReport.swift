@@ -1,5 +1,5 @@
 import Checked
-import Foundation
+import JSON
 import VMM
 
 /// The monitor's reports of PCI bus 0: QMP `query-pci` (QEMU's `PciInfo` shape) and HMP
@@ -8,33 +8,34 @@ import VMM
 public enum PCIReport {
   /// `query-pci`'s answer for these functions. Every value comes from configuration space the
   /// guest programs, so none is trusted to fit anything narrower than it is.
-  public static func qmp(_ functions: [PCIFunctionSummary]) -> [[String: Any]] {
+  public static func qmp(_ functions: [PCIFunctionSummary]) -> JSONValue {
     guard !functions.isEmpty else { return [] }
-    let devices: [[String: Any]] = functions.map { function in
-      var device: [String: Any] = [
-        "bus": 0, "slot": function.slot, "function": 0,
-        "class_info": ["class": Int(function.classCode), "desc": function.classDescription],
+    let devices: [JSONValue] = functions.map { function in
+      var device: [String: JSONValue] = [
+        "bus": 0, "slot": .number(function.slot), "function": 0,
+        "class_info": ["class": .number(function.classCode), "desc": .string(function.classDescription)],
         "id": [
-          "vendor": Int(function.vendor), "device": Int(function.device),
-          "subsystem-vendor": Int(function.subsystemVendor), "subsystem": Int(function.subsystem),
+          "vendor": .number(function.vendor), "device": .number(function.device),
+          "subsystem-vendor": .number(function.subsystemVendor), "subsystem": .number(function.subsystem),
         ],
         "qdev_id": "",
-        "regions": function.regions.map { region -> [String: Any] in
-          [
-            // Guest-programmed: any 64-bit value (QEMU's QAPI prints BAR addresses as unsigned).
-            "bar": region.bar, "type": "memory", "address": NSNumber(value: region.address),
-            "size": NSNumber(value: region.size),
-            "prefetch": region.prefetchable, "mem_type_64": region.is64Bit,
-          ]
-        },
+        "regions": .array(
+          function.regions.map { region in
+            [
+              // Guest-programmed: any 64-bit value (QEMU's QAPI prints BAR addresses as unsigned).
+              "bar": .number(region.bar), "type": "memory", "address": .number(region.address),
+              "size": .number(region.size), "prefetch": .bool(region.prefetchable),
+              "mem_type_64": .bool(region.is64Bit),
+            ]
+          }),
       ]
       if function.interruptPin != 0 {
-        device["irq_pin"] = Int(function.interruptPin)
-        device["irq"] = Int(function.interruptLine)
+        device["irq_pin"] = .number(function.interruptPin)
+        device["irq"] = .number(function.interruptLine)
       }
-      return device
+      return .object(device)
     }
-    return [["bus": 0, "devices": devices]]
+    return [["bus": 0, "devices": .array(devices)]]
   }
 
   /// `info pci`'s text for these functions (guest-programmed values, none trusted).

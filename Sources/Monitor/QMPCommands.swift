@@ -1,6 +1,6 @@
 import DiskImage
-import Foundation
 import Glibc
+import JSON
 import VMM
 
 /// The QMP commands skvm implements, over one managed machine.
@@ -10,11 +10,11 @@ import VMM
 final class QMPCommands: @unchecked Sendable {
   /// A command's result: the `return` value and what to do after it has been sent.
   struct Outcome {
-    var value: Any
+    var value: JSONValue
     var afterReply: (@Sendable () -> Void)?
   }
 
-  private typealias Handler = ([String: Any]) throws(QMPError) -> Outcome
+  private typealias Handler = ([String: JSONValue]) throws(QMPError) -> Outcome
 
   let machine: ManagedMachine
   /// `query-chardev`'s answer beyond the serial port: the monitors' own sockets.
@@ -31,8 +31,8 @@ final class QMPCommands: @unchecked Sendable {
     self.serialBackend = serialBackend
     table = [
       "query-version": noArguments { Self.version },
-      "query-commands": noArguments { [unowned self] in self.names.map { ["name": $0] } },
-      "query-name": noArguments { [unowned self] in ["name": self.machine.configuration.name] },
+      "query-commands": noArguments { [unowned self] in .array(self.names.map { ["name": .string($0)] }) },
+      "query-name": noArguments { [unowned self] in ["name": .string(self.machine.configuration.name)] },
       "query-status": noArguments { [unowned self] in self.status },
       "query-kvm": noArguments { ["enabled": true, "present": true] },
       "query-cpus-fast": noArguments { [unowned self] in self.cpus },
@@ -46,12 +46,12 @@ final class QMPCommands: @unchecked Sendable {
       "quit": { [unowned self] arguments throws(QMPError) in
         _ = try QMPArguments(arguments, allowed: [])
         let machine = self.machine
-        return Outcome(value: [String: Any]()) { machine.stop(cause: .hostQMPQuit, reason: "quit (QMP)") }
+        return Outcome(value: [:]) { machine.stop(cause: .hostQMPQuit, reason: "quit (QMP)") }
       },
       "migrate": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["uri", "detach", "resume", "blk", "inc"])
         try self.migrate(to: try checked.requiredString("uri"))
-        return Outcome(value: [String: Any]())
+        return Outcome(value: [:])
       },
       "query-migrate": noArguments { [unowned self] in self.migrationInfo },
       "snapshot-save": { [unowned self] arguments throws(QMPError) in
@@ -73,14 +73,14 @@ final class QMPCommands: @unchecked Sendable {
       "job-dismiss": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["id"])
         try self.jobs.dismiss(try checked.requiredString("id"))
-        return Outcome(value: [String: Any]())
+        return Outcome(value: [:])
       },
       "human-monitor-command": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["command-line", "cpu-index"])
         let line = try checked.requiredString("command-line")
         let cpu = try checked.integer("cpu-index") ?? 0
         let reply = self.human.execute(line, cpuIndex: cpu)
-        return Outcome(value: reply.text, afterReply: reply.afterReply)
+        return Outcome(value: .string(reply.text), afterReply: reply.afterReply)
       },
     ]
   }
@@ -89,14 +89,14 @@ final class QMPCommands: @unchecked Sendable {
   var names: [String] { (Array(table.keys) + ["qmp_capabilities"]).sorted() }
 
   /// Runs `name`; `CommandNotFound` if there is no such command.
-  func execute(_ name: String, arguments: [String: Any]) throws(QMPError) -> Outcome {
+  func execute(_ name: String, arguments: [String: JSONValue]) throws(QMPError) -> Outcome {
     guard let handler = table[name] else {
       throw QMPError(.commandNotFound, "The command \(name) has not been found")
     }
     return try handler(arguments)
   }
 
-  private func noArguments(_ body: @escaping () -> Any) -> Handler {
+  private func noArguments(_ body: @escaping () -> JSONValue) -> Handler {
     return { arguments throws(QMPError) in
       _ = try QMPArguments(arguments, allowed: [])
       return Outcome(value: body())
@@ -107,7 +107,7 @@ final class QMPCommands: @unchecked Sendable {
   private func action(_ body: @escaping () -> Void) -> Handler {
     noArguments {
       body()
-      return [String: Any]()
+      return [:]
     }
   }
 
@@ -120,7 +120,7 @@ final class QMPCommands: @unchecked Sendable {
   /// A snapshot job: checks its arguments as QEMU does (job-id, tag, vmstate, devices — the
   /// devices must be the writable disks, the VM state on the first of them), then runs `work`.
   private func snapshotJob(
-    _ type: String, _ arguments: [String: Any], vmstate: Bool,
+    _ type: String, _ arguments: [String: JSONValue], vmstate: Bool,
     _ work: @escaping @Sendable (ManagedMachine, String) throws -> Void
   ) throws(QMPError) -> Outcome {
     let checked = try QMPArguments(
@@ -145,7 +145,7 @@ final class QMPCommands: @unchecked Sendable {
     }
     let machine = self.machine
     try jobs.start(id: id, type: type) { try work(machine, tag) }
-    return Outcome(value: [String: Any]())
+    return Outcome(value: [:])
   }
 
   /// Starts saving the machine to `uri` (`file:PATH`, QEMU's syntax) on a thread of its own:
@@ -168,71 +168,76 @@ final class QMPCommands: @unchecked Sendable {
   }
 
   /// `query-migrate`'s answer, in QEMU's `MigrationInfo` shape.
-  var migrationInfo: [String: Any] {
+  var migrationInfo: JSONValue {
     let info = machine.migration
     guard info.status != .none else { return [:] }
-    var result: [String: Any] = ["status": info.status.rawValue]
+    var result: [String: JSONValue] = ["status": .string(info.status.rawValue)]
     if info.status == .completed || info.status == .failed {
-      result["total-time"] = Int(info.totalMilliseconds.rounded())
+      result["total-time"] = .number(Int64(info.totalMilliseconds.rounded()))
     }
     if info.status == .completed {
-      result["downtime"] = Int(info.downtimeMilliseconds.rounded())
+      result["downtime"] = .number(Int64(info.downtimeMilliseconds.rounded()))
       result["ram"] = [
-        "transferred": Int(info.fileBytes), "total": Int(info.ramBytes), "remaining": 0, "duplicate": 0,
+        "transferred": .number(info.fileBytes), "total": .number(info.ramBytes), "remaining": 0, "duplicate": 0,
         "normal": 0, "normal-bytes": 0, "dirty-sync-count": 1, "mbps": 0, "dirty-pages-rate": 0,
       ]
     }
-    if let error = info.error { result["error-desc"] = error }
-    return result
+    if let error = info.error { result["error-desc"] = .string(error) }
+    return .object(result)
   }
 
   /// The `version` member of the greeting and of `query-version`: SwiftKVM's own version.
-  static var version: [String: Any] {
+  static var version: JSONValue {
     let parts = SwiftKVMVersion.current.split(separator: ".").map { Int($0) ?? 0 } + [0, 0, 0]
     return [
-      "qemu": ["major": parts[0], "minor": parts[1], "micro": parts[2]],
-      "package": "SwiftKVM \(SwiftKVMVersion.current)",
+      "qemu": ["major": .number(parts[0]), "minor": .number(parts[1]), "micro": .number(parts[2])],
+      "package": .string("SwiftKVM \(SwiftKVMVersion.current)"),
     ]
   }
 
-  var status: [String: Any] {
+  var status: JSONValue {
     let state = machine.runState
-    return ["running": state == .running, "singlestep": false, "status": state.rawValue]
+    return ["running": .bool(state == .running), "singlestep": false, "status": .string(state.rawValue)]
   }
 
-  var cpus: [[String: Any]] {
-    machine.machine.vcpuThreadIDs.enumerated().map { index, thread in
-      [
-        "cpu-index": index, "qom-path": "/machine/unattached/device[\(index)]", "thread-id": Int(thread),
-        "target": "x86_64", "props": ["core-id": index, "thread-id": 0, "socket-id": 0],
-      ]
-    }
+  var cpus: JSONValue {
+    .array(
+      machine.machine.vcpuThreadIDs.enumerated().map { index, thread in
+        [
+          "cpu-index": .number(index), "qom-path": .string("/machine/unattached/device[\(index)]"),
+          "thread-id": .number(thread), "target": "x86_64",
+          "props": ["core-id": .number(index), "thread-id": 0, "socket-id": 0],
+        ]
+      })
   }
 
   /// One entry per --disk, in QEMU's shape (the `inserted` medium with its file and driver).
-  var blocks: [[String: Any]] {
-    machine.configuration.disks.enumerated().map { index, disk in
-      [
-        "device": "virtio\(index)", "qdev": "/machine/peripheral-anon/device[\(index)]/virtio-backend",
-        "locked": false, "removable": false, "type": "unknown",
-        "inserted": [
-          "file": disk.path, "ro": disk.readOnly,
-          "drv": (disk.format ?? (try? DiskImage.detectFormat(disk.path)) ?? .raw).rawValue, "encrypted": false,
-          "backing_file_depth": 0, "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0,
-          "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
-          "cache": ["writeback": true, "direct": disk.cache == .none, "no-flush": false],
-        ] as [String: Any],
-      ]
-    }
+  var blocks: JSONValue {
+    .array(
+      machine.configuration.disks.enumerated().map { index, disk in
+        [
+          "device": .string("virtio\(index)"),
+          "qdev": .string("/machine/peripheral-anon/device[\(index)]/virtio-backend"),
+          "locked": false, "removable": false, "type": "unknown",
+          "inserted": [
+            "file": .string(disk.path), "ro": .bool(disk.readOnly),
+            "drv": .string((disk.format ?? (try? DiskImage.detectFormat(disk.path)) ?? .raw).rawValue),
+            "encrypted": false, "backing_file_depth": 0, "detect_zeroes": "off", "bps": 0, "bps_rd": 0, "bps_wr": 0,
+            "iops": 0, "iops_rd": 0, "iops_wr": 0, "write_threshold": 0,
+            "cache": ["writeback": true, "direct": .bool(disk.cache == .none), "no-flush": false],
+          ],
+        ]
+      })
   }
 
   /// Bus 0 and its functions, in QEMU's `PciInfo` shape.
-  var pci: [[String: Any]] { PCIReport.qmp(machine.machine.pciFunctions) }
+  var pci: JSONValue { PCIReport.qmp(machine.machine.pciFunctions) }
 
-  var chardevs: [[String: Any]] {
-    [["label": "serial0", "filename": serialBackend, "frontend-open": true]]
-      + monitorAddresses.enumerated().map { index, address in
-        ["label": "monitor\(index)", "filename": address.description, "frontend-open": true]
-      }
+  var chardevs: JSONValue {
+    .array(
+      [["label": "serial0", "filename": .string(serialBackend), "frontend-open": true]]
+        + monitorAddresses.enumerated().map { index, address in
+          ["label": .string("monitor\(index)"), "filename": .string(address.description), "frontend-open": true]
+        })
   }
 }

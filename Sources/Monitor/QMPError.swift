@@ -1,3 +1,5 @@
+import JSON
+
 /// A QMP error reply: QEMU's error class and a description (QAPI `QapiErrorClass`).
 public struct QMPError: Error, Equatable, CustomStringConvertible {
   /// The classes QEMU still uses.
@@ -18,5 +20,5 @@ public struct QMPError: Error, Equatable, CustomStringConvertible {
   }
 
   /// The `error` member of the reply.
-  var json: [String: Any] { ["class": errorClass.rawValue, "desc": description] }
+  var json: JSONValue { ["class": .string(errorClass.rawValue), "desc": .string(description)] }
 }

@@ -1,3 +1,4 @@
+import JSON
 import Synchronization
 import VMM
 
@@ -53,16 +54,17 @@ final class QMPJobs: @unchecked Sendable {
   }
 
   /// `query-jobs`, in QEMU's `JobInfo` shape.
-  var list: [[String: Any]] {
+  var list: JSONValue {
     jobs.withLock { jobs in
-      jobs.map { job in
-        var info: [String: Any] = [
-          "id": job.id, "type": job.type, "status": job.status,
-          "current-progress": job.status == "concluded" ? 1 : 0, "total-progress": 1,
-        ]
-        if let error = job.error { info["error"] = error }
-        return info
-      }
+      .array(
+        jobs.map { job in
+          var info: [String: JSONValue] = [
+            "id": .string(job.id), "type": .string(job.type), "status": .string(job.status),
+            "current-progress": job.status == "concluded" ? 1 : 0, "total-progress": 1,
+          ]
+          if let error = job.error { info["error"] = .string(error) }
+          return .object(info)
+        })
     }
   }
 

@@ -1,4 +1,5 @@
-import Foundation
+import Glibc
+import JSON
 import VMM
 
 /// One client's QMP conversation, independent of the socket: the greeting, capabilities
@@ -17,25 +18,25 @@ final class QMPSession {
   }
 
   /// The greeting sent when the client connects.
-  static var greeting: Data {
-    QMPMessage.encode(["QMP": ["version": QMPCommands.version, "capabilities": [String]()]])
+  static var greeting: [UInt8] {
+    QMPMessage.encode(["QMP": ["version": QMPCommands.version, "capabilities": []]])
   }
 
   /// A reply and the work that waits until it has been sent.
   struct Reply {
-    var data: Data
+    var data: [UInt8]
     var afterReply: (@Sendable () -> Void)?
   }
 
   /// Handles the bytes of one top-level JSON value.
   func handle(_ bytes: [UInt8]) -> Reply {
-    let parsed: Any
+    let parsed: JSONValue
     do {
-      parsed = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
+      parsed = try JSONValue.parse(bytes)
     } catch {
       return reply(error: QMPError(.genericError, "JSON parse error, \(Self.parseProblem(bytes))"), id: nil)
     }
-    guard let request = parsed as? [String: Any] else {
+    guard let request = parsed.object else {
       return reply(error: QMPError(.genericError, "QMP input must be a JSON object"), id: nil)
     }
     let id = request["id"]
@@ -55,7 +56,7 @@ final class QMPSession {
     }
   }
 
-  private func negotiate(_ arguments: [String: Any], id: Any?) throws(QMPError) -> Data {
+  private func negotiate(_ arguments: [String: JSONValue], id: JSONValue?) throws(QMPError) -> [UInt8] {
     guard !negotiated else {
       throw QMPError(.commandNotFound, "Capabilities negotiation is already complete, command ignored")
     }
@@ -64,21 +65,21 @@ final class QMPSession {
       throw QMPError(.genericError, "Capability '\(first)' not available")
     }
     negotiated = true
-    return QMPMessage.encode(QMPMessage.withID(["return": [String: Any]()], id))
+    return QMPMessage.encode(QMPMessage.withID(["return": [:]], id))
   }
 
-  private static func validate(_ request: [String: Any]) throws(QMPError) -> (String, [String: Any]) {
+  private static func validate(_ request: [String: JSONValue]) throws(QMPError) -> (String, [String: JSONValue]) {
     for key in request.keys.sorted() where !["execute", "arguments", "id"].contains(key) {
       if key == "exec-oob" { throw QMPError(.genericError, "QMP input member 'exec-oob' is unexpected") }
       throw QMPError(.genericError, "QMP input member '\(key)' is unexpected")
     }
     guard let execute = request["execute"] else { throw QMPError(.genericError, "QMP input lacks member 'execute'") }
-    guard let name = execute as? String else {
+    guard let name = execute.string else {
       throw QMPError(.genericError, "QMP input member 'execute' must be a string")
     }
-    var arguments: [String: Any] = [:]
+    var arguments: [String: JSONValue] = [:]
     if let given = request["arguments"] {
-      guard let object = given as? [String: Any] else {
+      guard let object = given.object else {
         throw QMPError(.genericError, "QMP input member 'arguments' must be an object")
       }
       arguments = object
@@ -86,7 +87,7 @@ final class QMPSession {
     return (name, arguments)
   }
 
-  private func reply(error: QMPError, id: Any?) -> Reply {
+  private func reply(error: QMPError, id: JSONValue?) -> Reply {
     Reply(data: QMPMessage.encode(QMPMessage.withID(["error": error.json], id)), afterReply: nil)
   }
 
@@ -99,42 +100,40 @@ final class QMPSession {
 
 /// Encoding of QMP messages: one JSON object per line, "\r\n"-terminated as QEMU sends them.
 enum QMPMessage {
-  static func encode(_ object: [String: Any]) -> Data {
-    var data =
-      (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
-      ?? Data(#"{"error": {"class": "GenericError", "desc": "reply not encodable"}}"#.utf8)
-    data.append(contentsOf: [0x0D, 0x0A])
-    return data
+  static func encode(_ message: [String: JSONValue]) -> [UInt8] {
+    JSONValue.object(message).compactText + [0x0D, 0x0A]
   }
 
-  static func withID(_ object: [String: Any], _ id: Any?) -> [String: Any] {
-    guard let id else { return object }
-    var result = object
+  static func withID(_ message: [String: JSONValue], _ id: JSONValue?) -> [String: JSONValue] {
+    guard let id else { return message }
+    var result = message
     result["id"] = id
     return result
   }
 
   /// The event message for `event`, stamped with the current time.
-  static func event(_ event: MachineEvent) -> Data {
+  static func event(_ event: MachineEvent) -> [UInt8] {
     var time = timeval()
     gettimeofday(&time, nil)
-    var message: [String: Any] = ["timestamp": ["seconds": Int(time.tv_sec), "microseconds": Int(time.tv_usec)]]
+    var message: [String: JSONValue] = [
+      "timestamp": ["seconds": .number(time.tv_sec), "microseconds": .number(time.tv_usec)]
+    ]
     switch event {
     case .stopped: message["event"] = "STOP"
     case .resumed: message["event"] = "RESUME"
     case .powerdown: message["event"] = "POWERDOWN"
     case .reset(let cause):
       message["event"] = "RESET"
-      message["data"] = ["guest": cause.byGuest, "reason": cause.rawValue]
+      message["data"] = ["guest": .bool(cause.byGuest), "reason": .string(cause.rawValue)]
     case .shutdown(let cause):
       message["event"] = "SHUTDOWN"
-      message["data"] = ["guest": cause.byGuest, "reason": cause.rawValue]
+      message["data"] = ["guest": .bool(cause.byGuest), "reason": .string(cause.rawValue)]
     case .migration(let status):
       message["event"] = "MIGRATION"
-      message["data"] = ["status": status.rawValue]
+      message["data"] = ["status": .string(status.rawValue)]
     case .job(let id, let status):
       message["event"] = "JOB_STATUS_CHANGE"
-      message["data"] = ["id": id, "status": status]
+      message["data"] = ["id": .string(id), "status": .string(status)]
     }
     return encode(message)
   }

@@ -6,6 +6,7 @@
 @_exported import Devices
 @_exported import DiskImage
 @_exported import GuestMemory
+@_exported import JSON
 @_exported import KVM
 @_exported import Machine
 @_exported import Monitor

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import Glibc
+import JSON
 import Monitor
 
 /// `skvm monitor`: a small interactive human-monitor client for a running `skvm run --qmp`.
@@ -26,10 +27,8 @@ struct MonitorCommand: ParsableCommand {
       let parsed = try MonitorAddress(parsing: text)
       connection = try MonitorConnection(address: parsed) { name, message in
         var line = "event \(name)"
-        if let data = message["data"],
-          let json = try? JSONSerialization.data(withJSONObject: data, options: .sortedKeys)
-        {
-          line += " " + String(decoding: json, as: UTF8.self)
+        if let data = message["data"] {
+          line += " " + String(decoding: data.compactText, as: UTF8.self)
         }
         writeOut(line + "\n")
       }
@@ -38,8 +37,8 @@ struct MonitorCommand: ParsableCommand {
       throw ExitCode(1)
     }
     let interactive = command.isEmpty && isatty(STDIN_FILENO) == 1
-    if interactive, let version = (connection.greeting["QMP"] as? [String: Any])?["version"] as? [String: Any] {
-      writeOut("connected to \(version["package"] ?? "a QMP monitor"); 'help' lists commands, Ctrl-D ends\n")
+    if interactive, let version = connection.greeting["QMP"]?["version"] {
+      writeOut("connected to \(version["package"]?.string ?? "a QMP monitor"); 'help' lists commands, Ctrl-D ends\n")
     }
     var lines = command.makeIterator()
     while true {
@@ -47,11 +46,11 @@ struct MonitorCommand: ParsableCommand {
         writeOut("(skvm) ")
       }
       guard let line = command.isEmpty ? readLine() : lines.next() else { break }
-      let trimmed = line.trimmingCharacters(in: .whitespaces)
+      let trimmed = String(line.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
       if trimmed.isEmpty { continue }
       do {
         let output = try connection.human(trimmed)
-        writeOut(output.replacingOccurrences(of: "\r\n", with: "\n"))
+        writeOut(output.split(separator: "\r\n", omittingEmptySubsequences: false).joined(separator: "\n"))
       } catch {
         printError("skvm monitor: \(error)")
         throw ExitCode(1)

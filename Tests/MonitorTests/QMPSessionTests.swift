@@ -1,5 +1,5 @@
 import Devices
-import Foundation
+import JSON
 import Testing
 import VMM
 
@@ -14,36 +14,39 @@ struct QMPSessionTests {
     return QMPSession(commands: QMPCommands(machine: machine, monitorAddresses: [], serialBackend: "null"))
   }
 
-  private func send(_ session: QMPSession, _ text: String) throws -> [String: Any] {
+  private func send(_ session: QMPSession, _ text: String) throws -> JSONValue {
     let reply = session.handle(Array(text.utf8))
-    return try #require(try JSONSerialization.jsonObject(with: reply.data) as? [String: Any])
+    #expect(reply.data.suffix(2) == [0x0D, 0x0A], "one message a line, as QEMU sends them")
+    let message = try JSONValue.parse(Array(reply.data.dropLast(2)))
+    #expect(message.object != nil)
+    return message
   }
 
-  private func errorDescription(_ reply: [String: Any]) -> String? {
-    (reply["error"] as? [String: Any])?["desc"] as? String
+  private func errorDescription(_ reply: JSONValue) -> String? {
+    reply["error"]?["desc"]?.string
   }
 
   @Test("The greeting carries a version and no capabilities")
   func greeting() throws {
-    let greeting = try #require(try JSONSerialization.jsonObject(with: QMPSession.greeting) as? [String: Any])
-    let qmp = try #require(greeting["QMP"] as? [String: Any])
-    #expect((qmp["capabilities"] as? [Any])?.isEmpty == true)
-    #expect((qmp["version"] as? [String: Any])?["package"] as? String == "SwiftKVM \(SwiftKVMVersion.current)")
-    #expect(QMPSession.greeting.suffix(2) == Data([0x0D, 0x0A]))
+    let greeting = try JSONValue.parse(QMPSession.greeting)
+    let qmp = try #require(greeting["QMP"])
+    #expect(qmp["capabilities"] == [])
+    #expect(qmp["version"]?["package"]?.string == "SwiftKVM \(SwiftKVMVersion.current)")
+    #expect(QMPSession.greeting.suffix(2) == [0x0D, 0x0A])
   }
 
   @Test("Commands before qmp_capabilities fail as in QEMU; negotiation happens once")
   func negotiation() throws {
     let session = try Self.session()
     let early = try send(session, #"{"execute": "query-status"}"#)
-    #expect((early["error"] as? [String: Any])?["class"] as? String == "CommandNotFound")
+    #expect(early["error"]?["class"] == "CommandNotFound")
     #expect(errorDescription(early) == "Expecting capabilities negotiation with 'qmp_capabilities'")
     let oob = try send(session, #"{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}"#)
     #expect(errorDescription(oob) == "Capability 'oob' not available")
     #expect(!session.negotiated)
     let done = try send(session, #"{"execute": "qmp_capabilities", "id": {"any": ["json", 1]}}"#)
     #expect(done["return"] != nil)
-    #expect((done["id"] as? [String: Any])?["any"] != nil, "the id is echoed whatever its type")
+    #expect(done["id"] == ["any": ["json", 1]], "the id is echoed whatever its type")
     #expect(session.negotiated)
     let again = try send(session, #"{"execute": "qmp_capabilities"}"#)
     #expect(errorDescription(again) == "Capabilities negotiation is already complete, command ignored")
@@ -82,16 +85,16 @@ struct QMPSessionTests {
   func queries() throws {
     let session = try Self.session()
     _ = try send(session, #"{"execute": "qmp_capabilities"}"#)
-    let status = try #require(try send(session, #"{"execute": "query-status"}"#)["return"] as? [String: Any])
-    #expect(status["status"] as? String == "running")
-    #expect(status["running"] as? Bool == true)
-    let kvm = try #require(try send(session, #"{"execute": "query-kvm"}"#)["return"] as? [String: Any])
-    #expect(kvm["enabled"] as? Bool == true && kvm["present"] as? Bool == true)
+    let status = try #require(try send(session, #"{"execute": "query-status"}"#)["return"])
+    #expect(status["status"] == "running")
+    #expect(status["running"] == true)
+    let kvm = try #require(try send(session, #"{"execute": "query-kvm"}"#)["return"])
+    #expect(kvm == ["enabled": true, "present": true])
     let hmp = try send(
       session, #"{"execute": "human-monitor-command", "arguments": {"command-line": "info kvm"}}"#)
-    #expect(hmp["return"] as? String == "kvm support: enabled\r\n")
+    #expect(hmp["return"] == "kvm support: enabled\r\n")
     let unknown = try send(
       session, #"{"execute": "human-monitor-command", "arguments": {"command-line": "frobnicate"}}"#)
-    #expect(unknown["return"] as? String == "unknown command: 'frobnicate'\r\n")
+    #expect(unknown["return"] == "unknown command: 'frobnicate'\r\n")
   }
 }

@@ -1,5 +1,10 @@
 import Devices
-import Foundation
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
 
 /// A whole machine's state apart from its RAM, in two JSON sections of the snapshot file: the
 /// machine record (the configuration it was built from, every vCPU, the in-kernel devices) —

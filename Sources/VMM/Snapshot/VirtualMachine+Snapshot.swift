@@ -1,7 +1,12 @@
 import CKVM
 import Devices
-import Foundation
 import KVM
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
 
 /// How a restored machine's RAM comes from its snapshot file.
 public enum RestoreMode: String, Sendable, Codable, CaseIterable {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DiskImage
 import Glibc
+import TextFormat
 
 /// `skvm img bench [-c COUNT] [-s SIZE] [-S STEP] [-w] [--random] [-f FMT] FILE`: timed I/O through
 /// the image library, as qemu-img bench does (one request at a time, sequential unless --random).
@@ -82,6 +83,6 @@ struct ImgBench: ParsableCommand {
     var end = timespec()
     clock_gettime(CLOCK_MONOTONIC, &end)
     let seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
-    print(String(format: "Run completed in %.3f seconds (%.0f requests/s).", seconds, Double(c) / seconds))
+    print(cFormat("Run completed in %.3f seconds (%.0f requests/s).", seconds, Double(c) / seconds))
   }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import DiskImage
+import JSON
+import TextFormat
 
 /// `skvm img check [-f FMT] [-r leaks|all] [--output human|json] FILE`, with qemu-img's
 /// exit statuses: 0 clean, 1 the check could not run, 2 corruptions, 3 only leaks, 63 no checks for the format.
@@ -52,17 +54,18 @@ struct ImgCheck: ParsableCommand {
   private func report(_ result: QCow2CheckResult) {
     switch output {
     case .json:
-      var object: [String: Any] = [
-        "filename": filename, "format": "qcow2", "check-errors": result.checkErrors,
-        "image-end-offset": result.imageEndOffset, "total-clusters": result.totalClusters,
-        "allocated-clusters": result.allocatedClusters, "fragmented-clusters": result.fragmentedClusters,
-        "compressed-clusters": result.compressedClusters,
+      var object: [String: JSONValue] = [
+        "filename": .string(filename), "format": "qcow2", "check-errors": .number(result.checkErrors),
+        "image-end-offset": .number(result.imageEndOffset), "total-clusters": .number(result.totalClusters),
+        "allocated-clusters": .number(result.allocatedClusters),
+        "fragmented-clusters": .number(result.fragmentedClusters),
+        "compressed-clusters": .number(result.compressedClusters),
       ]
-      if result.corruptions > 0 { object["corruptions"] = result.corruptions }
-      if result.leaks > 0 { object["leaks"] = result.leaks }
-      if result.leaksFixed > 0 { object["leaks-fixed"] = result.leaksFixed }
-      if result.corruptionsFixed > 0 { object["corruptions-fixed"] = result.corruptionsFixed }
-      printJSON(object)
+      if result.corruptions > 0 { object["corruptions"] = .number(result.corruptions) }
+      if result.leaks > 0 { object["leaks"] = .number(result.leaks) }
+      if result.leaksFixed > 0 { object["leaks-fixed"] = .number(result.leaksFixed) }
+      if result.corruptionsFixed > 0 { object["corruptions-fixed"] = .number(result.corruptionsFixed) }
+      printJSON(.object(object))
     case .human:
       guard !q else { return }
       for message in result.messages { print(message) }
@@ -83,7 +86,7 @@ struct ImgCheck: ParsableCommand {
       if result.corruptions == 0 && result.leaks == 0 { print("No errors were found on the image.") }
       // As qemu-img prints them: allocated of all clusters, fragmented and compressed of allocated ones.
       func percent(_ value: UInt64, of total: UInt64) -> String {
-        String(format: "%.2f%%", total == 0 ? 0 : Double(value) * 100 / Double(total))
+        cFormat("%.2f%%", total == 0 ? 0 : Double(value) * 100 / Double(total))
       }
       let allocated = result.allocatedClusters
       print(

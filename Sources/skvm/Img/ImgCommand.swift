@@ -1,6 +1,7 @@
 import ArgumentParser
 import DiskImage
-import Foundation
+import JSON
+import TextFormat
 
 /// `skvm img`: disk images, with qemu-img's verbs, flags and output.
 struct ImgCommand: ParsableCommand {
@@ -47,7 +48,7 @@ enum ImageSize {
       unit += 1
     }
     if unit == 0 { return "\(bytes) B" }
-    let text = String(format: value < 10 ? "%.3g" : "%.4g", value)
+    let text = cFormat(value < 10 ? "%.3g" : "%.4g", value)
     return "\(text) \(units[unit])"
   }
 }
@@ -60,12 +61,9 @@ func imgFailure(_ message: String) -> ExitCode {
 
 extension DiskImageFormat: ExpressibleByArgument {}
 
-/// Writes JSON the way qemu-img does: pretty, four-space indented.
-func printJSON(_ value: Any) {
-  guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys]),
-    let text = String(data: data, encoding: .utf8)
-  else { return }
-  print(text)
+/// Writes JSON as qemu-img does: indented, members sorted by key.
+func printJSON(_ value: JSONValue) {
+  print(value.prettyText)
 }
 
 /// qemu-img's `-o key=value,...` options (the flag may repeat), in order.
@@ -93,4 +91,11 @@ func applyQCow2Option(_ key: String, _ value: String, to options: inout QCow2Cre
   default: return false
   }
   return true
+}
+
+extension String {
+  /// Cut or padded with spaces to exactly `width` characters, as qemu-img lays out its columns.
+  func rightPadded(to width: Int) -> String {
+    count >= width ? String(prefix(width)) : self + String(repeating: " ", count: width - count)
+  }
 }

@@ -4,6 +4,7 @@ import Dispatch
 import Glibc
 import SwiftKVM
 import Synchronization
+import TextFormat
 
 /// `skvm img convert [-f FMT] [-O FMT] [-c] [-p] [-o OPTIONS] SOURCE OUTPUT`: copies the guest-visible
 /// contents; all-zero stretches are left unallocated (sparse raw files, unallocated qcow2 clusters).
@@ -114,7 +115,7 @@ struct ImgConvert: ParsableCommand {
           shared.shown.withLock { last in
             if percent > last {
               last = percent
-              showProgress(String(format: "    (%.2f/100%%)\r", Double(percent)))
+              showProgress(cFormat("    (%.2f/100%%)\r", Double(percent)))
             }
           }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DiskImage
+import JSON
 
 /// `skvm img info [-f FMT] [--output human|json] [--backing-chain] FILE`.
 struct ImgInfo: ParsableCommand {
@@ -38,41 +39,45 @@ struct ImgInfo: ParsableCommand {
     switch output {
     case .json:
       let objects = chain.map(Self.json)
-      printJSON(backingChain ? objects : objects[0])
+      printJSON(backingChain ? .array(objects) : objects[0])
     case .human:
       print(chain.map(Self.human).joined(separator: "\n"), terminator: "")
     }
   }
 
-  static func json(_ info: ImageInfo) -> [String: Any] {
-    var object: [String: Any] = [
-      "filename": info.filename, "format": info.format.rawValue, "virtual-size": info.virtualSize,
-      "actual-size": info.actualSize, "dirty-flag": info.dirty,
+  static func json(_ info: ImageInfo) -> JSONValue {
+    var object: [String: JSONValue] = [
+      "filename": .string(info.filename), "format": .string(info.format.rawValue),
+      "virtual-size": .number(info.virtualSize), "actual-size": .number(info.actualSize),
+      "dirty-flag": .bool(info.dirty),
     ]
-    if let clusterSize = info.clusterSize { object["cluster-size"] = clusterSize }
-    if let backing = info.backingFilename { object["backing-filename"] = backing }
-    if let full = info.fullBackingFilename { object["full-backing-filename"] = full }
-    if let format = info.backingFormat { object["backing-filename-format"] = format }
+    if let clusterSize = info.clusterSize { object["cluster-size"] = .number(clusterSize) }
+    if let backing = info.backingFilename { object["backing-filename"] = .string(backing) }
+    if let full = info.fullBackingFilename { object["full-backing-filename"] = .string(full) }
+    if let format = info.backingFormat { object["backing-filename-format"] = .string(format) }
     if !info.snapshots.isEmpty {
-      object["snapshots"] = info.snapshots.map { snapshot -> [String: Any] in
-        [
-          "id": snapshot.id, "name": snapshot.name, "vm-state-size": snapshot.vmStateSize,
-          "date-sec": snapshot.dateSeconds, "date-nsec": snapshot.dateNanoseconds,
-          "vm-clock-sec": snapshot.vmClockNanoseconds / 1_000_000_000,
-          "vm-clock-nsec": snapshot.vmClockNanoseconds % 1_000_000_000,
-        ]
-      }
+      object["snapshots"] = .array(
+        info.snapshots.map { snapshot in
+          [
+            "id": .string(snapshot.id), "name": .string(snapshot.name), "vm-state-size": .number(snapshot.vmStateSize),
+            "date-sec": .number(snapshot.dateSeconds), "date-nsec": .number(snapshot.dateNanoseconds),
+            "vm-clock-sec": .number(snapshot.vmClockNanoseconds / 1_000_000_000),
+            "vm-clock-nsec": .number(snapshot.vmClockNanoseconds % 1_000_000_000),
+          ]
+        })
     }
     if let compat = info.compat {
-      var data: [String: Any] = ["compat": compat, "refcount-bits": info.refcountBits, "compression-type": "zlib"]
+      var data: [String: JSONValue] = [
+        "compat": .string(compat), "refcount-bits": .number(info.refcountBits), "compression-type": "zlib",
+      ]
       if compat == "1.1" {
-        data["lazy-refcounts"] = info.lazyRefcounts
-        data["corrupt"] = info.corrupt
+        data["lazy-refcounts"] = .bool(info.lazyRefcounts)
+        data["corrupt"] = .bool(info.corrupt)
         data["extended-l2"] = false
       }
-      object["format-specific"] = ["type": "qcow2", "data": data]
+      object["format-specific"] = ["type": "qcow2", "data": .object(data)]
     }
-    return object
+    return .object(object)
   }
 
   static func human(_ info: ImageInfo) -> String {

@@ -43,9 +43,8 @@ struct ImgMap: ParsableCommand {
       for entry in entries where entry.data {
         guard let offset = entry.offset else { continue }
         print(
-          hex(entry.start).padding(toLength: 16, withPad: " ", startingAt: 0)
-            + hex(entry.length).padding(toLength: 16, withPad: " ", startingAt: 0)
-            + hex(offset).padding(toLength: 16, withPad: " ", startingAt: 0) + entry.filename)
+          hex(entry.start).rightPadded(to: 16) + hex(entry.length).rightPadded(to: 16)
+            + hex(offset).rightPadded(to: 16) + entry.filename)
       }
     }
   }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DiskImage
+import JSON
 
 /// `skvm img measure [-O FMT] [-o cluster_size=,refcount_bits=] (--size SIZE | [-f FMT] FILE) [--output human|json]`.
 struct ImgMeasure: ParsableCommand {
@@ -59,9 +60,9 @@ struct ImgMeasure: ParsableCommand {
     }
     switch output {
     case .json:
-      var object: [String: Any] = ["required": required, "fully-allocated": full]
+      var object: [String: JSONValue] = ["required": .number(required), "fully-allocated": .number(full)]
       if outputFormat == .qcow2 && filename != nil { object["bitmaps"] = 0 }
-      printJSON(object)
+      printJSON(.object(object))
     case .human:
       print("required size: \(required)")
       print("fully allocated size: \(full)")

@@ -1,6 +1,6 @@
 import ArgumentParser
 import DiskImage
-import Foundation
+import TextFormat
 
 /// `skvm img snapshot [-l | -c NAME | -a NAME | -d NAME] FILE`: internal qcow2 snapshots.
 struct ImgSnapshot: ParsableCommand {
@@ -58,18 +58,11 @@ struct ImgSnapshot: ParsableCommand {
   static func table(_ snapshots: [QCow2Snapshot]) -> String {
     guard !snapshots.isEmpty else { return "" }
     var lines = ["Snapshot list:", "ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT"]
-    let formatter = DateFormatter()
-    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
     for snapshot in snapshots {
-      let date = formatter.string(from: Date(timeIntervalSince1970: TimeInterval(snapshot.dateSeconds)))
-      let clock = snapshot.vmClockNanoseconds
-      let seconds = clock / 1_000_000_000
-      let vmClock = String(
-        format: "%02llu:%02llu:%02llu.%03llu", seconds / 3600, seconds / 60 % 60, seconds % 60,
-        clock / 1_000_000 % 1000)
+      let date = SnapshotListFormat.date(snapshot.dateSeconds)
+      let vmClock = SnapshotListFormat.vmClock(nanoseconds: snapshot.vmClockNanoseconds)
       lines.append(
-        snapshot.id.padding(toLength: 10, withPad: " ", startingAt: 0)
-          + snapshot.name.padding(toLength: 17, withPad: " ", startingAt: 0)
+        snapshot.id.rightPadded(to: 10) + snapshot.name.rightPadded(to: 17)
           + ImageSize.human(snapshot.vmStateSize).leftPadded(to: 8) + " " + date + " " + vmClock + "           ")
     }
     return lines.joined(separator: "\n") + "\n"
