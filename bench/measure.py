@@ -66,11 +66,16 @@ def main():
     parser.add_argument("vmms", nargs="+", help="NAME=COMMAND")
     arguments = parser.parse_args()
 
+    vmms = [spec.split("=", 1) for spec in arguments.vmms]
+    samples = {name: [] for name, _ in vmms}
+    # Interleaved rounds (each VMM once per round), so drift in a noisy host hits every VMM
+    # alike instead of whichever ran during it.
+    for _ in range(arguments.runs):
+        for name, command in vmms:
+            samples[name].append(run_once(shlex.split(command)))
     results = {}
-    for spec in arguments.vmms:
-        name, command = spec.split("=", 1)
-        samples = [run_once(shlex.split(command)) for _ in range(arguments.runs)]
-        results[name] = {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
+    for name, command in vmms:
+        results[name] = {key: statistics.median(sample[key] for sample in samples[name]) for key in samples[name][0]}
         results[name]["rss_mib"] = statistics.median(peak_rss_mib(shlex.split(command)) for _ in range(3))
         results[name]["exit_us"] = results[name]["loop_s"] / arguments.iterations * 1e6
         print(f"  measured {name}: {arguments.runs} runs", file=sys.stderr)
