@@ -51,6 +51,9 @@ final class VCPUWorker: @unchecked Sendable {
     let run = vcpu.run
     let timed = timesExits
     var firstEntry = true
+    // True after an exit whose operation KVM completes only on the next KVM_RUN (port and
+    // MMIO reads); false once a KVM_RUN has run again (even one cut short by a kick).
+    var completionPending = false
     defer {
       self.statistics = statistics
       recordFinalPosition()
@@ -58,7 +61,10 @@ final class VCPUWorker: @unchecked Sendable {
     while true {
       if gate.needsAttention {
         if gate.isStopping { break }
-        completePendingIO()
+        if completionPending {
+          completePendingIO()
+          completionPending = false
+        }
         gate.park()
         continue
       }
@@ -76,6 +82,8 @@ final class VCPUWorker: @unchecked Sendable {
       }
       let handlingStart = timed ? monotonicNanoseconds() : 0
       if timed { statistics.guestNanoseconds &+= handlingStart &- entered }
+      // Entering KVM_RUN completed whatever the previous exit left pending, kicked or not.
+      completionPending = false
       guard exited else {
         statistics.interruptions &+= 1
         vcpu.clearImmediateExit()
@@ -83,8 +91,12 @@ final class VCPUWorker: @unchecked Sendable {
       }
       let reason = ckvm_exit_reason(run)
       switch Int32(bitPattern: reason) {
-      case KVM_EXIT_IO: handlePortIO(run, &ports, &statistics)
-      case KVM_EXIT_MMIO: handleMMIO(run, &mmio, &statistics)
+      case KVM_EXIT_IO:
+        handlePortIO(run, &ports, &statistics)
+        completionPending = true
+      case KVM_EXIT_MMIO:
+        handleMMIO(run, &mmio, &statistics)
+        completionPending = true
       case KVM_EXIT_INTR: break
       case KVM_EXIT_SHUTDOWN: fail(.tripleFault)
       case KVM_EXIT_INTERNAL_ERROR:
