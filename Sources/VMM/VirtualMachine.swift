@@ -14,8 +14,8 @@ import Synchronization
 /// let exit = try vm.run()   // blocks until the guest resets, powers off or faults
 /// ```
 ///
-/// Everything that can be checked is checked before `/dev/kvm` is touched, so a
-/// bad configuration fails with a clear error and no VM is ever half-built.
+/// Everything that can be checked is checked before a VM is created, so a bad
+/// configuration fails with a clear error and no VM is ever half-built.
 public final class VirtualMachine: MachineControl, @unchecked Sendable {
   /// The configuration this machine was built from.
   public let configuration: VirtualMachineConfiguration
@@ -131,7 +131,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       try memory.map(into: vm)
       trace.mark("ram")
       try Self.setUpPlatform(vm, hostKind: hostKind)
-      let policy = CPUIDPolicy(supported: try kvm.supportedCPUID(), cpuCount: configuration.cpuCount)
+      let policy = CPUIDPolicy(supported: try HostCPUID.supported(by: kvm), cpuCount: configuration.cpuCount)
       var vcpus: [KVMVCPU] = []
       for id in 0..<UInt32(configuration.cpuCount) {
         let vcpu = try vm.createVCPU(id: id)
