@@ -88,7 +88,7 @@ final class QueueNotifier: @unchecked Sendable {
       }
       for index in events.indices where descriptors[index + 2].revents != 0 {
         _ = try? events[index].wait()
-        transport.kick(queue: index)
+        transport.kick(queue: index, onIOThread: true)
       }
     }
   }
@@ -98,7 +98,7 @@ final class QueueNotifier: @unchecked Sendable {
     guard poll(&queues, nfds_t(queues.count), 0) > 0 else { return }
     for index in events.indices where queues[index].revents != 0 {
       _ = try? events[index].wait()
-      transport.kick(queue: index)
+      transport.kick(queue: index, onIOThread: true)
     }
   }
 

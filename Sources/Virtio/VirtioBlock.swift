@@ -114,10 +114,10 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     interruptLine.withLock { $0 = { _ in } }
   }
 
-  /// Serves every request available on queue `index` (the transport calls this on a kick,
-  /// off the vCPU thread); returns false if the queue broke the rules (the transport sets NEEDS_RESET).
+  /// Serves every request available on queue `index` (the transport calls this on a kick);
+  /// returns false if the queue broke the rules (the transport sets NEEDS_RESET).
   @discardableResult
-  public func notify(queue index: Int) -> Bool {
+  public func notify(queue index: Int, onIOThread: Bool) -> Bool {
     guard let executor else {
       let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { serve($0) }
       if notify { interrupt(index) }
@@ -127,24 +127,36 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       let taken = VirtqueueService.takeAvailable(&queues, index: index, memory: memory)
       return (taken.chains, taken.broken, generation.load(ordering: .relaxed))
     }
+    // A lone request with nothing else in flight (a queue depth of one, as a synchronous
+    // reader makes) is served here on the queue's I/O thread: handing it to a worker would
+    // only add a thread wake-up to its latency. Anything more goes to the workers.
+    if onIOThread, chains.count == 1, inFlight.load(ordering: .acquiring) == 0 {
+      inFlight.add(1, ordering: .relaxed)
+      serveAndComplete(chains, queue: index, epoch: epoch)
+      return !broken
+    }
     // One job per worker, each serving its share of the batch in order and completing
     // its requests together: fewer wake-ups and ring locks than a job per request.
     let jobs = min(max(executor.parallelism, 1), chains.count)
     for job in 0..<jobs {
       let share = stride(from: job, to: chains.count, by: jobs).map { chains[$0] }
       inFlight.add(1, ordering: .relaxed)
-      executor.submit { [self] in
-        let completions = share.map { (head: $0.head, written: serve($0)) }
-        let notify = queues.withLock { queues in
-          // A reset since the kick: these requests belong to rings that are gone.
-          generation.load(ordering: .relaxed) == epoch
-            && VirtqueueService.complete(completions, &queues, index: index, memory: memory)
-        }
-        if notify { interrupt(index) }
-        inFlight.subtract(1, ordering: .releasing)
-      }
+      executor.submit { [self] in serveAndComplete(share, queue: index, epoch: epoch) }
     }
     return !broken
+  }
+
+  /// Serves `chains` in order, puts them on the used ring together and interrupts if the
+  /// driver wants it; then counts them out of `inFlight` (the caller counted them in).
+  private func serveAndComplete(_ chains: [DescriptorChain], queue index: Int, epoch: UInt64) {
+    let completions = chains.map { (head: $0.head, written: serve($0)) }
+    let notify = queues.withLock { queues in
+      // A reset since the kick: these requests belong to rings that are gone.
+      generation.load(ordering: .relaxed) == epoch
+        && VirtqueueService.complete(completions, &queues, index: index, memory: memory)
+    }
+    if notify { interrupt(index) }
+    inFlight.subtract(1, ordering: .releasing)
   }
 
   /// Performs one request; returns the bytes written into the driver's buffers.

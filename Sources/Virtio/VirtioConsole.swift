@@ -45,7 +45,7 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
     interruptLine.withLock { $0 = { _ in } }
   }
 
-  public func notify(queue index: Int) -> Bool {
+  public func notify(queue index: Int, onIOThread: Bool) -> Bool {
     // New receive buffers need nothing now: host input waits in the input pump until they come.
     guard index == Self.transmitQueue else { return true }
     let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { chain in

@@ -17,8 +17,9 @@ public protocol VirtioDevice: AnyObject, Sendable {
   /// Where the device is in each live queue (empty when not activated), for snapshots.
   var queuePositions: [SplitVirtqueue.Position] { get }
   /// The driver kicked queue `index`: serve what it made available. False when the queue
-  /// broke the rules (the transport then sets DEVICE_NEEDS_RESET).
-  func notify(queue index: Int) -> Bool
+  /// broke the rules (the transport then sets DEVICE_NEEDS_RESET). `onIOThread`: the call
+  /// comes from the queue's own I/O thread, which may block on the host (not a vCPU's).
+  func notify(queue index: Int, onIOThread: Bool) -> Bool
   /// The driver reset the device: stop using the queues (and the interrupt given with them).
   func reset()
 }
@@ -45,4 +46,9 @@ public enum VirtioStatus {
   public static let featuresOK: UInt8 = 8
   public static let needsReset: UInt8 = 64
   public static let failed: UInt8 = 128
+}
+
+extension VirtioDevice {
+  /// A kick from a thread that must not block on host I/O (a vCPU's, a test's).
+  public func notify(queue index: Int) -> Bool { notify(queue: index, onIOThread: false) }
 }

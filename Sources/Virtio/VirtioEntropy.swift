@@ -32,7 +32,7 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
     interruptLine.withLock { $0 = { _ in } }
   }
 
-  public func notify(queue index: Int) -> Bool {
+  public func notify(queue index: Int, onIOThread: Bool) -> Bool {
     let (notify, broken) = VirtqueueService.drain(queues, index: index, memory: memory) { fill($0) }
     if notify { interrupt(index) }
     return !broken

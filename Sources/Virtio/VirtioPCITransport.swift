@@ -213,8 +213,9 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
 
   /// The driver notified queue `index` (through the notify register or an ioeventfd):
   /// the device serves it; a queue that broke the rules gets DEVICE_NEEDS_RESET.
-  public func kick(queue index: Int) {
-    if !device.notify(queue: index) { markNeedsReset() }
+  /// `onIOThread`: the kick is served on the queue's I/O thread (not a vCPU's).
+  public func kick(queue index: Int, onIOThread: Bool = false) {
+    if !device.notify(queue: index, onIOThread: onIOThread) { markNeedsReset() }
   }
 
   /// Guest-physical addresses of each queue's notify register, once BAR 0 is placed.

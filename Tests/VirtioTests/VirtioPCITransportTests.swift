@@ -21,7 +21,7 @@ final class RecordingDevice: VirtioDevice, @unchecked Sendable {
     activated = queues
     self.interrupt = interrupt
   }
-  func notify(queue index: Int) -> Bool {
+  func notify(queue index: Int, onIOThread: Bool) -> Bool {
     kicks.append(index)
     return true
   }
