@@ -454,9 +454,9 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     }
     guard !hosts.isEmpty else { return }
     try file.orderingPoint()
-    refcounts.beginBatch()
-    for (host, length) in hosts { try refcounts.adjust(offset: host, length: length, by: -1) }
-    try refcounts.endBatch()
+    try refcounts.batch { (refcounts: inout QCow2Refcounts) throws(DiskImageError) in
+      for (host, length) in hosts { try refcounts.adjust(offset: host, length: length, by: -1) }
+    }
     state.refcounts = refcounts
   }
 

@@ -67,15 +67,19 @@ struct QCow2Refcounts {
     if value == 0 { freeHint = min(freeHint, cluster) }
   }
 
-  /// Opens a batch: refcount changes stay in memory until `endBatch` writes each changed
-  /// block once (many small writes become one per block). Batches nest.
-  mutating func beginBatch() { batchDepth += 1 }
-
-  /// Closes a batch; the outermost one writes everything it changed.
-  mutating func endBatch() throws(DiskImageError) {
-    precondition(batchDepth > 0, "endBatch without beginBatch")
+  /// Runs `body` as one batch: its refcount changes stay in memory and the outermost batch
+  /// writes each changed block once (many small writes become one per block). Batches nest.
+  /// The batch closes whatever `body` does: on an error, what it changed before is written
+  /// too (as it would have been without batching) and the error is passed on.
+  mutating func batch(_ body: (inout QCow2Refcounts) throws(DiskImageError) -> Void) throws(DiskImageError) {
+    batchDepth += 1
+    var failure: DiskImageError?
+    do { try body(&self) } catch { failure = error }
     batchDepth -= 1
-    if batchDepth == 0 { try writePending() }
+    if batchDepth == 0 {
+      do { try writePending() } catch { if failure == nil { failure = error } }
+    }
+    if let failure { throw failure }
   }
 
   /// Writes the changed ranges of the batch so far (before an ordering point, or before the
@@ -128,9 +132,9 @@ struct QCow2Refcounts {
 
   /// Sets the refcount of every cluster in `clusters` to `value`, one write per block.
   mutating func setRefcounts(_ clusters: Range<UInt64>, to value: UInt64) throws(DiskImageError) {
-    beginBatch()
-    for cluster in clusters { try setRefcount(cluster, to: value) }
-    try endBatch()
+    try batch { (refcounts: inout QCow2Refcounts) throws(DiskImageError) in
+      for cluster in clusters { try refcounts.setRefcount(cluster, to: value) }
+    }
   }
 
   /// Adds `delta` to the refcount of every cluster in `[offset, offset + length)`.

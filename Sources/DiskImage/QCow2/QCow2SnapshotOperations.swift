@@ -114,34 +114,34 @@ extension QCow2Image {
             + "the image is corrupt ('skvm img check -r all')")
       }
     }
-    refcounts.beginBatch()
-    for entry in l1 {
-      let l2Offset = entry & Self.offsetMask
-      guard l2Offset != 0 else { continue }
-      try checkInside(l2Offset, header.clusterSize)
-      try refcounts.adjust(offset: l2Offset, length: header.clusterSize, by: delta)
-      let entries = try file.readEntries(count: Int(header.l2Entries), at: l2Offset)
-      for l2Entry in entries {
-        guard l2Entry != 0 else { continue }
-        switch try Self.decode(l2Entry, header: header, path: path) {
-        case .data(let host, _):
-          try checkInside(host, header.clusterSize)
-          try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
-        case .compressed(let host, let length):
-          try checkInside(host & ~511, UInt64(length) + (host & 511))
-          try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: delta)
-        case .zero:
-          let host = l2Entry & Self.offsetMask
-          if host != 0 {
+    try refcounts.batch { (refcounts: inout QCow2Refcounts) throws(DiskImageError) in
+      for entry in l1 {
+        let l2Offset = entry & Self.offsetMask
+        guard l2Offset != 0 else { continue }
+        try checkInside(l2Offset, header.clusterSize)
+        try refcounts.adjust(offset: l2Offset, length: header.clusterSize, by: delta)
+        let entries = try file.readEntries(count: Int(header.l2Entries), at: l2Offset)
+        for l2Entry in entries {
+          guard l2Entry != 0 else { continue }
+          switch try Self.decode(l2Entry, header: header, path: path) {
+          case .data(let host, _):
             try checkInside(host, header.clusterSize)
             try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
+          case .compressed(let host, let length):
+            try checkInside(host & ~511, UInt64(length) + (host & 511))
+            try refcounts.adjust(offset: host & ~511, length: UInt64(length) + (host & 511), by: delta)
+          case .zero:
+            let host = l2Entry & Self.offsetMask
+            if host != 0 {
+              try checkInside(host, header.clusterSize)
+              try refcounts.adjust(offset: host, length: header.clusterSize, by: delta)
+            }
+          case .unallocated:
+            break
           }
-        case .unallocated:
-          break
         }
       }
     }
-    try refcounts.endBatch()
     state.refcounts = refcounts
   }
 
