@@ -1,4 +1,5 @@
 import KVM
+import Synchronization
 
 /// What `KVM_GET_SUPPORTED_CPUID` reports, fetched once per process and ahead of need.
 ///
@@ -16,13 +17,12 @@ public enum HostCPUID {
     init(path: String) { self.path = path }
   }
 
-  private static let current = ConditionLock()
-  /// Guarded by `current`.
-  nonisolated(unsafe) private static var fetch: Fetch?
+  /// The fetch under way or done, if any.
+  private static let current = Mutex<Fetch?>(nil)
 
   /// Starts fetching the table for the KVM at `kvmPath` on a thread of its own (once).
   public static func prefetch(kvmPath: String = "/dev/kvm") {
-    let started: Fetch? = current.withLock {
+    let started: Fetch? = current.withLock { fetch in
       guard fetch == nil else { return nil }
       let new = Fetch(path: kvmPath)
       fetch = new
@@ -43,7 +43,7 @@ public enum HostCPUID {
   /// The supported table for `kvm`: the prefetched one when it was fetched from the same
   /// path (waiting for it if need be), else asked for now and kept for next time.
   public static func supported(by kvm: KVMSystem) throws(KVMError) -> CPUIDTable {
-    if let started = current.withLock({ fetch }), started.path == kvm.path {
+    if let started = current.withLock({ $0 }), started.path == kvm.path {
       let table = started.lock.withLock {
         started.lock.wait { started.done }
         return started.table
@@ -54,7 +54,7 @@ public enum HostCPUID {
     let kept = Fetch(path: kvm.path)
     kept.done = true
     kept.table = table
-    current.withLock { fetch = kept }
+    current.withLock { $0 = kept }
     return table
   }
 }
