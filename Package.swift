@@ -28,15 +28,21 @@ let package = Package(
     .target(name: "GuestMemory", dependencies: ["KVM", "Checked", "CSystemCalls"]),
     // Layer 3: the I/O bus and platform devices.
     .target(name: "Devices", dependencies: ["GuestMemory", "Checked"]),
+    // Layer 3: host network back ends (tap, macvtap, user-mode networking) with no guest knowledge.
+    .target(name: "Network", dependencies: ["CSystemCalls", "CSlirp"]),
+    // libslirp's API, loaded with dlopen when user networking is first used (Debian libslirp-dev).
+    .target(name: "CSlirp", linkerSettings: [.linkedLibrary("dl")]),
     // Layer 3: virtqueues, the virtio-pci common configuration, virtio devices.
-    .target(name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices", "CSystemCalls", "Checked"]),
+    .target(
+      name: "Virtio", dependencies: ["GuestMemory", "DiskImage", "Devices", "Network", "CSystemCalls", "Checked"]),
     // Layer 4: x86 machine setup (CPU modes, page tables, boot).
     .target(name: "Machine", dependencies: ["KVM", "GuestMemory", "Devices"]),
     // Layer 5: assembling and running a VM from one configuration value.
     .target(
       name: "VMM",
       dependencies: [
-        "CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage", "Checked", "CSystemCalls",
+        "CKVM", "KVM", "GuestMemory", "Devices", "Machine", "Virtio", "DiskImage", "Network", "Checked",
+        "CSystemCalls",
       ]),
     // The system zlib (gzip for initramfs images; deflate for qcow2 later).
     .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -50,7 +56,7 @@ let package = Package(
     .target(
       name: "Monitor", dependencies: ["VMM", "Devices", "DiskImage", "Checked", "CSystemCalls", "JSON", "TextFormat"]),
     // The library product: one import for embedders.
-    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage", "JSON"]),
+    .target(name: "SwiftKVM", dependencies: ["VMM", "Monitor", "DiskImage", "Network", "JSON"]),
     // The command-line tool.
     .executableTarget(
       name: "skvm",
@@ -66,7 +72,7 @@ let package = Package(
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),
     .testTarget(name: "DiskImageTests", dependencies: ["DiskImage"]),
-    .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "DiskImage", "Devices"]),
+    .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "DiskImage", "Devices", "Network"]),
     .testTarget(name: "MonitorTests", dependencies: ["Monitor", "VMM", "Devices"]),
   ]
 )

@@ -68,7 +68,7 @@ public struct GuestKit: Sendable {
   /// list): a change to either makes a new kit.
   static let contentKey: String = {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in (InitScript.text + InitScript.powerButtonAction + modules.joined()).utf8 {
+    for byte in (InitScript.text + InitScript.powerButtonAction + InitScript.dhcpHook + modules.joined()).utf8 {
       hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
     }
     return String(hash, radix: 16)
@@ -132,6 +132,7 @@ public struct GuestKit: Sendable {
     archive.addFile("bin/busybox", content: try Files.read(tree + "/bin/busybox"), mode: 0o755)
     archive.addFile("init", content: Array(InitScript.text.utf8), mode: 0o755)
     archive.addFile("etc/acpi/PWRF/00000080", content: Array(InitScript.powerButtonAction.utf8), mode: 0o755)
+    archive.addFile("etc/udhcpc.script", content: Array(InitScript.dhcpHook.utf8), mode: 0o755)
     archive.addFile("etc/modules.order", content: Array((order.joined(separator: "\n") + "\n").utf8))
     var made: Set<String> = []
     for module in order {

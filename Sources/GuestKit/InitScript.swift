@@ -1,6 +1,6 @@
 /// The default guest's /init: mounts the usual file systems, loads the virtio and ACPI
-/// button modules, starts acpid (the power button powers off), says SKVM-GUEST-READY
-/// and keeps a shell on the console.
+/// button modules, starts acpid (the power button powers off), brings every NIC up with
+/// DHCP, says SKVM-GUEST-READY and keeps a shell on the console.
 enum InitScript {
   static let text = """
     #!/bin/busybox sh
@@ -16,6 +16,14 @@ enum InitScript {
     # acpid daemonizes only if it can open its log and pid files.
     mkdir -p /var/log /var/run
     acpid -c /etc/acpi || echo "skvm guest: acpid did not start: the ACPI power button will not power off"
+    # The network: loopback, then every NIC by DHCP. User networking answers at once; with no
+    # DHCP server udhcpc goes on trying in the background after a second and the boot goes on.
+    ip link set lo up
+    for path in /sys/class/net/eth*; do
+      [ -e "$path" ] || continue
+      ip link set "${path##*/}" up
+      udhcpc -i "${path##*/}" -b -q -t 1 -T 1 -A 2 -s /etc/udhcpc.script >/dev/null 2>&1
+    done
     console=$(sed -n 's/.*console=\\([A-Za-z0-9]*\\).*/\\1/p' /proc/cmdline | tail -n 1)
     # A console whose driver is a module (hvc0) did not exist when the kernel opened
     # /dev/console for init: talk to it now that it does.
@@ -24,6 +32,24 @@ enum InitScript {
     while true; do
       setsid cttyhack /bin/sh -l
     done
+
+    """
+
+  /// udhcpc's hook: puts the lease's address, default route and name servers in place (and
+  /// on `deconfig` leaves the interface alone, so an address set by hand survives).
+  static let dhcpHook = """
+    #!/bin/sh
+    case "$1" in
+      bound|renew)
+        ip addr flush dev "$interface" scope global
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        : >/etc/resolv.conf
+        for server in $dns; do echo "nameserver $server" >>/etc/resolv.conf; done
+        echo "skvm guest: $interface has address $ip/${mask:-24}${router:+, gateway ${router%% *}}" >/dev/console
+        ;;
+    esac
+    exit 0
 
     """
 

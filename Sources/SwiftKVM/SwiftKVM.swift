@@ -10,4 +10,5 @@
 @_exported import KVM
 @_exported import Machine
 @_exported import Monitor
+@_exported import Network
 @_exported import VMM

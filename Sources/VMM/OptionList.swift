@@ -18,7 +18,8 @@ public struct OptionList: Sendable, Equatable {
     public let description: String
   }
 
-  public init(parsing text: String) throws(ParseError) {
+  /// Parses `text`; keys in `repeatable` may be given more than once (each occurrence kept, in order).
+  public init(parsing text: String, repeatable: Set<String> = []) throws(ParseError) {
     var items = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
     main = items.isEmpty ? "" : items.removeFirst()
     options = []
@@ -29,7 +30,7 @@ public struct OptionList: Sendable, Equatable {
       let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
       let key = parts[0]
       guard !key.isEmpty else { throw ParseError(description: "'\(item)' in '\(text)' has no option name before '='") }
-      guard !options.contains(where: { $0.key == key }) else {
+      guard repeatable.contains(key) || !options.contains(where: { $0.key == key }) else {
         throw ParseError(description: "option '\(key)' is given twice in '\(text)'")
       }
       options.append((key, parts.count == 2 ? parts[1] : "on"))

@@ -3,6 +3,7 @@ import DiskImage
 import GuestMemory
 import KVM
 import Machine
+import Network
 import Virtio
 
 /// A disk image opened (and locked) before any KVM object exists, with what it was opened from.
@@ -43,7 +44,10 @@ final class PCIDevices: @unchecked Sendable {
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
   private(set) var console: VirtioConsole?
+  /// The NICs, in `--net` order, with what each is connected to.
+  private(set) var networks: [(device: VirtioNet, configuration: NetworkConfiguration)] = []
   private var notifiers: [QueueNotifier] = []
+  private var pumps: [NetworkPump] = []
   private let routing: InterruptRouting
   private var lines: [UInt32: SharedInterruptLine] = [:]
   private let workers: IOWorkerPool?
@@ -56,11 +60,11 @@ final class PCIDevices: @unchecked Sendable {
   static let workersPerDisk = 4
   static let maximumWorkers = 16
 
-  /// Attaches every (already opened) disk, then the console (with an output) and the entropy
-  /// device if asked for, registering each.
+  /// Attaches every (already opened) disk, then the console (with an output), the entropy
+  /// device if asked for, and a NIC per (already opened) network back end, registering each.
   init(
     disks configurations: [OpenedDisk], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
-    vm: KVMVirtualMachine, memory: GuestMemory, registry: DeviceRegistry
+    networks: [OpenedNetwork] = [], vm: KVMVirtualMachine, memory: GuestMemory, registry: DeviceRegistry
   )
     throws(VirtualMachineError)
   {
@@ -113,6 +117,21 @@ final class PCIDevices: @unchecked Sendable {
         "  rng: \(device.bytesServed.load(ordering: .relaxed)) bytes"
       }
     }
+    for (index, network) in networks.enumerated() {
+      let device = VirtioNet(backend: network.backend, macAddress: network.macAddress, memory: memory)
+      let transport = try add(device, id: "virtio-net\(index)", classCode: 0x02_0000, path: "network \(index)") {
+        let counts = device.statistics
+        return "  net\(index) (\(network.backend.description), \(network.macAddress)): "
+          + "\(counts.receivePackets.load(ordering: .relaxed)) packets in "
+          + "(\(counts.receiveBytes.load(ordering: .relaxed)) bytes, \(counts.receiveDropped.load(ordering: .relaxed)) dropped, "
+          + "\(counts.receiveFiltered.load(ordering: .relaxed)) filtered), "
+          + "\(counts.transmitPackets.load(ordering: .relaxed)) packets out "
+          + "(\(counts.transmitBytes.load(ordering: .relaxed)) bytes, \(counts.transmitDropped.load(ordering: .relaxed)) dropped)"
+      }
+      device.queueBroken = { [weak transport] in transport?.markNeedsReset() }
+      device.configurationChanged = { [weak transport] in transport?.signalConfigChange() }
+      self.networks.append((device, network.configuration))
+    }
   }
 
   /// Puts `device` behind a transport in the next free slot and registers it as `id`.
@@ -153,9 +172,10 @@ final class PCIDevices: @unchecked Sendable {
     transports.append(transport)
   }
 
-  /// Closes every disk image (releasing its lock) once the machine has stopped.
+  /// Closes every disk image (releasing its lock) and network back end once the machine has stopped.
   func closeDisks() {
     for disk in disks { disk.backend.close() }
+    for network in networks { network.device.backend.close() }
   }
 
   /// Every function on bus 0, as the guest sees it now.
@@ -170,6 +190,9 @@ final class PCIDevices: @unchecked Sendable {
         notifiers.append(notifier)
       }
     }
+    for (index, network) in networks.enumerated() {
+      if let pump = NetworkPump(device: network.device, name: "net-rx\(index)") { pumps.append(pump) }
+    }
   }
 
   deinit { stopIOThreads() }
@@ -178,6 +201,8 @@ final class PCIDevices: @unchecked Sendable {
   func stopIOThreads() {
     for notifier in notifiers { notifier.stop() }
     notifiers = []
+    for pump in pumps { pump.stop() }
+    pumps = []
     workers?.stop()
   }
 
@@ -185,12 +210,14 @@ final class PCIDevices: @unchecked Sendable {
   /// to complete: nothing touches guest memory or the devices' rings until `resume`.
   func quiesce() {
     for notifier in notifiers { notifier.pause() }
+    for pump in pumps { pump.pause() }
     workers?.waitUntilIdle()
   }
 
   /// Lets the I/O threads serve kicks again (those that arrived meanwhile are served first).
   func resume() {
     for notifier in notifiers { notifier.resume() }
+    for pump in pumps { pump.resume() }
   }
 
   /// Puts the configuration ports, ECAM and the memory window on the machine's buses.

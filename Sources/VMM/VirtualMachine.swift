@@ -114,6 +114,11 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
     if let prepared { disks = prepared.disks } else { disks = try OpenedDisk.openAll(configuration.disks) }
+    let networks: [OpenedNetwork]
+    do { networks = try OpenedNetwork.openAll(configuration.networks, machineName: configuration.name) } catch {
+      for disk in disks { disk.backend.close() }
+      throw error
+    }
     trace.mark("checks")
 
     hostKind = HostKVMKind.detect()
@@ -156,7 +161,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // kernel finds configuration space (and no alarming "no config space access" message).
     let pci = try PCIDevices(
       disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
-      entropy: configuration.entropy, vm: vm, memory: memory, registry: devices)
+      entropy: configuration.entropy, networks: networks, vm: vm, memory: memory, registry: devices)
     do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
     pci.startIOThreads()
     self.pci = pci

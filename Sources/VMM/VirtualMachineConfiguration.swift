@@ -23,6 +23,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   public var disks: [DiskConfiguration] = []
   /// A virtio-rng device fed from the host's getrandom.
   public var entropy = false
+  /// virtio-net NICs, in order (the guest's eth0, eth1, …).
+  public var networks: [NetworkConfiguration] = []
   /// Which device carries the console (the host terminal or the embedder's `ConsoleOutput`).
   public var consoleDevice: ConsoleDevice = .serial
 

@@ -18,6 +18,8 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case linux(LinuxBootError)
   case device(IOBusError)
   case disk(path: String, reason: String)
+  /// NIC `index` (0 for the first `--net`) could not be set up.
+  case network(index: Int, reason: String)
   case deviceRegistry(DeviceRegistryError)
   /// A snapshot could not be taken or restored (the file, what differs, what to do).
   case snapshot(String)
@@ -34,6 +36,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .imageTooLarge(let path, let size, let available):
       "guest image '\(path)' is \(size) bytes, but only \(available) bytes of guest RAM lie above its load address; raise --memory"
     case .disk(let path, let reason): "disk '\(path)': \(reason)"
+    case .network(let index, let reason): "network \(index) (--net): \(reason)"
     case .kvm(let error): error.description
     case .memoryAllocation(let error): error.description
     case .boot(let error): error.description

@@ -96,6 +96,12 @@ public struct SplitVirtqueue: Sendable {
     return try chain(from: head, in: memory)
   }
 
+  /// Puts back the last `count` chains `next` returned, unused (a device waiting for enough
+  /// room): the next calls return them again. Nothing may have been completed since.
+  public mutating func giveBack(_ count: UInt16) {
+    nextAvailable &-= count
+  }
+
   /// Walks the chain starting at `head`.
   func chain(from head: UInt16, in memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
     var result = DescriptorChain(head: head, buffers: [])

@@ -73,6 +73,14 @@ struct Run: ParsableCommand {
       valueName: "disk"))
   var disk: [String] = []
 
+  @Option(
+    help: ArgumentHelp(
+      "Attach a virtio-net NIC (repeatable: eth0, eth1, …): tap,ifname=NAME[,bridge=BR] | macvtap,path=/dev/tapN | "
+        + "user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]... | none; each takes [,mac=MAC]. "
+        + "Linux guests get 'user' (NAT, DHCP, DNS, no root needed) unless told otherwise.",
+      valueName: "network"))
+  var net: [String] = []
+
   @Flag(help: "Attach a virtio-rng device fed from the host's getrandom (/dev/hwrng in the guest).")
   var rng = false
 
@@ -129,6 +137,12 @@ struct Run: ParsableCommand {
     for value in qmp {
       do { _ = try MonitorAddress(parsing: value) } catch { throw ValidationError("--qmp: \(error)") }
     }
+    if net.contains("none") && net.count > 1 {
+      throw ValidationError("--net none means no NIC at all: leave out the other --net options, or 'none'")
+    }
+    for value in net where value != "none" {
+      do { _ = try NetworkConfiguration(parsing: value) } catch { throw ValidationError("\(error)") }
+    }
     if parsedDebugExitPort == .invalid {
       throw ValidationError("--debug-exit-port: '\(debugExitPort)' is not a port number (0–65535) or 'none'")
     }
@@ -170,6 +184,13 @@ struct Run: ParsableCommand {
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
     configuration.entropy = rng
+    // A Linux guest is online by default (user networking), as under QEMU; a flat binary has
+    // no driver for a NIC.
+    if case .linux = configuration.boot, net.isEmpty {
+      configuration.networks = [.user]
+    } else {
+      configuration.networks = try parsedNetworks()
+    }
     configuration.consoleDevice = consoleChoice == .virtio ? .virtio : .serial
     configuration.memorySize = try ByteSize.parse(memory ?? "256M")
     configuration.cpuCount = cpus ?? 1
@@ -200,6 +221,7 @@ struct Run: ParsableCommand {
     if !disk.isEmpty { configuration.disks = try disk.map(Self.parseDisk) }
     if let console { configuration.consoleDevice = console == .virtio ? .virtio : .serial }
     if rng { configuration.entropy = true }
+    if !net.isEmpty { configuration.networks = try parsedNetworks() }
     return configuration
   }
 
@@ -280,6 +302,13 @@ struct Run: ParsableCommand {
     // quit from a monitor is an orderly end, as in QEMU.
     if case .stoppedByHost = exit, managed.stopCause == .hostQMPQuit { throw ExitCode(0) }
     throw ExitCode(exit.exitStatus)
+  }
+
+  /// The `--net` options as NICs (`none`: no NIC).
+  private func parsedNetworks() throws -> [NetworkConfiguration] {
+    try net.filter { $0 != "none" }.map { text in
+      do { return try NetworkConfiguration(parsing: text) } catch { throw ValidationError("\(error)") }
+    }
   }
 
   /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.

@@ -29,6 +29,10 @@ enum SnapshotCompatibility {
     if saved.entropy != requested.entropy {
       differences.append("--rng: the snapshot was saved \(saved.entropy ? "with" : "without") it")
     }
+    if saved.networks.count != requested.networks.count {
+      differences.append(
+        "--net: the snapshot has \(saved.networks.count) NIC(s), this run asks for \(requested.networks.count)")
+    }
     if saved.debugExitPort != requested.debugExitPort {
       differences.append("--debug-exit-port: the snapshot has \(saved.debugExitPort.map { String($0) } ?? "none")")
     }

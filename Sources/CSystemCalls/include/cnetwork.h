@@ -1,0 +1,41 @@
+#ifndef CNETWORK_H
+#define CNETWORK_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Offload flags for csys_tap_set_offload (TUN_F_* of <linux/if_tun.h>).
+extern const unsigned csys_tun_f_csum;
+extern const unsigned csys_tun_f_tso4;
+extern const unsigned csys_tun_f_tso6;
+extern const unsigned csys_tun_f_tso_ecn;
+extern const unsigned csys_tun_f_ufo;
+
+/// Opens /dev/net/tun and attaches to the tap `name` (creating it when it does not exist and
+/// the caller has CAP_NET_ADMIN) with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking and
+/// close-on-exec. `name` may be empty (the kernel picks tapN); the name in use is copied to
+/// `actual` (at least 16 bytes). Returns the descriptor, or -1 with errno set.
+int csys_tap_open(const char *name, char *actual);
+
+/// Opens a macvtap's character device (/dev/tapN) non-blocking and turns on its virtio-net
+/// header (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR). Returns the descriptor, or -1 with errno set.
+int csys_macvtap_open(const char *path);
+
+/// TUNSETVNETHDRSZ: 0, or -1 with errno set.
+int csys_tap_set_header_size(int fd, int size);
+
+/// TUNSETOFFLOAD with TUN_F_* flags: 0, or -1 with errno set.
+int csys_tap_set_offload(int fd, unsigned flags);
+
+/// The interface index of `name`, or 0 with errno set.
+unsigned csys_interface_index(const char *name);
+
+/// Sets IFF_UP on `name`: 0, or -1 with errno set.
+int csys_interface_up(const char *name);
+
+/// Whether `name` is a Linux bridge (it has /sys/class/net/NAME/bridge).
+int csys_is_bridge(const char *name);
+
+/// Adds interface `name` to bridge `bridge` (SIOCBRADDIF): 0, or -1 with errno set.
+int csys_bridge_add(const char *bridge, const char *name);
+
+#endif

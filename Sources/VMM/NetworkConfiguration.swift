@@ -1,0 +1,157 @@
+import Network
+
+/// A virtio-net NIC and the host back end it is connected to.
+public struct NetworkConfiguration: Sendable, Equatable, Codable {
+  /// Where the NIC's frames go on the host.
+  public enum Backend: Sendable, Equatable, Codable {
+    /// A tap interface by name (created if missing, which needs CAP_NET_ADMIN), optionally
+    /// added to a Linux bridge.
+    case tap(name: String, bridge: String?)
+    /// An existing macvtap's character device (`/dev/tapN`).
+    case macvtap(path: String)
+    /// User-mode networking (libslirp): NAT, DHCP and DNS with no privileges, and inbound forwards.
+    case user(forwards: [PortForward])
+  }
+
+  public var backend: Backend
+  /// The guest's MAC address; nil: one generated from the VM's name and the NIC's index.
+  public var macAddress: MACAddress?
+
+  public init(backend: Backend, macAddress: MACAddress? = nil) {
+    self.backend = backend
+    self.macAddress = macAddress
+  }
+
+  /// User networking with no forwards: what `skvm run` gives a Linux guest by default.
+  public static let user = NetworkConfiguration(backend: .user(forwards: []))
+
+  /// The syntax `--net` takes.
+  public static let syntax =
+    "tap,ifname=NAME[,bridge=BR][,mac=MAC] | macvtap,path=/dev/tapN[,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none"
+
+  /// Parses `--net`'s value (not `none`, which the caller handles).
+  public init(parsing text: String) throws(OptionList.ParseError) {
+    let list = try OptionList(parsing: text, repeatable: ["hostfwd"])
+    var mac: MACAddress?
+    var others: [(key: String, value: String)] = []
+    for (key, value) in list.options {
+      if key == "mac" {
+        guard let address = MACAddress(value) else {
+          throw OptionList.ParseError(
+            description: "--net \(text): '\(value)' is not a MAC address (like 52:54:00:12:34:56)")
+        }
+        guard !address.isMulticast, !address.isZero else {
+          throw OptionList.ParseError(
+            description:
+              "--net \(text): \(address) is a \(address.isZero ? "zero" : "multicast") address; a NIC needs a unicast one (the first byte even, like 52:54:00:12:34:56)"
+          )
+        }
+        mac = address
+      } else {
+        others.append((key, value))
+      }
+    }
+    func unknown(_ key: String, _ value: String, _ accepted: String) -> OptionList.ParseError {
+      OptionList.ParseError(description: "--net \(text): unknown option '\(key)=\(value)' (\(accepted))")
+    }
+    switch list.main {
+    case "tap":
+      var name: String?
+      var bridge: String?
+      for (key, value) in others {
+        switch key {
+        case "ifname": name = value
+        case "bridge", "br": bridge = value
+        case "vhost" where value == "off": break
+        case "vhost":
+          throw OptionList.ParseError(
+            description: "--net \(text): vhost=\(value) is not supported yet; leave it out (skvm serves the tap itself)"
+          )
+        case "queues" where value == "1": break
+        case "queues":
+          throw OptionList.ParseError(
+            description: "--net \(text): queues=\(value): only one queue pair is supported yet; leave it out")
+        default: throw unknown(key, value, "ifname=NAME, bridge=BR, mac=MAC")
+        }
+      }
+      guard let name, !name.isEmpty else {
+        throw OptionList.ParseError(description: "--net \(text): a tap needs ifname=NAME (e.g. tap,ifname=tap0)")
+      }
+      self.init(backend: .tap(name: name, bridge: bridge), macAddress: mac)
+    case "macvtap":
+      var path: String?
+      for (key, value) in others {
+        guard key == "path" else { throw unknown(key, value, "path=/dev/tapN, mac=MAC") }
+        path = value
+      }
+      guard let path, !path.isEmpty else {
+        throw OptionList.ParseError(description: "--net \(text): a macvtap needs path=/dev/tapN")
+      }
+      self.init(backend: .macvtap(path: path), macAddress: mac)
+    case "user":
+      var forwards: [PortForward] = []
+      for (key, value) in others {
+        guard key == "hostfwd" else { throw unknown(key, value, "hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT, mac=MAC") }
+        do { forwards.append(try PortForward(parsing: value)) } catch {
+          throw OptionList.ParseError(description: "--net \(text): \(error.description)")
+        }
+      }
+      self.init(backend: .user(forwards: forwards), macAddress: mac)
+    default:
+      throw OptionList.ParseError(
+        description: "--net \(text): unknown back end '\(list.main)' (expected \(Self.syntax))")
+    }
+  }
+
+  /// Opens the back end (the error says what was wrong and what to do).
+  func open() throws(NetworkError) -> any NetworkBackend {
+    switch backend {
+    case .tap(let name, let bridge): return try TapBackend.open(name: name, bridge: bridge)
+    case .macvtap(let path): return try TapBackend.openMacvtap(path: path)
+    case .user(let forwards): return try UserNetwork(forwards: forwards)
+    }
+  }
+
+  /// What the NIC is connected to, as `info network` shows it.
+  public var backendDescription: String {
+    switch backend {
+    case .tap(let name, let bridge): "tap,ifname=\(name)" + (bridge.map { ",bridge=\($0)" } ?? "")
+    case .macvtap(let path): "macvtap,path=\(path)"
+    case .user(let forwards): (["user"] + forwards.map { "hostfwd=\($0)" }).joined(separator: ",")
+    }
+  }
+}
+
+/// A NIC's back end opened before any KVM object exists, with its MAC address settled.
+struct OpenedNetwork {
+  let configuration: NetworkConfiguration
+  let backend: any NetworkBackend
+  let macAddress: MACAddress
+
+  /// Opens every NIC's back end in order; the first that fails closes the others and names its NIC.
+  /// Two NICs with one MAC address are refused.
+  static func openAll(_ networks: [NetworkConfiguration], machineName: String) throws(VirtualMachineError)
+    -> [OpenedNetwork]
+  {
+    let addresses = networks.enumerated().map { index, network in
+      network.macAddress ?? MACAddress.generated(name: machineName, index: index)
+    }
+    for (index, address) in addresses.enumerated() where addresses[..<index].contains(address) {
+      throw .network(
+        index: index,
+        reason:
+          "MAC address \(address) is already used by NIC \(addresses.firstIndex(of: address) ?? 0); give each NIC its own mac="
+      )
+    }
+    var opened: [OpenedNetwork] = []
+    for (index, network) in networks.enumerated() {
+      do {
+        opened.append(OpenedNetwork(configuration: network, backend: try network.open(), macAddress: addresses[index]))
+      } catch {
+        for done in opened { done.backend.close() }
+        throw .network(index: index, reason: error.description)
+      }
+    }
+    return opened
+  }
+}
