@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL_METAPACKAGE = "linux-image-amd64"
 # Loaded in this order; dependencies are resolved with modinfo and put first.
-WANTED_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay", "irqbypass", "kvm", "kvm-amd"]
+WANTED_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "overlay", "irqbypass", "kvm", "kvm-amd", "tun", "bridge", "macvtap", "vhost_net"]
 
 
 def log(message):

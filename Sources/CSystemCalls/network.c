@@ -4,7 +4,6 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -101,13 +100,6 @@ int csys_interface_up(const char *name) {
   memset(&request, 0, sizeof request);
   strncpy(request.ifr_name, name, IFNAMSIZ - 1);
   return with_socket(set_up, &request);
-}
-
-int csys_is_bridge(const char *name) {
-  char path[96];
-  snprintf(path, sizeof path, "/sys/class/net/%s/bridge", name);
-  struct stat status;
-  return stat(path, &status) == 0 && S_ISDIR(status.st_mode);
 }
 
 static int add_to_bridge(int sock, void *context) { return ioctl(sock, SIOCBRADDIF, context); }

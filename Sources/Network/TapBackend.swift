@@ -35,7 +35,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     guard name.utf8.count < 16, !name.contains("/"), !name.contains(" ") else {
       throw NetworkError("'\(name)' is not a valid interface name (at most 15 characters, no '/' or spaces)")
     }
-    if let bridge, csys_is_bridge(bridge) == 0 {
+    // Asked of the kernel, not sysfs: sysfs shows the namespace it was mounted in.
+    if let bridge, csys_interface_index(bridge) == 0 {
       throw NetworkError(
         "there is no bridge named '\(bridge)': create it first (ip link add \(bridge) type bridge; ip link set \(bridge) up)"
       )
@@ -73,6 +74,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     if let bridge, csys_bridge_add(bridge, interface) != 0 {
       let code = errno
       backend.close()
+      if code == EOPNOTSUPP || code == EINVAL {
+        throw NetworkError(
+          "'\(bridge)' is not a bridge (\(NetworkError.text(code))): name a Linux bridge (ip link show type bridge)")
+      }
       throw NetworkError(
         "cannot add tap '\(interface)' to bridge '\(bridge)': \(NetworkError.text(code)) (this needs CAP_NET_ADMIN)")
     }

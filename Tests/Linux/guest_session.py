@@ -13,6 +13,8 @@ Steps run in order:
     hmp:LINE        run a human-monitor command over QMP; its reply joins the transcript
     hmp-until:TEXT|LINE  run LINE every 0.2 s until its reply contains TEXT (within the timeout)
     sleep:SECONDS   wait, reading the console meanwhile
+    run:COMMAND     while the guest runs: run COMMAND in a shell where skvm runs (reading the
+                    console meanwhile) and add its output to the transcript, for expect: to check
     host:COMMAND    after exit: run COMMAND in a shell where skvm runs (in the lane, inside
                     it) and add its output to the transcript, for expect: to check
 
@@ -141,6 +143,17 @@ def main():
             if value and process.returncode != int(value):
                 verdict = f"failed: exit status {process.returncode}, expected {value}"
                 break
+        elif kind == "run":
+            helper = subprocess.Popen(value, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            while helper.poll() is None and time.monotonic() < deadline:
+                pump(0.05)
+            if helper.poll() is None:
+                helper.kill()
+                verdict = f"failed: run:{value} did not finish within {timeout:.0f} s"
+                break
+            output = helper.stdout.read()
+            transcript += b"\n[run] " + output + b"\n"
+            sys.stdout.write("\n[run] " + output.decode(errors="replace") + "\n")
         elif kind == "host":
             output = subprocess.run(value, shell=True, capture_output=True).stdout
             transcript += b"\n[host] " + output + b"\n"

@@ -51,24 +51,36 @@ enum LinuxGuestHost {
   static func sessions(_ list: [(String, [String], [String], Bool)], prelude: String = "true", timeout: Int = 120)
     throws -> Session
   {
+    let commands = list.map { name, steps, arguments, monitor in
+      sessionCommand(name, steps: steps, skvm: arguments, monitor: monitor, timeout: timeout)
+    }
+    return try shell(([prelude] + commands).joined(separator: " && "), timeout: timeout * list.count + 30)
+  }
+
+  /// The shell command that runs one session (for scripts that wrap sessions in more).
+  static func sessionCommand(
+    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
+  ) -> String {
     let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
     let skvm = CommandLineTests.executable.path
-    func quote(_ words: [String]) -> String {
-      words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-    }
-    let commands = list.map { name, steps, arguments, monitor in
-      let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
-      let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
-      let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []
-      return quote([MonitorGuestTests.python, driver] + options + steps + ["--", skvm] + arguments + qmp)
-    }
-    let line = ([prelude] + commands).joined(separator: " && ")
+    let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
+    let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
+    let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []
+    return quote([MonitorGuestTests.python, driver] + options + steps + ["--", skvm] + arguments + qmp)
+  }
+
+  /// Words quoted for sh.
+  static func quote(_ words: [String]) -> String {
+    words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+  }
+
+  /// Runs a shell command line where Linux guests run (the lane, or here), in one lane boot.
+  static func shell(_ line: String, timeout: Int) throws -> Session {
     let result =
       usesLane
       ? try ChildProcess.run(
         ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"),
-        ["--timeout", String(timeout * list.count + 30), "--", line], directory: ProbeBuilder.repositoryRoot,
-        mergeErrors: true)
+        ["--timeout", String(timeout), "--", line], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
       : try ChildProcess.run(
         URL(fileURLWithPath: "/bin/sh"), ["-c", line], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
     return Session(status: result.status, transcript: result.output)

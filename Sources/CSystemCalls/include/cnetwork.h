@@ -32,9 +32,6 @@ unsigned csys_interface_index(const char *name);
 /// Sets IFF_UP on `name`: 0, or -1 with errno set.
 int csys_interface_up(const char *name);
 
-/// Whether `name` is a Linux bridge (it has /sys/class/net/NAME/bridge).
-int csys_is_bridge(const char *name);
-
 /// Adds interface `name` to bridge `bridge` (SIOCBRADDIF): 0, or -1 with errno set.
 int csys_bridge_add(const char *bridge, const char *name);
 
