@@ -27,11 +27,13 @@ struct HumanMonitor {
     info name -- show the current VM name
     info qtree -- show device tree
     info pci -- show PCI info
+    info network -- show the network state
     info registers [-a] -- show the cpu registers (-a: all CPUs)
     info status -- show the current VM status (running|paused)
     info version -- show the version of SwiftKVM
     quit|q -- quit the emulator
     savevm [tag] -- save the machine as internal snapshot tag of its qcow2 disks
+    set_link name on|off -- change the link status of a network adapter
     stop -- stop emulation
     system_powerdown -- send system power down event
     system_reset -- reset the system
@@ -75,6 +77,15 @@ struct HumanMonitor {
         return Reply(text: "migrate: a URI is needed (file:PATH)\r\n")
       }
       do throws(QMPError) { try commands.migrate(to: uri.trimmingQuotes) } catch {
+        return Reply(text: "Error: \(error.description)\r\n")
+      }
+    case "set_link":
+      guard words.count == 3, ["on", "off", "up", "down"].contains(words[2]) else {
+        return Reply(text: "set_link: usage: set_link NAME on|off\r\n")
+      }
+      do throws(QMPError) {
+        try NetworkReport.setLink(machine.machine, name: words[1], up: words[2] == "on" || words[2] == "up")
+      } catch {
         return Reply(text: "Error: \(error.description)\r\n")
       }
     case "quit", "q":
@@ -127,8 +138,10 @@ struct HumanMonitor {
       return qtree
     case "pci":
       return pci
+    case "network":
+      return NetworkReport.text(machine.machine.networkInterfaces)
     case nil:
-      return "info: a subcommand is needed: status, kvm, name, version, cpus, registers, qtree, pci\r\n"
+      return "info: a subcommand is needed: status, kvm, name, version, cpus, registers, qtree, pci, network\r\n"
     case let other?:
       return "info: unknown subcommand '\(other)'\r\n"
     }

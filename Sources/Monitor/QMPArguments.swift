@@ -24,6 +24,12 @@ struct QMPArguments {
     return text
   }
 
+  func boolean(_ name: String) throws(QMPError) -> Bool? {
+    guard let value = values[name] else { return nil }
+    guard let flag = value.bool else { throw Self.invalidType(name, "boolean") }
+    return flag
+  }
+
   func integer(_ name: String) throws(QMPError) -> Int? {
     guard let value = values[name] else { return nil }
     // A boolean is not an integer (QEMU rejects true/false there too).

@@ -39,6 +39,18 @@ final class QMPCommands: @unchecked Sendable {
       "query-block": noArguments { [unowned self] in self.blocks },
       "query-chardev": noArguments { [unowned self] in self.chardevs },
       "query-pci": noArguments { [unowned self] in self.pci },
+      "query-rx-filter": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["name"])
+        let interfaces = self.machine.machine.networkInterfaces
+        return Outcome(value: try NetworkReport.receiveFilters(interfaces, name: try checked.string("name")))
+      },
+      "set_link": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["name", "up"])
+        let name = try checked.requiredString("name")
+        guard let up = try checked.boolean("up") else { throw QMPError(.genericError, "Parameter 'up' is missing") }
+        try NetworkReport.setLink(self.machine.machine, name: name, up: up)
+        return Outcome(value: [:])
+      },
       "stop": action { [unowned self] in self.machine.pause() },
       "cont": action { [unowned self] in self.machine.resume() },
       "system_reset": action { [unowned self] in self.machine.reset() },

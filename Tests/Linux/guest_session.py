@@ -8,7 +8,8 @@ Steps run in order:
     expect:TEXT     wait until TEXT has appeared in the output (since the last expect)
     send:LINE       type LINE and Enter
     exit:STATUS     wait for COMMAND to end and check its status (any status if omitted)
-    qmp:COMMAND     run a QMP command (with --qmp-socket; needs PyPI qemu.qmp)
+    qmp:COMMAND [JSON]  run a QMP command, with JSON arguments if given (with --qmp-socket;
+                    needs PyPI qemu.qmp); its reply joins the transcript
     qmp-event:NAME  wait for the QMP event NAME
     hmp:LINE        run a human-monitor command over QMP; its reply joins the transcript
     hmp-until:TEXT|LINE  run LINE every 0.2 s until its reply contains TEXT (within the timeout)
@@ -21,6 +22,7 @@ Steps run in order:
 Prints "=== session NAME" first, then the console transcript, then one line
 "=== result NAME ok|failed: reason". Exit status: 0 when every step held, 1 otherwise.
 """
+import json
 import os
 import select
 import subprocess
@@ -92,7 +94,9 @@ def main():
             process.stdin.write(value.encode() + b"\n")
             process.stdin.flush()
         elif kind == "qmp":
-            reply = qmp().cmd(value)
+            command, _, arguments = value.partition(" ")
+            reply = qmp().cmd(command, json.loads(arguments) if arguments else None)
+            transcript += b"\n[qmp] " + json.dumps(reply).encode() + b"\n"
             print(f"\n[qmp] {value} -> {reply}", flush=True)
             if "return" not in reply:
                 verdict = f"failed: QMP {value} answered {reply}"

@@ -28,9 +28,18 @@ struct LinuxNetworkTests {
         "expect:SKVM-GUEST-READY", "send:\(fetch)", "expect:served-by-the-host", "expect:FETCH=0",
         "send:mkdir -p /www && echo served-by-the-guest > /www/index.html && httpd -p 8080 -h /www && echo HTTPD=up",
         "expect:HTTPD=up", "run:\(client)", "expect:served-by-the-guest",
+        // The monitor: the filter Linux set, the NIC and its back end, the link taken down and up.
+        "qmp:query-rx-filter {\"name\": \"net0\"}", "expect:\"main-mac\": \"52:54:00:aa:bb:cc\"",
+        "expect:\"33:33:00:00:00:01\"", "expect:\"promiscuous\": false",
+        "hmp:info network", "expect:net0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:aa:bb:cc",
+        "expect:type=user,hostfwd=tcp:127.0.0.1:\(port + 1)-10.0.2.15:8080",
+        "qmp:set_link {\"name\": \"net0\", \"up\": false}", "send:sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier)",
+        "expect:carrier=0", "hmp:set_link net0 on", "send:sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier)",
+        "expect:carrier=1", "send:\(fetch)", "expect:FETCH=0",
         "send:poweroff -f", "exit:0",
       ],
-      skvm: ["run", "--net", "user,hostfwd=tcp::\(port + 1)-:8080", "--stats"], timeout: 150)
+      skvm: ["run", "--net", "user,hostfwd=tcp::\(port + 1)-:8080,mac=52:54:00:aa:bb:cc", "--stats"], monitor: true,
+      timeout: 150)
     var line =
       "mkdir -p \(directory) && echo served-by-the-host > \(directory)/file.txt && "
       + "{ python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory) >/dev/null 2>&1 & server=$!; } && "
