@@ -40,7 +40,8 @@ enum NetworkReport {
   static func text(_ interfaces: [NetworkInterface]) -> String {
     interfaces.enumerated().map { index, interface in
       let link = interface.linkUp ? "" : " (link down)"
-      return "\(interface.name): index=\(index),type=nic,model=virtio-net-pci,macaddr=\(interface.macAddress)\(link)\r\n"
+      return
+        "\(interface.name): index=\(index),type=nic,model=virtio-net-pci,macaddr=\(interface.macAddress)\(link)\r\n"
         + " \\ \(interface.name)-backend: index=\(index),type=\(interface.backend)\r\n"
         + "   rx: \(interface.receivePackets) packets, \(interface.receiveBytes) bytes, \(interface.receiveDropped) dropped;"
         + " tx: \(interface.transmitPackets) packets, \(interface.transmitBytes) bytes, \(interface.transmitDropped) dropped\r\n"

@@ -97,8 +97,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
       case EPERM, EACCES:
         throw NetworkError(
           "cannot open \(path): \(NetworkError.text(code)) (give this user access to it, or run as root)")
-      case ENODEV:
-        throw NetworkError("\(path) is not a macvtap character device")
+      case ENODEV, ENOTTY, EINVAL:
+        throw NetworkError("\(path) is not a macvtap character device (\(NetworkError.text(code)))")
       default:
         throw NetworkError("cannot use \(path) as a macvtap: \(NetworkError.text(code))")
       }
