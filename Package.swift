@@ -8,6 +8,7 @@ let package = Package(
     .library(name: "SwiftKVM", targets: ["SwiftKVM"]),
     .library(name: "DiskImage", targets: ["DiskImage"]),
     .library(name: "Virtio", targets: ["Virtio"]),
+    .library(name: "Network", targets: ["Network"]),
     .executable(name: "skvm", targets: ["skvm"]),
   ],
   dependencies: [

@@ -37,6 +37,7 @@ let package = Package(
       name: "FuzzVirtqueue",
       dependencies: [
         "FuzzSupport", .product(name: "Virtio", package: "SwiftKVM"), .product(name: "DiskImage", package: "SwiftKVM"),
+        .product(name: "Network", package: "SwiftKVM"),
       ],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
   ]

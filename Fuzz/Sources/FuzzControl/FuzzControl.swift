@@ -3,7 +3,7 @@ import Glibc
 import SwiftKVM
 
 /// libFuzzer entry for the control plane's parsers and reports: the first byte picks what the
-/// rest feeds — a `--disk` value, a `--qmp` address, an option list, a size (`--memory`), or
+/// rest feeds — a `--disk` value, a `--net` value, a `--qmp` address, an option list, a size (`--memory`), or
 /// a PCI function whose configuration space the guest programmed with these bytes, reported
 /// as `query-pci` and `info pci`. Each must end in a value or a typed error, never a trap.
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -11,7 +11,11 @@ public func fuzzControl(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size > 0 else { return 0 }
   let bytes = UnsafeBufferPointer(start: data + 1, count: size - 1)
   let text = String(decoding: bytes, as: UTF8.self)
-  switch data[0] % 5 {
+  switch data[0] % 6 {
+  case 5:
+    // A --net value (back end, MAC, hostfwd), and the same text as a MAC address.
+    _ = try? NetworkConfiguration(parsing: text)
+    _ = MACAddress(text)
   case 0: _ = try? DiskConfiguration(parsing: text)
   case 1: _ = try? MonitorAddress(parsing: text)
   case 2: _ = try? OptionList(parsing: text)

@@ -1,7 +1,9 @@
 import Devices
 import DiskImage
 import FuzzSupport
+import Glibc
 import GuestMemory
+import Network
 import Virtio
 
 /// libFuzzer entry: the input is the start of guest memory — descriptor table at 0, the
@@ -9,7 +11,9 @@ import Virtio
 /// and completing them must end in chains or a `VirtqueueError`: never a crash or an
 /// access outside guest memory. With bit 2 of the first byte set, the same rings feed a
 /// whole virtio-blk device (headers, request types, sectors, discard segments all from the
-/// input) over a 64 KiB in-memory disk; with bit 3, a virtio-console (transmit and receive).
+/// input) over a 64 KiB in-memory disk; with bit 3, a virtio-console (transmit and receive);
+/// with bit 4, a virtio-net device (transmit, control commands, and frames from the back end
+/// carved from the input's tail, with or without a virtio-net header, mergeable or not).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size >= 2, let memory = FuzzMemory.shared else { return 0 }
@@ -23,6 +27,10 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let device = VirtioBlock(backend: MemoryDisk(), memory: memory, serial: "fuzz")
     device.activate(queues: [queue], features: 0)
     _ = device.notify(queue: 0)
+    return 0
+  }
+  if data[0] & 0x10 != 0 {
+    fuzzNetwork(data, size, queue: queue, memory: memory)
     return 0
   }
   if data[0] & 8 != 0 {
@@ -43,6 +51,55 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
   }
   return 0
+}
+
+/// virtio-net over the fuzzed rings: every queue is the same ring (hostile to each path).
+private func fuzzNetwork(_ data: UnsafePointer<UInt8>, _ size: Int, queue: SplitVirtqueue, memory: GuestMemory) {
+  let backend = FuzzBackend(headerLength: data[0] & 0x20 != 0 ? 12 : 0)
+  let device = VirtioNet(backend: backend, macAddress: MACAddress("52:54:00:12:34:56")!, memory: memory)
+  let features =
+    (data[0] & 0x40 != 0 ? VirtioNetFeature.mergeableReceiveBuffers : 0) | VirtioNetFeature.controlQueue
+    | (data[0] & 0x80 != 0 ? VirtioNetFeature.tapOffloads : 0)
+  device.activate(queues: [queue, queue, queue], features: features)
+  _ = device.notify(queue: 2)
+  _ = device.notify(queue: 1)
+  // Frames "from the host": lengths from the input, contents the input itself.
+  let input = UnsafeRawBufferPointer(start: data, count: size)
+  var offset = 1
+  for _ in 0..<4 where offset + 2 <= size {
+    let length = Int(data[offset]) << 8 | Int(data[offset + 1])
+    offset += 2
+    let frame = UnsafeRawBufferPointer(rebasing: input[offset..<min(size, offset + length)])
+    _ = device.receive(frame)
+    offset += frame.count
+  }
+  _ = device.receive(UnsafeRawBufferPointer(start: FuzzBackend.huge.baseAddress, count: FuzzBackend.huge.count))
+  device.setLink(up: false)
+  _ = device.notify(queue: 1)
+  device.reset()
+}
+
+/// A back end that swallows what it is sent.
+final class FuzzBackend: NetworkBackend, @unchecked Sendable {
+  let description = "fuzz"
+  let headerLength: Int
+  let offloadFeatures = VirtioNetFeature.tapOffloads
+  /// A frame longer than any the device accepts.
+  nonisolated(unsafe) static let huge = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 8)
+  init(headerLength: Int) { self.headerLength = headerLength }
+  func setNegotiatedFeatures(_ features: UInt64) {}
+  func attach(deliver: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool, wake: @escaping @Sendable () -> Void) {}
+  func send(_ parts: UnsafeBufferPointer<iovec>) -> Bool {
+    var sum = 0
+    for part in parts {
+      guard let base = part.iov_base else { continue }
+      sum &+= Int(base.load(as: UInt8.self)) &+ part.iov_len
+    }
+    return sum != 1
+  }
+  func preparePoll(_ descriptors: inout [pollfd]) -> Int32 { -1 }
+  func service(_ descriptors: ArraySlice<pollfd>) {}
+  func close() {}
 }
 
 /// Console output nobody reads.
