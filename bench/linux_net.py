@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Networking in the default guest, skvm against QEMU q35 with virtio-net-pci (vhost off and
+on) on the same KVM, kernel, initramfs and tap, and user networking (libslirp) for both.
+
+Runs as root in a network namespace of its own (run-linux-net wraps it in `unshare -n`): a tap
+`skvmbench0` with 192.168.99.1/24 on the host side; the guest gets 192.168.99.2 (tap) or its
+DHCP lease (user). Per VMM: ping round trips to the host (200, 10 ms apart; the median of
+the per-run averages), guest→host TCP throughput (busybox dd | nc to a host server) and
+host→guest (a host client into `nc -l` in the guest; through hostfwd for user networking).
+
+    linux_net.py --kernel K --initrd I --skvm PATH [--runs N] [--mebibytes M]
+"""
+import argparse
+import os
+import re
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from results import report
+
+COMMAND_LINE = "console=ttyS0 quiet panic=-1"
+TAP = "skvmbench0"
+HOST, GUEST = "192.168.99.1", "192.168.99.2"
+SINK_PORT, GUEST_PORT, FORWARD_PORT = 5201, 5001, 15001
+
+
+def commands(arguments):
+    qemu = shutil.which("qemu-system-x86_64")
+    q35 = [qemu, "-M", "q35", "-enable-kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+           "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+           "-kernel", arguments.kernel, "-initrd", arguments.initrd, "-append", COMMAND_LINE]
+    skvm = [arguments.skvm, "run", "--kernel", arguments.kernel, "--initrd", arguments.initrd,
+            "--cmdline", COMMAND_LINE, "--memory", "256M"]
+    tap = f"tap,id=n0,ifname={TAP},script=no,downscript=no"
+    user = f"user,id=n0,hostfwd=tcp:127.0.0.1:{FORWARD_PORT}-:{GUEST_PORT}"
+    return {
+        "skvm-tap": ("tap", skvm + ["--net", f"tap,ifname={TAP}"]),
+        "qemu-tap": ("tap", q35 + ["-netdev", tap + ",vhost=off", "-device", "virtio-net-pci,netdev=n0"]),
+        "qemu-vhost": ("tap", q35 + ["-netdev", tap + ",vhost=on", "-device", "virtio-net-pci,netdev=n0"]),
+        "skvm-user": ("user", skvm + ["--net", f"user,hostfwd=tcp::{FORWARD_PORT}-:{GUEST_PORT}"]),
+        "qemu-user": ("user", q35 + ["-netdev", user, "-device", "virtio-net-pci,netdev=n0"]),
+    }
+
+
+class Guest:
+    def __init__(self, command):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        self.output = b""
+
+    def wait_for(self, marker, timeout=600):
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if select.select([self.process.stdout], [], [], 0.5)[0]:
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                self.output += chunk
+                if marker in self.output:
+                    before = self.output[:self.output.index(marker)]
+                    self.output = self.output[self.output.index(marker) + len(marker):]
+                    return time.perf_counter(), before
+        raise RuntimeError(f"no {marker!r}: {self.output[-400:].decode(errors='replace')}")
+
+    def run(self, line, number, timeout=600):
+        # The marker is computed in the guest, so the echoed command line never matches it.
+        self.send(f"{line}; echo PHASE-$(({number} + 100))-DONE")
+        return self.wait_for(f"PHASE-{number + 100}-DONE".encode(), timeout)
+
+    def send(self, line):
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def close(self):
+        self.send("poweroff -f")
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def sink(listener, result):
+    """Accepts one connection and reads it to the end: (bytes, seconds from first byte)."""
+    connection, _ = listener.accept()
+    total, started = 0, None
+    while True:
+        data = connection.recv(1 << 20)
+        if not data:
+            break
+        started = started or time.perf_counter()
+        total += len(data)
+    result.append((total, time.perf_counter() - started if started else None))
+    connection.close()
+
+
+def send_to_guest(address, port, size):
+    """Connects (retrying while the guest's nc starts) and sends `size` bytes; seconds until the guest closed."""
+    deadline = time.perf_counter() + 30
+    while True:
+        try:
+            connection = socket.create_connection((address, port), timeout=60)
+            break
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.1)
+    block = b"\0" * (1 << 16)
+    started = time.perf_counter()
+    sent = 0
+    while sent < size:
+        sent += connection.send(block[:min(len(block), size - sent)])
+    connection.shutdown(socket.SHUT_WR)
+    while connection.recv(65536):
+        pass
+    connection.close()
+    return time.perf_counter() - started
+
+
+def run_once(mode, command, mebibytes):
+    size = mebibytes << 20
+    guest = Guest(command)
+    try:
+        guest.wait_for(b"SKVM-GUEST-READY")
+        host = HOST if mode == "tap" else "10.0.2.2"
+        step = 0
+        if mode == "tap":
+            guest.run(f"ip addr add {GUEST}/24 dev eth0", step)
+            step += 1
+        _, output = guest.run(f"ping -c 200 -i 0.01 -q {host} | tail -n 1", step)
+        step += 1
+        match = re.search(rb"min/avg/max = [\d.]+/([\d.]+)/", output)
+        latency = float(match.group(1)) * 1000 if match else None
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", SINK_PORT))
+        listener.listen(1)
+        result = []
+        thread = threading.Thread(target=sink, args=(listener, result))
+        thread.start()
+        guest.run(f"dd if=/dev/zero bs=64k count={mebibytes * 16} 2>/dev/null | nc {host} {SINK_PORT}", step)
+        step += 1
+        thread.join(timeout=120)
+        listener.close()
+        transmit = size / result[0][1] / 2**20 if result and result[0][0] == size and result[0][1] else None
+        guest.send(f"nc -l -p {GUEST_PORT} >/dev/null &")
+        time.sleep(0.5)
+        seconds = send_to_guest(GUEST if mode == "tap" else "127.0.0.1",
+                                GUEST_PORT if mode == "tap" else FORWARD_PORT, size)
+        receive = size / seconds / 2**20
+        return {"ping-us": latency, "guest-to-host": transmit, "host-to-guest": receive}
+    finally:
+        guest.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for option in ("--kernel", "--initrd", "--skvm"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mebibytes", type=int, default=32)
+    arguments = parser.parse_args()
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "tuntap", "add", TAP, "mode", "tap"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{HOST}/24", "dev", TAP], check=True)
+    subprocess.run(["ip", "link", "set", TAP, "up"], check=True)
+    vmms = commands(arguments)
+    if not os.path.exists("/dev/vhost-net"):
+        print("no /dev/vhost-net: QEMU's vhost=on is left out", file=sys.stderr)
+        vmms.pop("qemu-vhost")
+    samples = {name: [] for name in vmms}
+    for run in range(arguments.runs):
+        for name, (mode, command) in vmms.items():
+            try:
+                samples[name].append(run_once(mode, command, arguments.mebibytes))
+            except Exception as error:  # one failed boot is a missing sample, not a lost bench
+                print(f"  {name} run {run + 1} failed: {error}", file=sys.stderr, flush=True)
+                continue
+            print(f"  {name} run {run + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
+
+    def median(name, key):
+        values = [s[key] for s in samples[name] if s.get(key)]
+        return statistics.median(values) if values else None
+
+    print(f"\nnetworking in the default guest, medians of {arguments.runs} ({arguments.mebibytes} MiB transfers)\n")
+    print(f"{'vmm':<12}{'ping µs':>10}{'guest→host MiB/s':>18}{'host→guest MiB/s':>18}")
+    for name in vmms:
+        cells = [median(name, key) for key in ("ping-us", "guest-to-host", "host-to-guest")]
+        print(f"{name:<12}" + "".join(f"{'—' if v is None else f'{v:.1f}':>{w}}" for v, w in zip(cells, (10, 18, 18))))
+    for backend in ("tap", "user"):
+        mine = f"skvm-{backend}"
+        peers = [name for name in vmms if name.startswith("qemu") and vmms[name][0] == backend]
+        report(f"net {backend}: ping round trip", "µs", median(mine, "ping-us"),
+               {name: median(name, "ping-us") for name in peers}, better="lower", ratio_goal=1.0)
+        for key, label in (("guest-to-host", "TCP guest→host"), ("host-to-guest", "TCP host→guest")):
+            report(f"net {backend}: {label}", "MiB/s", median(mine, key),
+                   {name: median(name, key) for name in peers}, better="higher", ratio_goal=1.0)
+
+
+if __name__ == "__main__":
+    main()
