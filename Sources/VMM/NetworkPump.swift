@@ -9,6 +9,7 @@ import Virtio
 /// no receive buffers it polls only for the driver's kick (no busy loop).
 final class NetworkPump: @unchecked Sendable {
   private let backend: any NetworkBackend
+  private weak var device: VirtioNet?
   private let stopEvent: EventFD
   /// Wakes the thread: buffers posted, the back end has work, or a pause was asked for.
   private let wakeEvent: EventFD
@@ -29,8 +30,9 @@ final class NetworkPump: @unchecked Sendable {
     }
     let wake = wakeEvent
     backend.attach(
-      deliver: { [weak device] frame in device?.receive(frame) ?? true }, wake: { wake.signal() })
+      deliver: { [weak device] frame in device?.receive(frame, batched: true) ?? true }, wake: { wake.signal() })
     device.receiveRoom = { wake.signal() }
+    self.device = device
     thread = try? OSThread(name: name) { [self] in serve() }
     if thread == nil { return nil }
   }
@@ -48,6 +50,8 @@ final class NetworkPump: @unchecked Sendable {
       if descriptors[1].revents != 0 { _ = try? wakeEvent.wait() }
       parkWhileHeld()
       backend.service(descriptors[2...])
+      // One interrupt for every frame this round delivered.
+      device?.finishReceiveBatch()
     }
   }
 

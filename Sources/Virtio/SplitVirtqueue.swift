@@ -78,7 +78,11 @@ public struct SplitVirtqueue: Sendable {
   }
 
   /// The next request, or nil when the driver has made none since the last call.
-  public mutating func next(in memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
+  /// `requestingKick: false` leaves `avail_event` where it was: a device draining the queue
+  /// asks for no kicks meanwhile (then calls `requestKick` and looks again).
+  public mutating func next(in memory: GuestMemory, requestingKick: Bool = true) throws(VirtqueueError)
+    -> DescriptorChain?
+  {
     let available = try load(UInt16.self, at: availableRing + 2, memory)
     guard available != nextAvailable else { return nil }
     // The ring entry and descriptors only after the index that published them.
@@ -89,11 +93,29 @@ public struct SplitVirtqueue: Sendable {
     let slot = availableRing + 4 + 2 * UInt64(nextAvailable % size)
     let head = try load(UInt16.self, at: slot, memory)
     nextAvailable &+= 1
-    if eventIndex {
+    if eventIndex && requestingKick {
       // avail_event: tell the driver which index to notify at next.
       try store(nextAvailable, at: usedRing + 4 + 8 * UInt64(size), memory)
     }
     return try chain(from: head, in: memory)
+  }
+
+  /// Asks the driver to kick for the next request (`avail_event`, or clearing
+  /// VRING_USED_F_NO_NOTIFY), or tells it not to bother while the device is busy with the
+  /// queue anyway. After asking, look at the ring again: a request may have come meanwhile.
+  public func requestKick(_ wanted: Bool, in memory: GuestMemory) throws(VirtqueueError) {
+    if eventIndex {
+      if wanted { try store(nextAvailable, at: usedRing + 4 + 8 * UInt64(size), memory) }
+    } else {
+      try store(UInt16(wanted ? 0 : 1), at: usedRing, memory)
+    }
+    // The request for a kick before the next look at the available index.
+    atomicMemoryFence(ordering: .sequentiallyConsistent)
+  }
+
+  /// Whether the driver has made a request the device has not taken.
+  public func hasAvailable(in memory: GuestMemory) throws(VirtqueueError) -> Bool {
+    try load(UInt16.self, at: availableRing + 2, memory) != nextAvailable
   }
 
   /// Puts back the last `count` chains `next` returned, unused (a device waiting for enough

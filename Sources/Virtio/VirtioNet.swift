@@ -39,6 +39,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     var queue: SplitVirtqueue?
     var filter: VirtioNetReceiveFilter
     var mergeable = false
+    /// Frames were delivered in a batch whose interrupt is still to be decided.
+    var interruptPending = false
   }
   private let receiveSide: Mutex<ReceiveSide>
   private let transmitSide = Mutex<SplitVirtqueue?>(nil)
@@ -143,32 +145,35 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   // MARK: Transmit
 
   /// Sends every frame the driver made available; false when the queue broke the rules.
+  /// While it drains the queue the driver is asked not to kick (each kick is an exit); then
+  /// kicks are asked for again and the ring looked at once more, so nothing is missed.
   private func transmit() -> Bool {
     var notify = false
     var broken = false
     transmitSide.withLock { queue in
       guard queue != nil else { return }
-      while true {
-        let next: DescriptorChain?
-        do { next = try queue!.next(in: memory) } catch {
-          broken = true
-          break
+      do {
+        try queue!.requestKick(false, in: memory)
+        while true {
+          while let chain = try queue!.next(in: memory, requestingKick: false) {
+            send(chain)
+            try queue!.complete(chain.head, written: 0, in: memory)
+            notify = true
+          }
+          try queue!.requestKick(true, in: memory)
+          guard try queue!.hasAvailable(in: memory) else { break }
+          try queue!.requestKick(false, in: memory)
         }
-        guard let chain = next else { break }
-        send(chain)
-        do { try queue!.complete(chain.head, written: 0, in: memory) } catch {
-          broken = true
-          break
-        }
-        notify = true
-      }
-      if broken {
+        if notify { notify = try queue!.shouldNotify(in: memory) }
+      } catch {
+        broken = true
         queue = nil  // served no more until the driver resets the device
-      } else if notify {
-        notify = (try? queue!.shouldNotify(in: memory)) ?? true
       }
     }
     if notify { interrupt(Self.transmitQueue) }
+    // Frames a back end answered with at once (user networking's ARP, TCP) were delivered
+    // during the sends: their interrupt goes now.
+    finishReceiveBatch()
     return !broken
   }
 
@@ -214,7 +219,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
 
   /// Offers a frame from the back end (its header first when it has one). True when it was
   /// delivered or dropped; false when the driver has no room now (offer it again later).
-  public func receive(_ frame: UnsafeRawBufferPointer) -> Bool {
+  /// `batched`: the interrupt waits for `finishReceiveBatch` (one for a burst of frames).
+  public func receive(_ frame: UnsafeRawBufferPointer, batched: Bool = false) -> Bool {
     let offset = backend.headerLength
     guard frame.count >= offset + 14, frame.count - offset <= Self.maximumFrame, linkUp.load(ordering: .relaxed)
     else {
@@ -222,9 +228,10 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       return true
     }
     let payload = UnsafeRawBufferPointer(rebasing: frame[offset...])
-    var header = [UInt8](repeating: 0, count: Self.headerLength)
+    // The 12-byte header on the stack: the back end's when it has one (num_buffers set below).
+    var header: (UInt64, UInt32) = (0, 0)
     if offset == Self.headerLength {
-      header.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[0..<10])) }
+      withUnsafeMutableBytes(of: &header) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[0..<10])) }
     }
     var outcome = Delivery.noRoom
     receiveSide.withLock { side in
@@ -236,7 +243,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         outcome = .filtered
         return
       }
-      outcome = Self.place(header: &header, payload: payload, into: &side, memory: memory)
+      outcome = withUnsafeMutableBytes(of: &header) { header in
+        Self.place(header: header, payload: payload, into: &side, memory: memory, batched: batched)
+      }
     }
     switch outcome {
     case .delivered(let notify):
@@ -259,6 +268,16 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     }
   }
 
+  /// Ends a burst of `batched` deliveries: one interrupt for all of them, if the driver wants one.
+  public func finishReceiveBatch() {
+    let notify = receiveSide.withLock { side -> Bool in
+      guard side.interruptPending, side.queue != nil else { return false }
+      side.interruptPending = false
+      return (try? side.queue!.shouldNotify(in: memory)) ?? true
+    }
+    if notify { interrupt(Self.receiveQueue) }
+  }
+
   enum Delivery {
     case delivered(notify: Bool)
     case noRoom, dropped, filtered, broken
@@ -267,7 +286,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Takes enough receive chains for header + payload (one without mergeable buffers), fills
   /// them and returns them to the driver.
   private static func place(
-    header: inout [UInt8], payload: UnsafeRawBufferPointer, into side: inout ReceiveSide, memory: GuestMemory
+    header: UnsafeMutableRawBufferPointer, payload: UnsafeRawBufferPointer, into side: inout ReceiveSide,
+    memory: GuestMemory, batched: Bool
   ) -> Delivery {
     let total = headerLength + payload.count
     var chains: [DescriptorChain] = []
@@ -293,7 +313,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     }
     header[10] = UInt8(truncatingIfNeeded: chains.count)
     header[11] = UInt8(truncatingIfNeeded: chains.count >> 8)
-    var source = ScatterSource(header: header, payload: payload)
+    var source = ScatterSource(header: UnsafeRawBufferPointer(header), payload: payload)
     var completions: [(UInt16, UInt32)] = []
     for chain in chains {
       var written = 0
@@ -307,6 +327,10 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     }
     do {
       for (head, written) in completions { try side.queue!.complete(head, written: written, in: memory) }
+      if batched {
+        side.interruptPending = true
+        return .delivered(notify: false)
+      }
       return .delivered(notify: try side.queue!.shouldNotify(in: memory))
     } catch {
       side.queue = nil
@@ -316,12 +340,12 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
 
   /// Reads the header, then the payload, into successive buffers.
   private struct ScatterSource {
-    let header: [UInt8]
+    let header: UnsafeRawBufferPointer
     let payload: UnsafeRawBufferPointer
     var position = 0
     var isFinished: Bool { position >= header.count + payload.count }
 
-    init(header: [UInt8], payload: UnsafeRawBufferPointer) {
+    init(header: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
       self.header = header
       self.payload = payload
     }
@@ -333,9 +357,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         let count: Int
         if position < header.count {
           count = min(header.count - position, target.count - done)
-          header.withUnsafeBytes {
-            (target.baseAddress! + done).copyMemory(from: $0.baseAddress! + position, byteCount: count)
-          }
+          (target.baseAddress! + done).copyMemory(from: header.baseAddress! + position, byteCount: count)
         } else {
           let start = position - header.count
           count = min(payload.count - start, target.count - done)

@@ -186,6 +186,29 @@ struct VirtioNetTests {
     #expect(net.statistics.receivePackets.load(ordering: .relaxed) == 2)
   }
 
+  @Test(
+    "A burst of batched frames gets one interrupt, when the batch ends; a transmit drain asks for no kicks until it is done"
+  )
+  func batches() throws {
+    let backend = RecordingBackend()
+    let (net, memory, interrupts) = try Self.device(backend, features: VirtioNetFeature.mergeableReceiveBuffers)
+    var driver = Driver(memory: memory, queue: 0)
+    for index in 0..<3 { try driver.post([(0x40000 + 0x1000 * UInt64(index), 2048, true)]) }
+    let frame = Self.frame(to: Self.mac.bytes, length: 100, seed: 1)
+    for _ in 0..<3 { #expect(frame.withUnsafeBytes { net.receive($0, batched: true) }) }
+    #expect(interrupts.withLock { $0 }.isEmpty, "nothing until the batch ends")
+    net.finishReceiveBatch()
+    net.finishReceiveBatch()
+    #expect(interrupts.withLock { $0 } == [0], "one interrupt for three frames")
+    // Without EVENT_IDX the drain sets VRING_USED_F_NO_NOTIFY and clears it when done.
+    var transmit = Driver(memory: memory, queue: 1)
+    try memory.write([UInt8](repeating: 0, count: 12) + frame, to: 0x20000)
+    try transmit.post([(0x20000, 112, false)])
+    #expect(net.notify(queue: 1))
+    #expect(try memory.load(UInt16.self, at: Self.rings(1).used) == 0, "kicks wanted again")
+    #expect(backend.sent.withLock { $0.count } == 1)
+  }
+
   @Test("Without mergeable buffers a frame needs one chain big enough; a smaller chain is kept and the frame dropped")
   func receiveWithoutMergeable() throws {
     let backend = RecordingBackend()
