@@ -38,5 +38,5 @@ public struct NetworkError: Error, CustomStringConvertible, Equatable {
   public init(_ description: String) { self.description = description }
 
   /// An errno value's text.
-  static func text(_ code: Int32) -> String { String(cString: strerror(code)) }
+  public static func text(_ code: Int32) -> String { String(cString: strerror(code)) }
 }

@@ -12,6 +12,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
   public let headerLength = 12
   public let offloadFeatures = VirtioNetFeature.tapOffloads
   private let fd: Int32
+  /// The tap's descriptor, for a kernel data path (vhost-net) to use in skvm's place.
+  public var descriptor: Int32 { fd }
   private var deliver: @Sendable (UnsafeRawBufferPointer) -> Bool = { _ in true }
   /// Receive side, touched only on the pump thread: the frame being read and how much of it
   /// is held back because the guest had no room.

@@ -16,10 +16,14 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
   public var backend: Backend
   /// The guest's MAC address; nil: one generated from the VM's name and the NIC's index.
   public var macAddress: MACAddress?
+  /// A tap's or macvtap's frames moved by the kernel's vhost-net instead of skvm's threads
+  /// (skvm serves them itself, with a notice, where /dev/vhost-net cannot be used).
+  public var vhost = false
 
-  public init(backend: Backend, macAddress: MACAddress? = nil) {
+  public init(backend: Backend, macAddress: MACAddress? = nil, vhost: Bool = false) {
     self.backend = backend
     self.macAddress = macAddress
+    self.vhost = vhost
   }
 
   /// User networking with no forwards: what `skvm run` gives a Linux guest by default.
@@ -27,7 +31,7 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
 
   /// The syntax `--net` takes.
   public static let syntax =
-    "tap,ifname=NAME[,bridge=BR][,mac=MAC] | macvtap,path=/dev/tapN[,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none"
+    "tap,ifname=NAME[,bridge=BR][,vhost=on][,mac=MAC] | macvtap,path=/dev/tapN[,vhost=on][,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none"
 
   /// Parses `--net`'s value (not `none`, which the caller handles).
   public init(parsing text: String) throws(OptionList.ParseError) {
@@ -58,36 +62,39 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
     case "tap":
       var name: String?
       var bridge: String?
+      var vhost = false
       for (key, value) in others {
         switch key {
         case "ifname": name = value
         case "bridge", "br": bridge = value
-        case "vhost" where value == "off": break
+        case "vhost" where value == "on" || value == "off": vhost = value == "on"
         case "vhost":
-          throw OptionList.ParseError(
-            description: "--net \(text): vhost=\(value) is not supported yet; leave it out (skvm serves the tap itself)"
-          )
+          throw OptionList.ParseError(description: "--net \(text): vhost=\(value): expected on or off")
         case "queues" where value == "1": break
         case "queues":
           throw OptionList.ParseError(
             description: "--net \(text): queues=\(value): only one queue pair is supported yet; leave it out")
-        default: throw unknown(key, value, "ifname=NAME, bridge=BR, mac=MAC")
+        default: throw unknown(key, value, "ifname=NAME, bridge=BR, vhost=on|off, mac=MAC")
         }
       }
       guard let name, !name.isEmpty else {
         throw OptionList.ParseError(description: "--net \(text): a tap needs ifname=NAME (e.g. tap,ifname=tap0)")
       }
-      self.init(backend: .tap(name: name, bridge: bridge), macAddress: mac)
+      self.init(backend: .tap(name: name, bridge: bridge), macAddress: mac, vhost: vhost)
     case "macvtap":
       var path: String?
+      var vhost = false
       for (key, value) in others {
-        guard key == "path" else { throw unknown(key, value, "path=/dev/tapN, mac=MAC") }
-        path = value
+        switch (key, value) {
+        case ("path", _): path = value
+        case ("vhost", "on"), ("vhost", "off"): vhost = value == "on"
+        default: throw unknown(key, value, "path=/dev/tapN, vhost=on|off, mac=MAC")
+        }
       }
       guard let path, !path.isEmpty else {
         throw OptionList.ParseError(description: "--net \(text): a macvtap needs path=/dev/tapN")
       }
-      self.init(backend: .macvtap(path: path), macAddress: mac)
+      self.init(backend: .macvtap(path: path), macAddress: mac, vhost: vhost)
     case "user":
       var forwards: [PortForward] = []
       for (key, value) in others {
@@ -115,8 +122,9 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
   /// What the NIC is connected to, as `info network` shows it.
   public var backendDescription: String {
     switch backend {
-    case .tap(let name, let bridge): "tap,ifname=\(name)" + (bridge.map { ",bridge=\($0)" } ?? "")
-    case .macvtap(let path): "macvtap,path=\(path)"
+    case .tap(let name, let bridge):
+      "tap,ifname=\(name)" + (bridge.map { ",bridge=\($0)" } ?? "") + (vhost ? ",vhost=on" : "")
+    case .macvtap(let path): "macvtap,path=\(path)" + (vhost ? ",vhost=on" : "")
     case .user(let forwards): (["user"] + forwards.map { "hostfwd=\($0)" }).joined(separator: ",")
     }
   }

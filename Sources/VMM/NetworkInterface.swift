@@ -50,6 +50,15 @@ public struct NetworkInterface: Sendable, Equatable {
 }
 
 extension VirtualMachine {
+  /// What did not go as configured but did not stop the machine (vhost=on without a usable
+  /// /dev/vhost-net: skvm moves that NIC's frames itself), one sentence each.
+  public var setupNotices: [String] { pci?.notices ?? [] }
+
+  /// Whether NIC `name`'s frames are moved by the kernel's vhost-net now.
+  public func usesVhost(_ name: String) -> Bool {
+    (pci?.networks ?? []).enumerated().contains { "net\($0.offset)" == name && $0.element.device.isOffloaded }
+  }
+
   /// The NICs, in `--net` order.
   public var networkInterfaces: [NetworkInterface] {
     (pci?.networks ?? []).enumerated().map { index, network in

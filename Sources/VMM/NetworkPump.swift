@@ -19,9 +19,14 @@ final class NetworkPump: @unchecked Sendable {
   private var parked = false
   private var thread: OSThread?
 
+  /// The kernel data plane, if the NIC has one: while it runs, the pump relays its call
+  /// eventfds to the device's interrupts; while it does not, the pump serves the rings' kicks.
+  private let vhost: VhostNet?
+
   /// Connects `device`'s back end to it and starts the thread; nil if no thread could start.
-  init?(device: VirtioNet, name: String) {
+  init?(device: VirtioNet, name: String, vhost: VhostNet? = nil) {
     backend = device.backend
+    self.vhost = vhost
     do {
       stopEvent = try EventFD()
       wakeEvent = try EventFD()
@@ -32,6 +37,7 @@ final class NetworkPump: @unchecked Sendable {
     backend.attach(
       deliver: { [weak device] frame in device?.receive(frame, batched: true) ?? true }, wake: { wake.signal() })
     device.receiveRoom = { wake.signal() }
+    vhost?.wake = { wake.signal() }
     self.device = device
     thread = try? OSThread(name: name) { [self] in serve() }
     if thread == nil { return nil }
@@ -43,13 +49,39 @@ final class NetworkPump: @unchecked Sendable {
       descriptors.removeAll(keepingCapacity: true)
       descriptors.append(pollfd(fd: stopEvent.rawValue, events: Int16(POLLIN), revents: 0))
       descriptors.append(pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0))
-      let timeout = backend.preparePoll(&descriptors)
+      let offloaded = vhost?.isRunning ?? false
+      var timeout: Int32 = -1
+      if let vhost, offloaded {
+        for call in vhost.calls { descriptors.append(pollfd(fd: call.rawValue, events: Int16(POLLIN), revents: 0)) }
+      } else {
+        timeout = backend.preparePoll(&descriptors)
+        for kick in vhost?.kicks ?? [] {
+          descriptors.append(pollfd(fd: kick.rawValue, events: Int16(POLLIN), revents: 0))
+        }
+      }
       let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
       if ready < 0 && errno == EINTR { continue }
       if ready < 0 || descriptors[0].revents != 0 { return }
       if descriptors[1].revents != 0 { _ = try? wakeEvent.wait() }
+      if let vhost, offloaded {
+        // Interrupts the kernel asked for go out before a pause parks the thread.
+        for (queue, call) in vhost.calls.enumerated() where descriptors[2 + queue].revents != 0 {
+          _ = try? call.wait()
+          device?.raiseInterrupt(queue: queue)
+        }
+        parkWhileHeld()
+        continue
+      }
       parkWhileHeld()
-      backend.service(descriptors[2...])
+      let kicks = vhost?.kicks.count ?? 0
+      backend.service(descriptors[2..<descriptors.count - kicks])
+      if let vhost, let device {
+        for (queue, kick) in vhost.kicks.enumerated() where descriptors[descriptors.count - kicks + queue].revents != 0
+        {
+          _ = try? kick.wait()
+          if !device.notify(queue: queue, onIOThread: true) { device.queueBroken() }
+        }
+      }
       // One interrupt for every frame this round delivered.
       device?.finishReceiveBatch()
     }

@@ -11,6 +11,7 @@ final class QueueNotifier: @unchecked Sendable {
   private let transport: VirtioPCITransport
   private let vm: KVMVirtualMachine
   private let events: [EventFD]
+  private let external: Set<Int>
   private let stopEvent: EventFD
   /// Wakes the thread to look at `held` (pause and resume).
   private let controlEvent: EventFD
@@ -25,13 +26,19 @@ final class QueueNotifier: @unchecked Sendable {
   /// Creates the eventfds, registers them at the current notify addresses and starts the
   /// thread; nil if that fails (kicks then arrive as MMIO exits and are served on the vCPU
   /// thread, which is slower but correct).
-  init?(transport: VirtioPCITransport, vm: KVMVirtualMachine, name: String) {
+  /// `external`: queues whose kicks go to someone else (vhost-net reads those eventfds):
+  /// registered with KVM like the others, never read here.
+  init?(transport: VirtioPCITransport, vm: KVMVirtualMachine, name: String, external: [Int: EventFD] = [:]) {
     self.transport = transport
     self.vm = vm
+    self.external = Set(external.keys)
     do {
       stopEvent = try EventFD()
       controlEvent = try EventFD()
-      events = try transport.device.queueSizes.map { _ throws(KVMError) in try EventFD() }
+      events = try transport.device.queueSizes.indices.map { index throws(KVMError) in
+        if let event = external[index] { return event }
+        return try EventFD()
+      }
     } catch {
       return nil
     }
@@ -71,8 +78,10 @@ final class QueueNotifier: @unchecked Sendable {
   }
 
   private func serve() {
-    var descriptors = ([stopEvent, controlEvent] + events).map {
-      pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0)
+    var descriptors = [stopEvent, controlEvent].map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+    for (index, event) in events.enumerated() {
+      // A negative descriptor is skipped by poll(2): that queue's kicks are someone else's.
+      descriptors.append(pollfd(fd: external.contains(index) ? -1 : event.rawValue, events: Int16(POLLIN), revents: 0))
     }
     while true {
       let ready = poll(&descriptors, nfds_t(descriptors.count), -1)

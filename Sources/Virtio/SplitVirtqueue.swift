@@ -37,6 +37,12 @@ public struct SplitVirtqueue: Sendable {
     public var nextAvailable: UInt16
     public var nextUsed: UInt16
     public var signalledUsed: UInt16
+
+    public init(nextAvailable: UInt16, nextUsed: UInt16, signalledUsed: UInt16) {
+      self.nextAvailable = nextAvailable
+      self.nextUsed = nextUsed
+      self.signalledUsed = signalledUsed
+    }
   }
 
   /// The device's position in the rings now.

@@ -51,6 +51,10 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   private let gather = UnsafeMutableBufferPointer<iovec>.allocate(capacity: maximumGather)
   static let maximumGather = SplitVirtqueue.maximumIndirectDescriptors + 1
 
+  /// Set by the VMM before the driver starts: serves the receive and transmit queues in its
+  /// place (vhost-net), falling back to the device when it cannot.
+  public var dataPlane: (any VirtioNetDataPlane)?
+  private let offloaded = Atomic<Bool>(false)
   /// Set by the VMM: tells the pump the driver posted receive buffers (held frames may fit now).
   public var receiveRoom: @Sendable () -> Void = {}
   /// Set by the VMM: a queue broke the rules outside a kick (the transport sets DEVICE_NEEDS_RESET).
@@ -102,6 +106,18 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
     interruptLine.withLock { $0 = interrupt }
     backend.setNegotiatedFeatures(features)
+    if let dataPlane, queues.count > Self.transmitQueue,
+      dataPlane.start(receive: queues[Self.receiveQueue], transmit: queues[Self.transmitQueue], features: features)
+    {
+      offloaded.store(true, ordering: .releasing)
+      receiveSide.withLock {
+        $0.queue = nil
+        $0.mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
+      }
+      transmitSide.withLock { $0 = nil }
+      controlSide.withLock { $0 = queues.count > Self.controlQueue ? queues[Self.controlQueue] : nil }
+      return
+    }
     receiveSide.withLock {
       $0.queue = queues.count > Self.receiveQueue ? queues[Self.receiveQueue] : nil
       $0.mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
@@ -112,6 +128,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   }
 
   public var queuePositions: [SplitVirtqueue.Position] {
+    if let dataPlane, isOffloaded {
+      return dataPlane.positions + [controlSide.withLock { $0?.position }].compactMap { $0 }
+    }
     let receive = receiveSide.withLock { $0.queue?.position }
     let transmit = transmitSide.withLock { $0?.position }
     let control = controlSide.withLock { $0?.position }
@@ -119,6 +138,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   }
 
   public func reset() {
+    if offloaded.exchange(false, ordering: .acquiringAndReleasing) { dataPlane?.stop() }
     receiveSide.withLock {
       $0.queue = nil
       $0.filter = VirtioNetReceiveFilter(address: macAddress)
@@ -131,7 +151,17 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
 
   private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
 
+  /// Raises queue `queue`'s interrupt for the data plane (its call eventfd fired).
+  public func raiseInterrupt(queue: Int) { interrupt(queue) }
+
+  /// Whether the data plane serves the receive and transmit queues now.
+  public var isOffloaded: Bool { offloaded.load(ordering: .acquiring) }
+
   public func notify(queue index: Int, onIOThread: Bool) -> Bool {
+    if index != Self.controlQueue, isOffloaded, let dataPlane {
+      dataPlane.kick(queue: index)
+      return true
+    }
     switch index {
     case Self.receiveQueue:
       receiveRoom()

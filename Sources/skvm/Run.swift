@@ -259,6 +259,7 @@ struct Run: ParsableCommand {
       printError("skvm: \(error)")
       throw ExitCode(1)
     }
+    for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
       getenv("SKVM_ALLOW_PVM_LINUX") == nil
     {

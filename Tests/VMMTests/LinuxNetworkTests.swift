@@ -3,7 +3,8 @@ import Testing
 
 /// The default guest on the network, in one lane boot: user networking (DHCP, a host HTTP
 /// server reached as 10.0.2.2, hostfwd into the guest), a tap in a network namespace of the
-/// test's own (1,000 pings, none lost), and two guests on one Linux bridge.
+/// test's own (1,000 pings, none lost; again with vhost-net, across a pause), and two guests
+/// on one Linux bridge.
 @Suite(
   "Linux guests on the network", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
@@ -56,10 +57,22 @@ struct LinuxNetworkTests {
           "send:poweroff -f", "exit:0",
         ],
         skvm: ["run", "--net", "tap,ifname=skvmtap0", "--stats"], timeout: 150)
+      // The same tap with vhost-net moving the frames, across a pause.
+      let vhost = LinuxGuestHost.sessionCommand(
+        "vhost",
+        steps: [
+          "expect:SKVM-GUEST-READY",
+          "send:ip addr add 192.168.77.2/24 dev eth0; ping -c 1000 -i 0.002 -q 192.168.77.1; echo PING=$?",
+          "expect:1000 packets transmitted, 1000 packets received", "expect:PING=0",
+          "qmp:stop", "sleep:1", "qmp:cont",
+          "send:ping -c 20 -i 0.05 -q 192.168.77.1; echo AFTER=$?", "expect:20 packets received", "expect:AFTER=0",
+          "send:poweroff -f", "exit:0",
+        ],
+        skvm: ["run", "--net", "tap,ifname=skvmtap0,vhost=on", "--stats"], monitor: true, timeout: 150)
       line +=
         " && unshare -n sh -c "
         + LinuxGuestHost.quote([
-          "ip link set lo up && ip tuntap add skvmtap0 mode tap && ip addr add 192.168.77.1/24 dev skvmtap0 && ip link set skvmtap0 up && \(tap)"
+          "ip link set lo up && ip tuntap add skvmtap0 mode tap && ip addr add 192.168.77.1/24 dev skvmtap0 && ip link set skvmtap0 up && \(tap) && \(vhost)"
         ])
       // Two guests on one bridge, each on a tap skvm creates and adds to it; they find each
       // other by IPv6 link-local address (no DHCP server needed).
@@ -88,6 +101,11 @@ struct LinuxNetworkTests {
     if Self.canUseTaps {
       #expect(session.transcript.contains("=== result tap ok"), "\(session.transcript)")
       #expect(session.transcript.contains("=== result bridge ok"), "\(session.transcript)")
+      #expect(session.transcript.contains("=== result vhost ok"), "\(session.transcript)")
+      if FileManager.default.fileExists(atPath: "/dev/vhost-net") || LinuxGuestHost.usesLane {
+        #expect(
+          session.transcript.contains("vhost-net moves the frames"), "the kernel moved them: \(session.transcript)")
+      }
     }
   }
 }

@@ -1,0 +1,174 @@
+import CSystemCalls
+import Glibc
+import GuestMemory
+import KVM
+import Network
+import Synchronization
+import Virtio
+
+/// The kernel's vhost-net as a NIC's data plane (`--net tap,...,vhost=on`): a kernel thread
+/// moves frames between the guest's receive and transmit rings and the tap, with no exit to
+/// skvm per frame. Kicks are the queues' ioeventfds, handed to the kernel; the kernel's
+/// completions arrive on call eventfds that the NIC's pump turns into the device's
+/// interrupts (MSI-X or INTx, masked or not, as the transport decides).
+///
+/// Before the driver starts the device, after a reset and if vhost refuses the rings, the
+/// queues are served by skvm as usual. While the machine is paused the kernel is detached
+/// from the tap, so nothing touches guest memory and the rings' positions can be read.
+final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
+  private let fd: Int32
+  private let tap: TapBackend
+  private let memory: GuestMemory
+  /// The ring features the kernel supports.
+  let supportedFeatures: UInt64
+  /// Kick eventfds of the receive and transmit queues (the ioeventfds KVM signals).
+  let kicks: [EventFD]
+  /// Call eventfds the kernel signals when it used buffers.
+  let calls: [EventFD]
+  /// Wakes the pump, which polls the call eventfds only while the data plane runs.
+  var wake: @Sendable () -> Void = {}
+
+  private struct Running {
+    var rings: [SplitVirtqueue]
+    /// Detached from the tap for a pause (positions read then).
+    var suspended = false
+    var positions: [SplitVirtqueue.Position] = []
+  }
+  private let running = Mutex<Running?>(nil)
+
+  /// The ring features skvm asks vhost-net for, when the driver negotiated them.
+  static let ringFeatures =
+    VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
+    | VirtioNetFeature.mergeableReceiveBuffers
+
+  /// Opens /dev/vhost-net for `tap`; the error says why not (the caller falls back).
+  init(tap: TapBackend, memory: GuestMemory) throws(NetworkError) {
+    let fd = csys_vhost_open()
+    guard fd >= 0 else {
+      let code = errno
+      throw NetworkError(
+        code == ENOENT
+          ? "/dev/vhost-net is missing (load it: modprobe vhost_net)"
+          : "cannot use /dev/vhost-net: \(NetworkError.text(code))")
+    }
+    var features: UInt64 = 0
+    guard csys_vhost_get_features(fd, &features) == 0 else {
+      let code = errno
+      Glibc.close(fd)
+      throw NetworkError("vhost-net does not report its features: \(NetworkError.text(code))")
+    }
+    do {
+      kicks = try [EventFD(), EventFD()]
+      calls = try [EventFD(), EventFD()]
+    } catch {
+      Glibc.close(fd)
+      throw NetworkError("no eventfds for vhost-net: \(error)")
+    }
+    self.fd = fd
+    self.tap = tap
+    self.memory = memory
+    supportedFeatures = features
+  }
+
+  deinit {
+    stop()
+    Glibc.close(fd)
+  }
+
+  /// Whether the kernel serves the rings now (the pump then polls the call eventfds).
+  var isRunning: Bool { running.withLock { $0 != nil } }
+
+  func start(receive: SplitVirtqueue, transmit: SplitVirtqueue, features: UInt64) -> Bool {
+    let started = running.withLock { running -> Bool in
+      if running != nil { detach(running!.rings.count) }
+      running = nil
+      let wanted = features & Self.ringFeatures
+      guard wanted & supportedFeatures == wanted, csys_vhost_set_features(fd, wanted) == 0 else { return false }
+      let regions = memory.regions
+      let guest = regions.map(\.guestAddress)
+      let sizes = regions.map(\.size)
+      let hosts = regions.map { UInt64(UInt(bitPattern: $0.host)) }
+      guard csys_vhost_set_memory(fd, UInt32(regions.count), guest, sizes, hosts) == 0 else { return false }
+      let rings = [receive, transmit]
+      for (index, ring) in rings.enumerated() {
+        let size = Int(ring.size)
+        guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
+          let available = try? memory.buffer(at: ring.availableRing, length: 6 + 2 * size),
+          let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
+          csys_vhost_set_ring(
+            fd, UInt32(index), UInt32(size), UInt32(ring.position.nextAvailable), Self.address(table),
+            Self.address(available), Self.address(used), kicks[index].rawValue, calls[index].rawValue) == 0,
+          csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) == 0
+        else {
+          detach(index + 1)
+          return false
+        }
+      }
+      running = Running(rings: rings)
+      return true
+    }
+    if started {
+      // Kicks the guest made before the hand-over may sit unread in the eventfds the pump
+      // polled until now: the kernel looks at the rings once on its own anyway.
+      for kick in kicks { kick.signal() }
+      // And an interrupt for each ring: one the kernel signalled just before a pause (or a
+      // snapshot) may never have reached the guest; a spare one costs the driver a look.
+      for call in calls { call.signal() }
+      wake()
+    }
+    return started
+  }
+
+  private static func address(_ buffer: UnsafeMutableRawBufferPointer) -> UInt64 {
+    UInt64(UInt(bitPattern: buffer.baseAddress))
+  }
+
+  /// Detaches rings 0..<count from the tap (the kernel finishes what it was doing first).
+  private func detach(_ count: Int) {
+    for index in 0..<count { _ = csys_vhost_set_backend(fd, UInt32(index), -1) }
+  }
+
+  func stop() {
+    running.withLock { running in
+      if running != nil { detach(running!.rings.count) }
+      running = nil
+    }
+    wake()
+  }
+
+  /// Detaches the kernel for a pause and reads where the rings stand.
+  func suspend() {
+    running.withLock { running in
+      guard running != nil, !running!.suspended else { return }
+      detach(running!.rings.count)
+      running!.suspended = true
+      running!.positions = running!.rings.enumerated().map { index, ring in
+        var base: UInt32 = 0
+        _ = csys_vhost_get_ring_base(fd, UInt32(index), &base)
+        let used = (try? memory.load(UInt16.self, at: ring.usedRing + 2)) ?? 0
+        return SplitVirtqueue.Position(
+          nextAvailable: UInt16(truncatingIfNeeded: base), nextUsed: used, signalledUsed: used)
+      }
+    }
+  }
+
+  /// Attaches the kernel again after a pause.
+  func resume() {
+    running.withLock { running in
+      guard running != nil, running!.suspended else { return }
+      for index in running!.rings.indices { _ = csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) }
+      running!.suspended = false
+    }
+  }
+
+  var positions: [SplitVirtqueue.Position] {
+    running.withLock { running in
+      guard let running else { return [] }
+      return running.suspended ? running.positions : running.rings.map(\.position)
+    }
+  }
+
+  func kick(queue: Int) {
+    if kicks.indices.contains(queue) { kicks[queue].signal() }
+  }
+}
