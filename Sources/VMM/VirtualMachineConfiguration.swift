@@ -46,6 +46,28 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   }
 }
 
+extension VirtualMachineConfiguration {
+  enum CodingKeys: String, CodingKey {
+    case name, memorySize, cpuCount, boot, debugExitPort, timesExits, disks, entropy, networks, consoleDevice
+  }
+
+  /// Decodes a configuration, one saved before a field existed included (a snapshot file from
+  /// an older skvm): a missing `networks` means no NIC, as then.
+  public init(from decoder: any Decoder) throws {
+    let values = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      name: try values.decode(String.self, forKey: .name),
+      memorySize: try values.decode(UInt64.self, forKey: .memorySize),
+      cpuCount: try values.decode(Int.self, forKey: .cpuCount), boot: try values.decode(BootSource.self, forKey: .boot),
+      debugExitPort: try values.decodeIfPresent(UInt16.self, forKey: .debugExitPort),
+      timesExits: try values.decode(Bool.self, forKey: .timesExits))
+    disks = try values.decode([DiskConfiguration].self, forKey: .disks)
+    entropy = try values.decode(Bool.self, forKey: .entropy)
+    networks = try values.decodeIfPresent([NetworkConfiguration].self, forKey: .networks) ?? []
+    consoleDevice = try values.decode(ConsoleDevice.self, forKey: .consoleDevice)
+  }
+}
+
 /// The device the console is attached to.
 public enum ConsoleDevice: String, Sendable, Equatable, Codable, CaseIterable {
   /// COM1, the 16550A UART (the guest's ttyS0).

@@ -118,3 +118,24 @@ struct BuiltInGuestTests {
     #expect([UInt8](try Data(contentsOf: URL(fileURLWithPath: flat))) == BuiltInGuest.hello)
   }
 }
+
+/// Configurations as snapshot files hold them.
+@Suite("Configuration encoding")
+struct ConfigurationEncodingTests {
+  @Test("A configuration saved before NICs existed decodes with none; one with NICs round-trips")
+  func networksField() throws {
+    var configuration = VirtualMachineConfiguration(boot: .linux(kernel: "k", initrd: nil, commandLine: "c"))
+    configuration.networks = [
+      .user,
+      NetworkConfiguration(
+        backend: .tap(name: "tap0", bridge: "br0"), macAddress: MACAddress("52:54:00:00:00:07"), vhost: true),
+    ]
+    let data = try JSONEncoder().encode(configuration)
+    #expect(try JSONDecoder().decode(VirtualMachineConfiguration.self, from: data) == configuration)
+    var object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    object.removeValue(forKey: "networks")
+    let old = try JSONDecoder().decode(
+      VirtualMachineConfiguration.self, from: try JSONSerialization.data(withJSONObject: object))
+    #expect(old.networks.isEmpty && old.boot == configuration.boot)
+  }
+}
