@@ -19,6 +19,8 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
   /// A tap's or macvtap's frames moved by the kernel's vhost-net instead of skvm's threads
   /// (skvm serves them itself, with a notice, where /dev/vhost-net cannot be used).
   public var vhost = false
+  /// The MTU the guest's driver is told (68–65535); nil: not said (Linux then uses 1500).
+  public var mtu: UInt16?
 
   public init(backend: Backend, macAddress: MACAddress? = nil, vhost: Bool = false) {
     self.backend = backend
@@ -31,15 +33,21 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
 
   /// The syntax `--net` takes.
   public static let syntax =
-    "tap,ifname=NAME[,bridge=BR][,vhost=on][,mac=MAC] | macvtap,path=/dev/tapN[,vhost=on][,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none"
+    "tap,ifname=NAME[,bridge=BR][,vhost=on][,mac=MAC] | macvtap,path=/dev/tapN[,vhost=on][,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none; any NIC: [,mtu=N]"
 
   /// Parses `--net`'s value (not `none`, which the caller handles).
   public init(parsing text: String) throws(OptionList.ParseError) {
     let list = try OptionList(parsing: text, repeatable: ["hostfwd"])
     var mac: MACAddress?
+    var mtu: UInt16?
     var others: [(key: String, value: String)] = []
     for (key, value) in list.options {
-      if key == "mac" {
+      if key == "mtu" {
+        guard let number = UInt16(value), number >= 68 else {
+          throw OptionList.ParseError(description: "--net \(text): mtu=\(value) is not a number from 68 to 65535")
+        }
+        mtu = number
+      } else if key == "mac" {
         guard let address = MACAddress(value) else {
           throw OptionList.ParseError(
             description: "--net \(text): '\(value)' is not a MAC address (like 52:54:00:12:34:56)")
@@ -108,6 +116,7 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
       throw OptionList.ParseError(
         description: "--net \(text): unknown back end '\(list.main)' (expected \(Self.syntax))")
     }
+    self.mtu = mtu
   }
 
   /// Opens the back end (the error says what was wrong and what to do).

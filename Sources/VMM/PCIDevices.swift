@@ -123,7 +123,8 @@ final class PCIDevices: @unchecked Sendable {
       }
     }
     for (index, network) in networks.enumerated() {
-      let device = VirtioNet(backend: network.backend, macAddress: network.macAddress, memory: memory)
+      let device = VirtioNet(
+        backend: network.backend, macAddress: network.macAddress, memory: memory, mtu: network.configuration.mtu)
       if network.configuration.vhost {
         if let tap = network.backend as? TapBackend {
           do {

@@ -22,9 +22,15 @@ public protocol VirtioDevice: AnyObject, Sendable {
   func notify(queue index: Int, onIOThread: Bool) -> Bool
   /// The driver reset the device: stop using the queues (and the interrupt given with them).
   func reset()
+  /// The machine was restored from a snapshot with the device live.
+  func restored()
 }
 
 extension VirtioDevice {
+  /// The machine was restored from a snapshot with this device live (after `activate`): a
+  /// device may tell the driver (virtio-net announces itself). Nothing by default.
+  public func restored() {}
+
   /// Activates with no interrupt delivery (for tests and fuzzing, which poll the rings).
   public func activate(queues: [SplitVirtqueue], features: UInt64) {
     activate(queues: queues, features: features, interrupt: { _ in })

@@ -62,14 +62,21 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Set by the VMM: the configuration (link status) changed.
   public var configurationChanged: @Sendable () -> Void = {}
 
-  public init(backend: any NetworkBackend, macAddress: MACAddress, memory: GuestMemory) {
+  /// The MTU the driver is told (VIRTIO_NET_F_MTU), when one was given.
+  public let mtu: UInt16?
+  /// Set after a restore until the driver acknowledges it has announced itself.
+  private let announcing = Atomic<Bool>(false)
+  private let negotiated = Atomic<UInt64>(0)
+
+  public init(backend: any NetworkBackend, macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil) {
     self.backend = backend
     self.macAddress = macAddress
     self.memory = memory
+    self.mtu = mtu
     deviceFeatures =
       VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableReceiveBuffers
       | VirtioNetFeature.controlQueue | VirtioNetFeature.controlReceive | VirtioNetFeature.controlMACAddress
-      | backend.offloadFeatures
+      | VirtioNetFeature.guestAnnounce | (mtu != nil ? VirtioNetFeature.mtu : 0) | backend.offloadFeatures
     receiveSide = Mutex(ReceiveSide(queue: nil, filter: VirtioNetReceiveFilter(address: macAddress)))
   }
 
@@ -78,9 +85,11 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   // MARK: Configuration: mac[6], status (u16), max_virtqueue_pairs (u16)
 
   public func readConfig(_ offset: Int, width: Int) -> UInt64 {
-    let status: UInt16 = linkUp.load(ordering: .relaxed) ? 1 : 0
+    // status: VIRTIO_NET_S_LINK_UP (1), VIRTIO_NET_S_ANNOUNCE (2).
+    let status: UInt16 = (linkUp.load(ordering: .relaxed) ? 1 : 0) | (announcing.load(ordering: .relaxed) ? 2 : 0)
+    let mtu = self.mtu ?? 1500
     var bytes = macAddress.bytes + [UInt8(status & 0xFF), UInt8(status >> 8), 1, 0]
-    bytes += [UInt8](repeating: 0, count: 8)
+    bytes += [UInt8(mtu & 0xFF), UInt8(mtu >> 8)] + [UInt8](repeating: 0, count: 6)
     guard offset >= 0, width > 0, offset + width <= bytes.count else { return 0 }
     return bytes[offset..<offset + width].reversed().reduce(0) { $0 << 8 | UInt64($1) }
   }
@@ -105,6 +114,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
 
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
     interruptLine.withLock { $0 = interrupt }
+    negotiated.store(features, ordering: .relaxed)
     backend.setNegotiatedFeatures(features)
     if let dataPlane, queues.count > Self.transmitQueue,
       dataPlane.start(receive: queues[Self.receiveQueue], transmit: queues[Self.transmitQueue], features: features)
@@ -137,7 +147,20 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     return [receive, transmit, control].compactMap { $0 }
   }
 
+  /// After a restore the guest's switches may not know where it is now: ask the driver to
+  /// announce itself (gratuitous ARP, IPv6 neighbour advertisements), if it offered to.
+  public func restored() {
+    guard negotiated.load(ordering: .relaxed) & VirtioNetFeature.guestAnnounce != 0 else { return }
+    announcing.store(true, ordering: .relaxed)
+    configurationChanged()
+  }
+
+  /// Whether an announcement is asked for and not yet acknowledged.
+  public var isAnnouncing: Bool { announcing.load(ordering: .relaxed) }
+
   public func reset() {
+    announcing.store(false, ordering: .relaxed)
+    negotiated.store(0, ordering: .relaxed)
     if offloaded.exchange(false, ordering: .acquiringAndReleasing) { dataPlane?.stop() }
     receiveSide.withLock {
       $0.queue = nil
@@ -448,6 +471,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       let data = Array(request[2...])
       switch (request[0], request[1]) {
       case (VirtioNetReceiveFilter.Command.announceClass, VirtioNetReceiveFilter.Command.announceAcknowledge):
+        announcing.store(false, ordering: .relaxed)
         ok = true
       case (VirtioNetReceiveFilter.Command.multiqueueClass, VirtioNetReceiveFilter.Command.pairsSet):
         ok = data.count == 2 && data[0] == 1 && data[1] == 0

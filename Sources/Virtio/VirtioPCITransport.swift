@@ -345,6 +345,7 @@ extension VirtioPCITransport: StatefulDevice {
       // Serve whatever the driver made available and may already have announced (its kick went
       // to the old process): a queue that needs no service is left as it is.
       for queue in saved.queues.indices { kick(queue: queue) }
+      device.restored()
     }
     let control = UInt16(saved.transport.space.read(0x42, width: 2))
     let intxEnabled = UInt16(saved.transport.space.read(0x04, width: 2)) & 0x400 == 0

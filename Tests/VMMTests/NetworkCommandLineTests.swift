@@ -9,6 +9,8 @@ struct NetworkCommandLineTests {
     "Bad --net values fail before boot with what was wrong and what to do",
     arguments: [
       (["--net", "tap"], "a tap needs ifname=NAME"),
+      (["--net", "user,mtu=20"], "mtu=20 is not a number from 68 to 65535"),
+      (["--net", "tap,ifname=t0,vhost=maybe"], "vhost=maybe: expected on or off"),
       (["--net", "user,mac=01:00:5e:00:00:01"], "is a multicast address"),
       (["--net", "user,mac=00:00:00:00:00:00"], "is a zero address"),
       (["--net", "user,mac=52:54:00:zz:00:01"], "is not a MAC address"),

@@ -277,6 +277,35 @@ struct VirtioNetTests {
     #expect(!net.notify(queue: 1))
   }
 
+  @Test(
+    "After a restore the device asks the driver to announce itself until it acknowledges; an MTU is offered when given")
+  func announceAndMTU() throws {
+    let memory = try GuestMemory(ranges: [(0, 1 << 20)])
+    let net = VirtioNet(backend: RecordingBackend(), macAddress: Self.mac, memory: memory, mtu: 9000)
+    #expect(net.deviceFeatures & VirtioNetFeature.mtu != 0 && net.readConfig(10, width: 2) == 9000)
+    let changes = Mutex(0)
+    net.configurationChanged = { changes.withLock { $0 += 1 } }
+    let queues = (0..<3).map { index in
+      let rings = Self.rings(index)
+      return SplitVirtqueue(
+        size: 16, descriptorTable: rings.table, availableRing: rings.available, usedRing: rings.used)
+    }
+    net.activate(queues: queues, features: VirtioNetFeature.controlQueue)
+    net.restored()
+    #expect(!net.isAnnouncing && changes.withLock { $0 } == 0, "a driver that did not offer to announce is not asked")
+    net.activate(queues: queues, features: VirtioNetFeature.controlQueue | VirtioNetFeature.guestAnnounce)
+    net.restored()
+    #expect(net.readConfig(6, width: 2) == 3 && changes.withLock { $0 } == 1, "link up and announce")
+    var control = Driver(memory: memory, queue: 2)
+    try memory.write([3, 0], to: 0x60000)
+    try control.post([(0x60000, 2, false), (0x60800, 1, true)])
+    #expect(net.notify(queue: 2))
+    #expect(try memory.load(UInt8.self, at: 0x60800) == 0 && net.readConfig(6, width: 2) == 1, "acknowledged")
+    #expect(
+      VirtioNet(backend: RecordingBackend(), macAddress: Self.mac, memory: memory).deviceFeatures
+        & VirtioNetFeature.mtu == 0)
+  }
+
   @Test("Link down: the driver sees it in status and a configuration interrupt; frames are dropped both ways")
   func linkDown() throws {
     let backend = RecordingBackend()
