@@ -2,7 +2,10 @@
 """Runs the virtio-blk benchmark guest under each VMM, timestamps its BEGIN/END lines as
 they arrive, and prints per phase the median MiB/s and IOPS and the ratio to the first VMM.
 
-  bench/blockio.py --runs K NAME=COMMAND...   (COMMAND is split on spaces)
+  bench/blockio.py [--runs K] [--frames] NAME=COMMAND...   (COMMAND is split on spaces)
+
+With --frames the phases are the virtio-net probe's: the goal is frames per second (≥ 1.2×
+the best peer), the requests column counts frames.
 """
 import statistics
 import subprocess
@@ -41,6 +44,9 @@ def main():
     runs = 3
     if arguments[:1] == ["--runs"]:
         runs, arguments = int(arguments[1]), arguments[2:]
+    frames = arguments[:1] == ["--frames"]
+    if frames:
+        arguments = arguments[1:]
     vmms = [argument.split("=", 1) for argument in arguments]
     results = {name: [] for name, _ in vmms}
     for run in range(runs):
@@ -63,6 +69,11 @@ def main():
             medians[(phase, name)] = seconds
             ratio = seconds / medians[(phase, first)] if (phase, first) in medians else 1.0
             print(f"{phase:<14} {name:<14} {size / seconds / 2**20:>10.1f} {requests / seconds:>10.0f} {ratio:>7.2f}")
+        if frames:
+            rate = {name: requests / medians[(phase, name)] for name, _ in vmms if (phase, name) in medians}
+            if first in rate:
+                report(f"virtio-net probe: {phase}", "frames/s", rate.pop(first), rate, better="higher", ratio_goal=1.2)
+            continue
         throughput = {name: size / medians[(phase, name)] / 2**20 for name, _ in vmms if (phase, name) in medians}
         if first in throughput:
             report(f"virtio-blk probe: {phase}", "MiB/s", throughput.pop(first), throughput, better="higher",
