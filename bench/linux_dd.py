@@ -10,14 +10,13 @@ on the host from sending the command to its end marker. Prints medians, MiB/s an
     linux_dd.py --kernel K --initrd I --skvm PATH --image RAW [--runs N] [--mebibytes M]
 """
 import argparse
-import os
-import select
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
+from guest_console import Guest
 from results import report
 
 COMMAND_LINE = "console=ttyS0 quiet panic=-1"
@@ -46,37 +45,6 @@ def phases(mebibytes):
     ]
 
 
-class Guest:
-    def __init__(self, command):
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
-        self.output = b""
-
-    def wait_for(self, marker, timeout=600):
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if select.select([self.process.stdout], [], [], 0.5)[0]:
-                chunk = os.read(self.process.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                self.output += chunk
-                if marker in self.output:
-                    self.output = self.output[self.output.index(marker) + len(marker):]
-                    return time.perf_counter()
-        raise RuntimeError(f"no {marker!r}: {self.output[-400:].decode(errors='replace')}")
-
-    def send(self, line):
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def close(self):
-        self.send("poweroff -f")
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 def run_once(command, mebibytes):
     guest = Guest(command)
     try:
@@ -86,7 +54,7 @@ def run_once(command, mebibytes):
             # The marker is computed in the guest, so the echoed command line never matches it.
             start = time.perf_counter()
             guest.send(f"{line} 2>/dev/null; echo PHASE-$(({number} + 100))-DONE")
-            times[name] = guest.wait_for(f"PHASE-{number + 100}-DONE".encode()) - start
+            times[name] = guest.wait_for(f"PHASE-{number + 100}-DONE".encode())[0] - start
         return times
     finally:
         guest.close()

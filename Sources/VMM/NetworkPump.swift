@@ -13,10 +13,7 @@ final class NetworkPump: @unchecked Sendable {
   private let stopEvent: EventFD
   /// Wakes the thread: buffers posted, the back end has work, or a pause was asked for.
   private let wakeEvent: EventFD
-  private let pauseLock = ConditionLock()
-  /// Guarded by `pauseLock`.
-  private var held = false
-  private var parked = false
+  private let gate = ParkingGate()
   private var thread: OSThread?
 
   /// The kernel data plane, if the NIC has one: while it runs, the pump relays its call
@@ -39,7 +36,10 @@ final class NetworkPump: @unchecked Sendable {
     device.receiveRoom = { wake.signal() }
     vhost?.wake = { wake.signal() }
     self.device = device
-    thread = try? OSThread(name: name) { [self] in serve() }
+    thread = try? OSThread(name: name) { [self] in
+      serve()
+      gate.markEnded()  // a pause never waits for a thread that is gone
+    }
     if thread == nil { return nil }
   }
 
@@ -69,10 +69,10 @@ final class NetworkPump: @unchecked Sendable {
           _ = try? call.wait()
           device?.raiseInterrupt(queue: queue)
         }
-        parkWhileHeld()
+        gate.parkWhileHeld()
         continue
       }
-      parkWhileHeld()
+      gate.parkWhileHeld()
       let kicks = vhost?.kicks.count ?? 0
       backend.service(descriptors[2..<descriptors.count - kicks])
       if let vhost, let device {
@@ -87,29 +87,14 @@ final class NetworkPump: @unchecked Sendable {
     }
   }
 
-  private func parkWhileHeld() {
-    pauseLock.withLock {
-      guard held else { return }
-      parked = true
-      pauseLock.broadcast()
-      pauseLock.wait { !held }
-      parked = false
-    }
-  }
-
   /// Holds the thread between frames; returns once it is held (or has stopped).
   func pause() {
-    pauseLock.withLock { held = true }
-    wakeEvent.signal()
-    pauseLock.withLock { pauseLock.wait { parked || thread == nil } }
+    gate.hold { wakeEvent.signal() }
   }
 
   /// Lets a held thread deliver frames again.
   func resume() {
-    pauseLock.withLock {
-      held = false
-      pauseLock.broadcast()
-    }
+    gate.release()
     wakeEvent.signal()
   }
 
@@ -118,10 +103,8 @@ final class NetworkPump: @unchecked Sendable {
     resume()
     stopEvent.signal()
     thread?.join()
-    pauseLock.withLock {
-      thread = nil
-      pauseLock.broadcast()
-    }
+    thread = nil
+    gate.markEnded()
     backend.close()
   }
 }

@@ -13,12 +13,9 @@ final class QueueNotifier: @unchecked Sendable {
   private let events: [EventFD]
   private let external: Set<Int>
   private let stopEvent: EventFD
-  /// Wakes the thread to look at `held` (pause and resume).
+  /// Wakes the thread to look at its parking gate (pause and resume).
   private let controlEvent: EventFD
-  private let pauseLock = ConditionLock()
-  /// Guarded by `pauseLock`: a pause is asked for; the thread is parked.
-  private var held = false
-  private var parked = false
+  private let gate = ParkingGate()
   private var thread: OSThread?
   /// The notify addresses currently registered with KVM (empty while BAR 0 does not decode).
   private let registered = Mutex<[UInt64]>([])
@@ -43,7 +40,10 @@ final class QueueNotifier: @unchecked Sendable {
       return nil
     }
     guard rebind(to: transport.notifyAddresses) else { return nil }
-    thread = try? OSThread(name: name) { [self] in serve() }
+    thread = try? OSThread(name: name) { [self] in
+      serve()
+      gate.markEnded()  // a pause never waits for a thread that is gone
+    }
     if thread == nil {
       _ = rebind(to: [])
       return nil
@@ -92,7 +92,7 @@ final class QueueNotifier: @unchecked Sendable {
         // Every kick the guest made before it was paused is served before the thread parks
         // (a snapshot must not hold a kick nobody saw); the vCPUs are parked, so none follow.
         serveReadyKicks(&descriptors)
-        parkWhileHeld()
+        gate.parkWhileHeld()
         continue
       }
       for index in events.indices where descriptors[index + 2].revents != 0 {
@@ -111,29 +111,14 @@ final class QueueNotifier: @unchecked Sendable {
     }
   }
 
-  private func parkWhileHeld() {
-    pauseLock.withLock {
-      guard held else { return }
-      parked = true
-      pauseLock.broadcast()
-      pauseLock.wait { !held }
-      parked = false
-    }
-  }
-
   /// Holds the thread between kicks; returns once it is held (or has stopped).
   func pause() {
-    pauseLock.withLock { held = true }
-    controlEvent.signal()
-    pauseLock.withLock { pauseLock.wait { parked || thread == nil } }
+    gate.hold { controlEvent.signal() }
   }
 
   /// Lets a held thread serve kicks again.
   func resume() {
-    pauseLock.withLock {
-      held = false
-      pauseLock.broadcast()
-    }
+    gate.release()
   }
 
   /// Stops the thread and waits for it.
@@ -142,9 +127,7 @@ final class QueueNotifier: @unchecked Sendable {
     resume()
     stopEvent.signal()
     thread?.join()
-    pauseLock.withLock {
-      thread = nil
-      pauseLock.broadcast()
-    }
+    thread = nil
+    gate.markEnded()
   }
 }
