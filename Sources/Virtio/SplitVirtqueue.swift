@@ -184,11 +184,22 @@ public struct SplitVirtqueue: Sendable {
 
   /// Returns a request to the driver: `written` bytes of its writable buffers were filled.
   public mutating func complete(_ head: UInt16, written: UInt32, in memory: GuestMemory) throws(VirtqueueError) {
+    try recordUsed(head, written: written, in: memory)
+    try publishUsed(in: memory)
+  }
+
+  /// Writes a used-ring element the driver cannot see yet: `publishUsed` shows every one
+  /// written so far at once (a frame over several buffers must appear whole).
+  public mutating func recordUsed(_ head: UInt16, written: UInt32, in memory: GuestMemory) throws(VirtqueueError) {
     let element = usedRing + 4 + 8 * UInt64(nextUsed % size)
     try store(UInt32(head), at: element, memory)
     try store(written, at: element + 4, memory)
     nextUsed &+= 1
-    // The element before the index (virtio 1.2 §2.7.8.2).
+  }
+
+  /// Publishes the used elements recorded so far: the used index moves past them.
+  public mutating func publishUsed(in memory: GuestMemory) throws(VirtqueueError) {
+    // The elements before the index (virtio 1.2 §2.7.8.2).
     atomicMemoryFence(ordering: .releasing)
     try store(nextUsed, at: usedRing + 2, memory)
   }

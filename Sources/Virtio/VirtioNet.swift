@@ -41,6 +41,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     var mergeable = false
     /// Frames were delivered in a batch whose interrupt is still to be decided.
     var interruptPending = false
+    /// The chains of the frame being placed (kept for its capacity).
+    var scratch: [DescriptorChain] = []
   }
   private let receiveSide: Mutex<ReceiveSide>
   private let transmitSide = Mutex<SplitVirtqueue?>(nil)
@@ -343,7 +345,11 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     memory: GuestMemory, batched: Bool
   ) -> Delivery {
     let total = headerLength + payload.count
-    var chains: [DescriptorChain] = []
+    // Reused from frame to frame: no allocation for the list on the receive path.
+    var chains = side.scratch
+    side.scratch = []
+    chains.removeAll(keepingCapacity: true)
+    defer { side.scratch = chains }
     var capacity = 0
     do {
       while capacity < total {
@@ -367,19 +373,19 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     header[10] = UInt8(truncatingIfNeeded: chains.count)
     header[11] = UInt8(truncatingIfNeeded: chains.count >> 8)
     var source = ScatterSource(header: UnsafeRawBufferPointer(header), payload: payload)
-    var completions: [(UInt16, UInt32)] = []
-    for chain in chains {
-      var written = 0
-      for buffer in chain.writable where buffer.length > 0 && !source.isFinished {
-        guard let target = try? memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)) else {
-          continue
-        }
-        written += source.copy(into: target)
-      }
-      completions.append((chain.head, UInt32(written)))
-    }
     do {
-      for (head, written) in completions { try side.queue!.complete(head, written: written, in: memory) }
+      for chain in chains {
+        var written = 0
+        for buffer in chain.writable where buffer.length > 0 && !source.isFinished {
+          guard let target = try? memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)) else {
+            continue
+          }
+          written += source.copy(into: target)
+        }
+        try side.queue!.recordUsed(chain.head, written: UInt32(written), in: memory)
+      }
+      // Every buffer of the frame appears at once: a driver reading num_buffers finds them all.
+      try side.queue!.publishUsed(in: memory)
       if batched {
         side.interruptPending = true
         return .delivered(notify: false)
