@@ -4,7 +4,9 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
+#include <stdlib.h>
 #include <string.h>
+#include <linux/if_ether.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -57,6 +59,19 @@ int csys_macvtap_open(const char *path) {
   request.ifr_flags |= IFF_VNET_HDR;
   if (ioctl(fd, TUNSETIFF, &request) != 0) return close_keeping_errno(fd);
   return fd;
+}
+
+int csys_tap_set_filter(int fd, int all_multicast, unsigned count, const uint8_t *addresses) {
+  struct tun_filter *filter = malloc(sizeof *filter + count * ETH_ALEN);
+  if (filter == NULL) return -1;
+  filter->flags = all_multicast ? TUN_FLT_ALLMULTI : 0;
+  filter->count = (uint16_t)count;
+  memcpy(filter->addr, addresses, count * ETH_ALEN);
+  int result = ioctl(fd, TUNSETTXFILTER, filter);
+  int saved = errno;
+  free(filter);
+  errno = saved;
+  return result;
 }
 
 int csys_tap_set_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }

@@ -41,7 +41,7 @@ int csys_vhost_set_memory(int fd, unsigned count, const uint64_t *guest, const u
 }
 
 int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
-                        uint64_t available, uint64_t used, int kick, int call) {
+                        uint64_t available, uint64_t used, int kick, int call, int error) {
   struct vhost_vring_state number = {.index = index, .num = size};
   if (ioctl(fd, VHOST_SET_VRING_NUM, &number) != 0) return -1;
   struct vhost_vring_state start = {.index = index, .num = base};
@@ -56,7 +56,9 @@ int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, ui
   struct vhost_vring_file kicker = {.index = index, .fd = kick};
   if (ioctl(fd, VHOST_SET_VRING_KICK, &kicker) != 0) return -1;
   struct vhost_vring_file caller = {.index = index, .fd = call};
-  return ioctl(fd, VHOST_SET_VRING_CALL, &caller);
+  if (ioctl(fd, VHOST_SET_VRING_CALL, &caller) != 0) return -1;
+  struct vhost_vring_file reporter = {.index = index, .fd = error};
+  return ioctl(fd, VHOST_SET_VRING_ERR, &reporter);
 }
 
 int csys_vhost_get_ring_base(int fd, unsigned index, unsigned *base) {

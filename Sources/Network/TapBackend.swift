@@ -138,6 +138,14 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     if csys_tap_set_offload(fd, flags) != 0 { _ = csys_tap_set_offload(fd, 0) }
   }
 
+  /// Lets the tap itself hand on only frames to `addresses` (and every multicast frame with
+  /// `allMulticast`); nil lets every frame through. For a kernel data path, which no filter of
+  /// skvm's sees (TUNSETTXFILTER).
+  public func filter(addresses: [[UInt8]]?, allMulticast: Bool) {
+    let bytes = (addresses ?? []).flatMap { $0.count == 6 ? $0 : [] }
+    _ = csys_tap_set_filter(fd, allMulticast ? 1 : 0, UInt32(bytes.count / 6), bytes)
+  }
+
   public func attach(
     deliver: @escaping @Sendable (UnsafeRawBufferPointer) -> Bool, wake: @escaping @Sendable () -> Void
   ) {

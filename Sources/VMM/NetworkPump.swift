@@ -52,7 +52,9 @@ final class NetworkPump: @unchecked Sendable {
       let offloaded = vhost?.isRunning ?? false
       var timeout: Int32 = -1
       if let vhost, offloaded {
-        for call in vhost.calls { descriptors.append(pollfd(fd: call.rawValue, events: Int16(POLLIN), revents: 0)) }
+        for event in vhost.calls + vhost.errors {
+          descriptors.append(pollfd(fd: event.rawValue, events: Int16(POLLIN), revents: 0))
+        }
       } else {
         timeout = backend.preparePoll(&descriptors)
         for kick in vhost?.kicks ?? [] {
@@ -68,6 +70,12 @@ final class NetworkPump: @unchecked Sendable {
         for (queue, call) in vhost.calls.enumerated() where descriptors[2 + queue].revents != 0 {
           _ = try? call.wait()
           device?.raiseInterrupt(queue: queue)
+        }
+        // A ring the kernel gave up on (descriptors outside RAM, a loop): DEVICE_NEEDS_RESET,
+        // as skvm's own data path does.
+        for (queue, error) in vhost.errors.enumerated() where descriptors[2 + vhost.calls.count + queue].revents != 0 {
+          _ = try? error.wait()
+          device?.queueBroken()
         }
         gate.parkWhileHeld()
         continue

@@ -25,6 +25,8 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
   let kicks: [EventFD]
   /// Call eventfds the kernel signals when it used buffers.
   let calls: [EventFD]
+  /// Error eventfds the kernel signals when a ring broke the rules (it stops serving it).
+  let errors: [EventFD]
   /// Wakes the pump, which polls the call eventfds only while the data plane runs.
   var wake: @Sendable () -> Void = {}
 
@@ -60,6 +62,7 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
     do {
       kicks = try [EventFD(), EventFD()]
       calls = try [EventFD(), EventFD()]
+      errors = try [EventFD(), EventFD()]
     } catch {
       Glibc.close(fd)
       throw NetworkError("no eventfds for vhost-net: \(error)")
@@ -97,7 +100,8 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
           let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
           csys_vhost_set_ring(
             fd, UInt32(index), UInt32(size), UInt32(ring.position.nextAvailable), Self.address(table),
-            Self.address(available), Self.address(used), kicks[index].rawValue, calls[index].rawValue) == 0,
+            Self.address(available), Self.address(used), kicks[index].rawValue, calls[index].rawValue,
+            errors[index].rawValue) == 0,
           csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) == 0
         else {
           detach(index + 1)
@@ -133,6 +137,8 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       if running != nil { detach(running!.rings.count) }
       running = nil
     }
+    // skvm's own data path filters by itself: the tap lets everything through again.
+    tap.filter(addresses: nil, allMulticast: false)
     wake()
   }
 
@@ -166,6 +172,19 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       guard let running else { return [] }
       return running.suspended ? running.positions : running.rings.map(\.position)
     }
+  }
+
+  /// The filter goes into the tap (TUNSETTXFILTER): the kernel drops what the driver does not
+  /// want before it reaches the rings. Promiscuous or an overflowed unicast table: everything.
+  func setReceiveFilter(_ filter: VirtioNetReceiveFilter) {
+    guard !filter.promiscuous, !filter.unicastOverflow else {
+      tap.filter(addresses: nil, allMulticast: false)
+      return
+    }
+    let broadcast: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
+    tap.filter(
+      addresses: [filter.address, broadcast] + filter.unicastTable + filter.multicastTable,
+      allMulticast: filter.allMulticast || filter.multicastOverflow)
   }
 
   func kick(queue: Int) {

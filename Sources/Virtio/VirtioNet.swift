@@ -482,7 +482,11 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       case (VirtioNetReceiveFilter.Command.multiqueueClass, VirtioNetReceiveFilter.Command.pairsSet):
         ok = data.count == 2 && data[0] == 1 && data[1] == 0
       default:
-        ok = receiveSide.withLock { $0.filter.apply(class: request[0], command: request[1], data: data) }
+        let (applied, filter) = receiveSide.withLock { side in
+          (side.filter.apply(class: request[0], command: request[1], data: data), side.filter)
+        }
+        ok = applied
+        if applied, isOffloaded { dataPlane?.setReceiveFilter(filter) }
       }
     }
     guard (try? memory.store(ok ? UInt8(0) : UInt8(1), at: ack.address)) != nil else { return 0 }

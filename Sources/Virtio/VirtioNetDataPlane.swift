@@ -8,6 +8,9 @@ public protocol VirtioNetDataPlane: AnyObject, Sendable {
   func stop()
   /// Where the receive and transmit rings stand (read while the machine is paused).
   var positions: [SplitVirtqueue.Position] { get }
+  /// The driver changed the receive filter: the data plane applies it (none of skvm's code
+  /// sees its frames).
+  func setReceiveFilter(_ filter: VirtioNetReceiveFilter)
   /// A kick that reached the device instead of the data path (an MMIO exit, or one read just
   /// before the hand-over): pass it on.
   func kick(queue: Int)

@@ -26,6 +26,11 @@ int csys_tap_set_header_size(int fd, int size);
 /// TUNSETOFFLOAD with TUN_F_* flags: 0, or -1 with errno set.
 int csys_tap_set_offload(int fd, unsigned flags);
 
+/// TUNSETTXFILTER: the tap hands its reader only frames to these `count` addresses (6 bytes
+/// each; past 8 the kernel hashes them) and, with `all_multicast`, every multicast frame;
+/// `count` 0 lets every frame through. 0, or -1 with errno set.
+int csys_tap_set_filter(int fd, int all_multicast, unsigned count, const uint8_t *addresses);
+
 /// The interface index of `name`, or 0 with errno set.
 unsigned csys_interface_index(const char *name);
 

@@ -14,9 +14,10 @@ int csys_vhost_set_features(int fd, uint64_t features);
 int csys_vhost_set_memory(int fd, unsigned count, const uint64_t *guest, const uint64_t *size, const uint64_t *host);
 
 /// Sets up ring `index`: its size, the next available index, the host addresses of its
-/// descriptor table, available and used rings, and its kick and call eventfds.
+/// descriptor table, available and used rings, and its kick, call and error eventfds (the
+/// kernel signals the last when the ring breaks the rules and it stops serving it).
 int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
-                        uint64_t available, uint64_t used, int kick, int call);
+                        uint64_t available, uint64_t used, int kick, int call, int error);
 
 /// VHOST_GET_VRING_BASE: the ring's next available index.
 int csys_vhost_get_ring_base(int fd, unsigned index, unsigned *base);
