@@ -330,15 +330,16 @@ public final class GuestMemory: @unchecked Sendable {
     return Array(source)
   }
 
-  /// Loads a little-endian integer at `address` (any alignment).
-  @inline(__always)
+  /// Loads a little-endian integer at `address` (any alignment). Inlinable, so callers in other
+  /// modules get it specialized (unspecialized, every call looked up generic metadata at run time).
+  @inlinable @inline(__always)
   public func load<T: FixedWidthInteger>(_ type: T.Type, at address: UInt64) throws(GuestMemoryError) -> T {
     let source = try buffer(at: address, length: MemoryLayout<T>.size)
     return T(littleEndian: source.loadUnaligned(as: T.self))
   }
 
-  /// Stores a little-endian integer at `address` (any alignment).
-  @inline(__always)
+  /// Stores a little-endian integer at `address` (any alignment); inlinable like `load`.
+  @inlinable @inline(__always)
   public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
     let target = try bufferForWriting(at: address, length: MemoryLayout<T>.size)
     target.storeBytes(of: value.littleEndian, as: T.self)

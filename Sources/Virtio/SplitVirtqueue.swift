@@ -89,8 +89,17 @@ public struct SplitVirtqueue: Sendable {
   public mutating func next(in memory: GuestMemory, requestingKick: Bool = true) throws(VirtqueueError)
     -> DescriptorChain?
   {
+    var chain = DescriptorChain(head: 0, buffers: [])
+    return try next(into: &chain, in: memory, requestingKick: requestingKick) ? chain : nil
+  }
+
+  /// As `next`, into `chain`, whose buffer list keeps its storage from request to request (no
+  /// allocation on a device's hot path); false when the driver has made no request.
+  public mutating func next(into chain: inout DescriptorChain, in memory: GuestMemory, requestingKick: Bool = true)
+    throws(VirtqueueError) -> Bool
+  {
     let available = try load(UInt16.self, at: availableRing + 2, memory)
-    guard available != nextAvailable else { return nil }
+    guard available != nextAvailable else { return false }
     // The ring entry and descriptors only after the index that published them.
     atomicMemoryFence(ordering: .acquiring)
     guard available &- nextAvailable <= size else {
@@ -103,7 +112,8 @@ public struct SplitVirtqueue: Sendable {
       // avail_event: tell the driver which index to notify at next.
       try store(nextAvailable, at: usedRing + 4 + 8 * UInt64(size), memory)
     }
-    return try chain(from: head, in: memory)
+    try walk(from: head, into: &chain, in: memory)
+    return true
   }
 
   /// Asks the driver to kick for the next request (`avail_event`, or clearing
@@ -133,6 +143,14 @@ public struct SplitVirtqueue: Sendable {
   /// Walks the chain starting at `head`.
   func chain(from head: UInt16, in memory: GuestMemory) throws(VirtqueueError) -> DescriptorChain {
     var result = DescriptorChain(head: head, buffers: [])
+    try walk(from: head, into: &result, in: memory)
+    return result
+  }
+
+  /// Walks the chain starting at `head` into `result` (its buffer list emptied first).
+  func walk(from head: UInt16, into result: inout DescriptorChain, in memory: GuestMemory) throws(VirtqueueError) {
+    result.head = head
+    result.buffers.removeAll(keepingCapacity: true)
     var index = head
     var table = descriptorTable
     var tableSize = Int(size)
@@ -177,7 +195,7 @@ public struct SplitVirtqueue: Sendable {
         throw .readableAfterWritable(index: index)
       }
       result.buffers.append(.init(address: address, length: length, isWritable: writable))
-      guard flags & Flag.next != 0 else { return result }
+      guard flags & Flag.next != 0 else { return }
       index = next
     }
   }
