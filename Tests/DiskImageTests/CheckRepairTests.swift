@@ -44,8 +44,12 @@ struct CheckRepairTests {
     return process.terminationStatus
   }
 
+  /// Our check of `path`; the image is closed (its lock released) before this returns, not
+  /// whenever ARC gets to it — the next check may want the lock exclusively.
   static func ourCheck(_ path: String, repair: QCow2Repair = .none) throws -> QCow2CheckResult {
-    try DiskImage.openForCheck(path, writable: repair != .none).check(repair: repair)
+    let image = try DiskImage.openForCheck(path, writable: repair != .none)
+    defer { image.close() }
+    return try image.check(repair: repair)
   }
 
   @Test("A refcount-table entry naming an unaligned block is corruption; -r all rebuilds the structure")
