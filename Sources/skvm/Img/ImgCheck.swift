@@ -40,11 +40,23 @@ struct ImgCheck: ParsableCommand {
       if !q { print("This image format does not support checks") }
       throw ExitCode(63)
     }
+    let image: QCow2Image
+    do { image = try DiskImage.openForCheck(filename, writable: r != nil, forceShare: forceShare) } catch {
+      throw imgFailure("Could not check '\(filename)': \(error)")
+    }
+    defer { image.close() }
+    // qemu-img check opens the whole chain first: a backing file that cannot be opened
+    // (missing, or a name the header garbles) fails the check before it starts.
+    if let backing = image.header.backingFile {
+      let format = image.header.backingFormat.flatMap { DiskImageFormat(rawValue: $0) }
+      do {
+        try DiskImage.open(DiskImage.resolve(backing: backing, of: filename), format: format, forceShare: true).close()
+      } catch {
+        throw imgFailure("Could not open '\(filename)': Could not open backing file: \(error)")
+      }
+    }
     let result: QCow2CheckResult
-    do {
-      let image = try DiskImage.openForCheck(filename, writable: r != nil, forceShare: forceShare)
-      result = try image.check(repair: r == .all ? .all : (r == .leaks ? .leaks : .none))
-    } catch {
+    do { result = try image.check(repair: r == .all ? .all : (r == .leaks ? .leaks : .none)) } catch {
       throw imgFailure("Could not check '\(filename)': \(error)")
     }
     report(result)
