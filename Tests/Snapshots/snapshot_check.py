@@ -114,8 +114,10 @@ def run(args):
             beat, counter, ticks, io, _ = first
             if not (beat >= last[0] and counter > last[1] - (1 << 23) and ticks >= last[2] and io >= last[3]):
                 raise CheckFailed(f"cycle {cycle}: the guest did not carry on: {last} then {first}")
-        if args.cpus > 1 and beats[-1][4] != args.cpus - 1:
-            raise CheckFailed(f"cycle {cycle}: only {beats[-1][4]} of {args.cpus - 1} APs moved: {beats[-1]}")
+        # Every AP alive after the restore: some beat of the cycle saw all of them move (on a
+        # 2-core host running other guests, one beat may catch an AP not scheduled yet).
+        if args.cpus > 1 and max(beat[4] for beat in beats) != args.cpus - 1:
+            raise CheckFailed(f"cycle {cycle}: only {max(b[4] for b in beats)} of {args.cpus - 1} APs moved: {beats}")
         last = beats[-1]
         if last[2] == 0:
             raise CheckFailed(f"cycle {cycle}: no timer interrupts: {last}")
