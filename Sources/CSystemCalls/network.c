@@ -26,7 +26,7 @@ static int close_keeping_errno(int fd) {
   return -1;
 }
 
-int csys_tap_open(const char *name, char *actual) {
+int csys_tap_open(const char *name, char *actual, int multi_queue) {
   if (strlen(name) >= IFNAMSIZ) {
     errno = ENAMETOOLONG;
     return -1;
@@ -35,7 +35,7 @@ int csys_tap_open(const char *name, char *actual) {
   if (fd < 0) return -1;
   struct ifreq request;
   memset(&request, 0, sizeof request);
-  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  request.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
   strncpy(request.ifr_name, name, IFNAMSIZ - 1);
   if (ioctl(fd, TUNSETIFF, &request) != 0) return close_keeping_errno(fd);
   memcpy(actual, request.ifr_name, IFNAMSIZ);
@@ -72,6 +72,13 @@ int csys_tap_set_filter(int fd, int all_multicast, unsigned count, const uint8_t
   free(filter);
   errno = saved;
   return result;
+}
+
+int csys_tap_set_queue_enabled(int fd, int enabled) {
+  struct ifreq request;
+  memset(&request, 0, sizeof request);
+  request.ifr_flags = enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+  return ioctl(fd, TUNSETQUEUE, &request);
 }
 
 int csys_tap_set_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }

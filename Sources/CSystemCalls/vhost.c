@@ -61,6 +61,11 @@ int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, ui
   return ioctl(fd, VHOST_SET_VRING_ERR, &reporter);
 }
 
+int csys_vhost_set_call(int fd, unsigned index, int call) {
+  struct vhost_vring_file caller = {.index = index, .fd = call};
+  return ioctl(fd, VHOST_SET_VRING_CALL, &caller);
+}
+
 int csys_vhost_get_ring_base(int fd, unsigned index, unsigned *base) {
   struct vhost_vring_state state = {.index = index, .num = 0};
   if (ioctl(fd, VHOST_GET_VRING_BASE, &state) != 0) return -1;

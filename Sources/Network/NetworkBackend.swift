@@ -30,6 +30,13 @@ public protocol NetworkBackend: AnyObject, Sendable {
   func service(_ descriptors: ArraySlice<pollfd>)
   /// Releases the host side (the pump has stopped).
   func close()
+  /// One queue of several on the host side (a multiqueue tap): attached while its queue pair
+  /// is in use, detached while the guest's driver leaves it idle. Nothing by default.
+  func setQueueEnabled(_ enabled: Bool)
+}
+
+extension NetworkBackend {
+  public func setQueueEnabled(_ enabled: Bool) {}
 }
 
 /// Why a network back end could not be set up: what was wrong, with the value, and what to do.

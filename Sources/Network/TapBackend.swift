@@ -32,8 +32,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
   }
 
   /// Attaches to the tap `name`, creating it when it does not exist (which needs
-  /// CAP_NET_ADMIN), brings it up, and adds it to `bridge` if given.
-  public static func open(name: String, bridge: String? = nil) throws(NetworkError) -> TapBackend {
+  /// CAP_NET_ADMIN), brings it up, and adds it to `bridge` if given. With `queues` above 1
+  /// the tap is a multiqueue one (IFF_MULTI_QUEUE) and each back end returned is one of its
+  /// queues.
+  public static func open(name: String, bridge: String? = nil, queues: Int = 1) throws(NetworkError) -> [TapBackend] {
     guard name.utf8.count < 16, !name.contains("/"), !name.contains(" ") else {
       throw NetworkError("'\(name)' is not a valid interface name (at most 15 characters, no '/' or spaces)")
     }
@@ -44,8 +46,42 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
       )
     }
     let existed = csys_interface_index(name) != 0
+    var backends: [TapBackend] = []
+    var interface = name
+    for _ in 0..<max(1, queues) {
+      do { backends.append(try openQueue(name: interface, existed: existed, multiqueue: queues > 1)) } catch {
+        for backend in backends { backend.close() }
+        throw error
+      }
+      interface = backends[0].interfaceName
+    }
+    func fail(_ error: NetworkError) -> NetworkError {
+      for backend in backends { backend.close() }
+      return error
+    }
+    if csys_interface_up(interface) != 0, !existed || bridge != nil {
+      throw fail(
+        NetworkError(
+          "cannot bring tap '\(interface)' up: \(NetworkError.text(errno)) (this needs CAP_NET_ADMIN)"))
+    }
+    if let bridge, csys_bridge_add(bridge, interface) != 0 {
+      let code = errno
+      if code == EOPNOTSUPP || code == EINVAL {
+        throw fail(
+          NetworkError(
+            "'\(bridge)' is not a bridge (\(NetworkError.text(code))): name a Linux bridge (ip link show type bridge)"))
+      }
+      throw fail(
+        NetworkError(
+          "cannot add tap '\(interface)' to bridge '\(bridge)': \(NetworkError.text(code)) (this needs CAP_NET_ADMIN)"))
+    }
+    return backends
+  }
+
+  /// Opens one queue of tap `name` (the whole tap when it is not a multiqueue one).
+  private static func openQueue(name: String, existed: Bool, multiqueue: Bool) throws(NetworkError) -> TapBackend {
     var actual = [CChar](repeating: 0, count: 16)
-    let fd = csys_tap_open(name, &actual)
+    let fd = csys_tap_open(name, &actual, multiqueue ? 1 : 0)
     if fd < 0 {
       let code = errno
       switch code {
@@ -54,13 +90,20 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
       case EPERM, EACCES:
         throw NetworkError(
           existed
-            ? "tap '\(name)' exists but this user may not attach to it (\(NetworkError.text(code))): create it with 'ip tuntap add \(name) mode tap user \(currentUser)' or run as root"
-            : "cannot create tap '\(name)' (\(NetworkError.text(code))): creating a tap needs CAP_NET_ADMIN; create it first with 'ip tuntap add \(name) mode tap user \(currentUser)' or run as root"
+            ? "tap '\(name)' exists but this user may not attach to it (\(NetworkError.text(code))): create it with 'ip tuntap add \(name) mode tap\(multiqueue ? " multi_queue" : "") user \(currentUser)' or run as root"
+            : "cannot create tap '\(name)' (\(NetworkError.text(code))): creating a tap needs CAP_NET_ADMIN; create it first with 'ip tuntap add \(name) mode tap\(multiqueue ? " multi_queue" : "") user \(currentUser)' or run as root"
         )
       case EBUSY:
-        throw NetworkError("tap '\(name)' is busy: another process has it open (close it, or pick another name)")
+        throw NetworkError(
+          multiqueue
+            ? "tap '\(name)' cannot take another queue: it is busy, or already has all the queues it may have"
+            : "tap '\(name)' is busy: another process has it open (close it, or pick another name)")
       case EINVAL:
-        throw NetworkError("'\(name)' exists and is not a tap without packet information (\(NetworkError.text(code)))")
+        throw NetworkError(
+          multiqueue
+            ? "tap '\(name)' exists and is not a multiqueue tap (\(NetworkError.text(code))): create it with 'ip tuntap add \(name) mode tap multi_queue', or leave queues= out"
+            : "'\(name)' exists and is not a single-queue tap without packet information (\(NetworkError.text(code))); a multiqueue tap needs queues=N"
+        )
       default:
         throw NetworkError("cannot open tap '\(name)': \(NetworkError.text(code))")
       }
@@ -68,26 +111,22 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     let interface = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let backend = TapBackend(fd: fd, description: interface, interfaceName: interface)
     try backend.setHeaderSize()
-    if csys_interface_up(interface) != 0, !existed || bridge != nil {
-      let code = errno
-      backend.close()
-      throw NetworkError("cannot bring tap '\(interface)' up: \(NetworkError.text(code)) (this needs CAP_NET_ADMIN)")
-    }
-    if let bridge, csys_bridge_add(bridge, interface) != 0 {
-      let code = errno
-      backend.close()
-      if code == EOPNOTSUPP || code == EINVAL {
-        throw NetworkError(
-          "'\(bridge)' is not a bridge (\(NetworkError.text(code))): name a Linux bridge (ip link show type bridge)")
-      }
-      throw NetworkError(
-        "cannot add tap '\(interface)' to bridge '\(bridge)': \(NetworkError.text(code)) (this needs CAP_NET_ADMIN)")
-    }
     return backend
   }
 
-  /// Opens an existing macvtap's character device (`/dev/tapN`).
-  public static func openMacvtap(path: String) throws(NetworkError) -> TapBackend {
+  /// Opens an existing macvtap's character device (`/dev/tapN`), once per queue.
+  public static func openMacvtap(path: String, queues: Int = 1) throws(NetworkError) -> [TapBackend] {
+    var backends: [TapBackend] = []
+    for _ in 0..<max(1, queues) {
+      do { backends.append(try openMacvtapQueue(path: path)) } catch {
+        for backend in backends { backend.close() }
+        throw error
+      }
+    }
+    return backends
+  }
+
+  private static func openMacvtapQueue(path: String) throws(NetworkError) -> TapBackend {
     let fd = csys_macvtap_open(path)
     if fd < 0 {
       let code = errno
@@ -108,6 +147,12 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     let backend = TapBackend(fd: fd, description: path, interfaceName: path)
     try backend.setHeaderSize()
     return backend
+  }
+
+  /// Attaches or detaches this queue of a multiqueue tap or macvtap: the kernel steers no
+  /// frame to a detached queue, and the guest's driver uses only the queue pairs it enabled.
+  public func setQueueEnabled(_ enabled: Bool) {
+    _ = csys_tap_set_queue_enabled(fd, enabled ? 1 : 0)
   }
 
   private static var currentUser: String {

@@ -94,6 +94,15 @@ final class KVMVirtioInterrupts: VirtioInterruptSink {
     }
   }
 
+  /// The vector's irqfd, routed to the message: vhost-net signals it and KVM injects the
+  /// interrupt with no skvm thread in between.
+  func directEvent(vector index: Int, address: UInt64, data: UInt32) -> Int32? {
+    vectors.withLock { vectors -> Int32? in
+      guard vectors.indices.contains(index) else { return nil }
+      return Self.prepare(&vectors[index], routing: routing, address: address, data: data)?.rawValue
+    }
+  }
+
   /// The vector's irqfd, routed to (`address`, `data`); nil when KVM cannot route it.
   private static func prepare(_ vector: inout Vector, routing: InterruptRouting, address: UInt64, data: UInt32)
     -> EventFD?

@@ -21,6 +21,11 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
   public var vhost = false
   /// The MTU the guest's driver is told (68–65535); nil: not said (Linux then uses 1500).
   public var mtu: UInt16?
+  /// Receive/transmit queue pairs (multiqueue tap or macvtap, one host queue each, and one
+  /// vhost-net worker each with vhost=on): the guest's driver uses up to one per vCPU.
+  public var queues = 1
+  /// The most queue pairs a NIC may have.
+  public static let maximumQueues = 16
 
   public init(backend: Backend, macAddress: MACAddress? = nil, vhost: Bool = false) {
     self.backend = backend
@@ -28,18 +33,37 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
     self.vhost = vhost
   }
 
+  private enum CodingKeys: String, CodingKey {
+    case backend, macAddress, vhost, mtu, queues
+  }
+
+  /// Decodes a configuration; one saved before multiqueue (no `queues`) has one queue pair.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    backend = try container.decode(Backend.self, forKey: .backend)
+    macAddress = try container.decodeIfPresent(MACAddress.self, forKey: .macAddress)
+    vhost = try container.decodeIfPresent(Bool.self, forKey: .vhost) ?? false
+    mtu = try container.decodeIfPresent(UInt16.self, forKey: .mtu)
+    queues = try container.decodeIfPresent(Int.self, forKey: .queues) ?? 1
+    guard (1...Self.maximumQueues).contains(queues) else {
+      throw DecodingError.dataCorruptedError(
+        forKey: .queues, in: container, debugDescription: "queues=\(queues) is not from 1 to \(Self.maximumQueues)")
+    }
+  }
+
   /// User networking with no forwards: what `skvm run` gives a Linux guest by default.
   public static let user = NetworkConfiguration(backend: .user(forwards: []))
 
   /// The syntax `--net` takes.
   public static let syntax =
-    "tap,ifname=NAME[,bridge=BR][,vhost=on][,mac=MAC] | macvtap,path=/dev/tapN[,vhost=on][,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none; any NIC: [,mtu=N]"
+    "tap,ifname=NAME[,bridge=BR][,vhost=on][,queues=N][,mac=MAC] | macvtap,path=/dev/tapN[,vhost=on][,queues=N][,mac=MAC] | user[,hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT]...[,mac=MAC] | none; any NIC: [,mtu=N]"
 
   /// Parses `--net`'s value (not `none`, which the caller handles).
   public init(parsing text: String) throws(OptionList.ParseError) {
     let list = try OptionList(parsing: text, repeatable: ["hostfwd"])
     var mac: MACAddress?
     var mtu: UInt16?
+    var queues = 1
     var others: [(key: String, value: String)] = []
     for (key, value) in list.options {
       if key == "mtu" {
@@ -47,6 +71,12 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
           throw OptionList.ParseError(description: "--net \(text): mtu=\(value) is not a number from 68 to 65535")
         }
         mtu = number
+      } else if key == "queues" {
+        guard let number = Int(value), (1...Self.maximumQueues).contains(number) else {
+          throw OptionList.ParseError(
+            description: "--net \(text): queues=\(value) is not a number from 1 to \(Self.maximumQueues)")
+        }
+        queues = number
       } else if key == "mac" {
         guard let address = MACAddress(value) else {
           throw OptionList.ParseError(
@@ -78,11 +108,7 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
         case "vhost" where value == "on" || value == "off": vhost = value == "on"
         case "vhost":
           throw OptionList.ParseError(description: "--net \(text): vhost=\(value): expected on or off")
-        case "queues" where value == "1": break
-        case "queues":
-          throw OptionList.ParseError(
-            description: "--net \(text): queues=\(value): only one queue pair is supported yet; leave it out")
-        default: throw unknown(key, value, "ifname=NAME, bridge=BR, vhost=on|off, mac=MAC")
+        default: throw unknown(key, value, "ifname=NAME, bridge=BR, vhost=on|off, queues=N, mac=MAC, mtu=N")
         }
       }
       guard let name, !name.isEmpty else {
@@ -96,7 +122,7 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
         switch (key, value) {
         case ("path", _): path = value
         case ("vhost", "on"), ("vhost", "off"): vhost = value == "on"
-        default: throw unknown(key, value, "path=/dev/tapN, vhost=on|off, mac=MAC")
+        default: throw unknown(key, value, "path=/dev/tapN, vhost=on|off, queues=N, mac=MAC, mtu=N")
         }
       }
       guard let path, !path.isEmpty else {
@@ -106,10 +132,18 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
     case "user":
       var forwards: [PortForward] = []
       for (key, value) in others {
-        guard key == "hostfwd" else { throw unknown(key, value, "hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT, mac=MAC") }
+        guard key == "hostfwd" else {
+          throw unknown(key, value, "hostfwd=tcp:[HOSTADDR]:PORT-:GUESTPORT, mac=MAC, mtu=N")
+        }
         do { forwards.append(try PortForward(parsing: value)) } catch {
           throw OptionList.ParseError(description: "--net \(text): \(error.description)")
         }
+      }
+      guard queues == 1 else {
+        throw OptionList.ParseError(
+          description:
+            "--net \(text): user networking has one queue pair (libslirp is single-threaded); queues= is for tap and macvtap"
+        )
       }
       self.init(backend: .user(forwards: forwards), macAddress: mac)
     default:
@@ -117,14 +151,15 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
         description: "--net \(text): unknown back end '\(list.main)' (expected \(Self.syntax))")
     }
     self.mtu = mtu
+    self.queues = queues
   }
 
-  /// Opens the back end (the error says what was wrong and what to do).
-  func open() throws(NetworkError) -> any NetworkBackend {
+  /// Opens the back end, one per queue pair (the error says what was wrong and what to do).
+  func open() throws(NetworkError) -> [any NetworkBackend] {
     switch backend {
-    case .tap(let name, let bridge): return try TapBackend.open(name: name, bridge: bridge)
-    case .macvtap(let path): return try TapBackend.openMacvtap(path: path)
-    case .user(let forwards): return try UserNetwork(forwards: forwards)
+    case .tap(let name, let bridge): return try TapBackend.open(name: name, bridge: bridge, queues: queues)
+    case .macvtap(let path): return try TapBackend.openMacvtap(path: path, queues: queues)
+    case .user(let forwards): return [try UserNetwork(forwards: forwards)]
     }
   }
 
@@ -133,7 +168,9 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
     switch backend {
     case .tap(let name, let bridge):
       "tap,ifname=\(name)" + (bridge.map { ",bridge=\($0)" } ?? "") + (vhost ? ",vhost=on" : "")
-    case .macvtap(let path): "macvtap,path=\(path)" + (vhost ? ",vhost=on" : "")
+        + (queues > 1 ? ",queues=\(queues)" : "")
+    case .macvtap(let path):
+      "macvtap,path=\(path)" + (vhost ? ",vhost=on" : "") + (queues > 1 ? ",queues=\(queues)" : "")
     case .user(let forwards): (["user"] + forwards.map { "hostfwd=\($0)" }).joined(separator: ",")
     }
   }
@@ -142,7 +179,8 @@ public struct NetworkConfiguration: Sendable, Equatable, Codable {
 /// A NIC's back end opened before any KVM object exists, with its MAC address settled.
 struct OpenedNetwork {
   let configuration: NetworkConfiguration
-  let backend: any NetworkBackend
+  /// One per queue pair.
+  let backends: [any NetworkBackend]
   let macAddress: MACAddress
 
   /// Opens every NIC's back end in order; the first that fails closes the others and names its NIC.
@@ -163,9 +201,9 @@ struct OpenedNetwork {
     var opened: [OpenedNetwork] = []
     for (index, network) in networks.enumerated() {
       do {
-        opened.append(OpenedNetwork(configuration: network, backend: try network.open(), macAddress: addresses[index]))
+        opened.append(OpenedNetwork(configuration: network, backends: try network.open(), macAddress: addresses[index]))
       } catch {
-        for done in opened { done.backend.close() }
+        for done in opened { for backend in done.backends { backend.close() } }
         throw .network(index: index, reason: error.description)
       }
     }

@@ -3,13 +3,15 @@ import KVM
 import Network
 import Virtio
 
-/// The receive side of one NIC, on a host thread of its own: polls the back end (a tap's
+/// The receive side of one NIC's queue pair, on a host thread of its own: polls the back end (a tap's
 /// descriptor, libslirp's sockets and timers) and hands what arrives to the virtio-net
 /// device. It sleeps in poll(2) when there is nothing to do, and while the guest has posted
 /// no receive buffers it polls only for the driver's kick (no busy loop).
 final class NetworkPump: @unchecked Sendable {
   private let backend: any NetworkBackend
   private weak var device: VirtioNet?
+  /// The queue pair served (its queues are 2 × pair and 2 × pair + 1).
+  private let pair: Int
   private let stopEvent: EventFD
   /// Wakes the thread: buffers posted, the back end has work, or a pause was asked for.
   private let wakeEvent: EventFD
@@ -20,9 +22,11 @@ final class NetworkPump: @unchecked Sendable {
   /// eventfds to the device's interrupts; while it does not, the pump serves the rings' kicks.
   private let vhost: VhostNet?
 
-  /// Connects `device`'s back end to it and starts the thread; nil if no thread could start.
-  init?(device: VirtioNet, name: String, vhost: VhostNet? = nil) {
-    backend = device.backend
+  /// Connects the back end of `device`'s queue pair `pair` to it and starts the thread; nil
+  /// if no thread could start.
+  init?(device: VirtioNet, pair: Int = 0, name: String, vhost: VhostNet? = nil) {
+    backend = device.backends[pair]
+    self.pair = pair
     self.vhost = vhost
     do {
       stopEvent = try EventFD()
@@ -32,8 +36,9 @@ final class NetworkPump: @unchecked Sendable {
     }
     let wake = wakeEvent
     backend.attach(
-      deliver: { [weak device] frame in device?.receive(frame, batched: true) ?? true }, wake: { wake.signal() })
-    device.receiveRoom = { wake.signal() }
+      deliver: { [weak device] frame in device?.receive(frame, pair: pair, batched: true) ?? true },
+      wake: { wake.signal() })
+    device.onReceiveRoom(pair: pair) { wake.signal() }
     vhost?.wake = { wake.signal() }
     self.device = device
     thread = try? OSThread(name: name) { [self] in
@@ -69,7 +74,7 @@ final class NetworkPump: @unchecked Sendable {
         // Interrupts the kernel asked for go out before a pause parks the thread.
         for (queue, call) in vhost.calls.enumerated() where descriptors[2 + queue].revents != 0 {
           _ = try? call.wait()
-          device?.raiseInterrupt(queue: queue)
+          device?.raiseInterrupt(queue: 2 * pair + queue)
         }
         // A ring the kernel gave up on (descriptors outside RAM, a loop): DEVICE_NEEDS_RESET,
         // as skvm's own data path does.
@@ -87,11 +92,11 @@ final class NetworkPump: @unchecked Sendable {
         for (queue, kick) in vhost.kicks.enumerated() where descriptors[descriptors.count - kicks + queue].revents != 0
         {
           _ = try? kick.wait()
-          if !device.notify(queue: queue, onIOThread: true) { device.queueBroken() }
+          if !device.notify(queue: 2 * pair + queue, onIOThread: true) { device.queueBroken() }
         }
       }
       // One interrupt for every frame this round delivered.
-      device?.finishReceiveBatch()
+      device?.finishReceiveBatch(pair: pair)
     }
   }
 

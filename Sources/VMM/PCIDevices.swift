@@ -46,8 +46,8 @@ final class PCIDevices: @unchecked Sendable {
   private(set) var console: VirtioConsole?
   /// The NICs, in `--net` order, with what each is connected to.
   private(set) var networks: [(device: VirtioNet, configuration: NetworkConfiguration)] = []
-  /// The kernel data planes of NICs with vhost=on, by NIC index.
-  private var vhosts: [Int: VhostNet] = [:]
+  /// The kernel data planes of NICs with vhost=on (one per queue pair), by NIC index.
+  private var vhosts: [Int: [VhostNet]] = [:]
   /// What did not go as configured but did not stop the machine (vhost-net missing: skvm
   /// serves that tap itself), for the CLI to show.
   private(set) var notices: [String] = []
@@ -124,22 +124,24 @@ final class PCIDevices: @unchecked Sendable {
     }
     for (index, network) in networks.enumerated() {
       let device = VirtioNet(
-        backend: network.backend, macAddress: network.macAddress, memory: memory, mtu: network.configuration.mtu)
+        backends: network.backends, macAddress: network.macAddress, memory: memory, mtu: network.configuration.mtu)
       if network.configuration.vhost {
-        if let tap = network.backend as? TapBackend {
-          do {
-            let vhost = try VhostNet(tap: tap, memory: memory)
-            device.dataPlane = vhost
-            vhosts[index] = vhost
-          } catch {
-            notices.append("network \(index): vhost=on: \(error.description); skvm moves its frames itself")
-          }
+        let taps = network.backends.compactMap { $0 as? TapBackend }
+        do {
+          let planes = try taps.map { tap throws(NetworkError) in try VhostNet(tap: tap, memory: memory) }
+          for (pair, plane) in planes.enumerated() { device.setDataPlane(plane, pair: pair) }
+          vhosts[index] = planes
+        } catch {
+          notices.append("network \(index): vhost=on: \(error.description); skvm moves its frames itself")
         }
       }
       let transport = try add(device, id: "virtio-net\(index)", classCode: 0x02_0000, path: "network \(index)") {
         let counts = device.statistics
-        let kernel = device.dataPlane != nil ? "; vhost-net moves the frames: the tap's own counters count them" : ""
-        return "  net\(index) (\(network.backend.description), \(network.macAddress)): "
+        let kernel =
+          device.dataPlane(pair: 0) != nil ? "; vhost-net moves the frames: the tap's own counters count them" : ""
+        let queues =
+          device.queuePairCount > 1 ? ", \(device.activeQueuePairs) of \(device.queuePairCount) queue pairs" : ""
+        return "  net\(index) (\(device.backend.description)\(queues), \(network.macAddress)): "
           + "\(counts.receivePackets.load(ordering: .relaxed)) packets in "
           + "(\(counts.receiveBytes.load(ordering: .relaxed)) bytes, \(counts.receiveDropped.load(ordering: .relaxed)) dropped, "
           + "\(counts.receiveFiltered.load(ordering: .relaxed)) filtered), "
@@ -149,6 +151,17 @@ final class PCIDevices: @unchecked Sendable {
       }
       device.queueBroken = { [weak transport] in transport?.markNeedsReset() }
       device.configurationChanged = { [weak transport] in transport?.signalConfigChange() }
+      if let planes = vhosts[index] {
+        // vhost-net signals each queue's MSI-X irqfd itself while that vector is unmasked.
+        transport.observeInterruptRouting { [weak transport] in
+          guard let transport else { return }
+          for (pair, plane) in planes.enumerated() {
+            plane.setCallTargets([
+              transport.directInterrupt(queue: 2 * pair), transport.directInterrupt(queue: 2 * pair + 1),
+            ])
+          }
+        }
+      }
       self.networks.append((device, network.configuration))
     }
   }
@@ -194,7 +207,7 @@ final class PCIDevices: @unchecked Sendable {
   /// Closes every disk image (releasing its lock) and network back end once the machine has stopped.
   func closeDisks() {
     for disk in disks { disk.backend.close() }
-    for network in networks { network.device.backend.close() }
+    for network in networks { for backend in network.device.backends { backend.close() } }
   }
 
   /// Every function on bus 0, as the guest sees it now.
@@ -207,16 +220,23 @@ final class PCIDevices: @unchecked Sendable {
     for (index, transport) in transports.enumerated() {
       // A vhost NIC's receive and transmit kicks are the kernel's to read.
       var external: [Int: EventFD] = [:]
-      if let net = transport.device as? VirtioNet, let vhost = net.dataPlane as? VhostNet {
-        external = [0: vhost.kicks[0], 1: vhost.kicks[1]]
+      if let net = transport.device as? VirtioNet {
+        for pair in 0..<net.queuePairCount {
+          guard let vhost = net.dataPlane(pair: pair) as? VhostNet else { continue }
+          external[2 * pair] = vhost.kicks[0]
+          external[2 * pair + 1] = vhost.kicks[1]
+        }
       }
       if let notifier = QueueNotifier(transport: transport, vm: vm, name: "virtio-io\(index)", external: external) {
         notifiers.append(notifier)
       }
     }
     for (index, network) in networks.enumerated() {
-      if let pump = NetworkPump(device: network.device, name: "net-rx\(index)", vhost: vhosts[index]) {
-        pumps.append(pump)
+      for pair in 0..<network.device.queuePairCount {
+        let name = network.device.queuePairCount > 1 ? "net-rx\(index).\(pair)" : "net-rx\(index)"
+        if let pump = NetworkPump(device: network.device, pair: pair, name: name, vhost: vhosts[index]?[pair]) {
+          pumps.append(pump)
+        }
       }
     }
   }
@@ -229,7 +249,7 @@ final class PCIDevices: @unchecked Sendable {
     notifiers = []
     for pump in pumps { pump.stop() }
     pumps = []
-    for vhost in vhosts.values { vhost.stop() }
+    for vhost in vhosts.values.joined() { vhost.stop() }
     workers?.stop()
   }
 
@@ -239,7 +259,7 @@ final class PCIDevices: @unchecked Sendable {
     for notifier in notifiers { notifier.pause() }
     // The kernel lets go of the rings first (it finishes what it was doing), then the pumps
     // relay its last interrupts and park.
-    for vhost in vhosts.values { vhost.suspend() }
+    for vhost in vhosts.values.joined() { vhost.suspend() }
     for pump in pumps { pump.pause() }
     workers?.waitUntilIdle()
   }
@@ -247,7 +267,7 @@ final class PCIDevices: @unchecked Sendable {
   /// Lets the I/O threads serve kicks again (those that arrived meanwhile are served first).
   func resume() {
     for notifier in notifiers { notifier.resume() }
-    for vhost in vhosts.values { vhost.resume() }
+    for vhost in vhosts.values.joined() { vhost.resume() }
     for pump in pumps { pump.resume() }
   }
 

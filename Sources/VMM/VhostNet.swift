@@ -10,7 +10,9 @@ import Virtio
 /// moves frames between the guest's receive and transmit rings and the tap, with no exit to
 /// skvm per frame. Kicks are the queues' ioeventfds, handed to the kernel; the kernel's
 /// completions arrive on call eventfds that the NIC's pump turns into the device's
-/// interrupts (MSI-X or INTx, masked or not, as the transport decides).
+/// interrupts (MSI-X or INTx, masked or not, as the transport decides) — or, while a queue's
+/// MSI-X vector is enabled and unmasked, straight to that vector's KVM irqfd, so the guest's
+/// interrupt needs no skvm thread at all.
 ///
 /// Before the driver starts the device, after a reset and if vhost refuses the rings, the
 /// queues are served by skvm as usual. While the machine is paused the kernel is detached
@@ -29,6 +31,10 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
   let errors: [EventFD]
   /// Wakes the pump, which polls the call eventfds only while the data plane runs.
   var wake: @Sendable () -> Void = {}
+
+  /// Where the kernel signals each ring's completions: the vector's irqfd when direct, else
+  /// the relay eventfd in `calls` (nil). Kept across starts.
+  private let callTargets = Mutex<[Int32?]>([nil, nil])
 
   private struct Running {
     var rings: [SplitVirtqueue]
@@ -93,6 +99,7 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       let hosts = regions.map { UInt64(UInt(bitPattern: $0.host)) }
       guard csys_vhost_set_memory(fd, UInt32(regions.count), guest, sizes, hosts) == 0 else { return false }
       let rings = [receive, transmit]
+      let targets = callTargets.withLock { $0 }
       for (index, ring) in rings.enumerated() {
         let size = Int(ring.size)
         guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
@@ -100,8 +107,8 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
           let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
           csys_vhost_set_ring(
             fd, UInt32(index), UInt32(size), UInt32(ring.position.nextAvailable), Self.address(table),
-            Self.address(available), Self.address(used), kicks[index].rawValue, calls[index].rawValue,
-            errors[index].rawValue) == 0,
+            Self.address(available), Self.address(used), kicks[index].rawValue,
+            targets[index] ?? calls[index].rawValue, errors[index].rawValue) == 0,
           csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) == 0
         else {
           detach(index + 1)
@@ -121,6 +128,26 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       wake()
     }
     return started
+  }
+
+  /// Points each ring's completions at `targets` (an irqfd, or nil for the relay eventfd),
+  /// now if the kernel serves the rings and at the next start otherwise. A ring switched back
+  /// to the relay (its vector masked) loses nothing: the pump turns what arrives there into
+  /// the transport's pending bit.
+  func setCallTargets(_ targets: [Int32?]) {
+    running.withLock { running in
+      let changed = callTargets.withLock { current -> [Int] in
+        let changed = current.indices.filter { targets.indices.contains($0) && current[$0] != targets[$0] }
+        for index in changed { current[index] = targets[index] }
+        return changed
+      }
+      guard running != nil else { return }
+      for index in changed {
+        _ = csys_vhost_set_call(fd, UInt32(index), targets[index] ?? calls[index].rawValue)
+      }
+    }
+    // A completion signalled to the relay just before the switch still reaches the guest.
+    wake()
   }
 
   private static func address(_ buffer: UnsafeMutableRawBufferPointer) -> UInt64 {
@@ -165,6 +192,9 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       for index in running!.rings.indices { _ = csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) }
       running!.suspended = false
     }
+    // A kick the kernel saw while detached found no tap and did nothing: look at the rings
+    // once more (with EVENT_IDX the driver may not kick again for buffers it already added).
+    for kick in kicks { kick.signal() }
   }
 
   var positions: [SplitVirtqueue.Position] {

@@ -1,3 +1,5 @@
+import Devices
+
 /// A virtio device model behind a transport: what it offers and how it serves its queues.
 /// The transport (`VirtioPCITransport`) owns feature negotiation, status and queue setup.
 public protocol VirtioDevice: AnyObject, Sendable {
@@ -24,12 +26,25 @@ public protocol VirtioDevice: AnyObject, Sendable {
   func reset()
   /// The machine was restored from a snapshot with the device live.
   func restored()
+  /// The device's own state beyond its rings, for snapshots (nil: it has none).
+  var deviceState: VirtioDeviceState? { get }
+  /// Restores what `deviceState` saved, before the transport hands the queues over again;
+  /// throws without changing anything when the state does not fit this device.
+  func restore(deviceState: VirtioDeviceState) throws(DeviceStateError)
 }
 
 extension VirtioDevice {
   /// The machine was restored from a snapshot with this device live (after `activate`): a
   /// device may tell the driver (virtio-net announces itself). Nothing by default.
   public func restored() {}
+
+  /// No state beyond the rings, by default.
+  public var deviceState: VirtioDeviceState? { nil }
+
+  /// A device with no state of its own takes none.
+  public func restore(deviceState: VirtioDeviceState) throws(DeviceStateError) {
+    throw DeviceStateError("saved device state for a virtio device (type \(deviceType)) that keeps none")
+  }
 
   /// Activates with no interrupt delivery (for tests and fuzzing, which poll the rings).
   public func activate(queues: [SplitVirtqueue], features: UInt64) {

@@ -1,66 +1,45 @@
+import Devices
 import Glibc
 import GuestMemory
 import Network
 import Synchronization
 
-/// virtio-net (device type 1) over a host `NetworkBackend`: one receive and one transmit
-/// queue and the control queue; the MAC address and link status in its configuration;
-/// mergeable receive buffers; checksum and segmentation offloads passed through to back ends
-/// that carry a virtio-net header (a tap); receive modes and the MAC filter.
+/// virtio-net (device type 1) over host `NetworkBackend`s: one or more receive/transmit
+/// queue pairs (multiqueue: one back end per pair, such as the queues of a multiqueue tap)
+/// and the control queue; the MAC address and link status in its configuration; mergeable
+/// receive buffers; checksum and segmentation offloads passed through to back ends that carry
+/// a virtio-net header (a tap); receive modes and the MAC filter.
 ///
 /// The data path runs on host threads, never a vCPU's: the NIC's queue thread sends what the
-/// driver transmits (a gather list straight from guest memory, no copy for a tap), and the
-/// network pump delivers received frames into the buffers the driver posted. With no buffer
-/// posted the back end holds the frame and reads no more until the driver posts some.
+/// driver transmits (a gather list straight from guest memory, no copy for a tap), and each
+/// pair's network pump delivers received frames into the buffers the driver posted. With no
+/// buffer posted the back end holds the frame and reads no more until the driver posts some.
 public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   public let deviceType: UInt16 = 1
   public let deviceFeatures: UInt64
-  /// receiveq0, transmitq0, controlq.
-  public let queueSizes: [UInt16] = [256, 256, 64]
-  static let receiveQueue = 0
-  static let transmitQueue = 1
-  static let controlQueue = 2
-  /// The virtio-net header with `num_buffers` (virtio 1.x always has it).
+  /// receiveq0, transmitq0, …, receiveqN-1, transmitqN-1, controlq.
+  public let queueSizes: [UInt16]
+  /// The header with `num_buffers` (virtio 1.x always has it).
   static let headerLength = 12
   /// The largest Ethernet frame accepted either way (64 KiB of segmentation offload plus
   /// its Ethernet header); anything longer is dropped.
   public static let maximumFrame = 65_550
 
   public let memory: GuestMemory
-  public let backend: any NetworkBackend
+  /// The queue pairs, each with its own back end (the first is the only one without multiqueue).
+  let pairs: [VirtioNetQueuePair]
   public let macAddress: MACAddress
-  /// Interface traffic for `--stats` and the monitor.
+  /// Interface traffic for `--stats` and the monitor (all queue pairs together).
   public let statistics = NetworkStatistics()
   private let linkUp = Atomic<Bool>(true)
-
-  /// The receive side: its queue, the filter, and what was negotiated. Taken by the pump
-  /// for every frame and briefly by the control queue.
-  private struct ReceiveSide {
-    var queue: SplitVirtqueue?
-    var filter: VirtioNetReceiveFilter
-    var mergeable = false
-    /// Frames were delivered in a batch whose interrupt is still to be decided.
-    var interruptPending = false
-    /// The chains of the frame being placed (kept for its capacity).
-    var scratch: [DescriptorChain] = []
-  }
-  private let receiveSide: Mutex<ReceiveSide>
-  private let transmitSide = Mutex<SplitVirtqueue?>(nil)
   private let controlSide = Mutex<SplitVirtqueue?>(nil)
+  /// The receive filter the control queue sets; each pair filters with a copy of it.
+  private let filter: Mutex<VirtioNetReceiveFilter>
+  /// Queue pairs the driver uses (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 after every reset.
+  private let activePairs = Atomic<Int>(1)
   /// Raises a queue's interrupt: given at activation, dropped at reset.
   private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
-  /// The chain being sent, its buffer list reused (touched under `transmitSide`'s lock only).
-  private var transmitChain = DescriptorChain(head: 0, buffers: [])
-  /// Gather list for one transmitted frame (touched under `transmitSide`'s lock only).
-  private let gather = UnsafeMutableBufferPointer<iovec>.allocate(capacity: maximumGather)
-  static let maximumGather = SplitVirtqueue.maximumIndirectDescriptors + 1
 
-  /// Set by the VMM before the driver starts: serves the receive and transmit queues in its
-  /// place (vhost-net), falling back to the device when it cannot.
-  public var dataPlane: (any VirtioNetDataPlane)?
-  private let offloaded = Atomic<Bool>(false)
-  /// Set by the VMM: tells the pump the driver posted receive buffers (held frames may fit now).
-  public var receiveRoom: @Sendable () -> Void = {}
   /// Set by the VMM: a queue broke the rules outside a kick (the transport sets DEVICE_NEEDS_RESET).
   public var queueBroken: @Sendable () -> Void = {}
   /// Set by the VMM: the configuration (link status) changed.
@@ -72,30 +51,69 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   private let announcing = Atomic<Bool>(false)
   private let negotiated = Atomic<UInt64>(0)
 
-  public init(backend: any NetworkBackend, macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil) {
-    self.backend = backend
+  /// A NIC with one queue pair per back end (at least one; all alike: the first one's header
+  /// length and offloads are the NIC's).
+  public init(backends: [any NetworkBackend], macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil) {
+    precondition(!backends.isEmpty, "a NIC needs a back end")
+    pairs = backends.map { VirtioNetQueuePair(backend: $0, filter: VirtioNetReceiveFilter(address: macAddress)) }
     self.macAddress = macAddress
     self.memory = memory
     self.mtu = mtu
+    queueSizes = Array(repeating: 256, count: 2 * backends.count) + [64]
     deviceFeatures =
       VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableReceiveBuffers
       | VirtioNetFeature.controlQueue | VirtioNetFeature.controlReceive | VirtioNetFeature.controlMACAddress
-      | VirtioNetFeature.guestAnnounce | (mtu != nil ? VirtioNetFeature.mtu : 0) | backend.offloadFeatures
-    receiveSide = Mutex(ReceiveSide(queue: nil, filter: VirtioNetReceiveFilter(address: macAddress)))
+      | VirtioNetFeature.guestAnnounce | (mtu != nil ? VirtioNetFeature.mtu : 0)
+      | (backends.count > 1 ? VirtioNetFeature.multiqueue : 0) | backends[0].offloadFeatures
+    filter = Mutex(VirtioNetReceiveFilter(address: macAddress))
   }
 
-  deinit { gather.deallocate() }
+  /// A NIC with one queue pair.
+  public convenience init(backend: any NetworkBackend, macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil)
+  {
+    self.init(backends: [backend], macAddress: macAddress, memory: memory, mtu: mtu)
+  }
 
-  // MARK: Configuration: mac[6], status (u16), max_virtqueue_pairs (u16)
+  /// The first pair's back end (the only one without multiqueue).
+  public var backend: any NetworkBackend { pairs[0].backend }
+  /// Every pair's back end, in order.
+  public var backends: [any NetworkBackend] { pairs.map(\.backend) }
+  /// Queue pairs the device has (`max_virtqueue_pairs`).
+  public var queuePairCount: Int { pairs.count }
+  /// Queue pairs the driver uses now.
+  public var activeQueuePairs: Int { activePairs.load(ordering: .relaxed) }
+
+  /// Sets pair `pair`'s data plane (vhost-net) before the driver starts: it serves that pair's
+  /// queues in the device's place, which falls back to serving them itself when it cannot.
+  public func setDataPlane(_ plane: (any VirtioNetDataPlane)?, pair: Int) { pairs[pair].dataPlane = plane }
+  /// Pair `pair`'s data plane, if it has one.
+  public func dataPlane(pair: Int) -> (any VirtioNetDataPlane)? { pairs[pair].dataPlane }
+  /// Set by the VMM: tells pair `pair`'s pump the driver posted receive buffers.
+  public func onReceiveRoom(pair: Int, _ handler: @escaping @Sendable () -> Void) { pairs[pair].receiveRoom = handler }
+
+  // MARK: Configuration: mac[6], status (u16), max_virtqueue_pairs (u16), mtu (u16)
 
   public func readConfig(_ offset: Int, width: Int) -> UInt64 {
-    // status: VIRTIO_NET_S_LINK_UP (1), VIRTIO_NET_S_ANNOUNCE (2).
-    let status: UInt16 = (linkUp.load(ordering: .relaxed) ? 1 : 0) | (announcing.load(ordering: .relaxed) ? 2 : 0)
-    let mtu = self.mtu ?? 1500
-    var bytes = macAddress.bytes + [UInt8(status & 0xFF), UInt8(status >> 8), 1, 0]
-    bytes += [UInt8(mtu & 0xFF), UInt8(mtu >> 8)] + [UInt8](repeating: 0, count: 6)
-    guard offset >= 0, width > 0, offset + width <= bytes.count else { return 0 }
-    return bytes[offset..<offset + width].reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    guard offset >= 0, width > 0, offset + width <= Self.configurationSize else { return 0 }
+    var value: UInt64 = 0
+    for index in (offset..<offset + width).reversed() { value = value << 8 | UInt64(configurationByte(index)) }
+    return value
+  }
+
+  static let configurationSize = 18
+
+  private func configurationByte(_ index: Int) -> UInt8 {
+    func low(_ value: UInt16, _ high: Bool) -> UInt8 { UInt8(truncatingIfNeeded: high ? value >> 8 : value) }
+    switch index {
+    case 0..<6: return macAddress.bytes[index]
+    case 6, 7:
+      // status: VIRTIO_NET_S_LINK_UP (1), VIRTIO_NET_S_ANNOUNCE (2).
+      let status: UInt16 = (linkUp.load(ordering: .relaxed) ? 1 : 0) | (announcing.load(ordering: .relaxed) ? 2 : 0)
+      return low(status, index == 7)
+    case 8, 9: return low(UInt16(pairs.count), index == 9)
+    case 10, 11: return low(mtu ?? 1500, index == 11)
+    default: return 0
+    }
   }
 
   /// The configuration is read-only for a virtio 1.x driver.
@@ -108,47 +126,69 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   public func setLink(up: Bool) {
     guard linkUp.exchange(up, ordering: .relaxed) != up else { return }
     configurationChanged()
-    if up { receiveRoom() }
+    if up { for pair in pairs { pair.receiveRoom() } }
   }
 
   /// The receive filter now (for `query-rx-filter`).
-  public var receiveFilter: VirtioNetReceiveFilter { receiveSide.withLock { $0.filter } }
+  public var receiveFilter: VirtioNetReceiveFilter { filter.withLock { $0 } }
+
+  // MARK: Queues
+
+  /// Queue pairs the negotiated features give the driver (all with multiqueue, else one).
+  private func pairCount(_ features: UInt64) -> Int {
+    features & VirtioNetFeature.multiqueue != 0 ? pairs.count : 1
+  }
+
+  /// The control queue's index: after the last pair the driver may use (virtio 1.2 §5.1.2).
+  private var controlQueue: Int { 2 * pairCount(negotiated.load(ordering: .relaxed)) }
 
   // MARK: Lifecycle
 
+  /// Takes the driver's queues (enabled ones, in order: the pairs first, then the control queue).
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
     interruptLine.withLock { $0 = interrupt }
     negotiated.store(features, ordering: .relaxed)
-    backend.setNegotiatedFeatures(features)
-    if let dataPlane, queues.count > Self.transmitQueue,
-      dataPlane.start(receive: queues[Self.receiveQueue], transmit: queues[Self.transmitQueue], features: features)
-    {
-      offloaded.store(true, ordering: .releasing)
-      receiveSide.withLock {
-        $0.queue = nil
-        $0.mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
+    let usable = pairCount(features)
+    let mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
+    let receiveFilter = filter.withLock { $0 }
+    // Only the pairs the driver enabled receive: the first one until it enables more (virtio
+    // 1.2 §5.1.6.5.5), or those a restored snapshot had in use.
+    let enabled = activePairs.load(ordering: .relaxed)
+    for (index, pair) in pairs.enumerated() {
+      pair.backend.setNegotiatedFeatures(features)
+      pair.backend.setQueueEnabled(index < enabled)
+      let live = index < usable && queues.count > 2 * index + 1
+      let receive = live ? queues[2 * index] : nil
+      let transmit = live ? queues[2 * index + 1] : nil
+      var offload = false
+      if let receive, let transmit, let plane = pair.dataPlane {
+        offload = plane.start(receive: receive, transmit: transmit, features: features)
       }
-      transmitSide.withLock { $0 = nil }
-      controlSide.withLock { $0 = queues.count > Self.controlQueue ? queues[Self.controlQueue] : nil }
-      return
+      pair.offloaded.store(offload, ordering: .releasing)
+      pair.receive.withLock {
+        $0.queue = offload ? nil : receive
+        $0.mergeable = mergeable
+        $0.filter = receiveFilter
+      }
+      pair.transmit.withLock { $0 = offload ? nil : transmit }
+      if offload { pair.dataPlane?.setReceiveFilter(receiveFilter) }
+      if !offload, receive != nil { pair.receiveRoom() }
     }
-    receiveSide.withLock {
-      $0.queue = queues.count > Self.receiveQueue ? queues[Self.receiveQueue] : nil
-      $0.mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
-    }
-    transmitSide.withLock { $0 = queues.count > Self.transmitQueue ? queues[Self.transmitQueue] : nil }
-    controlSide.withLock { $0 = queues.count > Self.controlQueue ? queues[Self.controlQueue] : nil }
-    receiveRoom()
+    controlSide.withLock { $0 = queues.count > 2 * usable ? queues[2 * usable] : nil }
   }
 
   public var queuePositions: [SplitVirtqueue.Position] {
-    if let dataPlane, isOffloaded {
-      return dataPlane.positions + [controlSide.withLock { $0?.position }].compactMap { $0 }
+    let usable = pairCount(negotiated.load(ordering: .relaxed))
+    var positions: [SplitVirtqueue.Position] = []
+    for pair in pairs.prefix(usable) {
+      if let plane = pair.dataPlane, pair.isOffloaded {
+        positions += plane.positions
+      } else {
+        positions += [pair.receive.withLock { $0.queue?.position }, pair.transmit.withLock { $0?.position }]
+          .compactMap { $0 }
+      }
     }
-    let receive = receiveSide.withLock { $0.queue?.position }
-    let transmit = transmitSide.withLock { $0?.position }
-    let control = controlSide.withLock { $0?.position }
-    return [receive, transmit, control].compactMap { $0 }
+    return positions + [controlSide.withLock { $0?.position }].compactMap { $0 }
   }
 
   /// After a restore the guest's switches may not know where it is now: ask the driver to
@@ -165,38 +205,44 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   public func reset() {
     announcing.store(false, ordering: .relaxed)
     negotiated.store(0, ordering: .relaxed)
-    if offloaded.exchange(false, ordering: .acquiringAndReleasing) { dataPlane?.stop() }
-    receiveSide.withLock {
-      $0.queue = nil
-      $0.filter = VirtioNetReceiveFilter(address: macAddress)
+    activePairs.store(1, ordering: .relaxed)
+    let fresh = VirtioNetReceiveFilter(address: macAddress)
+    filter.withLock { $0 = fresh }
+    for pair in pairs {
+      if pair.offloaded.exchange(false, ordering: .acquiringAndReleasing) { pair.dataPlane?.stop() }
+      pair.receive.withLock {
+        $0.queue = nil
+        $0.filter = fresh
+      }
+      pair.transmit.withLock { $0 = nil }
+      pair.backend.setNegotiatedFeatures(0)
     }
-    transmitSide.withLock { $0 = nil }
     controlSide.withLock { $0 = nil }
     interruptLine.withLock { $0 = { _ in } }
-    backend.setNegotiatedFeatures(0)
   }
 
   private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
 
-  /// Raises queue `queue`'s interrupt for the data plane (its call eventfd fired).
+  /// Raises queue `queue`'s interrupt for a data plane (its call eventfd fired).
   public func raiseInterrupt(queue: Int) { interrupt(queue) }
 
-  /// Whether the data plane serves the receive and transmit queues now.
-  public var isOffloaded: Bool { offloaded.load(ordering: .acquiring) }
+  /// Whether a data plane serves the first pair's queues now.
+  public var isOffloaded: Bool { pairs[0].isOffloaded }
 
   public func notify(queue index: Int, onIOThread: Bool) -> Bool {
-    if index != Self.controlQueue, isOffloaded, let dataPlane {
-      dataPlane.kick(queue: index)
+    let controlIndex = controlQueue
+    if index == controlIndex { return control() }
+    guard index >= 0, index < controlIndex, pairs.indices.contains(index / 2) else { return true }
+    let pair = pairs[index / 2]
+    if pair.isOffloaded, let plane = pair.dataPlane {
+      plane.kick(queue: index % 2)
       return true
     }
-    switch index {
-    case Self.receiveQueue:
-      receiveRoom()
+    if index % 2 == 0 {
+      pair.receiveRoom()
       return true
-    case Self.transmitQueue: return transmit()
-    case Self.controlQueue: return control()
-    default: return true
     }
+    return transmit(pair: index / 2)
   }
 
   // MARK: Transmit
@@ -204,11 +250,12 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Sends every frame the driver made available; false when the queue broke the rules.
   /// While it drains the queue the driver is asked not to kick (each kick is an exit); then
   /// kicks are asked for again and the ring looked at once more, so nothing is missed.
-  private func transmit() -> Bool {
+  private func transmit(pair index: Int) -> Bool {
+    let pair = pairs[index]
     var notify = false
     var broken = false
     var counts = TransmitCounts()
-    transmitSide.withLock { queue in
+    pair.transmit.withLock { queue in
       guard queue != nil else { return }
       do {
         try queue!.requestKick(false, in: memory)
@@ -216,9 +263,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
           // Used elements are published in groups: the driver gets its buffers back at most
           // 64 frames late, at a fraction of the index writes and fences.
           var unpublished = 0
-          while try queue!.next(into: &transmitChain, in: memory, requestingKick: false) {
-            send(transmitChain, counts: &counts)
-            try queue!.recordUsed(transmitChain.head, written: 0, in: memory)
+          while try queue!.next(into: &pair.transmitChain, in: memory, requestingKick: false) {
+            send(pair.transmitChain, through: pair, counts: &counts)
+            try queue!.recordUsed(pair.transmitChain.head, written: 0, in: memory)
             notify = true
             unpublished += 1
             if unpublished == 64 {
@@ -240,10 +287,10 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     statistics.transmitPackets.add(counts.packets, ordering: .relaxed)
     statistics.transmitBytes.add(counts.bytes, ordering: .relaxed)
     statistics.transmitDropped.add(counts.dropped, ordering: .relaxed)
-    if notify { interrupt(Self.transmitQueue) }
+    if notify { interrupt(2 * index + 1) }
     // Frames a back end answered with at once (user networking's ARP, TCP) were delivered
     // during the sends: their interrupt goes now.
-    finishReceiveBatch()
+    finishReceiveBatch(pair: index)
     return !broken
   }
 
@@ -255,7 +302,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   }
 
   /// Hands one frame (header, then the Ethernet frame) to the back end, or counts it dropped.
-  private func send(_ chain: DescriptorChain, counts: inout TransmitCounts) {
+  private func send(_ chain: DescriptorChain, through pair: VirtioNetQueuePair, counts: inout TransmitCounts) {
+    let backend = pair.backend
+    let gather = pair.gather
     var length = 0
     var readable = 0
     for buffer in chain.buffers {
@@ -299,8 +348,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Offers a frame from the back end (its header first when it has one). True when it was
   /// delivered or dropped; false when the driver has no room now (offer it again later).
   /// `batched`: the interrupt waits for `finishReceiveBatch` (one for a burst of frames).
-  public func receive(_ frame: UnsafeRawBufferPointer, batched: Bool = false) -> Bool {
-    let offset = backend.headerLength
+  public func receive(_ frame: UnsafeRawBufferPointer, pair index: Int = 0, batched: Bool = false) -> Bool {
+    let pair = pairs[index]
+    let offset = pair.backend.headerLength
     guard frame.count >= offset + 14, frame.count - offset <= Self.maximumFrame, linkUp.load(ordering: .relaxed)
     else {
       statistics.receiveDropped.add(1, ordering: .relaxed)
@@ -313,7 +363,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       withUnsafeMutableBytes(of: &header) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[0..<10])) }
     }
     var outcome = Delivery.noRoom
-    receiveSide.withLock { side in
+    pair.receive.withLock { side in
       guard side.queue != nil else {
         outcome = .dropped
         return
@@ -330,7 +380,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
     case .delivered(let notify):
       statistics.receivePackets.add(1, ordering: .relaxed)
       statistics.receiveBytes.add(payload.count, ordering: .relaxed)
-      if notify { interrupt(Self.receiveQueue) }
+      if notify { interrupt(2 * index) }
       return true
     case .noRoom:
       return false
@@ -348,13 +398,13 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   }
 
   /// Ends a burst of `batched` deliveries: one interrupt for all of them, if the driver wants one.
-  public func finishReceiveBatch() {
-    let notify = receiveSide.withLock { side -> Bool in
+  public func finishReceiveBatch(pair index: Int = 0) {
+    let notify = pairs[index].receive.withLock { side -> Bool in
       guard side.interruptPending, side.queue != nil else { return false }
       side.interruptPending = false
       return (try? side.queue!.shouldNotify(in: memory)) ?? true
     }
-    if notify { interrupt(Self.receiveQueue) }
+    if notify { interrupt(2 * index) }
   }
 
   enum Delivery {
@@ -365,7 +415,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Takes enough receive chains for header + payload (one without mergeable buffers), fills
   /// them and returns them to the driver.
   private static func place(
-    header: UnsafeMutableRawBufferPointer, payload: UnsafeRawBufferPointer, into side: inout ReceiveSide,
+    header: UnsafeMutableRawBufferPointer, payload: UnsafeRawBufferPointer,
+    into side: inout VirtioNetQueuePair.ReceiveSide,
     memory: GuestMemory, batched: Bool
   ) -> Delivery {
     let total = headerLength + payload.count
@@ -481,7 +532,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         notify = (try? queue!.shouldNotify(in: memory)) ?? true
       }
     }
-    if notify { interrupt(Self.controlQueue) }
+    if notify { interrupt(controlQueue) }
     return !broken
   }
 
@@ -505,17 +556,58 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         announcing.store(false, ordering: .relaxed)
         ok = true
       case (VirtioNetReceiveFilter.Command.multiqueueClass, VirtioNetReceiveFilter.Command.pairsSet):
-        ok = data.count == 2 && data[0] == 1 && data[1] == 0
+        let count = data.count == 2 ? Int(data[0]) | Int(data[1]) << 8 : 0
+        ok = negotiated.load(ordering: .relaxed) & VirtioNetFeature.multiqueue != 0 && (1...pairs.count).contains(count)
+        if ok { setActivePairs(count) }
       default:
-        let (applied, filter) = receiveSide.withLock { side in
-          (side.filter.apply(class: request[0], command: request[1], data: data), side.filter)
+        let (applied, changed) = filter.withLock { filter in
+          (filter.apply(class: request[0], command: request[1], data: data), filter)
         }
         ok = applied
-        if applied, isOffloaded { dataPlane?.setReceiveFilter(filter) }
+        if applied { setReceiveFilter(changed) }
       }
     }
     guard (try? memory.store(ok ? UInt8(0) : UInt8(1), at: ack.address)) != nil else { return 0 }
     return 1
+  }
+}
+
+extension VirtioNet {
+  /// Uses the first `count` queue pairs: the others' host queues are detached, so the host
+  /// steers no frame to a pair the driver does not serve.
+  func setActivePairs(_ count: Int) {
+    activePairs.store(count, ordering: .relaxed)
+    for (index, pair) in pairs.enumerated() { pair.backend.setQueueEnabled(index < count) }
+  }
+
+  /// Gives every pair (and data plane) the driver's receive filter.
+  func setReceiveFilter(_ changed: VirtioNetReceiveFilter) {
+    for pair in pairs {
+      pair.receive.withLock { $0.filter = changed }
+      if pair.isOffloaded { pair.dataPlane?.setReceiveFilter(changed) }
+    }
+  }
+
+  /// What a snapshot keeps of the device beyond its rings: the link, the filter and the
+  /// queue pairs in use.
+  public var deviceState: VirtioDeviceState? {
+    .net(VirtioNetState(linkUp: isLinkUp, filter: receiveFilter, activePairs: activeQueuePairs))
+  }
+
+  /// Restores what `deviceState` saved (before the transport activates the queues), or
+  /// changes nothing and says what is wrong with it.
+  public func restore(deviceState: VirtioDeviceState) throws(DeviceStateError) {
+    guard case .net(let saved) = deviceState else {
+      throw DeviceStateError("saved state of another kind of device for virtio-net")
+    }
+    guard (1...pairs.count).contains(saved.activePairs) else {
+      throw DeviceStateError("\(saved.activePairs) queue pairs in use, but the NIC has \(pairs.count)")
+    }
+    try saved.filter.validate()
+    linkUp.store(saved.linkUp, ordering: .relaxed)
+    filter.withLock { $0 = saved.filter }
+    setReceiveFilter(saved.filter)
+    setActivePairs(saved.activePairs)
   }
 }
 

@@ -1,3 +1,4 @@
+import Devices
 import Network
 
 /// Which frames a virtio-net device passes to the driver, as its control queue sets it
@@ -21,6 +22,19 @@ public struct VirtioNetReceiveFilter: Sendable, Equatable, Codable {
   public var multicastOverflow = false
 
   public init(address: MACAddress) { self.address = address.bytes }
+
+  /// Checks a filter from a snapshot: six-byte addresses, tables no longer than the limit.
+  public func validate() throws(DeviceStateError) {
+    guard address.count == 6, address[0] & 1 == 0 else {
+      throw DeviceStateError("the receive filter's address \(address) is not a unicast MAC address")
+    }
+    for (name, table) in [("unicast", unicastTable), ("multicast", multicastTable)] {
+      guard table.count <= Self.tableLimit, table.allSatisfy({ $0.count == 6 }) else {
+        throw DeviceStateError(
+          "the receive filter's \(name) table has \(table.count) entries (at most \(Self.tableLimit) of 6 bytes each)")
+      }
+    }
+  }
 
   /// Whether a frame with this destination (its first six bytes) reaches the driver.
   public func accepts(destination: UnsafeRawBufferPointer) -> Bool {

@@ -9,6 +9,14 @@ public protocol VirtioInterruptSink: Sendable {
   func deliverMessage(vector: Int, address: UInt64, data: UInt32)
   /// Raises or lowers the function's INTx line.
   func setLine(_ asserted: Bool)
+  /// An eventfd that delivers vector `vector` as this message with no VMM thread in between
+  /// (a KVM irqfd), for a kernel data path to signal; nil when there is none.
+  func directEvent(vector: Int, address: UInt64, data: UInt32) -> Int32?
+}
+
+extension VirtioInterruptSink {
+  /// No direct path by default: interrupts go through `deliverMessage`.
+  public func directEvent(vector: Int, address: UInt64, data: UInt32) -> Int32? { nil }
 }
 
 /// The virtio 1.x PCI transport (virtio 1.2 §4.1): a PCI function whose BAR 0 holds the
@@ -37,6 +45,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   /// BAR 0's guest-physical address while memory decoding is on, else 0 (read on every MMIO access).
   private let decodedBAR = Atomic<UInt64>(0)
   private let barObserver = Mutex<@Sendable (UInt64?) -> Void>({ _ in })
+  private let routingObserver = Mutex<@Sendable () -> Void>({})
 
   struct RegisterState: Codable {
     var space: PCIConfigSpace
@@ -47,6 +56,9 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   }
 
   /// Offered on top of the device's own features.
+  /// The MSI-X capability's message control register in configuration space.
+  static let msixControl = 0x42
+
   static let transportFeatures = VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
 
   public init(device: any VirtioDevice, memory: GuestMemory, sink: any VirtioInterruptSink, classCode: UInt32) {
@@ -118,6 +130,36 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
       let observer = barObserver.withLock { $0 }
       observer(decoded == 0 ? nil : decoded)
     }
+    // The MSI-X control register (enable, function mask) or INTx disable.
+    if (offset..<offset + width).overlaps(Self.msixControl..<Self.msixControl + 2) { interruptRoutingChanged() }
+  }
+
+  /// `observer` is called (on the thread that made the change) whenever where a queue's
+  /// interrupt goes may have changed: MSI-X enabled or masked, a table entry or a queue's
+  /// vector rewritten, the device started or restored. A kernel data path then asks
+  /// `directInterrupt(queue:)` again.
+  public func observeInterruptRouting(_ observer: @escaping @Sendable () -> Void) {
+    routingObserver.withLock { $0 = observer }
+  }
+
+  private func interruptRoutingChanged() { routingObserver.withLock { $0 }() }
+
+  /// The eventfd that raises queue `index`'s interrupt with no VMM thread in between (its
+  /// MSI-X vector's irqfd), while MSI-X is on and that vector unmasked with nothing pending;
+  /// nil otherwise: the interrupt must then go through `signal(queue:)`, which pends it.
+  public func directInterrupt(queue index: Int) -> Int32? {
+    let target = state.withLock { state -> (vector: Int, address: UInt64, data: UInt32)? in
+      let control = UInt16(state.space.read(Self.msixControl, width: 2))
+      guard control & 0x8000 != 0, control & 0x4000 == 0, state.common.queues.indices.contains(index) else {
+        return nil
+      }
+      let vector = Int(state.common.queues[index].msixVector)
+      guard vector < state.msixTable.count / 16, state.msixPending & (1 << UInt64(vector)) == 0 else { return nil }
+      let entry = Self.entry(state.msixTable, vector)
+      return entry.masked ? nil : (vector, entry.address, entry.data)
+    }
+    guard let target else { return nil }
+    return sink.directEvent(vector: target.vector, address: target.address, data: target.data)
   }
 
   /// `observer` is called (on the thread that wrote configuration space) whenever BAR 0
@@ -203,10 +245,16 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     for (vector, address, data) in pendingDelivery {
       sink.deliverMessage(vector: vector, address: address, data: data)
     }
+
     switch effect {
     case .reset: device.reset()
     case .driverReady: activate()
     case .none: break
+    }
+    // A table entry, a queue's vector or the device's start may move where interrupts go
+    // (never a notification: those are the data path).
+    if kick == nil, offset < Layout.isr || (Layout.msixTable..<Layout.msixPending).contains(offset) {
+      interruptRoutingChanged()
     }
     if let kick { self.kick(queue: kick) }
   }
@@ -314,13 +362,15 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
 public struct VirtioTransportState: Sendable, Codable {
   var transport: VirtioPCITransport.RegisterState
   var queues: [SplitVirtqueue.Position]
+  /// The device's own state (a NIC's link, filter and queue pairs); absent in older snapshots.
+  var device: VirtioDeviceState?
 }
 
 extension VirtioPCITransport: StatefulDevice {
   public static let stateVersion = 1
 
   public func saveState() -> VirtioTransportState {
-    VirtioTransportState(transport: state.withLock { $0 }, queues: device.queuePositions)
+    VirtioTransportState(transport: state.withLock { $0 }, queues: device.queuePositions, device: device.deviceState)
   }
 
   public func restoreState(_ saved: VirtioTransportState) throws(DeviceStateError) {
@@ -337,11 +387,13 @@ extension VirtioPCITransport: StatefulDevice {
     guard !live || saved.queues.count == enabled else {
       throw DeviceStateError("\(saved.queues.count) queue positions for \(enabled) live queues")
     }
+    if let deviceState = saved.device { try device.restore(deviceState: deviceState) }
     state.withLock { $0 = saved.transport }
     // BAR 0 where the guest left it (the queue notifiers follow), then the live queues.
     configWrite(0x04, width: 2, value: UInt32(saved.transport.space.read(0x04, width: 2)))
     if live {
       activate(restoring: saved.queues)
+      interruptRoutingChanged()
       // Serve whatever the driver made available and may already have announced (its kick went
       // to the old process): a queue that needs no service is left as it is.
       for queue in saved.queues.indices { kick(queue: queue) }

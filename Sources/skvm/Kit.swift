@@ -10,13 +10,20 @@ struct Kit: ParsableCommand {
       and builds a gzip'd initramfs whose /init loads the virtio modules, prints \
       SKVM-GUEST-READY and gives a shell on the console. Cached in $XDG_CACHE_HOME/skvm/kit \
       (else ~/.cache/skvm/kit), keyed by package versions.
+
+      --add PROGRAM puts a host program (by path, or found on PATH) into the initramfs with \
+      the shared libraries it needs, at its host path: skvm kit --add iperf3 prints an initrd \
+      to boot with --initrd.
       """)
+
+  @Option(name: .customLong("add"), help: "A host program to add to the initramfs with its libraries (repeatable).")
+  var programs: [String] = []
 
   func run() throws {
     do {
       let kit = try GuestKit.prepare { printError($0) }
       print("kernel: \(kit.kernelPath)")
-      print("initrd: \(kit.initrdPath)")
+      print("initrd: \(try kit.initrd(adding: programs))")
       print("packages: \(kit.description)")
     } catch {
       printError("skvm: \(error)")

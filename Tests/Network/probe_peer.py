@@ -3,7 +3,7 @@
 namespace this runs in (run it as root under `unshare -n`), skvm running the probe on it, and
 a packet socket on the tap that checks and sends frames as the probe announces each phase.
 
-    probe_peer.py --skvm PATH --probe BINARY [--vhost]
+    probe_peer.py --skvm PATH --probe BINARY [--vhost] [--queues N]
 
 Prints the probe's console and one "host: PASS|FAIL what" line per check; exits 0 when the
 probe passed (skvm's status 1: debug-exit value 0) and every host check held.
@@ -41,14 +41,18 @@ def main():
     parser.add_argument("--skvm", required=True)
     parser.add_argument("--probe", required=True)
     parser.add_argument("--vhost", action="store_true")
+    parser.add_argument("--queues", type=int, default=1)
     arguments = parser.parse_args()
-    for command in (["ip", "link", "set", "lo", "up"], ["ip", "tuntap", "add", TAP, "mode", "tap"],
+    multiqueue = ["multi_queue"] if arguments.queues > 1 else []
+    for command in (["ip", "link", "set", "lo", "up"], ["ip", "tuntap", "add", TAP, "mode", "tap"] + multiqueue,
                     ["ip", "link", "set", TAP, "mtu", "9000", "up"]):
         subprocess.run(command, check=True)
     packets = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
     packets.bind((TAP, 0))
     packets.settimeout(30)
     net = f"tap,ifname={TAP}" + (",vhost=on" if arguments.vhost else "")
+    if arguments.queues > 1:
+        net += f",queues={arguments.queues}"
     skvm = subprocess.Popen([arguments.skvm, "run", "--flat", arguments.probe, "--flat-entry", "long", "--memory",
                              "64M", "--net", net, "--stats"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -1,10 +1,11 @@
 import Foundation
+import GuestKit
 import Testing
 
 /// The default guest on the network, in one lane boot: user networking (DHCP, a host HTTP
 /// server reached as 10.0.2.2, hostfwd into the guest), a tap in a network namespace of the
-/// test's own (1,000 pings, none lost; again with vhost-net, across a pause), and two guests
-/// on one Linux bridge.
+/// test's own (1,000 pings, none lost), a multiqueue tap with vhost-net (pings and iperf3 both
+/// ways, across a pause), and two guests on one Linux bridge.
 @Suite(
   "Linux guests on the network", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
@@ -57,18 +58,28 @@ struct LinuxNetworkTests {
           "send:poweroff -f", "exit:0",
         ],
         skvm: ["run", "--net", "tap,ifname=skvmtap0", "--stats"], timeout: 150)
-      // The same tap with vhost-net moving the frames, across a pause.
+      // A multiqueue tap (two pairs, one per vCPU) with vhost-net moving the frames: pings,
+      // iperf3 both ways with two streams, and a pause in between.
+      let iperf = try GuestKit.prepare().initrd(adding: ["iperf3"])
       let vhost = LinuxGuestHost.sessionCommand(
         "vhost",
         steps: [
           "expect:SKVM-GUEST-READY",
-          "send:ip addr add 192.168.77.2/24 dev eth0; ping -c 200 -i 0.002 -q 192.168.77.1; echo PING=$?",
-          "expect:200 packets transmitted, 200 packets received", "expect:PING=0",
+          "send:ip addr add 192.168.78.2/24 dev eth0; ls /sys/class/net/eth0/queues | tr '\\n' ' '; echo; ping -c 200 -i 0.002 -q 192.168.78.1; echo PING=$?",
+          "expect:rx-0 rx-1 tx-0 tx-1", "expect:200 packets transmitted, 200 packets received", "expect:PING=0",
+          "send:iperf3 -c 192.168.78.1 -t 2 -P 2 | grep SUM.*receiver; echo IPERF=$?", "expect:receiver",
+          "expect:IPERF=0",
           "qmp:stop", "sleep:1", "qmp:cont",
-          "send:ping -c 20 -i 0.05 -q 192.168.77.1; echo AFTER=$?", "expect:20 packets received", "expect:AFTER=0",
+          "send:iperf3 -c 192.168.78.1 -t 2 -P 2 -R | grep SUM.*receiver; echo REVERSE=$?", "expect:receiver",
+          "expect:REVERSE=0",
+          "send:ping -c 20 -i 0.05 -q 192.168.78.1; echo AFTER=$?", "expect:20 packets received", "expect:AFTER=0",
+          // The driver enabled both pairs: the second one's receive queue raised interrupts too.
+          "send:awk '/virtio0-input.1/ { print \"pair1=\" ($2 + $3 > 0) }' /proc/interrupts", "expect:pair1=1",
           "send:poweroff -f", "exit:0",
         ],
-        skvm: ["run", "--net", "tap,ifname=skvmtap0,vhost=on", "--stats"], monitor: true, timeout: 150)
+        skvm: [
+          "run", "--cpus", "2", "--initrd", iperf, "--net", "tap,ifname=skvmmq0,vhost=on,queues=2", "--stats",
+        ], monitor: true, timeout: 200)
       // Two guests on one bridge, each on a tap skvm creates and adds to it; they find each
       // other by IPv6 link-local address (no DHCP server needed).
       let peer = "fe80::5054:ff:fe00:2"
@@ -88,8 +99,10 @@ struct LinuxNetworkTests {
         + LinuxGuestHost.quote([
           "ip link set lo up && ip tuntap add skvmtap0 mode tap && ip addr add 192.168.77.1/24 dev skvmtap0 && "
             + "ip link set skvmtap0 up && ip link add skvmbr0 type bridge && ip link set skvmbr0 up && "
+            + "ip tuntap add skvmmq0 mode tap multi_queue && ip addr add 192.168.78.1/24 dev skvmmq0 && "
+            + "ip link set skvmmq0 up && { iperf3 -s -B 192.168.78.1 >/dev/null 2>&1 & iperf=$!; } && "
             + "{ sleep 600 | \(skvm) run --net tap,ifname=skvmb2,bridge=skvmbr0,mac=52:54:00:00:00:02 >\(directory)/peer.log 2>&1 & peer=$!; } && "
-            + "\(tap) && \(vhost) && \(bridged); status=$?; kill $peer; [ $status = 0 ]"
+            + "\(tap) && \(vhost) && \(bridged); status=$?; kill $peer $iperf; [ $status = 0 ]"
         ])
     }
     let session = try LinuxGuestHost.shell(line, timeout: 600)

@@ -26,6 +26,9 @@ struct NetworkCommandLineTests {
         "MAC address 52:54:00:00:00:09 is already used by NIC 0"
       ),
       (["--net", "tap,ifname=a-name-far-too-long-for-linux"], "is not a valid interface name"),
+      (["--net", "tap,ifname=t0,queues=0"], "queues=0 is not a number from 1 to 16"),
+      (["--net", "macvtap,path=/dev/tap9,queues=99"], "queues=99 is not a number from 1 to 16"),
+      (["--net", "user,queues=2"], "user networking has one queue pair"),
     ])
   func badValues(arguments: [String], says: String) throws {
     let result = try CommandLineTests.skvm(["run", "--hello"] + arguments)
@@ -33,6 +36,19 @@ struct NetworkCommandLineTests {
     #expect(result.errors.contains(says), "\(arguments): \(result.errors)")
     #expect(!result.output.contains("Hello from a SwiftKVM guest"), "nothing ran")
     #expect(!result.errors.contains("Fatal error") && !result.errors.contains("Backtrace"), "no crash")
+  }
+
+  @Test("A tap made without multi_queue refuses queues=2, and says how to make one that takes it")
+  func singleQueueTap() throws {
+    guard getuid() == 0, access("/dev/net/tun", R_OK | W_OK) == 0 else { return }
+    let name = "skvmsq\(getpid() % 10000)"
+    let made = try ChildProcess.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["tuntap", "add", name, "mode", "tap"])
+    #expect(made.status == 0, "\(made.output)")
+    defer { _ = try? ChildProcess.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["link", "delete", name]) }
+    let result = try CommandLineTests.skvm(["run", "--hello", "--net", "tap,ifname=\(name),queues=2"])
+    #expect(result.status != 0)
+    #expect(result.errors.contains("is not a multiqueue tap"), "\(result.errors)")
+    #expect(result.errors.contains("ip tuntap add \(name) mode tap multi_queue"), "\(result.errors)")
   }
 
   @Test("A hostfwd port that is taken is named, before boot")
@@ -60,12 +76,17 @@ struct NetworkCommandLineTests {
   func runsWithNICs() throws {
     var arguments = ["run", "--hello", "--stats", "--net", "user,hostfwd=tcp::\(20_000 + getpid() % 10_000)-:22"]
     let root = getuid() == 0 && access("/dev/net/tun", R_OK | W_OK) == 0
-    if root { arguments += ["--net", "tap,ifname=skvmcli\(getpid() % 10000)"] }
+    if root {
+      arguments += [
+        "--net", "tap,ifname=skvmcli\(getpid() % 10000)", "--net", "tap,ifname=skvmmq\(getpid() % 10000),queues=4",
+      ]
+    }
     let result = try CommandLineTests.skvm(arguments)
     #expect(result.output.contains("Hello from a SwiftKVM guest"), "\(result.errors)")
     #expect(result.errors.contains("net0 (user, 52:54:00:"), "\(result.errors)")
     if root {
       #expect(result.errors.contains("net1 (skvmcli"), "\(result.errors)")
+      #expect(result.errors.contains("1 of 4 queue pairs"), "a multiqueue tap skvm created: \(result.errors)")
       #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/skvmcli\(getpid() % 10000)"), "gone with skvm")
     }
   }

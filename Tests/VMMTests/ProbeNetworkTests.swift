@@ -10,7 +10,7 @@ import Testing
     if: getuid() == 0 && access("/dev/net/tun", R_OK | W_OK) == 0,
     "taps and network namespaces need root and /dev/net/tun"))
 struct ProbeNetworkTests {
-  static func peer(vhost: Bool) throws -> ChildProcess.Result {
+  static func peer(vhost: Bool, queues: Int = 1) throws -> ChildProcess.Result {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-probe-vnet-\(getpid()).bin")
     try Data(try ProbeBuilder.binary("virtio_net")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
@@ -18,7 +18,7 @@ struct ProbeNetworkTests {
     return try ChildProcess.run(
       URL(fileURLWithPath: "/usr/bin/unshare"),
       ["-n", "python3", script, "--skvm", CommandLineTests.executable.path, "--probe", probe.path]
-        + (vhost ? ["--vhost"] : []), mergeErrors: true)
+        + (vhost ? ["--vhost"] : []) + ["--queues", "\(queues)"], mergeErrors: true)
   }
 
   static let checks = [
@@ -52,5 +52,15 @@ struct ProbeNetworkTests {
     } else {
       #expect(run.output.contains("vhost=on: /dev/vhost-net is missing"), "\(run.output)")
     }
+  }
+
+  @Test(
+    "A multiqueue tap (queues=2) with a driver that knows no multiqueue: the control queue is queue 2 and every frame from the host comes through the one pair it uses"
+  )
+  func multiqueueTapSinglePairDriver() throws {
+    let run = try Self.peer(vhost: false, queues: 2)
+    #expect(run.status == 0, "\(run.output)")
+    for check in Self.checks { #expect(run.output.contains(check), "\(check): \(run.output)") }
+    #expect(run.output.contains("1 of 2 queue pairs"), "\(run.output)")
   }
 }

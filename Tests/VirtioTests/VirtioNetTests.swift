@@ -1,3 +1,4 @@
+import Devices
 import Glibc
 import GuestMemory
 import Network
@@ -17,6 +18,9 @@ struct VirtioNetTests {
     let sent = Mutex<[[UInt8]]>([])
     let negotiated = Mutex<UInt64?>(nil)
     var refuse = false
+    /// Whether the host queue is attached, as the device last set it (nil: never set).
+    let queueEnabled = Mutex<Bool?>(nil)
+    func setQueueEnabled(_ enabled: Bool) { queueEnabled.withLock { $0 = enabled } }
     init(headerLength: Int = 0, offloads: UInt64 = 0) {
       self.headerLength = headerLength
       offloadFeatures = offloads
@@ -326,6 +330,78 @@ struct VirtioNetTests {
     net.setLink(up: true)
     #expect(changes.withLock { $0 } == 2)
   }
+  @Test(
+    "Multiqueue: max_virtqueue_pairs in the configuration; only the first pair receives until VQ_PAIRS_SET; each pair sends through its own back end; without MQ queue 2 is the control queue"
+  )
+  func multiqueue() throws {
+    let memory = try GuestMemory(ranges: [(0, 1 << 20)])
+    let backends = [RecordingBackend(), RecordingBackend()]
+    let net = VirtioNet(backends: backends, macAddress: Self.mac, memory: memory)
+    #expect(net.deviceFeatures & VirtioNetFeature.multiqueue != 0)
+    #expect(net.queueSizes.count == 5)
+    #expect(net.readConfig(8, width: 2) == 2, "max_virtqueue_pairs")
+    #expect(net.readConfig(10, width: 2) == 1500, "mtu stays after it")
+    let queues = (0..<5).map { index in
+      let rings = Self.rings(index)
+      return SplitVirtqueue(
+        size: 16, descriptorTable: rings.table, availableRing: rings.available, usedRing: rings.used)
+    }
+    let interrupts = Interrupts()
+    net.activate(queues: queues, features: VirtioNetFeature.multiqueue | VirtioNetFeature.controlQueue) { queue in
+      interrupts.withLock { $0.append(queue) }
+    }
+    #expect(backends.map { $0.queueEnabled.withLock { $0 } } == [true, false], "only pair 0 until the driver says")
+    var control = Driver(memory: memory, queue: 4)
+    func pairs(_ count: UInt16, at address: UInt64) throws -> UInt8 {
+      try memory.write([4, 0, UInt8(count & 0xFF), UInt8(count >> 8)], to: address)
+      try control.post([(address, 4, false), (address + 0x800, 1, true)])
+      #expect(net.notify(queue: 4))
+      return try memory.load(UInt8.self, at: address + 0x800)
+    }
+    #expect(try pairs(3, at: 0x60000) == 1, "more pairs than the device has: ERR")
+    #expect(try pairs(0, at: 0x61000) == 1, "no pair: ERR")
+    #expect(try pairs(2, at: 0x62000) == 0)
+    #expect(net.activeQueuePairs == 2)
+    #expect(backends.map { $0.queueEnabled.withLock { $0 } } == [true, true])
+    // A frame sent on the second pair's transmit queue (3) goes to the second back end.
+    var transmit = Driver(memory: memory, queue: 3)
+    let frame = Self.frame(to: Self.mac.bytes, length: 80, seed: 3)
+    try memory.write([UInt8](repeating: 0, count: 12) + frame, to: 0x70000)
+    try transmit.post([(0x70000, UInt32(12 + frame.count), false)])
+    #expect(net.notify(queue: 3))
+    #expect(backends[1].sent.withLock { $0 } == [frame] && backends[0].sent.withLock { $0 }.isEmpty)
+    // A frame from the second back end lands in receive queue 2, whose interrupt is raised.
+    var receive = Driver(memory: memory, queue: 2)
+    try receive.post([(0x78000, 2048, true)])
+    #expect(frame.withUnsafeBytes { net.receive($0, pair: 1) })
+    #expect(try receive.used(0).index == 1 && interrupts.withLock { $0 }.contains(2))
+    // The state a snapshot keeps comes back into a fresh device; a hostile one is refused.
+    let saved = try #require(net.deviceState)
+    let fresh = VirtioNet(backends: [RecordingBackend(), RecordingBackend()], macAddress: Self.mac, memory: memory)
+    try fresh.restore(deviceState: saved)
+    #expect(fresh.activeQueuePairs == 2 && fresh.deviceState == saved)
+    guard case .net(var hostile) = saved else { throw Failure("not a NIC's state") }
+    hostile.activePairs = 9
+    #expect(throws: DeviceStateError.self) { try fresh.restore(deviceState: .net(hostile)) }
+    hostile.activePairs = 1
+    hostile.filter.address = [1, 2, 3]
+    #expect(throws: DeviceStateError.self) { try fresh.restore(deviceState: .net(hostile)) }
+    #expect(fresh.activeQueuePairs == 2, "a refused state changes nothing")
+    // After a reset, a driver without MQ finds the control queue at index 2.
+    net.reset()
+    #expect(net.activeQueuePairs == 1)
+    net.activate(queues: Array(queues[0..<3]), features: VirtioNetFeature.controlQueue)
+    control = Driver(memory: memory, queue: 2)
+    try memory.write([0, 0, 0], to: 0x64000)
+    try control.post([(0x64000, 3, false), (0x64800, 1, true)])
+    #expect(net.notify(queue: 2))
+    #expect(try memory.load(UInt8.self, at: 0x64800) == 0 && !net.receiveFilter.promiscuous)
+  }
+
+  struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+  }
 }
 
 /// MAC addresses and port forwards as users write them.
@@ -359,4 +435,5 @@ struct NetworkOptionTests {
       do { _ = try PortForward(parsing: bad) } catch { #expect(error.description.contains(says), "\(error)") }
     }
   }
+
 }

@@ -13,8 +13,14 @@ extern const unsigned csys_tun_f_ufo;
 /// Opens /dev/net/tun and attaches to the tap `name` (creating it when it does not exist and
 /// the caller has CAP_NET_ADMIN) with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, non-blocking and
 /// close-on-exec. `name` may be empty (the kernel picks tapN); the name in use is copied to
-/// `actual` (at least 16 bytes). Returns the descriptor, or -1 with errno set.
-int csys_tap_open(const char *name, char *actual);
+/// `actual` (at least 16 bytes). With `multi_queue` the tap is (or must already be) a
+/// multiqueue one (IFF_MULTI_QUEUE) and each call attaches one more queue. Returns the
+/// descriptor, or -1 with errno set.
+int csys_tap_open(const char *name, char *actual, int multi_queue);
+
+/// TUNSETQUEUE: attaches (`enabled`) or detaches one queue of a multiqueue tap or macvtap, so
+/// the kernel steers frames only to the attached ones. 0, or -1 with errno set.
+int csys_tap_set_queue_enabled(int fd, int enabled);
 
 /// Opens a macvtap's character device (/dev/tapN) non-blocking and turns on its virtio-net
 /// header (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR). Returns the descriptor, or -1 with errno set.

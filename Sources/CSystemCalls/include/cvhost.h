@@ -19,6 +19,10 @@ int csys_vhost_set_memory(int fd, unsigned count, const uint64_t *guest, const u
 int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
                         uint64_t available, uint64_t used, int kick, int call, int error);
 
+/// VHOST_SET_VRING_CALL: the eventfd the kernel signals when it used ring `index`'s buffers
+/// (an irqfd raises the guest's interrupt directly). 0, or -1 with errno set.
+int csys_vhost_set_call(int fd, unsigned index, int call);
+
 /// VHOST_GET_VRING_BASE: the ring's next available index.
 int csys_vhost_get_ring_base(int fd, unsigned index, unsigned *base);
 
