@@ -6,20 +6,19 @@ networking (libslirp) for both.
 Runs as root in a network namespace of its own (run-linux-net wraps it in `unshare -n`): a tap
 `skvmbench0` with 192.168.99.1/24 on the host side; the guest gets 192.168.99.2 (tap) or its
 DHCP lease (user). Per VMM: ping round trips to the host (200, 10 ms apart; the median of
-the per-run averages), guest→host TCP throughput (busybox dd | nc to a host server) and
-host→guest (a host client into `nc -l` in the guest; through hostfwd for user networking).
+the per-run averages) and iperf3 TCP throughput guest→host and host→guest (`-R`), the guest's
+iperf3 client against the host's server (the initramfs is the default guest's with iperf3
+added: `skvm kit --add iperf3`; for user networking the host is 10.0.2.2).
 
-    linux_net.py --kernel K --initrd I --skvm PATH [--runs N] [--mebibytes M]
+    linux_net.py --kernel K --initrd I --skvm PATH [--runs N] [--seconds S]
 """
 import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 from guest_console import Guest
@@ -28,7 +27,7 @@ from results import report
 COMMAND_LINE = "console=ttyS0 quiet panic=-1"
 TAP = "skvmbench0"
 HOST, GUEST = "192.168.99.1", "192.168.99.2"
-SINK_PORT, GUEST_PORT, FORWARD_PORT = 5201, 5001, 15001
+IPERF_PORT, GUEST_PORT, FORWARD_PORT = 5201, 5001, 15001
 
 
 def commands(arguments):
@@ -50,45 +49,15 @@ def commands(arguments):
     }
 
 
-def sink(listener, result):
-    """Accepts one connection and reads it to the end: (bytes, seconds from first byte)."""
-    connection, _ = listener.accept()
-    total, started = 0, None
-    while True:
-        data = connection.recv(1 << 20)
-        if not data:
-            break
-        started = started or time.perf_counter()
-        total += len(data)
-    result.append((total, time.perf_counter() - started if started else None))
-    connection.close()
+def iperf(guest, host, step, seconds, reverse):
+    """The guest's iperf3 client against the host's server: the receiver's rate in MiB/s."""
+    _, output = guest.run(f"iperf3 -c {host} -p {IPERF_PORT} -t {seconds} -f m{' -R' if reverse else ''}"
+                          " | grep receiver", step, timeout=seconds + 120)
+    match = re.search(rb"([\d.]+) Mbits/sec\s+receiver", output)
+    return float(match.group(1)) * 1e6 / 8 / 2**20 if match else None
 
 
-def send_to_guest(address, port, size):
-    """Connects (retrying while the guest's nc starts) and sends `size` bytes; seconds until the guest closed."""
-    deadline = time.perf_counter() + 30
-    while True:
-        try:
-            connection = socket.create_connection((address, port), timeout=60)
-            break
-        except OSError:
-            if time.perf_counter() > deadline:
-                raise
-            time.sleep(0.1)
-    block = b"\0" * (1 << 16)
-    started = time.perf_counter()
-    sent = 0
-    while sent < size:
-        sent += connection.send(block[:min(len(block), size - sent)])
-    connection.shutdown(socket.SHUT_WR)
-    while connection.recv(65536):
-        pass
-    connection.close()
-    return time.perf_counter() - started
-
-
-def run_once(mode, command, mebibytes):
-    size = mebibytes << 20
+def run_once(mode, command, seconds):
     guest = Guest(command)
     try:
         guest.wait_for(b"SKVM-GUEST-READY")
@@ -101,23 +70,8 @@ def run_once(mode, command, mebibytes):
         step += 1
         match = re.search(rb"min/avg/max = [\d.]+/([\d.]+)/", output)
         latency = float(match.group(1)) * 1000 if match else None
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("0.0.0.0", SINK_PORT))
-        listener.listen(1)
-        result = []
-        thread = threading.Thread(target=sink, args=(listener, result))
-        thread.start()
-        guest.run(f"dd if=/dev/zero bs=64k count={mebibytes * 16} 2>/dev/null | nc {host} {SINK_PORT}", step)
-        step += 1
-        thread.join(timeout=120)
-        listener.close()
-        transmit = size / result[0][1] / 2**20 if result and result[0][0] == size and result[0][1] else None
-        guest.send(f"nc -l -p {GUEST_PORT} >/dev/null &")
-        time.sleep(0.5)
-        seconds = send_to_guest(GUEST if mode == "tap" else "127.0.0.1",
-                                GUEST_PORT if mode == "tap" else FORWARD_PORT, size)
-        receive = size / seconds / 2**20
+        transmit = iperf(guest, host, step, seconds, reverse=False)
+        receive = iperf(guest, host, step + 1, seconds, reverse=True)
         return {"ping-us": latency, "guest-to-host": transmit, "host-to-guest": receive}
     finally:
         guest.close()
@@ -128,12 +82,16 @@ def main():
     for option in ("--kernel", "--initrd", "--skvm"):
         parser.add_argument(option, required=True)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mebibytes", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=4)
     arguments = parser.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "tuntap", "add", TAP, "mode", "tap"], check=True)
     subprocess.run(["ip", "addr", "add", f"{HOST}/24", "dev", TAP], check=True)
     subprocess.run(["ip", "link", "set", TAP, "up"], check=True)
+    # One iperf3 server for every run: the tap's address and loopback (user networking's 10.0.2.2).
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(IPERF_PORT)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
     vmms = commands(arguments)
     if not os.path.exists("/dev/vhost-net"):
         print("no /dev/vhost-net: vhost=on is left out", file=sys.stderr)
@@ -143,7 +101,7 @@ def main():
     for run in range(arguments.runs):
         for name, (mode, command) in vmms.items():
             try:
-                samples[name].append(run_once(mode, command, arguments.mebibytes))
+                samples[name].append(run_once(mode, command, arguments.seconds))
             except Exception as error:  # one failed boot is a missing sample, not a lost bench
                 print(f"  {name} run {run + 1} failed: {error}", file=sys.stderr, flush=True)
                 continue
@@ -153,7 +111,8 @@ def main():
         values = [s[key] for s in samples[name] if s.get(key)]
         return statistics.median(values) if values else None
 
-    print(f"\nnetworking in the default guest, medians of {arguments.runs} ({arguments.mebibytes} MiB transfers)\n")
+    server.kill()
+    print(f"\nnetworking in the default guest, medians of {arguments.runs} (iperf3, {arguments.seconds} s each way)\n")
     print(f"{'vmm':<12}{'ping µs':>10}{'guest→host MiB/s':>18}{'host→guest MiB/s':>18}")
     for name in vmms:
         cells = [median(name, key) for key in ("ping-us", "guest-to-host", "host-to-guest")]
@@ -167,7 +126,7 @@ def main():
         peers = [name for name in vmms if name.startswith("qemu") and vmms[name][0] == mode]
         report(f"net {backend}: ping round trip", "µs", median(mine, "ping-us"),
                {name: median(name, "ping-us") for name in peers}, better="lower", ratio_goal=1.0)
-        for key, label in (("guest-to-host", "TCP guest→host"), ("host-to-guest", "TCP host→guest")):
+        for key, label in (("guest-to-host", "iperf3 guest→host"), ("host-to-guest", "iperf3 host→guest")):
             report(f"net {backend}: {label}", "MiB/s", median(mine, key),
                    {name: median(name, key) for name in peers}, better="higher", ratio_goal=1.0)
 
