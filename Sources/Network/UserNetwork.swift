@@ -48,7 +48,12 @@ public final class UserNetwork: NetworkBackend, @unchecked Sendable {
 
   /// Loads libslirp, creates its stack and sets up each forward. Errors name a missing library
   /// or a forward whose host port cannot be bound.
+  ///
+  /// SIGPIPE is ignored from then on, process-wide (as QEMU does): libslirp writes to host
+  /// sockets without MSG_NOSIGNAL, and a host peer that closes its end (any TCP server the
+  /// guest talks to) would otherwise kill the whole process.
   public init(forwards: [PortForward] = []) throws(NetworkError) {
+    signal(SIGPIPE, SIG_IGN)
     if let failure = cslirp_load() {
       throw NetworkError(
         "user networking needs libslirp (\(String(cString: failure))): install it (apt-get install libslirp0) or use --net none"

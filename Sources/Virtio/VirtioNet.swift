@@ -508,29 +508,11 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   // MARK: Control queue
 
   private func control() -> Bool {
-    var notify = false
-    var broken = false
-    controlSide.withLock { queue in
-      guard queue != nil else { return }
-      while true {
-        let next: DescriptorChain?
-        do { next = try queue!.next(in: memory) } catch {
-          broken = true
-          break
-        }
-        guard let chain = next else { break }
-        let written = command(chain)
-        do { try queue!.complete(chain.head, written: written, in: memory) } catch {
-          broken = true
-          break
-        }
-        notify = true
-      }
-      if broken {
-        queue = nil
-      } else if notify {
-        notify = (try? queue!.shouldNotify(in: memory)) ?? true
-      }
+    let (notify, broken) = controlSide.withLock { queue -> (Bool, Bool) in
+      guard queue != nil else { return (false, false) }
+      let result = VirtqueueService.drain(&queue!, memory: memory) { command($0) }
+      if result.broken { queue = nil }  // served no more until the driver resets the device
+      return (result.notify && !result.broken, result.broken)
     }
     if notify { interrupt(controlQueue) }
     return !broken

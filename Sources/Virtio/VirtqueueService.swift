@@ -13,18 +13,25 @@ enum VirtqueueService {
   ) -> (notify: Bool, broken: Bool) {
     queues.withLock { queues in
       guard queues.indices.contains(index) else { return (false, false) }
-      var completed = false
-      while true {
-        do {
-          guard let chain = try queues[index].next(in: memory) else { break }
-          try queues[index].complete(chain.head, written: serve(chain), in: memory)
-          completed = true
-        } catch {
-          return (completed, true)
-        }
-      }
-      return (completed && ((try? queues[index].shouldNotify(in: memory)) ?? true), false)
+      return drain(&queues[index], memory: memory, serve: serve)
     }
+  }
+
+  /// The same loop on one queue the caller holds.
+  static func drain(_ queue: inout SplitVirtqueue, memory: GuestMemory, serve: (DescriptorChain) -> UInt32)
+    -> (notify: Bool, broken: Bool)
+  {
+    var completed = false
+    while true {
+      do {
+        guard let chain = try queue.next(in: memory) else { break }
+        try queue.complete(chain.head, written: serve(chain), in: memory)
+        completed = true
+      } catch {
+        return (completed, true)
+      }
+    }
+    return (completed && ((try? queue.shouldNotify(in: memory)) ?? true), false)
   }
 
   /// Takes every chain the driver has made available on queue `index` (for a device that

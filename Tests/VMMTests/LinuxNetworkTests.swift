@@ -20,6 +20,8 @@ struct LinuxNetworkTests {
     let skvm = CommandLineTests.executable.path
     let port = 18_000 + Int(getpid() % 1000)
     let directory = "/tmp/skvm-net-\(getpid())"
+    // The default guest with iperf3 in it.
+    let iperf = try GuestKit.prepare().initrd(adding: ["iperf3"])
     // User networking, with the host's HTTP server on loopback and a forward into the guest.
     let fetch = "wget -q -O - http://10.0.2.2:\(port)/file.txt; echo FETCH=$?"
     let client =
@@ -39,14 +41,21 @@ struct LinuxNetworkTests {
         "send:sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier)",
         "expect:carrier=0", "hmp:set_link net0 on", "send:sleep 0.5; echo carrier=$(cat /sys/class/net/eth0/carrier)",
         "expect:carrier=1", "send:\(fetch)", "expect:FETCH=0",
+        // iperf3 both ways to the host's server: its end closes while libslirp still writes
+        // (a SIGPIPE once killed skvm there).
+        "send:iperf3 -c 10.0.2.2 -p \(port + 2) -t 2 | grep receiver; echo IPERF=$?", "expect:IPERF=0",
+        "send:iperf3 -c 10.0.2.2 -p \(port + 2) -t 2 -R | grep receiver; echo REVERSE=$?", "expect:REVERSE=0",
         "send:poweroff -f", "exit:0",
       ],
-      skvm: ["run", "--net", "user,hostfwd=tcp::\(port + 1)-:8080,mac=52:54:00:aa:bb:cc", "--stats"], monitor: true,
+      skvm: [
+        "run", "--initrd", iperf, "--net", "user,hostfwd=tcp::\(port + 1)-:8080,mac=52:54:00:aa:bb:cc", "--stats",
+      ], monitor: true,
       timeout: 150)
     var line =
       "mkdir -p \(directory) && echo served-by-the-host > \(directory)/file.txt && "
       + "{ python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory) >/dev/null 2>&1 & server=$!; } && "
-      + "sleep 1 && \(user); status=$?; kill $server; [ $status = 0 ]"
+      + "{ iperf3 -s -p \(port + 2) >/dev/null 2>&1 & iperf=$!; } && "
+      + "sleep 1 && \(user); status=$?; kill $server $iperf; [ $status = 0 ]"
     if Self.canUseTaps {
       // A tap skvm attaches to (created by the test) in a namespace of its own.
       let tap = LinuxGuestHost.sessionCommand(
@@ -60,7 +69,6 @@ struct LinuxNetworkTests {
         skvm: ["run", "--net", "tap,ifname=skvmtap0", "--stats"], timeout: 150)
       // A multiqueue tap (two pairs, one per vCPU) with vhost-net moving the frames: pings,
       // iperf3 both ways with two streams, and a pause in between.
-      let iperf = try GuestKit.prepare().initrd(adding: ["iperf3"])
       let vhost = LinuxGuestHost.sessionCommand(
         "vhost",
         steps: [
