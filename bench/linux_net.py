@@ -10,7 +10,7 @@ the per-run averages) and iperf3 TCP throughput guest→host and host→guest (`
 iperf3 client against the host's server (the initramfs is the default guest's with iperf3
 added: `skvm kit --add iperf3`; for user networking the host is 10.0.2.2).
 
-    linux_net.py --kernel K --initrd I --skvm PATH [--runs N] [--seconds S]
+    linux_net.py --kernel K --initrd I --skvm PATH [--runs N] [--seconds S] [--only NAME,...]
 """
 import argparse
 import os
@@ -83,6 +83,7 @@ def main():
         parser.add_argument(option, required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--only", help="comma-separated VMM names (skvm-user,qemu-user, …); default: all")
     arguments = parser.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     subprocess.run(["ip", "tuntap", "add", TAP, "mode", "tap"], check=True)
@@ -93,10 +94,12 @@ def main():
                               stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     vmms = commands(arguments)
+    if arguments.only:
+        vmms = {name: vmms[name] for name in arguments.only.split(",") if name in vmms}
     if not os.path.exists("/dev/vhost-net"):
         print("no /dev/vhost-net: vhost=on is left out", file=sys.stderr)
-        vmms.pop("qemu-vhost")
-        vmms.pop("skvm-vhost")
+        vmms.pop("qemu-vhost", None)
+        vmms.pop("skvm-vhost", None)
     samples = {name: [] for name in vmms}
     for run in range(arguments.runs):
         for name, (mode, command) in vmms.items():
