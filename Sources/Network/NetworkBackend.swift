@@ -30,12 +30,16 @@ public protocol NetworkBackend: AnyObject, Sendable {
   func service(_ descriptors: ArraySlice<pollfd>)
   /// Releases the host side (the pump has stopped).
   func close()
+  /// The NIC's transmit thread finished a burst of `send`s (the driver's ring is empty): a
+  /// back end that must tell its poller about new work does it once here. Nothing by default.
+  func finishSending()
   /// One queue of several on the host side (a multiqueue tap): attached while its queue pair
   /// is in use, detached while the guest's driver leaves it idle. Nothing by default.
   func setQueueEnabled(_ enabled: Bool)
 }
 
 extension NetworkBackend {
+  public func finishSending() {}
   public func setQueueEnabled(_ enabled: Bool) {}
 }
 

@@ -32,6 +32,8 @@ public final class UserNetwork: NetworkBackend, @unchecked Sendable {
   /// Frames libslirp sent while the guest's queue was full and the held frames were at their limit.
   public let droppedFrames = Atomic<Int>(0)
   private var transmitBuffer = [UInt8](repeating: 0, count: 65_536 + 64)
+  /// Frames went to libslirp since the pump was last woken for them.
+  private var sentSinceWake = false
 
   /// A timer libslirp asked for (expiry in milliseconds on the monotonic clock, or nil).
   final class Timer {
@@ -136,10 +138,19 @@ public final class UserNetwork: NetworkBackend, @unchecked Sendable {
         length += part.iov_len
       }
       transmitBuffer.withUnsafeBufferPointer { cslirp_input(slirp, $0.baseAddress, Int32(length)) }
-      // The frame may have opened a socket libslirp now wants polled.
-      wake()
+      sentSinceWake = true
       return true
     }
+  }
+
+  /// The frames may have opened sockets, or left data for them, that libslirp now wants
+  /// polled: the pump looks again, once per burst (a wake per frame costs a thread switch each).
+  public func finishSending() {
+    let wake = lock.withLock { _ -> (@Sendable () -> Void)? in
+      defer { sentSinceWake = false }
+      return sentSinceWake ? self.wake : nil
+    }
+    wake?()
   }
 
   public func preparePoll(_ descriptors: inout [pollfd]) -> Int32 {

@@ -284,6 +284,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
         queue = nil  // served no more until the driver resets the device
       }
     }
+    if counts.packets > 0 { pair.backend.finishSending() }
     statistics.transmitPackets.add(counts.packets, ordering: .relaxed)
     statistics.transmitBytes.add(counts.bytes, ordering: .relaxed)
     statistics.transmitDropped.add(counts.dropped, ordering: .relaxed)

@@ -21,6 +21,9 @@ struct VirtioNetTests {
     /// Whether the host queue is attached, as the device last set it (nil: never set).
     let queueEnabled = Mutex<Bool?>(nil)
     func setQueueEnabled(_ enabled: Bool) { queueEnabled.withLock { $0 = enabled } }
+    /// Bursts of sends the device said were finished.
+    let bursts = Mutex(0)
+    func finishSending() { bursts.withLock { $0 += 1 } }
     init(headerLength: Int = 0, offloads: UInt64 = 0) {
       self.headerLength = headerLength
       offloadFeatures = offloads
@@ -128,6 +131,7 @@ struct VirtioNetTests {
     try driver.post([(0x30000, UInt32(12 + frame.count), false)])
     #expect(net.notify(queue: 1))
     #expect(backend.sent.withLock { $0 } == [frame, frame])
+    #expect(backend.bursts.withLock { $0 } == 1, "one burst of two frames")
     #expect(try driver.used(1).index == 2 && interrupts.withLock { $0 } == [1])
     #expect(net.statistics.transmitPackets.load(ordering: .relaxed) == 2)
     #expect(net.statistics.transmitBytes.load(ordering: .relaxed) == 600)
