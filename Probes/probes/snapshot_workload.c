@@ -8,9 +8,11 @@
 // where A is how many application processors moved since the last beat. Saved mid-run and
 // restored in another process, every figure must carry on from where it was: B, C, T and I
 // grow, the next block request is served (queue positions restored), A stays at the number
-// of APs. A 4 MiB pattern written once at start is read back, 64 pages a beat, for ever: RAM
-// restored lazily (mapped from a file or an image) must keep reading what was saved. Any
-// inconsistency prints "FAIL …" and ends the run with a non-zero debug-exit code.
+// of APs. A 4 MiB pattern written at start is read back, 64 pages a beat, for ever, and each
+// page read is written again with its next generation: RAM restored lazily (mapped from a file
+// or an image) must keep reading what was saved, and a live migration must send again every
+// page written after it was first sent. Any inconsistency prints "FAIL …" and ends the run
+// with a non-zero debug-exit code.
 #include "runtime.h"
 #include "virtio.h"
 
@@ -27,6 +29,8 @@ static uint8_t buffer[4096] __attribute__((aligned(4096)));
 static volatile uint64_t counter;
 static volatile uint64_t timer_ticks;
 static volatile uint64_t ap_counters[RUNTIME_MAX_CPUS];
+/* How many times each pattern page has been rewritten. */
+static volatile uint64_t generations[PATTERN_PAGES];
 
 void interrupt_hook(void) {
   timer_ticks++;
@@ -62,13 +66,21 @@ static void block_round_trip(uint64_t io) {
 
 static uint64_t pattern_word(uint64_t index) { return (index + 1) * 0x9e3779b97f4a7c15ull; }
 
-/// Reads back pages [first, first + PAGES_PER_BEAT) of the pattern: 8 words a page.
+/// Reads back pages [first, first + PAGES_PER_BEAT) of the pattern (8 words a page), then
+/// writes them again with their next generation.
 static void check_pattern(unsigned first, uint64_t io) {
-  for (unsigned page = first; page < first + PAGES_PER_BEAT; page++)
+  for (unsigned page = first; page < first + PAGES_PER_BEAT; page++) {
+    uint64_t generation = generations[page];
     for (unsigned word = 0; word < 512; word += 64) {
       uint64_t index = page * 512ull + word;
-      if (PATTERN[index] != pattern_word(index)) fail("pattern", io);
+      if (PATTERN[index] != pattern_word(index) + generation) fail("pattern", io);
     }
+    for (unsigned word = 0; word < 512; word += 64) {
+      uint64_t index = page * 512ull + word;
+      PATTERN[index] = pattern_word(index) + generation + 1;
+    }
+    generations[page] = generation + 1;
+  }
 }
 
 int main(unsigned cpu_count) {

@@ -21,9 +21,15 @@ public protocol BlockBackend: AnyObject, Sendable {
   func discard(at offset: UInt64, length: UInt64) throws(DiskImageError)
   /// Closes the image (and its backing chain) now, releasing the write lock.
   func close()
+  /// Releases (false) or takes again (true) the image's lock without closing it, for a live
+  /// migration's switch-over; false when the lock cannot be taken (another process has it).
+  func setLocked(_ locked: Bool) -> Bool
 }
 
 extension BlockBackend {
+  /// Backends without a lock of their own (in memory, in tests) have nothing to release.
+  public func setLocked(_ locked: Bool) -> Bool { true }
+
   /// Reads `count` bytes at `offset`.
   public func read(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: count)

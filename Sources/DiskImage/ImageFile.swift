@@ -76,6 +76,14 @@ final class ImageFile: @unchecked Sendable {
 
   deinit { close() }
 
+  /// Lets go of the image's lock while keeping it open (a live migration's switch-over: the
+  /// destination takes it next), or takes it again; false when another process holds it now.
+  func setLocked(_ locked: Bool) -> Bool {
+    guard fd >= 0 else { return false }
+    guard locked else { return flock(fd, LOCK_UN) == 0 }
+    return flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0
+  }
+
   /// Closes the file now (releasing its lock); later I/O fails cleanly.
   func close() {
     if directFD >= 0 { Glibc.close(directFD) }

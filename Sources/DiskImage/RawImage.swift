@@ -65,6 +65,8 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
 
   public func close() { file.close() }
 
+  public func setLocked(_ locked: Bool) -> Bool { file.setLocked(locked) }
+
   public func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {
     try writeZeroes(at: offset, length: length)
   }

@@ -66,6 +66,33 @@ final class QMPCommands: @unchecked Sendable {
         return Outcome(value: [:])
       },
       "query-migrate": noArguments { [unowned self] in self.migrationInfo },
+      "migrate_cancel": action { [unowned self] in self.machine.cancelMigration() },
+      "migrate-set-parameters": { [unowned self] arguments throws(QMPError) in
+        let checked = try QMPArguments(arguments, allowed: ["downtime-limit", "max-bandwidth"])
+        var parameters = self.machine.migrationParameters
+        if let limit = try checked.integer("downtime-limit") {
+          guard (1...2_000_000).contains(limit) else {
+            throw QMPError(
+              .genericError, "Parameter 'downtime-limit' expects an integer in the range of 0 to 2000 seconds")
+          }
+          parameters.downtimeLimitMilliseconds = UInt64(limit)
+        }
+        if let bandwidth = try checked.integer("max-bandwidth") {
+          guard bandwidth >= 0 else {
+            throw QMPError(.genericError, "Parameter 'max-bandwidth' expects a non-negative number of bytes per second")
+          }
+          parameters.maximumBandwidth = UInt64(bandwidth)
+        }
+        self.machine.migrationParameters = parameters
+        return Outcome(value: [:])
+      },
+      "query-migrate-parameters": noArguments { [unowned self] in
+        let parameters = self.machine.migrationParameters
+        return [
+          "downtime-limit": .number(Int64(parameters.downtimeLimitMilliseconds)),
+          "max-bandwidth": .number(Int64(parameters.maximumBandwidth)),
+        ]
+      },
       "snapshot-save": { [unowned self] arguments throws(QMPError) in
         try self.snapshotJob("snapshot-save", arguments, vmstate: true) { machine, tag in
           try machine.saveInternalSnapshot(named: tag)
@@ -160,20 +187,37 @@ final class QMPCommands: @unchecked Sendable {
     return Outcome(value: [:])
   }
 
-  /// Starts saving the machine to `uri` (`file:PATH`, QEMU's syntax) on a thread of its own:
-  /// the reply comes at once, `MIGRATION` events and `query-migrate` tell how it goes.
+  /// Starts a migration to `uri` on a thread of its own: `file:PATH` saves the machine to a
+  /// snapshot file, `tcp:HOST:PORT` moves it live to `skvm run --incoming tcp:…` there. The
+  /// reply comes at once; `MIGRATION` events and `query-migrate` tell how it goes.
   func migrate(to uri: String) throws(QMPError) {
-    guard uri.hasPrefix("file:"), uri.count > 5 else {
-      throw QMPError(
-        .genericError, "Invalid migration URI '\(uri)': skvm saves to file:PATH (tcp: is not supported yet)")
+    enum Target {
+      case file(String)
+      case tcp(String, Int)
     }
-    let path = String(uri.dropFirst(5))
-    guard machine.migration.status != .active && machine.migration.status != .setup else {
+    let target: Target
+    if uri.hasPrefix("file:"), uri.count > 5 {
+      target = .file(String(uri.dropFirst(5)))
+    } else if uri.hasPrefix("tcp:"), let colon = uri.lastIndex(of: ":"), colon > uri.index(uri.startIndex, offsetBy: 3),
+      let port = Int(uri[uri.index(after: colon)...])
+    {
+      target = .tcp(String(uri[uri.index(uri.startIndex, offsetBy: 4)..<colon]), port)
+    } else {
+      throw QMPError(
+        .genericError, "Invalid migration URI '\(uri)': skvm migrates to tcp:HOST:PORT or saves to file:PATH")
+    }
+    guard ![.setup, .active, .device].contains(machine.migration.status) else {
       throw QMPError(.genericError, "There's a migration process in progress")
     }
     let machine = self.machine
+    machine.announceMigration()
     do {
-      _ = try OSThread(name: "migrate") { _ = try? machine.saveSnapshot(to: path) }
+      _ = try OSThread(name: "migrate") {
+        switch target {
+        case .file(let path): _ = try? machine.saveSnapshot(to: path)
+        case .tcp(let host, let port): _ = try? machine.migrate(toHost: host, port: port)
+        }
+      }
     } catch {
       throw QMPError(.genericError, "cannot start the migration: \(error)")
     }
@@ -184,11 +228,25 @@ final class QMPCommands: @unchecked Sendable {
     let info = machine.migration
     guard info.status != .none else { return [:] }
     var result: [String: JSONValue] = ["status": .string(info.status.rawValue)]
-    if info.status == .completed || info.status == .failed {
+    if [.active, .device, .completed, .failed, .cancelled].contains(info.status) {
       result["total-time"] = .number(Int64(info.totalMilliseconds.rounded()))
     }
     if info.status == .completed {
       result["downtime"] = .number(Int64(info.downtimeMilliseconds.rounded()))
+    }
+    if let ram = info.ram {
+      result["setup-time"] = .number(Int64(info.setupMilliseconds.rounded()))
+      if info.status == .active {
+        result["expected-downtime"] = .number(Int64(ram.expectedDowntimeMilliseconds.rounded()))
+      }
+      result["ram"] = [
+        "transferred": .number(Int64(ram.transferred)), "total": .number(Int64(ram.total)),
+        "remaining": .number(Int64(ram.remaining)), "duplicate": .number(Int64(ram.zeroPages)),
+        "normal": .number(Int64(ram.normalPages)), "normal-bytes": .number(Int64(ram.normalPages * 4096)),
+        "dirty-sync-count": .number(Int64(ram.passes)), "mbps": .double(ram.mbps),
+        "dirty-pages-rate": .number(Int64(ram.dirtyPagesRate)), "page-size": 4096,
+      ]
+    } else if info.status == .completed {
       result["ram"] = [
         "transferred": .number(info.fileBytes), "total": .number(info.ramBytes), "remaining": 0, "duplicate": 0,
         "normal": 0, "normal-bytes": 0, "dirty-sync-count": 1, "mbps": 0, "dirty-pages-rate": 0,

@@ -39,7 +39,8 @@ public enum MachineEvent: Sendable, Equatable {
 
 /// Where a migration or snapshot save is, with QEMU's names (QAPI `MigrationStatus`).
 public enum MigrationStatus: String, Sendable, Codable {
-  case none, setup, active, completed, failed, cancelled
+  case none, setup, active, device, completed, failed, cancelled
+  case cancelling
 }
 
 /// What `query-migrate` reports of the last migration or snapshot save.
@@ -54,6 +55,10 @@ public struct MigrationInfo: Sendable, Equatable {
   public var fileBytes: UInt64 = 0
   /// Why it failed, when it did.
   public var error: String?
+  /// A live migration's RAM figures (nil for a save to a file).
+  public var ram: MigrationRAMStatistics?
+  /// Milliseconds from start until RAM began to move (connecting, the destination's checks).
+  public var setupMilliseconds: Double = 0
 }
 
 /// Where a managed machine is in its life, with QEMU's names (QAPI `RunState`).
@@ -89,13 +94,13 @@ public final class ManagedMachine: @unchecked Sendable {
   private let kvmPath: String
 
   /// Held for the whole of each host request: requests run one at a time.
-  private let requests = ConditionLock()
+  let requests = ConditionLock()
   /// Guards `state`; the run loop takes only this one.
-  private let lock = ConditionLock()
-  private var state: State
+  let lock = ConditionLock()
+  var state: State
   private let listeners = Mutex<[@Sendable (MachineEvent) -> Void]>([])
 
-  private struct State {
+  struct State {
     var machine: VirtualMachine
     /// Incremented each time a fresh machine replaces the old one.
     var generation = 0
@@ -105,6 +110,10 @@ public final class ManagedMachine: @unchecked Sendable {
     var running = false
     var postmigrate = false
     var migration = MigrationInfo()
+    /// The live migration's connection while one runs (a cancel shuts it down).
+    var migrationChannel: MigrationChannel?
+    var migrationCancelled = false
+    var migrationParameters = MigrationParameters()
     /// With a reset: build the fresh machine from this snapshot (`loadvm`) rather than boot it.
     var pendingRestore: (snapshot: SnapshotFile, resume: Bool)?
     /// Why the last `loadvm` could not restore its snapshot (the machine was rebooted instead).
@@ -179,7 +188,7 @@ public final class ManagedMachine: @unchecked Sendable {
   /// Sends `event` to every listener (for the layers above, e.g. a monitor's job events).
   public func post(_ event: MachineEvent) { emit(event) }
 
-  private func emit(_ event: MachineEvent) {
+  func emit(_ event: MachineEvent) {
     for listener in listeners.withLock({ $0 }) { listener(event) }
   }
 
@@ -393,7 +402,7 @@ public final class ManagedMachine: @unchecked Sendable {
   }
 
   /// Runs `body` as one host request, with typed errors.
-  private func alone(_ body: () throws(VirtualMachineError) -> Void) throws(VirtualMachineError) {
+  func alone(_ body: () throws(VirtualMachineError) -> Void) throws(VirtualMachineError) {
     var failure: VirtualMachineError?
     requests.withLock {
       do throws(VirtualMachineError) { try body() } catch { failure = error }
@@ -401,7 +410,7 @@ public final class ManagedMachine: @unchecked Sendable {
     if let failure { throw failure }
   }
 
-  private func setMigration(_ info: MigrationInfo, event: Bool) {
+  func setMigration(_ info: MigrationInfo, event: Bool) {
     lock.withLock {
       state.migration = info
       lock.broadcast()
@@ -439,8 +448,12 @@ public final class ManagedMachine: @unchecked Sendable {
   public func stop(cause: ShutdownCause, reason: String) {
     let current = lock.withLock { () -> VirtualMachine in
       // A snapshot being written is finished first (it takes milliseconds to seconds): quit
-      // right after migrate must not leave half a file.
-      _ = lock.wait(seconds: 60) { ![.setup, .active].contains(state.migration.status) }
+      // right after migrate must not leave half a file. A live migration is cancelled.
+      if let channel = state.migrationChannel {
+        state.migrationCancelled = true
+        channel.shutDown()
+      }
+      _ = lock.wait(seconds: 60) { ![.setup, .active, .device].contains(state.migration.status) }
       if state.hostCause == nil { state.hostCause = cause }
       state.resetRequested = false
       return state.machine

@@ -23,6 +23,8 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case deviceRegistry(DeviceRegistryError)
   /// A snapshot could not be taken or restored (the file, what differs, what to do).
   case snapshot(String)
+  /// A live migration could not go on (what happened, on which side).
+  case migration(String)
   case alreadyStarted
 
   public var description: String {
@@ -44,6 +46,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .device(let error): error.description
     case .deviceRegistry(let error): error.description
     case .snapshot(let reason): reason
+    case .migration(let reason): "migration: \(reason)"
     case .alreadyStarted: "this virtual machine has already been started; create a new one"
     }
   }

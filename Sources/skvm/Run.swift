@@ -88,7 +88,9 @@ struct Run: ParsableCommand {
     help: ArgumentHelp(
       "Restore a machine saved with QMP migrate to file:PATH, and run it on: file:PATH[,mode=mapped|copy]. "
         + "mapped (the default) maps the file's RAM copy-on-write (the file must stay); copy reads it in. "
-        + "Options left out come from the snapshot; those given must match it.",
+        + "Options left out come from the snapshot; those given must match it. "
+        + "tcp:[HOST]:PORT waits for a live migration (QMP migrate to tcp:HOST:PORT on the source; loopback "
+        + "unless HOST is given) and runs the machine it receives.",
       valueName: "uri"))
   var incoming: String?
 
@@ -228,9 +230,19 @@ struct Run: ParsableCommand {
   func run() throws {
     StartupTrace.shared.mark("arguments")
     var incomingSnapshot: (snapshot: SnapshotFile, mode: RestoreMode)?
+    var migration: IncomingMigration?
     if let incoming {
       let source = try IncomingSource(parsing: incoming)
-      do { incomingSnapshot = (try SnapshotFile(path: source.path), source.mode) } catch {
+      do {
+        switch source.kind {
+        case .file(let path): incomingSnapshot = (try SnapshotFile(path: path), source.mode)
+        case .tcp(let host, let port):
+          let listener = try IncomingMigration(host: host, port: port)
+          printError("skvm: waiting for a migration on \(listener.address)")
+          incomingSnapshot = (try listener.receive(), .mapped)
+          migration = listener
+        }
+      } catch {
         printError("skvm: \(error)")
         throw ExitCode(1)
       }
@@ -256,9 +268,12 @@ struct Run: ParsableCommand {
         managed = try ManagedMachine(configuration: configuration, console: output)
       }
     } catch {
+      migration?.refuse("\(error)")
       printError("skvm: \(error)")
       throw ExitCode(1)
     }
+    // The source stops for good once it hears this; the machine runs here from now on.
+    migration?.acknowledge()
     for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
       getenv("SKVM_ALLOW_PVM_LINUX") == nil
@@ -362,17 +377,32 @@ func printError(_ line: String) {
   text.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
 }
 
-/// `--incoming`'s value: `file:PATH[,mode=mapped|copy]`.
+/// `--incoming`'s value: `file:PATH[,mode=mapped|copy]` or `tcp:[HOST]:PORT`.
 struct IncomingSource {
-  var path: String
+  enum Kind {
+    case file(String)
+    case tcp(host: String, port: Int)
+  }
+  var kind: Kind
   var mode: RestoreMode
 
   init(parsing text: String) throws {
+    if text.hasPrefix("tcp:") {
+      let rest = text.dropFirst(4)
+      guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
+        (1...65535).contains(port)
+      else {
+        throw ValidationError("'\(text)': expected tcp:[HOST]:PORT, e.g. tcp::4444 or tcp:0.0.0.0:4444")
+      }
+      kind = .tcp(host: String(rest[..<colon]), port: port)
+      mode = .mapped
+      return
+    }
     let list = try OptionList(parsing: text)
     guard list.main.hasPrefix("file:"), list.main.count > 5 else {
-      throw ValidationError("'\(text)': skvm restores from file:PATH (tcp: is not supported yet)")
+      throw ValidationError("'\(text)': skvm restores from file:PATH or receives a migration on tcp:[HOST]:PORT")
     }
-    path = String(list.main.dropFirst(5))
+    kind = .file(String(list.main.dropFirst(5)))
     mode = .mapped
     for (key, value) in list.options {
       guard key == "mode", let chosen = RestoreMode(rawValue: value) else {

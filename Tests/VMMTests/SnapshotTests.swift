@@ -150,7 +150,9 @@ struct SnapshotTests {
       ("other vCPU count", ["--incoming", "file:\(snapshot)", "--cpus", "4"], "--cpus"),
       ("other disks", ["--incoming", "file:\(snapshot)", "--disk", directory + "/workload.bin"], "--disk"),
       ("missing file", ["--incoming", "file:" + directory + "/nothing.snap"], "cannot open the snapshot"),
-      ("bad URI", ["--incoming", "tcp:localhost:4444"], "file:PATH"),
+      ("bad URI", ["--incoming", "ftp:somewhere"], "file:PATH or receives a migration on tcp:[HOST]:PORT"),
+      ("bad port", ["--incoming", "tcp:localhost:99999"], "expected tcp:[HOST]:PORT"),
+      ("bad host", ["--incoming", "tcp:no.such.host:4444"], "expected tcp:[IPv4 ADDRESS]:PORT"),
     ]
     for (name, arguments, expected) in cases {
       let result = try RedTeamTests.skvm(["run"] + arguments)

@@ -287,6 +287,9 @@ public final class QCow2Image: BlockBackend, @unchecked Sendable {
     set { file.syncsAtOrderingPoints = newValue == .powerLoss }
   }
 
+  /// The image's own lock (its backing files are shared-locked, which a destination shares).
+  public func setLocked(_ locked: Bool) -> Bool { file.setLocked(locked) }
+
   public func close() {
     lock.lock()
     file.close()

@@ -29,6 +29,8 @@ public final class SnapshotFile: @unchecked Sendable {
   static let maximumRegions = 16
   static let maximumStateSize = 64 << 20
   static let ramAlignment: UInt64 = 2 << 20
+  /// Where a live migration's destination puts RAM: past the largest state a snapshot holds.
+  static let fixedRAMOffset = (UInt64(headerSize + maximumStateSize) + ramAlignment - 1) & ~(ramAlignment - 1)
 
   /// One region of guest RAM in the file.
   public struct Region: Sendable, Equatable {
@@ -59,19 +61,29 @@ public final class SnapshotFile: @unchecked Sendable {
     let devicesOffset: UInt64
 
     init(record: [UInt8], devices: [UInt8], memory: GuestMemory) throws(VirtualMachineError) {
-      guard memory.regions.count <= maximumRegions, record.count + devices.count <= maximumStateSize else {
+      try self.init(
+        record: record, devices: devices, ranges: memory.regions.map { ($0.guestAddress, $0.size) }, ramOffset: nil)
+    }
+
+    /// The layout for RAM `ranges` (guest address, size), with RAM at `ramOffset` when given
+    /// (a live migration's destination fills RAM before it has the state), else right after
+    /// the state.
+    init(record: [UInt8], devices: [UInt8], ranges: [(UInt64, UInt64)], ramOffset fixedOffset: UInt64?)
+      throws(VirtualMachineError)
+    {
+      guard ranges.count <= maximumRegions, record.count + devices.count <= maximumStateSize else {
         throw .snapshot("the machine's state does not fit a snapshot")
       }
       devicesOffset = UInt64(headerSize + record.count)
       let stateEnd = devicesOffset + UInt64(devices.count)
       // RAM starts on a 2 MiB boundary (a hole in a file): whole clusters of any qcow2 image
       // holding it (savevm) and huge pages line up with guest pages.
-      let ramOffset = (stateEnd + SnapshotFile.ramAlignment - 1) & ~(SnapshotFile.ramAlignment - 1)
+      let ramOffset = fixedOffset ?? (stateEnd + SnapshotFile.ramAlignment - 1) & ~(SnapshotFile.ramAlignment - 1)
       var regions: [Region] = []
       var offset = ramOffset
-      for region in memory.regions {
-        regions.append(Region(guestAddress: region.guestAddress, size: region.size, fileOffset: offset))
-        offset += region.size
+      for (guestAddress, size) in ranges {
+        regions.append(Region(guestAddress: guestAddress, size: size, fileOffset: offset))
+        offset += size
       }
       var header = [UInt8](repeating: 0, count: headerSize)
       func put<T: FixedWidthInteger>(_ value: T, _ at: Int) {

@@ -1,0 +1,272 @@
+import CSystemCalls
+import Glibc
+import GuestMemory
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+/// The destination of a live migration (`skvm run --incoming tcp:HOST:PORT`): listens, takes
+/// one connection, and receives the machine into a memfd laid out as a snapshot file — RAM
+/// pass after pass, then the vCPUs' and devices' state — which the usual restore then maps.
+/// The source hears `running` only once the machine is built and restored here; it lets go of
+/// its disks before that, and this side opens them only then.
+///
+/// Everything in the stream is untrusted: the hello is checked (format, configuration, RAM map,
+/// that each disk exists here) before any RAM is accepted, every page's address must lie in
+/// that map, every length has a limit.
+public final class IncomingMigration: @unchecked Sendable {
+  private let listener: Int32
+  /// Where it listens, as given.
+  public let address: String
+  private var channel: MigrationChannel?
+
+  /// The longest a source may be silent mid-stream.
+  static let silenceSeconds = 60
+
+  /// Listens on `host` (loopback when empty) at `port`; the error names the address.
+  public init(host: String, port: Int) throws(VirtualMachineError) {
+    let bindHost = host.isEmpty ? "127.0.0.1" : host
+    address = "\(bindHost):\(port)"
+    guard (1...65535).contains(port), let ip = Self.parseIPv4(bindHost) else {
+      throw .migration("--incoming tcp:\(host):\(port): expected tcp:[IPv4 ADDRESS]:PORT (1–65535)")
+    }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw .migration("cannot make a socket: \(String(cString: strerror(errno)))") }
+    var one: Int32 = 1
+    _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var socketAddress = sockaddr_in()
+    socketAddress.sin_family = sa_family_t(AF_INET)
+    socketAddress.sin_port = UInt16(port).bigEndian
+    socketAddress.sin_addr = ip
+    let bound = withUnsafePointer(to: &socketAddress) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 && listen(fd, 1) == 0
+      }
+    }
+    guard bound else {
+      let text = String(cString: strerror(errno))
+      close(fd)
+      throw .migration("cannot listen on \(address) for the incoming migration: \(text)")
+    }
+    listener = fd
+  }
+
+  deinit { close(listener) }
+
+  /// An IPv4 address in dotted form (or `localhost`).
+  static func parseIPv4(_ text: String) -> in_addr? {
+    var address = in_addr()
+    return inet_pton(AF_INET, text == "localhost" ? "127.0.0.1" : text, &address) == 1 ? address : nil
+  }
+
+  /// Waits for the source, then receives the whole machine; returns it as a snapshot to
+  /// restore. A stream that breaks the rules fails with what was wrong (and the source hears it).
+  public func receive() throws(VirtualMachineError) -> SnapshotFile {
+    var peerAddress = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let fd = withUnsafeMutablePointer(to: &peerAddress) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &length) }
+    }
+    guard fd >= 0 else {
+      throw .migration("accepting the migration on \(address) failed: \(String(cString: strerror(errno)))")
+    }
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    var text = [CChar](repeating: 0, count: 64)
+    var ip = peerAddress.sin_addr
+    inet_ntop(AF_INET, &ip, &text, 64)
+    let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let peer = "\(host):\(UInt16(bigEndian: peerAddress.sin_port))"
+    let channel = MigrationChannel(fd: fd, peer: "the migration source \(peer)", timeoutSeconds: Self.silenceSeconds)
+    self.channel = channel
+    do throws(MigrationChannel.Failure) {
+      return try receive(from: channel)
+    } catch {
+      refuse(error.description)
+      throw .migration(error.description)
+    }
+  }
+
+  /// Tells the source the machine runs here (it then stops for good).
+  public func acknowledge() {
+    try? channel?.send([MigrationKind.running.rawValue])
+    channel = nil
+  }
+
+  /// Tells the source why this side gave up (it then runs on).
+  public func refuse(_ reason: String) {
+    var message = MigrationMessage(.failed)
+    message.putText(Array(reason.utf8.prefix(4000)))
+    try? channel?.send(message.bytes)
+    channel = nil
+  }
+
+  private func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> SnapshotFile {
+    // The hello: magic, version, configuration, RAM map.
+    let magic = try channel.receive(8, limit: 8, what: "a greeting")
+    guard magic == MigrationKind.magic else {
+      throw MigrationChannel.Failure("\(channel.peer) is not an skvm migration source (no SKVMMIGR greeting)")
+    }
+    let version = try channel.receive32()
+    guard version == MigrationKind.formatVersion else {
+      throw MigrationChannel.Failure(
+        "\(channel.peer) speaks migration format \(version); this skvm speaks \(MigrationKind.formatVersion)")
+    }
+    let configurationJSON = try channel.receive(Int(try channel.receive32()), limit: 1 << 20, what: "a configuration")
+    let configuration: VirtualMachineConfiguration
+    do {
+      configuration = try JSONDecoder().decode(VirtualMachineConfiguration.self, from: Data(configurationJSON))
+    } catch {
+      throw MigrationChannel.Failure("the source's configuration cannot be read: \(MachineState.describe(error))")
+    }
+    let count = Int(try channel.receive32())
+    guard (1...SnapshotFile.maximumRegions).contains(count) else {
+      throw MigrationChannel.Failure("the source announced \(count) RAM regions")
+    }
+    var ranges: [(UInt64, UInt64)] = []
+    for _ in 0..<count { ranges.append((try channel.receive64(), try channel.receive64())) }
+    let map = try RAMMap(ranges)
+    // Shared storage: every disk must be here, at the same path, before any RAM comes.
+    for disk in configuration.disks where access(disk.path, disk.readOnly ? R_OK : R_OK | W_OK) != 0 {
+      throw MigrationChannel.Failure(
+        "disk \(disk.path) is not here (\(String(cString: strerror(errno)))): a migration needs the same images at the same paths on both hosts"
+      )
+    }
+    let memfd = csys_memfd_create("skvm-incoming")
+    guard memfd >= 0 else {
+      throw MigrationChannel.Failure("no memory for the incoming machine: \(String(cString: strerror(errno)))")
+    }
+    var owned = true
+    defer { if owned { close(memfd) } }
+    guard ftruncate(memfd, off_t(SnapshotFile.fixedRAMOffset + map.total)) == 0 else {
+      throw MigrationChannel.Failure(
+        "no memory for \(map.total >> 20) MiB of incoming RAM: \(String(cString: strerror(errno)))")
+    }
+    try channel.send([MigrationKind.accepted.rawValue])
+    let buffer = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: MigrationKind.maximumRun * Int(GuestMemory.pageSize), alignment: 4096)
+    defer { buffer.deallocate() }
+    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(GuestMemory.pageSize) * 16, alignment: 4096)
+    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+    defer { zeros.deallocate() }
+    var state: (record: [UInt8], devices: [UInt8])?
+    while true {
+      let kind = try channel.receiveByte()
+      switch MigrationKind(rawValue: kind) {
+      case .pages, .zeros:
+        let address = try channel.receive64()
+        let pages = Int(try channel.receive32())
+        guard (1...MigrationKind.maximumRun).contains(pages),
+          let offset = map.fileOffset(of: address, length: UInt64(pages) * GuestMemory.pageSize)
+        else {
+          throw MigrationChannel.Failure(
+            "\(channel.peer) sent \(pages) pages at 0x\(String(address, radix: 16)), outside the machine's RAM")
+        }
+        let length = pages * Int(GuestMemory.pageSize)
+        if kind == MigrationKind.pages.rawValue {
+          try channel.receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
+          try Self.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: memfd, at: offset)
+        } else {
+          var done = 0
+          while done < length {
+            let chunk = min(zeros.count, length - done)
+            try Self.write(UnsafeRawBufferPointer(rebasing: zeros[0..<chunk]), to: memfd, at: offset + UInt64(done))
+            done += chunk
+          }
+        }
+      case .state:
+        let recordLength = Int(try channel.receive32())
+        let devicesLength = Int(try channel.receive32())
+        guard recordLength + devicesLength <= SnapshotFile.maximumStateSize else {
+          throw MigrationChannel.Failure("\(channel.peer) sent \(recordLength + devicesLength) bytes of state")
+        }
+        let record = try channel.receive(recordLength, limit: SnapshotFile.maximumStateSize, what: "a machine record")
+        let devices = try channel.receive(devicesLength, limit: SnapshotFile.maximumStateSize, what: "device states")
+        state = (record, devices)
+      case .complete:
+        guard let state else {
+          throw MigrationChannel.Failure("\(channel.peer) finished without sending the machine's state")
+        }
+        let layout: SnapshotFile.Layout
+        do {
+          layout = try SnapshotFile.Layout(
+            record: state.record, devices: state.devices, ranges: map.ranges, ramOffset: SnapshotFile.fixedRAMOffset)
+        } catch {
+          throw MigrationChannel.Failure("\(error)")
+        }
+        try Self.write(layout.header, to: memfd, at: 0)
+        try Self.write(state.record, to: memfd, at: UInt64(SnapshotFile.headerSize))
+        try Self.write(state.devices, to: memfd, at: layout.devicesOffset)
+        owned = false
+        do { return try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)") } catch {
+          throw MigrationChannel.Failure("\(error)")
+        }
+      case .cancel:
+        throw MigrationChannel.Failure("\(channel.peer) cancelled the migration")
+      default:
+        throw MigrationChannel.Failure(
+          "\(channel.peer) sent message kind 0x\(String(kind, radix: 16)): not a valid stream")
+      }
+    }
+  }
+
+  private static func write(_ bytes: [UInt8], to fd: Int32, at offset: UInt64) throws(MigrationChannel.Failure) {
+    var failure: MigrationChannel.Failure?
+    bytes.withUnsafeBytes { buffer in
+      do throws(MigrationChannel.Failure) { try write(buffer, to: fd, at: offset) } catch { failure = error }
+    }
+    if let failure { throw failure }
+  }
+
+  private static func write(_ bytes: UnsafeRawBufferPointer, to fd: Int32, at offset: UInt64) throws(MigrationChannel
+    .Failure)
+  {
+    var done = 0
+    while done < bytes.count {
+      let written = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+      if written < 0 && errno == EINTR { continue }
+      guard written > 0 else {
+        throw MigrationChannel.Failure("storing the incoming machine failed: \(String(cString: strerror(errno)))")
+      }
+      done += written
+    }
+  }
+
+  /// The source's RAM map, checked: page-aligned, in order, not overlapping, at most 1 TiB.
+  struct RAMMap {
+    let ranges: [(UInt64, UInt64)]
+    let offsets: [UInt64]
+    let total: UInt64
+
+    init(_ ranges: [(UInt64, UInt64)]) throws(MigrationChannel.Failure) {
+      var end: UInt64 = 0
+      var offsets: [UInt64] = []
+      var total: UInt64 = 0
+      for (address, size) in ranges {
+        guard size > 0, address % GuestMemory.pageSize == 0, size % GuestMemory.pageSize == 0, address >= end,
+          address <= UInt64.max - size, total + size <= 1 << 40
+        else {
+          throw MigrationChannel.Failure(
+            "the source's RAM map is malformed (\(size) bytes at 0x\(String(address, radix: 16)))")
+        }
+        offsets.append(SnapshotFile.fixedRAMOffset + total)
+        end = address + size
+        total += size
+      }
+      self.ranges = ranges
+      self.offsets = offsets
+      self.total = total
+    }
+
+    /// Where `[address, address + length)` lies in the memfd, if it is all in one region.
+    func fileOffset(of address: UInt64, length: UInt64) -> UInt64? {
+      for (index, (start, size)) in ranges.enumerated() where address >= start && address - start < size {
+        guard length <= size - (address - start) else { return nil }
+        return offsets[index] + (address - start)
+      }
+      return nil
+    }
+  }
+}

@@ -1,0 +1,247 @@
+import Glibc
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+extension ManagedMachine {
+  /// The parameters the next live migration uses (QMP `migrate-set-parameters`).
+  public var migrationParameters: MigrationParameters {
+    get { lock.withLock { state.migrationParameters } }
+    set { lock.withLock { state.migrationParameters = newValue } }
+  }
+
+  /// Moves the running machine to `host`:`port`, where `skvm run --incoming tcp:…` listens
+  /// (QMP `migrate` to `tcp:HOST:PORT`), while it runs: RAM in passes (each sending what the
+  /// guest and skvm dirtied during the last) until the rest fits `downtime-limit`, then a
+  /// short stop for the rest and the vCPUs' and devices' state; the disks' locks pass over
+  /// (flushed first) and the destination takes over. Success leaves this machine stopped in
+  /// `postmigrate`. Any failure — refused, cut, cancelled, a destination that could not
+  /// start — leaves it as it was (running again if it ran), its disks locked again.
+  public func migrate(toHost host: String, port: Int) throws(VirtualMachineError) {
+    try alone { () throws(VirtualMachineError) in try migrateAlone(toHost: host, port: port) }
+  }
+
+  /// Marks a migration as starting (status `setup`) before the thread that runs it does, so a
+  /// `query-migrate` right after QMP `migrate` never sees the last one's outcome.
+  public func announceMigration() {
+    lock.withLock {
+      state.migration = MigrationInfo(status: .setup)
+      lock.broadcast()
+    }
+  }
+
+  /// Cancels a live migration in progress (QMP `migrate_cancel`): the source runs on. The
+  /// migration notices between two runs of pages and tells the destination; a connection
+  /// stuck in a send is cut after a second.
+  public func cancelMigration() {
+    let channel = lock.withLock { () -> MigrationChannel? in
+      guard [.setup, .active, .device].contains(state.migration.status) else { return nil }
+      state.migrationCancelled = true
+      return state.migrationChannel
+    }
+    guard let channel else { return }
+    _ = try? OSThread(name: "migrate-cancel") { [self] in
+      let ended = lock.withLock { lock.wait(seconds: 1) { state.migrationChannel !== channel } }
+      if !ended { channel.shutDown() }
+    }
+  }
+
+  private func migrateAlone(toHost host: String, port: Int) throws(VirtualMachineError) {
+    let current = machine
+    guard !lock.withLock({ state.ended }) else { throw .migration("the machine has shut down") }
+    let parameters = lock.withLock { () -> MigrationParameters in
+      state.migrationCancelled = false
+      return state.migrationParameters
+    }
+    let started = monotonicNanoseconds()
+    func elapsed(since start: UInt64 = started) -> Double { Double(monotonicNanoseconds() &- start) / 1e6 }
+    var info = MigrationInfo(status: .setup)
+    info.ram = MigrationRAMStatistics()
+    info.ram?.total = current.memory.totalSize
+    setMigration(info, event: true)
+    var wasRunning = !current.isPaused
+    var paused = false
+    var logging = false
+    var disksReleased = false
+    func fail(_ error: VirtualMachineError) -> VirtualMachineError {
+      let cancelled = lock.withLock { state.migrationCancelled }
+      if logging { current.stopDirtyLogging() }
+      var reason = error.description
+      var resumable = true
+      if disksReleased {
+        let stuck = current.setDiskLocks(true)
+        if !stuck.isEmpty {
+          resumable = false
+          reason +=
+            "; the disks' locks could not be taken back (\(stuck.joined(separator: ", "))): the machine stays stopped"
+        }
+      }
+      if paused && wasRunning && resumable {
+        current.resume()
+        emit(.resumed)
+      }
+      lock.withLock { state.migrationChannel = nil }
+      info.status = cancelled ? .cancelled : .failed
+      info.totalMilliseconds = elapsed()
+      info.error = cancelled ? nil : reason
+      setMigration(info, event: true)
+      return .migration(reason)
+    }
+    if let obstacle = current.liveMigrationObstacle { throw fail(.migration(obstacle)) }
+    let channel: MigrationChannel
+    do throws(MigrationChannel.Failure) {
+      channel = try Self.connect(host: host, port: port)
+    } catch {
+      throw fail(.migration(error.description))
+    }
+    lock.withLock { state.migrationChannel = channel }
+    let cancelled: () -> Bool = { [self] in lock.withLock { state.migrationCancelled } }
+    do throws(VirtualMachineError) {
+      try Self.hello(current, over: channel)
+      info.setupMilliseconds = elapsed()
+      try current.startDirtyLogging()
+      logging = true
+      info.status = .active
+      setMigration(info, event: true)
+      var sender = MigrationPageSender(
+        memory: current.memory, channel: channel, parameters: parameters, statistics: info.ram!, cancelled: cancelled)
+      // Pass 1 sends everything; each later one what was dirtied during the one before.
+      var pages = current.allPages
+      while true {
+        let passStart = monotonicNanoseconds()
+        let before = sender.statistics.transferred
+        try sender.send(pages)
+        let seconds = max(Double(monotonicNanoseconds() &- passStart) / 1e9, 1e-6)
+        pages = try current.takeDirtyPages()
+        let rate = Double(sender.statistics.transferred - before) / seconds
+        sender.statistics.passes += 1
+        sender.statistics.mbps = rate * 8 / 1e6
+        sender.statistics.dirtyPagesRate = UInt64(Double(pages.count) / seconds)
+        sender.statistics.remaining = UInt64(pages.count) * 4096
+        sender.statistics.expectedDowntimeMilliseconds = Double(pages.count) * 4096 / max(rate, 1) * 1000
+        info.ram = sender.statistics
+        info.totalMilliseconds = elapsed()
+        setMigration(info, event: false)
+        if !wasRunning || sender.statistics.expectedDowntimeMilliseconds <= Double(parameters.downtimeLimitMilliseconds)
+        {
+          break
+        }
+        if sender.statistics.passes >= parameters.maximumPasses {
+          throw VirtualMachineError.migration(
+            "the guest dirties RAM faster than it can be sent (\(sender.statistics.dirtyPagesRate) pages/s against \(Int(sender.statistics.mbps)) Mbit/s after \(sender.statistics.passes) passes): raise downtime-limit or max-bandwidth"
+          )
+        }
+      }
+      // The switch-over: stop, send the rest and the state, hand the disks over.
+      let stopped = monotonicNanoseconds()
+      wasRunning = !current.isPaused
+      if wasRunning {
+        current.pause()
+        emit(.stopped)
+      }
+      paused = true
+      info.status = .device
+      setMigration(info, event: true)
+      try sender.send(pages + (try current.takeDirtyPages()))
+      let saved = try current.captureState().json()
+      var message = MigrationMessage(.state)
+      message.put32(UInt32(saved.record.count))
+      message.put32(UInt32(saved.devices.count))
+      do throws(MigrationChannel.Failure) {
+        try channel.send(message.bytes + saved.record + saved.devices)
+        sender.statistics.transferred += UInt64(message.bytes.count + saved.record.count + saved.devices.count)
+        disksReleased = true
+        let stuck = current.setDiskLocks(false)
+        guard stuck.isEmpty else { throw MigrationChannel.Failure("cannot release \(stuck.joined(separator: ", "))") }
+        try channel.send([MigrationKind.complete.rawValue])
+        try Self.awaitAnswer(from: channel, success: .running, what: "start the machine")
+      } catch {
+        throw VirtualMachineError.migration(error.description)
+      }
+      current.stopDirtyLogging()
+      logging = false
+      lock.withLock {
+        state.postmigrate = true
+        state.migrationChannel = nil
+      }
+      sender.statistics.remaining = 0
+      info.ram = sender.statistics
+      info.status = .completed
+      info.totalMilliseconds = elapsed()
+      info.downtimeMilliseconds = wasRunning ? elapsed(since: stopped) : 0
+      info.ramBytes = current.memory.totalSize
+      info.fileBytes = sender.statistics.transferred
+      setMigration(info, event: true)
+    } catch {
+      if lock.withLock({ state.migrationCancelled }) { try? channel.send([MigrationKind.cancel.rawValue]) }
+      throw fail(error)
+    }
+  }
+
+  /// Connects to the destination (10 s at most).
+  private static func connect(host: String, port: Int) throws(MigrationChannel.Failure) -> MigrationChannel {
+    let address = "\(host.isEmpty ? "127.0.0.1" : host):\(port)"
+    guard (1...65535).contains(port), let ip = IncomingMigration.parseIPv4(host.isEmpty ? "127.0.0.1" : host) else {
+      throw MigrationChannel.Failure("'tcp:\(host):\(port)' is not tcp:IPv4-ADDRESS:PORT")
+    }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw MigrationChannel.Failure("no socket: \(String(cString: strerror(errno)))") }
+    let channel = MigrationChannel(fd: fd, peer: "the destination \(address)", timeoutSeconds: 10)
+    var target = sockaddr_in()
+    target.sin_family = sa_family_t(AF_INET)
+    target.sin_port = UInt16(port).bigEndian
+    target.sin_addr = ip
+    let connected = withUnsafePointer(to: &target) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+      }
+    }
+    guard connected else {
+      throw MigrationChannel.Failure(
+        "cannot connect to \(address): \(MigrationChannel.errorText()) (is skvm run --incoming tcp:\(address) listening there?)"
+      )
+    }
+    channel.setTimeout(seconds: 60)
+    return channel
+  }
+
+  /// Greets the destination with the configuration and RAM map and waits for it to accept.
+  private static func hello(_ machine: VirtualMachine, over channel: MigrationChannel) throws(VirtualMachineError) {
+    var message = MigrationMessage(.hello)
+    message.bytes = MigrationKind.magic
+    message.put32(MigrationKind.formatVersion)
+    do {
+      message.putText(Array(try JSONEncoder().encode(machine.configuration)))
+    } catch {
+      throw .migration("the configuration cannot be encoded: \(error)")
+    }
+    message.put32(UInt32(machine.memory.regions.count))
+    for region in machine.memory.regions.sorted(by: { $0.guestAddress < $1.guestAddress }) {
+      message.put64(region.guestAddress)
+      message.put64(region.size)
+    }
+    do throws(MigrationChannel.Failure) {
+      try channel.send(message.bytes)
+      try awaitAnswer(from: channel, success: .accepted, what: "accept the machine")
+    } catch {
+      throw .migration(error.description)
+    }
+  }
+
+  /// Reads the destination's answer: `success`, or its reason for failing.
+  private static func awaitAnswer(from channel: MigrationChannel, success: MigrationKind, what: String)
+    throws(MigrationChannel.Failure)
+  {
+    let kind = try channel.receiveByte()
+    if kind == success.rawValue { return }
+    guard kind == MigrationKind.failed.rawValue || kind == MigrationKind.refused.rawValue else {
+      throw MigrationChannel.Failure("\(channel.peer) answered 0x\(String(kind, radix: 16)): not an skvm destination")
+    }
+    let reason = try channel.receive(Int(try channel.receive32()), limit: 4096, what: "a reason")
+    throw MigrationChannel.Failure(
+      "\(channel.peer) could not \(what): \(String(decoding: reason, as: UTF8.self))")
+  }
+}

@@ -1,0 +1,140 @@
+import Glibc
+
+/// One end of a live-migration TCP connection: whole messages out, exact byte counts in, each
+/// with a deadline, and errors that say what was being done. Everything read is untrusted:
+/// the reader checks every length against a limit before it allocates.
+final class MigrationChannel: @unchecked Sendable {
+  let fd: Int32
+  /// Who is at the other end, for messages.
+  let peer: String
+
+  /// Why a migration stream could not go on.
+  struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+  }
+
+  init(fd: Int32, peer: String, timeoutSeconds: Int = 30) {
+    self.fd = fd
+    self.peer = peer
+    setTimeout(seconds: timeoutSeconds)
+    var one: Int32 = 1
+    _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+  }
+
+  deinit { close(fd) }
+
+  /// How long a send or receive (or a connect) may wait before it fails as timed out.
+  func setTimeout(seconds: Int) {
+    var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  }
+
+  /// Ends the connection both ways at once (a cancel wakes a thread blocked on it).
+  func shutDown() { _ = shutdown(fd, Int32(SHUT_RDWR)) }
+
+  // MARK: Sending
+
+  /// Sends every byte of the buffers, in order.
+  func send(_ parts: [UnsafeRawBufferPointer]) throws(Failure) {
+    for part in parts {
+      var done = 0
+      while done < part.count {
+        let sent = Glibc.send(fd, part.baseAddress! + done, part.count - done, Int32(MSG_NOSIGNAL))
+        if sent < 0 && errno == EINTR { continue }
+        guard sent > 0 else { throw Failure("the connection to \(peer) failed while sending: \(Self.errorText())") }
+        done += sent
+      }
+    }
+  }
+
+  func send(_ bytes: [UInt8], then data: UnsafeRawBufferPointer? = nil) throws(Failure) {
+    var failure: Failure?
+    bytes.withUnsafeBytes { buffer in
+      do throws(Failure) { try send(data.map { [buffer, $0] } ?? [buffer]) } catch { failure = error }
+    }
+    if let failure { throw failure }
+  }
+
+  // MARK: Receiving
+
+  /// Reads exactly `count` bytes into `target`.
+  func receive(into target: UnsafeMutableRawBufferPointer) throws(Failure) {
+    var done = 0
+    while done < target.count {
+      let read = recv(fd, target.baseAddress! + done, target.count - done, 0)
+      if read < 0 && errno == EINTR { continue }
+      if read == 0 { throw Failure("\(peer) closed the connection mid-stream") }
+      guard read > 0 else { throw Failure("reading from \(peer) failed: \(Self.errorText())") }
+      done += read
+    }
+  }
+
+  /// Reads `count` bytes (at most `limit`, else the stream is refused as malformed).
+  func receive(_ count: Int, limit: Int, what: String) throws(Failure) -> [UInt8] {
+    guard count >= 0, count <= limit else {
+      throw Failure("\(peer) sent \(what) of \(count) bytes (at most \(limit) are accepted): not a valid stream")
+    }
+    var bytes = [UInt8](repeating: 0, count: count)
+    var failure: Failure?
+    bytes.withUnsafeMutableBytes { buffer in
+      do throws(Failure) { try receive(into: buffer) } catch { failure = error }
+    }
+    if let failure { throw failure }
+    return bytes
+  }
+
+  func receiveByte() throws(Failure) -> UInt8 { try receive(1, limit: 1, what: "a message kind")[0] }
+
+  func receive32() throws(Failure) -> UInt32 {
+    var value: UInt32 = 0
+    try withUnsafeMutableBytes(of: &value) { buffer throws(Failure) in try receive(into: buffer) }
+    return UInt32(littleEndian: value)
+  }
+
+  func receive64() throws(Failure) -> UInt64 {
+    var value: UInt64 = 0
+    try withUnsafeMutableBytes(of: &value) { buffer throws(Failure) in try receive(into: buffer) }
+    return UInt64(littleEndian: value)
+  }
+
+  static func errorText() -> String {
+    errno == EAGAIN ? "timed out" : String(cString: strerror(errno))
+  }
+}
+
+/// Little-endian encoding of a message's fixed fields.
+struct MigrationMessage {
+  var bytes: [UInt8]
+  init(_ kind: MigrationKind) { bytes = [kind.rawValue] }
+  mutating func put32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+  mutating func put64(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+  mutating func putText(_ text: [UInt8]) {
+    put32(UInt32(text.count))
+    bytes += text
+  }
+}
+
+/// The messages of a live-migration stream. Source to destination: `hello` (format version,
+/// configuration, RAM map), then `pages` and `zeros` for as many passes as it takes, then
+/// `state` (vCPUs and devices, as a snapshot file holds them) and `complete` (the source has
+/// let go of its disks), or `cancel`. Destination to source: `accepted` or `refused` after the
+/// hello (before any RAM is sent), `running` or `failed` after `complete`.
+enum MigrationKind: UInt8 {
+  case hello = 0x48  // H
+  case pages = 0x50  // P
+  case zeros = 0x5A  // Z
+  case state = 0x53  // S
+  case complete = 0x43  // C
+  case cancel = 0x58  // X
+  case accepted = 0x41  // A
+  case refused = 0x52  // R
+  case running = 0x4F  // O
+  case failed = 0x46  // F
+
+  static let magic = Array("SKVMMIGR".utf8)
+  static let formatVersion: UInt32 = 1
+  /// Pages one `pages` or `zeros` message carries at most.
+  static let maximumRun = 1024
+}

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Live migration of a running probe guest between skvm processes on this host, with the
+official QMP client (PyPI qemu.qmp). The probe (Probes/probes/snapshot_workload.c) keeps
+rewriting RAM (a pattern, page generations), does virtio-blk I/O and prints
+"beat B counter C ticks T io I aps A"; after each hop every figure must carry on and nothing
+may print FAIL — a page dirtied and not sent again would fail the pattern check.
+
+  migrate_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --hops N
+
+Checks: HOPS migrations in a row (the destination of one is the source of the next) with
+MIGRATION events setup/active/device/completed, query-migrate's RAM figures and the source in
+postmigrate; a migration cancelled mid-way (the source runs on, the destination exits with
+an error); a destination killed mid-way (the source runs on). Prints "migrate_check: ok …".
+"""
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from qemu.qmp import QMPClient
+
+BEAT = re.compile(rb"beat (\d+) counter (\d+) ticks (\d+) io (\d+) aps (\d+)")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition, what):
+    if not condition:
+        raise CheckFailed(what)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def beats_of(path):
+    return [tuple(int(x) for x in match) for match in BEAT.findall(open(path, "rb").read())]
+
+
+def wait_for(path, what, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while what(open(path, "rb").read()) is False:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise CheckFailed(f"{path}: gave up waiting (exit {process.poll()}): {open(path, 'rb').read()[-600:]}")
+        time.sleep(0.005)
+
+
+class VM:
+    def __init__(self, directory, name, command):
+        self.log = os.path.join(directory, f"{name}.txt")
+        self.socket = os.path.join(directory, f"{name}.qmp")
+        self.process = subprocess.Popen(command + ["--qmp", f"unix:{self.socket}"], stdout=open(self.log, "wb"),
+                                        stderr=subprocess.STDOUT)
+
+    def output(self):
+        return open(self.log, "rb").read()
+
+    def wait_beats(self, count, timeout=30):
+        wait_for(self.log, lambda text: len(BEAT.findall(text)) >= count or False, self.process, timeout)
+        return beats_of(self.log)
+
+
+async def migrate(source, uri, parameters=None, interrupt=None):
+    """Runs QMP migrate on `source`; `interrupt(info)` may act mid-way (returns True once done)."""
+    client = QMPClient("migrate-check")
+    await client.connect(source.socket)
+    events = []
+
+    async def collect():
+        async for event in client.events:
+            if event["event"] == "MIGRATION":
+                events.append(event["data"]["status"])
+
+    listener = asyncio.create_task(collect())
+    if parameters:
+        await client.execute("migrate-set-parameters", parameters)
+    await client.execute("migrate", {"uri": uri})
+    deadline = time.monotonic() + 90
+    interrupted = False
+    while True:
+        info = await client.execute("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            break
+        if interrupt and not interrupted and info.get("status") == "active":
+            interrupted = await interrupt(client, info)
+        await asyncio.sleep(0.005)
+    status = await client.execute("query-status")
+    if parameters:
+        await client.execute("migrate-set-parameters", {"max-bandwidth": 0})
+    await asyncio.sleep(0.05)
+    listener.cancel()
+    await client.disconnect()
+    return info, status, events
+
+
+async def quit_vm(vm):
+    client = QMPClient("migrate-check")
+    await client.connect(vm.socket)
+    await client.execute("quit")
+    try:
+        await client.disconnect()
+    except EOFError:
+        pass
+
+
+def run(args):
+    directory = tempfile.mkdtemp(prefix="skvm-migrate-")
+    disk = os.path.join(directory, "disk.raw")
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    source = VM(directory, "vm0", [args.skvm, "run", "--flat", args.probe, "--flat-entry", "long", "--cpus",
+                                   str(args.cpus), "--memory", "64M", "--disk", disk])
+    source.wait_beats(3)
+    downtimes = []
+    for hop in range(1, args.hops + 1):
+        port = free_port()
+        destination = VM(directory, f"vm{hop}", [args.skvm, "run", "--incoming", f"tcp::{port}"])
+        wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
+        last = beats_of(source.log)[-1]
+        info, status, events = asyncio.run(migrate(source, f"tcp:127.0.0.1:{port}"))
+        check(info.get("status") == "completed", f"hop {hop}: migrate gave {info}; source: {source.output()[-400:]}")
+        check(status["status"] == "postmigrate", f"hop {hop}: the source is {status}")
+        check(events[:2] == ["setup", "active"] and "device" in events and events[-1] == "completed",
+              f"hop {hop}: MIGRATION events {events}")
+        ram = info["ram"]
+        check(ram["dirty-sync-count"] >= 1 and ram["transferred"] > 0 and ram["total"] == 64 << 20,
+              f"hop {hop}: RAM figures {ram}")
+        downtimes.append(info["downtime"])
+        asyncio.run(quit_vm(source))
+        check(source.process.wait(30) == 0, f"hop {hop}: the source exited {source.process.returncode}")
+        check(b"FAIL" not in source.output(), f"hop {hop}: the source's guest failed: {source.output()[-400:]}")
+        beats = destination.wait_beats(3)
+        first = beats[0]
+        check(first[0] >= last[0] and first[2] >= last[2] and first[3] >= last[3],
+              f"hop {hop}: the guest did not carry on: {last} then {first}")
+        check(b"FAIL" not in destination.output(), f"hop {hop}: {destination.output()[-400:]}")
+        if args.cpus > 1:
+            check(max(beat[4] for beat in beats) == args.cpus - 1, f"hop {hop}: APs stopped: {beats}")
+        source = destination
+
+    # Cancelled mid-way: slowed to 4 MiB/s, cancelled once RAM is moving.
+    port = free_port()
+    destination = VM(directory, "cancelled", [args.skvm, "run", "--incoming", f"tcp::{port}"])
+    wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
+
+    async def cancel(client, info):
+        if info.get("ram", {}).get("transferred", 0) < (1 << 20):
+            return False
+        await client.execute("migrate_cancel")
+        return True
+
+    info, status, events = asyncio.run(
+        migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=cancel))
+    check(info.get("status") == "cancelled" and status["status"] == "running", f"cancel: {info}, {status}")
+    check(destination.process.wait(30) != 0, "cancel: the destination should exit with an error")
+    check(b"cancelled" in destination.output(), f"cancel: the destination said {destination.output()[-300:]}")
+    count = len(beats_of(source.log))
+    source.wait_beats(count + 3)
+
+    # The destination killed mid-way: the source runs on.
+    port = free_port()
+    destination = VM(directory, "killed", [args.skvm, "run", "--incoming", f"tcp::{port}"])
+    wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
+
+    async def kill(client, info):
+        if info.get("ram", {}).get("transferred", 0) < (1 << 20):
+            return False
+        destination.process.send_signal(signal.SIGKILL)
+        return True
+
+    info, status, events = asyncio.run(
+        migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=kill))
+    check(info.get("status") == "failed" and status["status"] == "running", f"kill: {info}, {status}")
+    check("error-desc" in info, f"kill: no error-desc in {info}")
+    count = len(beats_of(source.log))
+    source.wait_beats(count + 3)
+    check(b"FAIL" not in source.output(), f"after kill: {source.output()[-400:]}")
+    asyncio.run(quit_vm(source))
+    source.process.wait(30)
+    downtimes.sort()
+    print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs, a cancel and a killed destination; "
+          f"downtime median {downtimes[len(downtimes) // 2]} ms", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skvm", required=True)
+    parser.add_argument("--probe", required=True)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--hops", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        run(args)
+    except (CheckFailed, OSError, subprocess.TimeoutExpired) as error:
+        print(f"migrate_check: FAILED: {error}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
