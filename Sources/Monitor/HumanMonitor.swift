@@ -18,7 +18,9 @@ struct HumanMonitor {
     cont|c -- resume emulation
     delvm tag -- delete internal snapshot tag
     loadvm tag -- restore internal snapshot tag (disks and machine)
-    migrate uri -- save the machine to file:PATH (it stays stopped)
+    migrate uri -- move the running machine to tcp:HOST:PORT (skvm run --incoming there), or save it to file:PATH (it stays stopped)
+    migrate_cancel -- cancel the current live migration (the machine runs on)
+    migrate_set_parameter name value -- downtime-limit (ms) or max-bandwidth (bytes/s, 0: no limit)
     help|? -- show this help
     info cpus -- show infos for each CPU
     info migrate -- show migration status
@@ -74,11 +76,26 @@ struct HumanMonitor {
       }
     case "migrate":
       guard let uri = words.dropFirst().last(where: { !$0.hasPrefix("-") }) else {
-        return Reply(text: "migrate: a URI is needed (file:PATH)\r\n")
+        return Reply(text: "migrate: a URI is needed (tcp:HOST:PORT or file:PATH)\r\n")
       }
       do throws(QMPError) { try commands.migrate(to: uri.trimmingQuotes) } catch {
         return Reply(text: "Error: \(error.description)\r\n")
       }
+    case "migrate_cancel":
+      machine.cancelMigration()
+    case "migrate_set_parameter":
+      guard words.count == 3, let value = UInt64(words[2]), ["downtime-limit", "max-bandwidth"].contains(words[1])
+      else {
+        return Reply(text: "migrate_set_parameter: usage: migrate_set_parameter downtime-limit|max-bandwidth VALUE\r\n")
+      }
+      var parameters = machine.migrationParameters
+      if words[1] == "downtime-limit" {
+        guard value >= 1 else { return Reply(text: "Error: downtime-limit must be at least 1 ms\r\n") }
+        parameters.downtimeLimitMilliseconds = value
+      } else {
+        parameters.maximumBandwidth = value
+      }
+      machine.migrationParameters = parameters
     case "set_link":
       guard words.count == 3, ["on", "off", "up", "down"].contains(words[2]) else {
         return Reply(text: "set_link: usage: set_link NAME on|off\r\n")
@@ -110,7 +127,16 @@ struct HumanMonitor {
       let info = commands.machine.migration
       guard info.status != .none else { return "" }
       var text = "Migration status: \(info.status.rawValue)\r\n"
-      if info.status == .completed {
+      if let ram = info.ram {
+        text += "total time: \(Int(info.totalMilliseconds.rounded())) ms\r\n"
+        if info.status == .completed { text += "downtime: \(Int(info.downtimeMilliseconds.rounded())) ms\r\n" }
+        text += "setup: \(Int(info.setupMilliseconds.rounded())) ms\r\n"
+        text += "transferred ram: \(ram.transferred >> 10) kbytes\r\nremaining ram: \(ram.remaining >> 10) kbytes\r\n"
+        text += "total ram: \(ram.total >> 10) kbytes\r\nduplicate: \(ram.zeroPages) pages\r\n"
+        text += "normal: \(ram.normalPages) pages\r\ndirty sync count: \(ram.passes)\r\n"
+        text += "dirty pages rate: \(ram.dirtyPagesRate) pages\r\n"
+        text += "throughput: \((ram.mbps * 100).rounded() / 100) mbps\r\n"
+      } else if info.status == .completed {
         text += "total time: \(Int(info.totalMilliseconds.rounded())) ms\r\n"
         text += "downtime: \(Int(info.downtimeMilliseconds.rounded())) ms\r\n"
         text += "transferred ram: \(info.fileBytes >> 10) kbytes\r\ntotal ram: \(info.ramBytes >> 10) kbytes\r\n"

@@ -47,12 +47,15 @@ def beats_of(path):
     return [tuple(int(x) for x in match) for match in BEAT.findall(open(path, "rb").read())]
 
 
-def wait_for(path, what, process, timeout=30):
+def wait_for(path, what, process, timeout=90):
     deadline = time.monotonic() + timeout
     while what(open(path, "rb").read()) is False:
         if process.poll() is not None or time.monotonic() > deadline:
             raise CheckFailed(f"{path}: gave up waiting (exit {process.poll()}): {open(path, 'rb').read()[-600:]}")
         time.sleep(0.005)
+
+
+STARTED = []
 
 
 class VM:
@@ -61,11 +64,12 @@ class VM:
         self.socket = os.path.join(directory, f"{name}.qmp")
         self.process = subprocess.Popen(command + ["--qmp", f"unix:{self.socket}"], stdout=open(self.log, "wb"),
                                         stderr=subprocess.STDOUT)
+        STARTED.append(self.process)
 
     def output(self):
         return open(self.log, "rb").read()
 
-    def wait_beats(self, count, timeout=30):
+    def wait_beats(self, count, timeout=90):
         wait_for(self.log, lambda text: len(BEAT.findall(text)) >= count or False, self.process, timeout)
         return beats_of(self.log)
 
@@ -95,6 +99,7 @@ async def migrate(source, uri, parameters=None, interrupt=None):
             interrupted = await interrupt(client, info)
         await asyncio.sleep(0.005)
     status = await client.execute("query-status")
+    info["hmp"] = await client.execute("human-monitor-command", {"command-line": "info migrate"})
     if parameters:
         await client.execute("migrate-set-parameters", {"max-bandwidth": 0})
     await asyncio.sleep(0.05)
@@ -136,6 +141,8 @@ def run(args):
         check(ram["dirty-sync-count"] >= 1 and ram["transferred"] > 0 and ram["total"] == 64 << 20,
               f"hop {hop}: RAM figures {ram}")
         downtimes.append(info["downtime"])
+        check("Migration status: completed" in info["hmp"] and "dirty sync count:" in info["hmp"],
+              f"hop {hop}: HMP info migrate said {info['hmp']!r}")
         asyncio.run(quit_vm(source))
         check(source.process.wait(30) == 0, f"hop {hop}: the source exited {source.process.returncode}")
         check(b"FAIL" not in source.output(), f"hop {hop}: the source's guest failed: {source.output()[-400:]}")
@@ -204,6 +211,10 @@ def main():
     except (CheckFailed, OSError, subprocess.TimeoutExpired) as error:
         print(f"migrate_check: FAILED: {error}", flush=True)
         return 1
+    finally:
+        for process in STARTED:  # nothing left running, whatever happened
+            if process.poll() is None:
+                process.kill()
     return 0
 
 

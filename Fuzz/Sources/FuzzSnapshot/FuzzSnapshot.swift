@@ -6,7 +6,8 @@ import Virtio
 /// libFuzzer entry for the snapshot decoder. The first byte picks what the rest is: 0, a whole
 /// snapshot file (header, sections, RAM); 1, the machine record (configuration, vCPUs, in-kernel
 /// devices) of a well-formed file with 64 KiB of RAM; 2, its devices section, beside a minimal
-/// valid record. The file is opened and checked, its configuration read, and every device
+/// valid record; 3, a live-migration stream as a destination receives it (through a socket
+/// pair; what it decodes is then restored as a snapshot would be). The file is opened and checked, its configuration read, and every device
 /// state restored into a registry of the devices skvm builds (platform devices, the PCI host
 /// bridge and ports, a virtio-blk function): each must end in a restored machine or a
 /// `VirtualMachineError`, never a trap.
@@ -15,6 +16,10 @@ public func fuzzSnapshot(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size > 0 else { return 0 }
   let path = "/dev/shm/skvm-fuzz-\(getpid()).snap"
   let body = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+  if data[0] == 3 {
+    fuzzMigrationStream(body)
+    return 0
+  }
   let file: [UInt8]
   switch data[0] {
   case 0: file = body
@@ -141,4 +146,21 @@ private final class MemoryDisk: BlockBackend, @unchecked Sendable {
 @_cdecl("FuzzSnapshot_main")
 public func fuzzSnapshotMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
   runFuzzer(argc, argv) { data, size in fuzzSnapshot(data, size) }
+}
+
+/// Feeds `stream` to a migration destination through a socket pair (the sending end closed
+/// after it, so the reader meets the end instead of waiting).
+private func fuzzMigrationStream(_ stream: [UInt8]) {
+  var ends: [Int32] = [0, 0]
+  guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &ends) == 0 else { return }
+  var size = Int32(1 << 20)
+  _ = setsockopt(ends[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+  _ = setsockopt(ends[0], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+  _ = stream.withUnsafeBytes { send(ends[1], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+  shutdown(ends[1], Int32(SHUT_WR))
+  defer { close(ends[1]) }
+  guard let snapshot = try? IncomingMigration.receive(fromSocket: ends[0], peer: "the fuzzer") else { return }
+  _ = try? snapshot.savedConfiguration()
+  guard let registry = Machine.shared?.fresh() else { return }
+  _ = try? snapshot.restoreDevices(into: registry)
 }

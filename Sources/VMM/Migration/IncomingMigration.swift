@@ -82,9 +82,18 @@ public final class IncomingMigration: @unchecked Sendable {
     let channel = MigrationChannel(fd: fd, peer: "the migration source \(peer)", timeoutSeconds: Self.silenceSeconds)
     self.channel = channel
     do throws(MigrationChannel.Failure) {
-      return try receive(from: channel)
+      return try Self.receive(from: channel)
     } catch {
       refuse(error.description)
+      throw .migration(error.description)
+    }
+  }
+
+  /// Receives a whole stream from `fd`, a connected socket it then owns (the fuzzer feeds it
+  /// this way): the machine as a snapshot, or what was wrong with the stream.
+  public static func receive(fromSocket fd: Int32, peer: String) throws(VirtualMachineError) -> SnapshotFile {
+    let channel = MigrationChannel(fd: fd, peer: peer, timeoutSeconds: 5)
+    do throws(MigrationChannel.Failure) { return try receive(from: channel) } catch {
       throw .migration(error.description)
     }
   }
@@ -103,7 +112,7 @@ public final class IncomingMigration: @unchecked Sendable {
     channel = nil
   }
 
-  private func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> SnapshotFile {
+  private static func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> SnapshotFile {
     // The hello: magic, version, configuration, RAM map.
     let magic = try channel.receive(8, limit: 8, what: "a greeting")
     guard magic == MigrationKind.magic else {

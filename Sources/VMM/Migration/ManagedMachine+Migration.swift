@@ -135,7 +135,9 @@ extension ManagedMachine {
           )
         }
       }
-      // The switch-over: stop, send the rest and the state, hand the disks over.
+      // The switch-over: stop, send the rest and the state, hand the disks over. The disks
+      // are flushed once while the guest still runs, so the flush while it is stopped is short.
+      current.flushDisks()
       let stopped = monotonicNanoseconds()
       wasRunning = !current.isPaused
       if wasRunning {
@@ -147,6 +149,7 @@ extension ManagedMachine {
       setMigration(info, event: true)
       try sender.send(pages + (try current.takeDirtyPages()))
       let saved = try current.captureState().json()
+
       var message = MigrationMessage(.state)
       message.put32(UInt32(saved.record.count))
       message.put32(UInt32(saved.devices.count))

@@ -76,6 +76,11 @@ extension VirtualMachine {
     }
   }
 
+  /// Makes every disk's completed writes durable (errors show again at the next flush).
+  func flushDisks() {
+    for disk in pci?.disks ?? [] { try? disk.backend.flush() }
+  }
+
   /// Flushes every disk and lets go of (or takes again) the images' locks; the paths whose
   /// lock could not be taken again.
   func setDiskLocks(_ locked: Bool) -> [String] {
