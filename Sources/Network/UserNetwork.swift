@@ -283,7 +283,9 @@ public final class UserNetwork: NetworkBackend, @unchecked Sendable {
       guard let backend = backend(opaque), let timer else { return }
       backend.timers.first { Unmanaged.passUnretained($0).toOpaque() == timer }?.expiry = expiry
     }
-    callbacks.register_poll_fd = { _, _ in }
+    // A new socket (an outbound connection, a ping, a UDP flow): the pump polls it at once,
+    // not at the end of the transmit burst (a ping's reply may already be waiting).
+    callbacks.register_poll_fd = { _, opaque in backend(opaque)?.wake() }
     callbacks.unregister_poll_fd = { _, _ in }
     callbacks.notify = { opaque in backend(opaque)?.wake() }
     table.initialize(to: callbacks)

@@ -22,7 +22,7 @@ struct MigrationTests {
         "--skvm", CommandLineTests.executable.path, "--probe", probe.path, "--cpus", String(cpus),
         "--hops", String(hops),
       ], mergeErrors: true)
-    print(result.output.split(separator: "\n").last ?? "")
+    print(String(result.output.split(separator: "\n").last ?? ""))
     return (result.status, result.output)
   }
 
