@@ -138,8 +138,20 @@ public final class UserNetwork: NetworkBackend, @unchecked Sendable {
         length += part.iov_len
       }
       transmitBuffer.withUnsafeBufferPointer { cslirp_input(slirp, $0.baseAddress, Int32(length)) }
-      sentSinceWake = true
+      // TCP segments wake the pump once per burst (finishSending); anything else (a ping, DNS,
+      // DHCP, ARP) may have an answer waiting already: at once.
+      if Self.isTCP(transmitBuffer, length: length) { sentSinceWake = true } else { wake() }
       return true
+    }
+  }
+
+  /// Whether an Ethernet frame carries TCP (over IPv4 or IPv6, no extension headers).
+  static func isTCP(_ frame: [UInt8], length: Int) -> Bool {
+    guard length >= 14 + 40 else { return false }
+    switch (frame[12], frame[13]) {
+    case (0x08, 0x00): return frame[14 + 9] == 6
+    case (0x86, 0xDD): return frame[14 + 6] == 6
+    default: return false
     }
   }
 
