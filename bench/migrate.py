@@ -29,7 +29,8 @@ def free_port():
         return probe.getsockname()[1]
 
 
-async def migrate(socket_path, uri):
+async def connect(socket_path):
+    """A QMP client on `socket_path`, retrying while the VMM starts."""
     client = QMPClient("bench")
     for _ in range(500):
         try:
@@ -37,6 +38,11 @@ async def migrate(socket_path, uri):
             break
         except Exception:
             await asyncio.sleep(0.01)
+    return client
+
+
+async def migrate(socket_path, uri):
+    client = await connect(socket_path)
     await client.execute("migrate-set-parameters", {"max-bandwidth": 100 << 30, "downtime-limit": 300})
     started = time.monotonic()
     await client.execute("migrate", {"uri": uri})
@@ -126,13 +132,7 @@ def main():
 
 
 async def quit_destination(socket_path):
-    client = QMPClient("bench")
-    for _ in range(500):
-        try:
-            await client.connect(socket_path)
-            break
-        except Exception:
-            await asyncio.sleep(0.01)
+    client = await connect(socket_path)
     try:
         await client.execute("quit")
         await client.disconnect()

@@ -37,15 +37,7 @@ public final class IncomingMigration: @unchecked Sendable {
     guard fd >= 0 else { throw .migration("cannot make a socket: \(String(cString: strerror(errno)))") }
     var one: Int32 = 1
     _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    var socketAddress = sockaddr_in()
-    socketAddress.sin_family = sa_family_t(AF_INET)
-    socketAddress.sin_port = UInt16(port).bigEndian
-    socketAddress.sin_addr = ip
-    let bound = withUnsafePointer(to: &socketAddress) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 && listen(fd, 1) == 0
-      }
-    }
+    let bound = MigrationChannel.withAddress(ip, port: port) { bind(fd, $0, $1) == 0 && listen(fd, 1) == 0 }
     guard bound else {
       let text = String(cString: strerror(errno))
       close(fd)

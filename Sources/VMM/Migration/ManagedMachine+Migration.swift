@@ -193,15 +193,7 @@ extension ManagedMachine {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw MigrationChannel.Failure("no socket: \(String(cString: strerror(errno)))") }
     let channel = MigrationChannel(fd: fd, peer: "the destination \(address)", timeoutSeconds: 10)
-    var target = sockaddr_in()
-    target.sin_family = sa_family_t(AF_INET)
-    target.sin_port = UInt16(port).bigEndian
-    target.sin_addr = ip
-    let connected = withUnsafePointer(to: &target) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-      }
-    }
+    let connected = MigrationChannel.withAddress(ip, port: port) { Glibc.connect(fd, $0, $1) == 0 }
     guard connected else {
       throw MigrationChannel.Failure(
         "cannot connect to \(address): \(MigrationChannel.errorText()) (is skvm run --incoming tcp:\(address) listening there?)"
