@@ -51,6 +51,11 @@ struct MigrationStreamTests {
     cases.append((hello() + zeros + le64(0) + le32(0), "outside the machine's RAM"))
     cases.append((hello() + page + le64(0) + le32(1) + [1, 2, 3], "closed the connection mid-stream"))
     cases.append((hello() + [0x77], "message kind 0x77"))
+    // Two regions whose sizes add up past 2^64: refused, not an arithmetic trap.
+    let huge =
+      Array("SKVMMIGR".utf8) + le32(1) + le32(UInt32(configuration.count)) + configuration + le32(2) + le64(0)
+      + le64(4096) + le64(8192) + le64(UInt64.max - 4095 - 8192)
+    cases.append((huge, "RAM map is malformed"))
     cases.append((hello() + [0x43], "without sending the machine's state"))
     cases.append((hello() + [0x58], "cancelled the migration"))
     let text = String(decoding: configuration, as: UTF8.self)

@@ -247,7 +247,7 @@ public final class IncomingMigration: @unchecked Sendable {
       var total: UInt64 = 0
       for (address, size) in ranges {
         guard size > 0, address % GuestMemory.pageSize == 0, size % GuestMemory.pageSize == 0, address >= end,
-          address <= UInt64.max - size, total + size <= 1 << 40
+          address <= UInt64.max - size, size <= (1 << 40) - total
         else {
           throw MigrationChannel.Failure(
             "the source's RAM map is malformed (\(size) bytes at 0x\(String(address, radix: 16)))")
