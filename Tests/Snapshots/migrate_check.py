@@ -155,19 +155,27 @@ def run(args):
             check(max(beat[4] for beat in beats) == args.cpus - 1, f"hop {hop}: APs stopped: {beats}")
         source = destination
 
-    # Cancelled mid-way: slowed to 4 MiB/s, cancelled once RAM is moving.
-    port = free_port()
-    destination = VM(directory, "cancelled", [args.skvm, "run", "--incoming", f"tcp::{port}"])
-    wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
+    def interrupted_migration(name, action):
+        """Migrates slowed to 4 MiB/s and runs `action(client, destination)` once 1 MiB has moved."""
+        port = free_port()
+        destination = VM(directory, name, [args.skvm, "run", "--incoming", f"tcp::{port}"])
+        wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
 
-    async def cancel(client, info):
-        if info.get("ram", {}).get("transferred", 0) < (1 << 20):
-            return False
+        async def interrupt(client, info):
+            if info.get("ram", {}).get("transferred", 0) < (1 << 20):
+                return False
+            await action(client, destination)
+            return True
+
+        info, status, _ = asyncio.run(
+            migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=interrupt))
+        return destination, info, status
+
+    # Cancelled mid-way: the source runs on, the destination says why it ends.
+    async def cancel(client, destination):
         await client.execute("migrate_cancel")
-        return True
 
-    info, status, events = asyncio.run(
-        migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=cancel))
+    destination, info, status = interrupted_migration("cancelled", cancel)
     check(info.get("status") == "cancelled" and status["status"] == "running", f"cancel: {info}, {status}")
     check(destination.process.wait(30) != 0, "cancel: the destination should exit with an error")
     check(b"cancelled" in destination.output(), f"cancel: the destination said {destination.output()[-300:]}")
@@ -175,18 +183,10 @@ def run(args):
     source.wait_beats(count + 3)
 
     # The destination killed mid-way: the source runs on.
-    port = free_port()
-    destination = VM(directory, "killed", [args.skvm, "run", "--incoming", f"tcp::{port}"])
-    wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
-
-    async def kill(client, info):
-        if info.get("ram", {}).get("transferred", 0) < (1 << 20):
-            return False
+    async def kill(client, destination):
         destination.process.send_signal(signal.SIGKILL)
-        return True
 
-    info, status, events = asyncio.run(
-        migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=kill))
+    destination, info, status = interrupted_migration("killed", kill)
     check(info.get("status") == "failed" and status["status"] == "running", f"kill: {info}, {status}")
     check("error-desc" in info, f"kill: no error-desc in {info}")
     count = len(beats_of(source.log))
