@@ -193,15 +193,15 @@ final class QMPCommands: @unchecked Sendable {
   func migrate(to uri: String) throws(QMPError) {
     enum Target {
       case file(String)
-      case tcp(String, Int)
+      case tcp(MigrationAddress)
     }
     let target: Target
     if uri.hasPrefix("file:"), uri.count > 5 {
       target = .file(String(uri.dropFirst(5)))
-    } else if uri.hasPrefix("tcp:"), let colon = uri.lastIndex(of: ":"), colon > uri.index(uri.startIndex, offsetBy: 3),
-      let port = Int(uri[uri.index(after: colon)...])
-    {
-      target = .tcp(String(uri[uri.index(uri.startIndex, offsetBy: 4)..<colon]), port)
+    } else if uri.hasPrefix("tcp:") {
+      do { target = .tcp(try MigrationAddress(parsing: uri)) } catch {
+        throw QMPError(.genericError, "Invalid migration URI \(error.description)")
+      }
     } else {
       throw QMPError(
         .genericError, "Invalid migration URI '\(uri)': skvm migrates to tcp:HOST:PORT or saves to file:PATH")
@@ -215,7 +215,7 @@ final class QMPCommands: @unchecked Sendable {
       _ = try OSThread(name: "migrate") {
         switch target {
         case .file(let path): _ = try? machine.saveSnapshot(to: path)
-        case .tcp(let host, let port): _ = try? machine.migrate(toHost: host, port: port)
+        case .tcp(let address): _ = try? machine.migrate(to: address)
         }
       }
     } catch {

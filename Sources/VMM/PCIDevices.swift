@@ -123,8 +123,12 @@ final class PCIDevices: @unchecked Sendable {
       }
     }
     for (index, network) in networks.enumerated() {
+      guard let first = network.backends.first else {
+        throw .network(index: index, reason: "no back end was opened for it")
+      }
       let device = VirtioNet(
-        backends: network.backends, macAddress: network.macAddress, memory: memory, mtu: network.configuration.mtu)
+        backend: first, additional: Array(network.backends.dropFirst()), macAddress: network.macAddress,
+        memory: memory, mtu: network.configuration.mtu)
       if network.configuration.vhost {
         let taps = network.backends.compactMap { $0 as? TapBackend }
         do {

@@ -51,10 +51,13 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   private let announcing = Atomic<Bool>(false)
   private let negotiated = Atomic<UInt64>(0)
 
-  /// A NIC with one queue pair per back end (at least one; all alike: the first one's header
-  /// length and offloads are the NIC's).
-  public init(backends: [any NetworkBackend], macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil) {
-    precondition(!backends.isEmpty, "a NIC needs a back end")
+  /// A NIC with one queue pair for `backend` and one more for each of `additional` (all alike:
+  /// the first one's header length and offloads are the NIC's).
+  public init(
+    backend: any NetworkBackend, additional: [any NetworkBackend] = [], macAddress: MACAddress, memory: GuestMemory,
+    mtu: UInt16? = nil
+  ) {
+    let backends = [backend] + additional
     pairs = backends.map { VirtioNetQueuePair(backend: $0, filter: VirtioNetReceiveFilter(address: macAddress)) }
     self.macAddress = macAddress
     self.memory = memory
@@ -64,14 +67,8 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableReceiveBuffers
       | VirtioNetFeature.controlQueue | VirtioNetFeature.controlReceive | VirtioNetFeature.controlMACAddress
       | VirtioNetFeature.guestAnnounce | (mtu != nil ? VirtioNetFeature.mtu : 0)
-      | (backends.count > 1 ? VirtioNetFeature.multiqueue : 0) | backends[0].offloadFeatures
+      | (backends.count > 1 ? VirtioNetFeature.multiqueue : 0) | backend.offloadFeatures
     filter = Mutex(VirtioNetReceiveFilter(address: macAddress))
-  }
-
-  /// A NIC with one queue pair.
-  public convenience init(backend: any NetworkBackend, macAddress: MACAddress, memory: GuestMemory, mtu: UInt16? = nil)
-  {
-    self.init(backends: [backend], macAddress: macAddress, memory: memory, mtu: mtu)
   }
 
   /// The first pair's back end (the only one without multiqueue).

@@ -236,8 +236,8 @@ struct Run: ParsableCommand {
       do {
         switch source.kind {
         case .file(let path): incomingSnapshot = (try SnapshotFile(path: path), source.mode)
-        case .tcp(let host, let port):
-          let listener = try IncomingMigration(host: host, port: port)
+        case .tcp(let address):
+          let listener = try IncomingMigration(address: address)
           printError("skvm: waiting for a migration on \(listener.address)")
           incomingSnapshot = (try listener.receive(), .mapped)
           migration = listener
@@ -381,20 +381,14 @@ func printError(_ line: String) {
 struct IncomingSource {
   enum Kind {
     case file(String)
-    case tcp(host: String, port: Int)
+    case tcp(MigrationAddress)
   }
   var kind: Kind
   var mode: RestoreMode
 
   init(parsing text: String) throws {
     if text.hasPrefix("tcp:") {
-      let rest = text.dropFirst(4)
-      guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]),
-        (1...65535).contains(port)
-      else {
-        throw ValidationError("'\(text)': expected tcp:[HOST]:PORT, e.g. tcp::4444 or tcp:0.0.0.0:4444")
-      }
-      kind = .tcp(host: String(rest[..<colon]), port: port)
+      do { kind = .tcp(try MigrationAddress(parsing: text)) } catch { throw ValidationError(error.description) }
       mode = .mapped
       return
     }

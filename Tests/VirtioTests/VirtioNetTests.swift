@@ -340,7 +340,7 @@ struct VirtioNetTests {
   func multiqueue() throws {
     let memory = try GuestMemory(ranges: [(0, 1 << 20)])
     let backends = [RecordingBackend(), RecordingBackend()]
-    let net = VirtioNet(backends: backends, macAddress: Self.mac, memory: memory)
+    let net = VirtioNet(backend: backends[0], additional: [backends[1]], macAddress: Self.mac, memory: memory)
     #expect(net.deviceFeatures & VirtioNetFeature.multiqueue != 0)
     #expect(net.queueSizes.count == 5)
     #expect(net.readConfig(8, width: 2) == 2, "max_virtqueue_pairs")
@@ -381,7 +381,8 @@ struct VirtioNetTests {
     #expect(try receive.used(0).index == 1 && interrupts.withLock { $0 }.contains(2))
     // The state a snapshot keeps comes back into a fresh device; a hostile one is refused.
     let saved = try #require(net.deviceState)
-    let fresh = VirtioNet(backends: [RecordingBackend(), RecordingBackend()], macAddress: Self.mac, memory: memory)
+    let fresh = VirtioNet(
+      backend: RecordingBackend(), additional: [RecordingBackend()], macAddress: Self.mac, memory: memory)
     try fresh.restore(deviceState: saved)
     #expect(fresh.activeQueuePairs == 2 && fresh.deviceState == saved)
     guard case .net(var hostile) = saved else { throw Failure("not a NIC's state") }

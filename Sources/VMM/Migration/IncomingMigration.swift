@@ -26,18 +26,14 @@ public final class IncomingMigration: @unchecked Sendable {
   /// The longest a source may be silent mid-stream.
   static let silenceSeconds = 60
 
-  /// Listens on `host` (loopback when empty) at `port`; the error names the address.
-  public init(host: String, port: Int) throws(VirtualMachineError) {
-    let bindHost = host.isEmpty ? "127.0.0.1" : host
-    address = "\(bindHost):\(port)"
-    guard (1...65535).contains(port), let ip = Self.parseIPv4(bindHost) else {
-      throw .migration("--incoming tcp:\(host):\(port): expected tcp:[IPv4 ADDRESS]:PORT (1–65535)")
-    }
+  /// Listens on `address` (one connection); the error names the address.
+  public init(address listening: MigrationAddress) throws(VirtualMachineError) {
+    address = listening.description
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw .migration("cannot make a socket: \(String(cString: strerror(errno)))") }
     var one: Int32 = 1
     _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-    let bound = MigrationChannel.withAddress(ip, port: port) { bind(fd, $0, $1) == 0 && listen(fd, 1) == 0 }
+    let bound = listening.withSocketAddress { bind(fd, $0, $1) == 0 && listen(fd, 1) == 0 }
     guard bound else {
       let text = String(cString: strerror(errno))
       close(fd)
@@ -47,12 +43,6 @@ public final class IncomingMigration: @unchecked Sendable {
   }
 
   deinit { close(listener) }
-
-  /// An IPv4 address in dotted form (or `localhost`).
-  static func parseIPv4(_ text: String) -> in_addr? {
-    var address = in_addr()
-    return inet_pton(AF_INET, text == "localhost" ? "127.0.0.1" : text, &address) == 1 ? address : nil
-  }
 
   /// Waits for the source, then receives the whole machine; returns it as a snapshot to
   /// restore. A stream that breaks the rules fails with what was wrong (and the source hears it).

@@ -20,8 +20,8 @@ extension ManagedMachine {
   /// (flushed first) and the destination takes over. Success leaves this machine stopped in
   /// `postmigrate`. Any failure — refused, cut, cancelled, a destination that could not
   /// start — leaves it as it was (running again if it ran), its disks locked again.
-  public func migrate(toHost host: String, port: Int) throws(VirtualMachineError) {
-    try alone { () throws(VirtualMachineError) in try migrateAlone(toHost: host, port: port) }
+  public func migrate(to address: MigrationAddress) throws(VirtualMachineError) {
+    try alone { () throws(VirtualMachineError) in try migrateAlone(to: address) }
   }
 
   /// Marks a migration as starting (status `setup`) before the thread that runs it does, so a
@@ -49,7 +49,7 @@ extension ManagedMachine {
     }
   }
 
-  private func migrateAlone(toHost host: String, port: Int) throws(VirtualMachineError) {
+  private func migrateAlone(to address: MigrationAddress) throws(VirtualMachineError) {
     let current = machine
     guard !lock.withLock({ state.ended }) else { throw .migration("the machine has shut down") }
     let parameters = lock.withLock { () -> MigrationParameters in
@@ -93,7 +93,7 @@ extension ManagedMachine {
     if let obstacle = current.liveMigrationObstacle { throw fail(.migration(obstacle)) }
     let channel: MigrationChannel
     do throws(MigrationChannel.Failure) {
-      channel = try Self.connect(host: host, port: port)
+      channel = try Self.connect(to: address)
     } catch {
       throw fail(.migration(error.description))
     }
@@ -185,16 +185,11 @@ extension ManagedMachine {
   }
 
   /// Connects to the destination (10 s at most).
-  private static func connect(host: String, port: Int) throws(MigrationChannel.Failure) -> MigrationChannel {
-    let address = "\(host.isEmpty ? "127.0.0.1" : host):\(port)"
-    guard (1...65535).contains(port), let ip = IncomingMigration.parseIPv4(host.isEmpty ? "127.0.0.1" : host) else {
-      throw MigrationChannel.Failure("'tcp:\(host):\(port)' is not tcp:IPv4-ADDRESS:PORT")
-    }
+  private static func connect(to address: MigrationAddress) throws(MigrationChannel.Failure) -> MigrationChannel {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw MigrationChannel.Failure("no socket: \(String(cString: strerror(errno)))") }
     let channel = MigrationChannel(fd: fd, peer: "the destination \(address)", timeoutSeconds: 10)
-    let connected = MigrationChannel.withAddress(ip, port: port) { Glibc.connect(fd, $0, $1) == 0 }
-    guard connected else {
+    guard address.withSocketAddress({ Glibc.connect(fd, $0, $1) == 0 }) else {
       throw MigrationChannel.Failure(
         "cannot connect to \(address): \(MigrationChannel.errorText()) (is skvm run --incoming tcp:\(address) listening there?)"
       )

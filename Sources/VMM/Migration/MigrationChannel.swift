@@ -99,17 +99,6 @@ final class MigrationChannel: @unchecked Sendable {
     return UInt64(littleEndian: value)
   }
 
-  /// Calls `body` with `ip`:`port` as a socket address and its length (for bind, connect).
-  static func withAddress<T>(_ ip: in_addr, port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr = ip
-    return withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-  }
-
   static func errorText() -> String {
     errno == EAGAIN ? "timed out" : String(cString: strerror(errno))
   }
