@@ -33,7 +33,7 @@ public final class MonitorServer: @unchecked Sendable {
   private let listeners: [MonitorListener]
   private let addresses: [MonitorAddress]
   private let handshakeSeconds: Double
-  private var commands: QMPCommands?
+  private let dispatch = QMPDispatch()
   private let clients = Mutex<[ObjectIdentifier: MonitorClient]>([:])
   private let firstClient = ConditionLock()
   private var sawClient = false
@@ -71,15 +71,24 @@ public final class MonitorServer: @unchecked Sendable {
   }
 
   /// Makes `machine` the one the monitor drives, and its events the ones clients receive.
-  /// Call once, before `start()`.
+  /// Call once: before `start()`, or after `awaitIncoming` once the machine has arrived
+  /// (clients already connected then drive it too).
   public func attach(to machine: ManagedMachine, serialBackend: String = "stdio") {
-    commands = QMPCommands(machine: machine, monitorAddresses: addresses, serialBackend: serialBackend)
+    dispatch.use(QMPCommands(machine: machine, monitorAddresses: addresses, serialBackend: serialBackend))
     machine.addEventListener { [weak self] event in self?.broadcast(QMPMessage.event(event)) }
+  }
+
+  /// Serves a destination that waits for QMP `migrate-incoming` (`--incoming defer`) until
+  /// `attach` hands over the machine; the incoming migration's `MIGRATION` events go to clients.
+  public func awaitIncoming(_ incoming: DeferredIncoming) {
+    dispatch.use(IncomingQMPCommands(incoming: incoming))
+    incoming.observe { [weak self] status in self?.broadcast(QMPMessage.event(.migration(status))) }
   }
 
   /// Starts accepting clients.
   public func start() throws(MonitorError) {
-    guard let commands else { throw MonitorError(description: "the monitor has no machine to drive") }
+    guard dispatch.isReady else { throw MonitorError(description: "the monitor has no machine to drive") }
+    let commands = dispatch
     for listener in listeners {
       do {
         acceptThreads.append(try OSThread(name: "qmp-accept") { [self] in acceptLoop(listener, commands) })
@@ -105,7 +114,7 @@ public final class MonitorServer: @unchecked Sendable {
     for client in clients.withLock({ Array($0.values) }) { client.disconnect() }
   }
 
-  private func acceptLoop(_ listener: MonitorListener, _ commands: QMPCommands) {
+  private func acceptLoop(_ listener: MonitorListener, _ commands: QMPDispatch) {
     while let fd = listener.accept() {
       let peer = MonitorPeer(socket: fd)
       let client = MonitorClient(fd: fd, session: QMPSession(commands: commands), peer: peer)

@@ -7,7 +7,7 @@ import VMM
 ///
 /// Each command takes its checked arguments and returns the `return` value; a command
 /// may also leave work to be done once its reply is on the wire (`quit`).
-final class QMPCommands: @unchecked Sendable {
+final class QMPCommands: QMPCommandSet, @unchecked Sendable {
   /// A command's result: the `return` value and what to do after it has been sent.
   struct Outcome {
     var value: JSONValue

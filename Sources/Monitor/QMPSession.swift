@@ -9,12 +9,19 @@ import VMM
 /// `execute`, an object `arguments` if any, an `id` of any type that is echoed, nothing
 /// else. Before `qmp_capabilities` only that command is accepted.
 final class QMPSession {
-  private let commands: QMPCommands
+  private let commands: QMPDispatch
   /// True once the client has negotiated capabilities; only then does it get events.
   private(set) var negotiated = false
 
-  init(commands: QMPCommands) {
+  init(commands: QMPDispatch) {
     self.commands = commands
+  }
+
+  /// A session on one fixed command set.
+  convenience init(commandSet: any QMPCommandSet) {
+    let dispatch = QMPDispatch()
+    dispatch.use(commandSet)
+    self.init(commands: dispatch)
   }
 
   /// The greeting sent when the client connects.

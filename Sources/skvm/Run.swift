@@ -90,7 +90,8 @@ struct Run: ParsableCommand {
         + "mapped (the default) maps the file's RAM copy-on-write (the file must stay); copy reads it in. "
         + "Options left out come from the snapshot; those given must match it. "
         + "tcp:[HOST]:PORT waits for a live migration (QMP migrate to tcp:HOST:PORT on the source; loopback "
-        + "unless HOST is given) and runs the machine it receives.",
+        + "unless HOST is given) and runs the machine it receives; defer waits for QMP migrate-incoming "
+        + "to say where (needs --qmp).",
       valueName: "uri"))
   var incoming: String?
 
@@ -128,6 +129,10 @@ struct Run: ParsableCommand {
       do { _ = try IncomingSource(parsing: incoming) } catch { throw ValidationError("--incoming: \(error)") }
       if kernel != nil || flatPath != nil || hello {
         throw ValidationError("--incoming restores a saved machine: leave out --kernel, --flat and --hello")
+      }
+      if incoming == "defer" && qmp.isEmpty {
+        throw ValidationError(
+          "--incoming defer waits for QMP migrate-incoming: give a monitor with --qmp (e.g. --qmp unix:/tmp/dest.qmp)")
       }
     }
     if [kernel != nil, flatPath != nil, hello].filter({ $0 }).count > 1 {
@@ -231,6 +236,9 @@ struct Run: ParsableCommand {
     StartupTrace.shared.mark("arguments")
     var incomingSnapshot: (snapshot: SnapshotFile, mode: RestoreMode)?
     var migration: IncomingMigration?
+    var deferred: DeferredIncoming?
+    // A destination told to wait (--incoming defer) serves its monitor before the machine exists.
+    var monitor: MonitorServer?
     if let incoming {
       let source = try IncomingSource(parsing: incoming)
       do {
@@ -241,8 +249,34 @@ struct Run: ParsableCommand {
           printError("skvm: waiting for a migration on \(listener.address)")
           incomingSnapshot = (try listener.receive(), .mapped)
           migration = listener
+        case .deferred:
+          let waiting = DeferredIncoming()
+          deferred = waiting
+          monitor = try openMonitor()
+          monitor?.awaitIncoming(waiting)
+          try startMonitor(monitor)
+          printError("skvm: waiting for QMP migrate-incoming on \(qmp.joined(separator: ", "))")
+          guard let listener = waiting.waitForListener() else {
+            monitor?.close()
+            throw ExitCode(0)
+          }
+          printError("skvm: waiting for a migration on \(listener.address)")
+          do {
+            incomingSnapshot = (try listener.receive(), .mapped)
+          } catch {
+            waiting.finish(succeeded: false)
+            if waiting.hasQuit {
+              monitor?.close()
+              throw ExitCode(0)
+            }
+            throw error
+          }
+          migration = listener
         }
+      } catch let exit as ExitCode {
+        throw exit
       } catch {
+        monitor?.close()
         printError("skvm: \(error)")
         throw ExitCode(1)
       }
@@ -252,7 +286,8 @@ struct Run: ParsableCommand {
     HostSignals.block()
     StartupTrace.shared.mark("configuration")
     // The monitor's sockets open before the machine is built: a bad --qmp fails before /dev/kvm.
-    let monitor = try openMonitor()
+    let monitorStarted = monitor != nil
+    if monitor == nil { monitor = try openMonitor() }
     defer { monitor?.close() }
     let managed: ManagedMachine
     let output: any ConsoleOutput =
@@ -269,11 +304,13 @@ struct Run: ParsableCommand {
       }
     } catch {
       migration?.refuse("\(error)")
+      deferred?.finish(succeeded: false)
       printError("skvm: \(error)")
       throw ExitCode(1)
     }
     // The source stops for good once it hears this; the machine runs here from now on.
     migration?.acknowledge()
+    deferred?.finish(succeeded: true)
     for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
       getenv("SKVM_ALLOW_PVM_LINUX") == nil
@@ -287,7 +324,8 @@ struct Run: ParsableCommand {
         """)
       throw ExitCode(1)
     }
-    try startMonitor(monitor, for: managed)
+    monitor?.attach(to: managed, serialBackend: console == ConsoleChoice.none ? "null" : "stdio")
+    if !monitorStarted { try startMonitor(monitor) }
     let received = ReceivedSignal()
     HostSignals.forward(to: managed, received: received)
     TerminalMode.enterRaw()
@@ -344,10 +382,10 @@ struct Run: ParsableCommand {
     }
   }
 
-  /// Serves the monitor's sockets for `managed`, and waits for a client if one asked for wait=on.
-  private func startMonitor(_ server: MonitorServer?, for managed: ManagedMachine) throws {
+  /// Serves the monitor's sockets (a machine, or a waiting destination, attached), and waits
+  /// for a client if one asked for wait=on.
+  private func startMonitor(_ server: MonitorServer?) throws {
     guard let server else { return }
-    server.attach(to: managed, serialBackend: console == ConsoleChoice.none ? "null" : "stdio")
     do {
       try server.start()
     } catch {
@@ -377,16 +415,23 @@ func printError(_ line: String) {
   text.withUTF8 { bytes in _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count) }
 }
 
-/// `--incoming`'s value: `file:PATH[,mode=mapped|copy]` or `tcp:[HOST]:PORT`.
+/// `--incoming`'s value: `file:PATH[,mode=mapped|copy]`, `tcp:[HOST]:PORT` or `defer`.
 struct IncomingSource {
   enum Kind {
     case file(String)
     case tcp(MigrationAddress)
+    /// `defer`: listen once QMP `migrate-incoming` says where.
+    case deferred
   }
   var kind: Kind
   var mode: RestoreMode
 
   init(parsing text: String) throws {
+    if text == "defer" {
+      kind = .deferred
+      mode = .mapped
+      return
+    }
     if text.hasPrefix("tcp:") {
       do { kind = .tcp(try MigrationAddress(parsing: text)) } catch { throw ValidationError(error.description) }
       mode = .mapped
@@ -394,7 +439,9 @@ struct IncomingSource {
     }
     let list = try OptionList(parsing: text)
     guard list.main.hasPrefix("file:"), list.main.count > 5 else {
-      throw ValidationError("'\(text)': skvm restores from file:PATH or receives a migration on tcp:[HOST]:PORT")
+      throw ValidationError(
+        "'\(text)': skvm restores from file:PATH, or receives a migration on tcp:[HOST]:PORT (or defer: where QMP migrate-incoming says)"
+      )
     }
     kind = .file(String(list.main.dropFirst(5)))
     mode = .mapped

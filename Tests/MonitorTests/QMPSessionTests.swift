@@ -11,7 +11,7 @@ struct QMPSessionTests {
   private static func session() throws -> QMPSession {
     let machine = try ManagedMachine(
       configuration: .init(boot: .flatImage(bytes: [0xF4], entry: .real)), console: DiscardedConsoleOutput())
-    return QMPSession(commands: QMPCommands(machine: machine, monitorAddresses: [], serialBackend: "null"))
+    return QMPSession(commandSet: QMPCommands(machine: machine, monitorAddresses: [], serialBackend: "null"))
   }
 
   private func send(_ session: QMPSession, _ text: String) throws -> JSONValue {

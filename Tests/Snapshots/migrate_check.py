@@ -7,7 +7,8 @@ may print FAIL — a page dirtied and not sent again would fail the pattern chec
 
   migrate_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --hops N
 
-Checks: HOPS migrations in a row (the destination of one is the source of the next) with
+Checks: HOPS migrations in a row (the destination of one is the source of the next; the second
+one's waits with --incoming defer for QMP migrate-incoming) with
 MIGRATION events setup/active/device/completed, query-migrate's RAM figures and the source in
 postmigrate; a migration cancelled mid-way (the source runs on, the destination exits with
 an error); a destination killed mid-way (the source runs on). Prints "migrate_check: ok …".
@@ -108,6 +109,62 @@ async def migrate(source, uri, parameters=None, interrupt=None):
     return info, status, events
 
 
+async def prepare_deferred(destination, port):
+    """`--incoming defer`: the destination's monitor answers before the machine exists, refuses what
+    needs the machine, and starts listening on migrate-incoming (once). Returns the connected client
+    and the MIGRATION events it collects."""
+    client = QMPClient("migrate-check-destination")
+    await client.connect(destination.socket)
+    events = []
+
+    async def collect():
+        async for event in client.events:
+            if event["event"] == "MIGRATION":
+                events.append(event["data"]["status"])
+
+    client.collector = asyncio.create_task(collect())
+    status = await client.execute("query-status")
+    check(status["status"] == "inmigrate" and not status["running"], f"defer: query-status {status}")
+    check(await client.execute("query-migrate") == {}, "defer: query-migrate before migrate-incoming")
+    for command, arguments, expected in (("stop", None, "migrate-incoming"),
+                                         ("migrate-incoming", {"uri": "unix:/nope"}, "tcp:"),
+                                         ("migrate-incoming", {"uri": "tcp:127.0.0.1:99999"}, "port")):
+        try:
+            await client.execute(command, arguments)
+            raise CheckFailed(f"defer: {command} {arguments} succeeded")
+        except CheckFailed:
+            raise
+        except Exception as error:
+            check(expected in str(error), f"defer: {command} {arguments} said {error}")
+    await client.execute("migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+    try:
+        await client.execute("migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+        raise CheckFailed("defer: a second migrate-incoming succeeded")
+    except CheckFailed:
+        raise
+    except Exception as error:
+        check("already" in str(error), f"defer: a second migrate-incoming said {error}")
+    check((await client.execute("query-migrate")).get("status") == "setup", "defer: query-migrate after it")
+    return client, events
+
+
+async def deferred_migration(source, destination, port):
+    """Migrates `source` into a `--incoming defer` destination, its client connected throughout;
+    afterwards the same client drives the machine."""
+    client, events = await prepare_deferred(destination, port)
+    result = await migrate(source, f"tcp:127.0.0.1:{port}")
+    for _ in range(200):
+        status = await client.execute("query-status")
+        if status["status"] == "running":
+            break
+        await asyncio.sleep(0.01)
+    check(status["status"] == "running", f"defer: the destination is {status} after the migration")
+    check(events == ["setup", "active", "completed"], f"defer: the destination's MIGRATION events {events}")
+    client.collector.cancel()
+    await client.disconnect()
+    return result
+
+
 async def quit_vm(vm):
     client = QMPClient("migrate-check")
     await client.connect(vm.socket)
@@ -129,10 +186,16 @@ def run(args):
     downtimes = []
     for hop in range(1, args.hops + 1):
         port = free_port()
-        destination = VM(directory, f"vm{hop}", [args.skvm, "run", "--incoming", f"tcp::{port}"])
-        wait_for(destination.log, lambda text: b"waiting for a migration" in text or False, destination.process)
+        # The second hop's destination waits for QMP migrate-incoming (--incoming defer).
+        deferred = hop == 2
+        destination = VM(directory, f"vm{hop}",
+                         [args.skvm, "run", "--incoming", "defer" if deferred else f"tcp::{port}"])
+        wait_for(destination.log, lambda text: b"waiting for " in text or False, destination.process)
         last = beats_of(source.log)[-1]
-        info, status, events = asyncio.run(migrate(source, f"tcp:127.0.0.1:{port}"))
+        if deferred:
+            info, status, events = asyncio.run(deferred_migration(source, destination, port))
+        else:
+            info, status, events = asyncio.run(migrate(source, f"tcp:127.0.0.1:{port}"))
         check(info.get("status") == "completed", f"hop {hop}: migrate gave {info}; source: {source.output()[-400:]}")
         check(status["status"] == "postmigrate", f"hop {hop}: the source is {status}")
         check(events[:2] == ["setup", "active"] and "device" in events and events[-1] == "completed",
@@ -194,6 +257,19 @@ def run(args):
     check(b"FAIL" not in source.output(), f"after kill: {source.output()[-400:]}")
     asyncio.run(quit_vm(source))
     source.process.wait(30)
+
+    # A deferred destination told to quit while it listens ends at once, status 0.
+    async def quit_listening(vm):
+        client, _ = await prepare_deferred(vm, free_port())
+        client.collector.cancel()
+        await client.execute("quit")
+        await client.disconnect()
+
+    waiting = VM(directory, "waiting", [args.skvm, "run", "--incoming", "defer"])
+    wait_for(waiting.log, lambda text: b"migrate-incoming" in text or False, waiting.process)
+    asyncio.run(quit_listening(waiting))
+    check(waiting.process.wait(10) == 0, f"defer: quit while listening: exit {waiting.process.returncode}")
+    check(not os.path.exists(waiting.socket), "defer: the monitor socket stayed behind")
     downtimes.sort()
     print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs, a cancel and a killed destination; "
           f"downtime median {downtimes[len(downtimes) // 2]} ms", flush=True)

@@ -151,7 +151,7 @@ struct SnapshotTests {
       ("other disks", ["--incoming", "file:\(snapshot)", "--disk", directory + "/workload.bin"], "--disk"),
       ("missing file", ["--incoming", "file:" + directory + "/nothing.snap"], "cannot open the snapshot"),
       ("bad URI", ["--incoming", "ftp:somewhere"], "file:PATH or receives a migration on tcp:[HOST]:PORT"),
-      ("bad port", ["--incoming", "tcp:localhost:99999"], "expected tcp:[HOST]:PORT"),
+      ("bad port", ["--incoming", "tcp:localhost:99999"], "port 99999 is not a TCP port"),
       ("bad host", ["--incoming", "tcp:no.such.host:4444"], "expected tcp:[IPv4 ADDRESS]:PORT"),
     ]
     for (name, arguments, expected) in cases {

@@ -22,6 +22,10 @@ public final class IncomingMigration: @unchecked Sendable {
   /// Where it listens, as given.
   public let address: String
   private var channel: MigrationChannel?
+  /// Called once the source has connected (the destination's status becomes active).
+  var onConnected: (@Sendable () -> Void)?
+  private let abortLock = ConditionLock()
+  private var aborted = false
 
   /// The longest a source may be silent mid-stream.
   static let silenceSeconds = 60
@@ -53,16 +57,27 @@ public final class IncomingMigration: @unchecked Sendable {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &length) }
     }
     guard fd >= 0 else {
+      if abortLock.withLock({ aborted }) { throw .migration("the incoming migration on \(address) was given up") }
       throw .migration("accepting the migration on \(address) failed: \(String(cString: strerror(errno)))")
     }
     _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    // Nobody else is let in: the one source is served, later connections are refused.
+    _ = shutdown(listener, Int32(SHUT_RDWR))
     var text = [CChar](repeating: 0, count: 64)
     var ip = peerAddress.sin_addr
     inet_ntop(AF_INET, &ip, &text, 64)
     let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let peer = "\(host):\(UInt16(bigEndian: peerAddress.sin_port))"
     let channel = MigrationChannel(fd: fd, peer: "the migration source \(peer)", timeoutSeconds: Self.silenceSeconds)
-    self.channel = channel
+    let givenUp = abortLock.withLock { () -> Bool in
+      self.channel = channel
+      return aborted
+    }
+    if givenUp {
+      channel.shutDown()
+      throw .migration("the incoming migration on \(address) was given up")
+    }
+    onConnected?()
     do throws(MigrationChannel.Failure) {
       return try Self.receive(from: channel)
     } catch {
@@ -80,18 +95,34 @@ public final class IncomingMigration: @unchecked Sendable {
     }
   }
 
+  /// Gives up (QMP `quit` while waiting): a waiting `receive()` returns with an error, a
+  /// stream being received is cut.
+  public func abort() {
+    let open = abortLock.withLock { () -> MigrationChannel? in
+      aborted = true
+      return channel
+    }
+    _ = shutdown(listener, Int32(SHUT_RDWR))
+    open?.shutDown()
+  }
+
   /// Tells the source the machine runs here (it then stops for good).
   public func acknowledge() {
-    try? channel?.send([MigrationKind.running.rawValue])
-    channel = nil
+    try? takeChannel()?.send([MigrationKind.running.rawValue])
   }
 
   /// Tells the source why this side gave up (it then runs on).
   public func refuse(_ reason: String) {
     var message = MigrationMessage(.failed)
     message.putText(Array(reason.utf8.prefix(4000)))
-    try? channel?.send(message.bytes)
-    channel = nil
+    try? takeChannel()?.send(message.bytes)
+  }
+
+  private func takeChannel() -> MigrationChannel? {
+    abortLock.withLock { () -> MigrationChannel? in
+      defer { channel = nil }
+      return channel
+    }
   }
 
   private static func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> SnapshotFile {

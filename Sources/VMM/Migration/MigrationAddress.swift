@@ -19,10 +19,12 @@ public struct MigrationAddress: Sendable, Equatable, CustomStringConvertible {
   public init(parsing text: String) throws(ParseError) {
     let rest = text.dropFirst(text.hasPrefix("tcp:") ? 4 : 0)
     guard text.hasPrefix("tcp:"), let colon = rest.lastIndex(of: ":"),
-      let port = Int(rest[rest.index(after: colon)...]),
-      (1...65535).contains(port)
+      let port = Int(rest[rest.index(after: colon)...])
     else {
       throw ParseError(description: "'\(text)': expected tcp:[HOST]:PORT, e.g. tcp::4444 or tcp:0.0.0.0:4444")
+    }
+    guard (1...65535).contains(port) else {
+      throw ParseError(description: "'\(text)': port \(port) is not a TCP port (1–65535)")
     }
     let host = String(rest[..<colon])
     let name = host.isEmpty || host == "localhost" ? "127.0.0.1" : host
