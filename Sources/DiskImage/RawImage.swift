@@ -53,7 +53,7 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
     try checkRange(offset, Int(clamping: length))
     let punchHoleKeepSize: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-    if csys_fallocate(file.fd, punchHoleKeepSize, off_t(offset), off_t(length)) == 0 { return }
+    if file.allocate(mode: punchHoleKeepSize, at: offset, length: length) { return }
     var position = offset
     let zeros = [UInt8](repeating: 0, count: 1 << 20)
     while position < offset + length {

@@ -150,7 +150,8 @@ struct SnapshotTests {
       ("other vCPU count", ["--incoming", "file:\(snapshot)", "--cpus", "4"], "--cpus"),
       ("other disks", ["--incoming", "file:\(snapshot)", "--disk", directory + "/workload.bin"], "--disk"),
       ("missing file", ["--incoming", "file:" + directory + "/nothing.snap"], "cannot open the snapshot"),
-      ("bad URI", ["--incoming", "ftp:somewhere"], "file:PATH or receives a migration on tcp:[HOST]:PORT"),
+      ("bad URI", ["--incoming", "ftp:somewhere"], "receives a migration on tcp:[HOST]:PORT"),
+      ("defer without a monitor", ["--incoming", "defer"], "give a monitor with --qmp"),
       ("bad port", ["--incoming", "tcp:localhost:99999"], "port 99999 is not a TCP port"),
       ("bad host", ["--incoming", "tcp:no.such.host:4444"], "expected tcp:[IPv4 ADDRESS]:PORT"),
     ]

@@ -38,7 +38,7 @@ extension QCow2Image {
           let zeros = [UInt8](repeating: 0, count: Int(clusterSize))
           for index in 0..<UInt64(count) { try file.write(zeros, at: host + index * clusterSize) }
         case .falloc:
-          if csys_fallocate(file.fd, 0, off_t(host), off_t(end - host)) != 0 {
+          if !file.allocate(mode: 0, at: host, length: end - host) {
             try file.truncate(to: max(file.length, end))
           }
         case .metadata, .off:

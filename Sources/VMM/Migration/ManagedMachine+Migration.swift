@@ -110,6 +110,7 @@ extension ManagedMachine {
         memory: current.memory, channel: channel, parameters: parameters, statistics: info.ram!, cancelled: cancelled)
       // Pass 1 sends everything; each later one what was dirtied during the one before.
       var pages = current.allPages
+      var passPages = pages.count
       while true {
         let passStart = monotonicNanoseconds()
         let before = sender.statistics.transferred
@@ -125,11 +126,15 @@ extension ManagedMachine {
         info.ram = sender.statistics
         info.totalMilliseconds = elapsed()
         setMigration(info, event: false)
-        if !wasRunning || sender.statistics.expectedDowntimeMilliseconds <= Double(parameters.downtimeLimitMilliseconds)
-        {
-          break
-        }
-        if sender.statistics.passes >= parameters.maximumPasses {
+        // Done once the rest fits the limit — unless another pass is cheap and still shrinks
+        // the rest well (to at most half): then the stop is shorter than the limit allows.
+        let sent = passPages
+        passPages = pages.count
+        let fits = sender.statistics.expectedDowntimeMilliseconds <= Double(parameters.downtimeLimitMilliseconds)
+        let worthAnotherPass = pages.count > Self.smallRemainder && pages.count * 2 <= sent
+        let lastPass = sender.statistics.passes >= parameters.maximumPasses
+        if !wasRunning || (fits && (!worthAnotherPass || lastPass)) { break }
+        if lastPass {
           throw VirtualMachineError.migration(
             "the guest dirties RAM faster than it can be sent (\(sender.statistics.dirtyPagesRate) pages/s against \(Int(sender.statistics.mbps)) Mbit/s after \(sender.statistics.passes) passes): raise downtime-limit or max-bandwidth"
           )
@@ -183,6 +188,9 @@ extension ManagedMachine {
       throw fail(error)
     }
   }
+
+  /// Pages left over that are not worth another pass (1 MiB: a millisecond or two of stop).
+  static let smallRemainder = 256
 
   /// Connects to the destination (10 s at most).
   private static func connect(to address: MigrationAddress) throws(MigrationChannel.Failure) -> MigrationChannel {
