@@ -40,19 +40,30 @@ int csys_vhost_set_memory(int fd, unsigned count, const uint64_t *guest, const u
   return result;
 }
 
-int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
-                        uint64_t available, uint64_t used, int kick, int call, int error) {
-  struct vhost_vring_state number = {.index = index, .num = size};
-  if (ioctl(fd, VHOST_SET_VRING_NUM, &number) != 0) return -1;
-  struct vhost_vring_state start = {.index = index, .num = base};
-  if (ioctl(fd, VHOST_SET_VRING_BASE, &start) != 0) return -1;
+int csys_vhost_set_ring_addresses(int fd, unsigned index, uint64_t descriptors, uint64_t available, uint64_t used,
+                                  uint64_t log_used) {
   struct vhost_vring_addr address;
   memset(&address, 0, sizeof address);
   address.index = index;
   address.desc_user_addr = descriptors;
   address.avail_user_addr = available;
   address.used_user_addr = used;
-  if (ioctl(fd, VHOST_SET_VRING_ADDR, &address) != 0) return -1;
+  if (log_used != UINT64_MAX) {
+    address.flags = 1u << VHOST_VRING_F_LOG;
+    address.log_guest_addr = log_used;
+  }
+  return ioctl(fd, VHOST_SET_VRING_ADDR, &address);
+}
+
+int csys_vhost_set_log_base(int fd, uint64_t base) { return ioctl(fd, VHOST_SET_LOG_BASE, &base); }
+
+int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
+                        uint64_t available, uint64_t used, uint64_t log_used, int kick, int call, int error) {
+  struct vhost_vring_state number = {.index = index, .num = size};
+  if (ioctl(fd, VHOST_SET_VRING_NUM, &number) != 0) return -1;
+  struct vhost_vring_state start = {.index = index, .num = base};
+  if (ioctl(fd, VHOST_SET_VRING_BASE, &start) != 0) return -1;
+  if (csys_vhost_set_ring_addresses(fd, index, descriptors, available, used, log_used) != 0) return -1;
   struct vhost_vring_file kicker = {.index = index, .fd = kick};
   if (ioctl(fd, VHOST_SET_VRING_KICK, &kicker) != 0) return -1;
   struct vhost_vring_file caller = {.index = index, .fd = call};

@@ -48,6 +48,8 @@ final class PCIDevices: @unchecked Sendable {
   private(set) var networks: [(device: VirtioNet, configuration: NetworkConfiguration)] = []
   /// The kernel data planes of NICs with vhost=on (one per queue pair), by NIC index.
   private var vhosts: [Int: [VhostNet]] = [:]
+  /// The log vhost-net writes while a live migration runs (see `logVhostWrites`).
+  var vhostLog: VhostDirtyLog?
   /// What did not go as configured but did not stop the machine (vhost-net missing: skvm
   /// serves that tap itself), for the CLI to show.
   private(set) var notices: [String] = []
@@ -57,7 +59,7 @@ final class PCIDevices: @unchecked Sendable {
   private var lines: [UInt32: SharedInterruptLine] = [:]
   private let workers: IOWorkerPool?
   private let vm: KVMVirtualMachine
-  private let memory: GuestMemory
+  let memory: GuestMemory
   private let registry: DeviceRegistry
   private var nextBAR = UInt64(ACPITables.pciMemoryWindow.lowerBound)
 
@@ -246,6 +248,11 @@ final class PCIDevices: @unchecked Sendable {
   }
 
   deinit { stopIOThreads() }
+
+  /// Every vhost-net data plane with its NIC's index.
+  var vhostPlanes: [(nic: Int, plane: VhostNet)] {
+    vhosts.sorted { $0.key < $1.key }.flatMap { nic, planes in planes.map { (nic, $0) } }
+  }
 
   /// Stops the I/O threads, letting requests in flight finish.
   func stopIOThreads() {

@@ -36,8 +36,14 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
   /// the relay eventfd in `calls` (nil). Kept across starts.
   private let callTargets = Mutex<[Int32?]>([nil, nil])
 
+  /// The dirty log's address while a live migration logs writes (nil otherwise). Kept across
+  /// starts: a driver that restarts the device mid-migration is logged too.
+  private let logBase = Mutex<UInt64?>(nil)
+
   private struct Running {
     var rings: [SplitVirtqueue]
+    /// The features given to the kernel (without VHOST_F_LOG_ALL).
+    var features: UInt64
     /// Detached from the tap for a pause (positions read then).
     var suspended = false
     var positions: [SplitVirtqueue.Position] = []
@@ -92,7 +98,11 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       if running != nil { detach(running!.rings.count) }
       running = nil
       let wanted = features & Self.ringFeatures
-      guard wanted & supportedFeatures == wanted, csys_vhost_set_features(fd, wanted) == 0 else { return false }
+      let log = logBase.withLock { $0 }
+      if let log, csys_vhost_set_log_base(fd, log) != 0 { return false }
+      guard wanted & supportedFeatures == wanted,
+        csys_vhost_set_features(fd, wanted | (log != nil ? Self.logAll : 0)) == 0
+      else { return false }
       let regions = memory.regions
       let guest = regions.map(\.guestAddress)
       let sizes = regions.map(\.size)
@@ -107,7 +117,7 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
           let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
           csys_vhost_set_ring(
             fd, UInt32(index), UInt32(size), UInt32(ring.position.nextAvailable), Self.address(table),
-            Self.address(available), Self.address(used), kicks[index].rawValue,
+            Self.address(available), Self.address(used), log != nil ? ring.usedRing : UInt64.max, kicks[index].rawValue,
             targets[index] ?? calls[index].rawValue, errors[index].rawValue) == 0,
           csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) == 0
         else {
@@ -115,7 +125,7 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
           return false
         }
       }
-      running = Running(rings: rings)
+      running = Running(rings: rings, features: wanted)
       return true
     }
     if started {
@@ -128,6 +138,36 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       wake()
     }
     return started
+  }
+
+  /// VHOST_F_LOG_ALL.
+  static let logAll: UInt64 = 1 << UInt64(CSYS_VHOST_F_LOG_ALL)
+
+  /// Whether the kernel can log its writes to guest memory (every vhost-net since Linux 2.6.34).
+  var canLogWrites: Bool { supportedFeatures & Self.logAll != 0 }
+
+  /// Makes the kernel note every page it writes in `log` (a live migration's pre-copy), or
+  /// stops it (nil): now if it serves the rings, and at every later start. False when the
+  /// kernel refuses (the migration must not go on without the log).
+  func setDirtyLog(_ log: VhostDirtyLog?) -> Bool {
+    running.withLock { running in
+      let base = log?.base
+      logBase.withLock { $0 = base }
+      guard let current = running else { return true }
+      if let base, csys_vhost_set_log_base(fd, base) != 0 { return false }
+      // The used rings' writes are logged (by guest address) before the kernel logs anything else.
+      for (index, ring) in current.rings.enumerated() {
+        let size = Int(ring.size)
+        guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
+          let available = try? memory.buffer(at: ring.availableRing, length: 6 + 2 * size),
+          let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
+          csys_vhost_set_ring_addresses(
+            fd, UInt32(index), Self.address(table), Self.address(available), Self.address(used),
+            base != nil ? ring.usedRing : UInt64.max) == 0
+        else { return false }
+      }
+      return csys_vhost_set_features(fd, current.features | (base != nil ? Self.logAll : 0)) == 0
+    }
   }
 
   /// Points each ring's completions at `targets` (an irqfd, or nil for the relay eventfd),

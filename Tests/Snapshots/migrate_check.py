@@ -7,6 +7,9 @@ may print FAIL — a page dirtied and not sent again would fail the pattern chec
 
   migrate_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --hops N
 
+Also: a destination that cannot open the source's NIC back end (a hostfwd port bound on this
+host) refuses before RAM moves; a --incoming defer destination quits cleanly while it listens.
+
 Checks: HOPS migrations in a row (the destination of one is the source of the next; the second
 one's waits with --incoming defer for QMP migrate-incoming) with
 MIGRATION events setup/active/device/completed, query-migrate's RAM figures and the source in
@@ -257,6 +260,26 @@ def run(args):
     check(b"FAIL" not in source.output(), f"after kill: {source.output()[-400:]}")
     asyncio.run(quit_vm(source))
     source.process.wait(30)
+
+    # A NIC back end the destination cannot open (on one host: the source's hostfwd port is
+    # bound) is refused before any RAM moves; the source runs on.
+    forwarded = free_port()
+    nic_source = VM(directory, "nic-source", [args.skvm, "run", "--flat", args.probe, "--flat-entry", "long",
+                                              "--memory", "64M", "--disk", disk,
+                                              "--net", f"user,hostfwd=tcp:127.0.0.1:{forwarded}-:80"])
+    nic_source.wait_beats(2)
+    port = free_port()
+    nic_destination = VM(directory, "nic-destination", [args.skvm, "run", "--incoming", f"tcp::{port}"])
+    wait_for(nic_destination.log, lambda text: b"waiting for a migration" in text or False, nic_destination.process)
+    info, status, _ = asyncio.run(migrate(nic_source, f"tcp:127.0.0.1:{port}"))
+    check(info.get("status") == "failed" and status["status"] == "running", f"busy NIC: {info}, {status}")
+    check("another host" in info.get("error-desc", "") and info["ram"]["transferred"] < (1 << 20),
+          f"busy NIC: {info}")
+    check(nic_destination.process.wait(30) == 1, f"busy NIC: the destination exited {nic_destination.process.returncode}")
+    count = len(beats_of(nic_source.log))
+    nic_source.wait_beats(count + 2)
+    asyncio.run(quit_vm(nic_source))
+    nic_source.process.wait(30)
 
     # A deferred destination told to quit while it listens ends at once, status 0.
     async def quit_listening(vm):

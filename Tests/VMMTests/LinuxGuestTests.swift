@@ -288,12 +288,36 @@ struct LinuxGuestTests {
   }
 
   @Test(
-    "Live migration of the default guest writing a file system and dirtying RAM: the shell answers on the destination, the loops run on, and fsck finds the file system clean"
+    "Live migration of the default guest writing a file system and dirtying RAM (and, where taps can be made, receiving a TCP stream through vhost-net): the shell answers on the destination, the loops run on, the stream arrives intact, and fsck finds the file system clean"
   )
   func liveMigration() throws {
     let directory = "/tmp/skvm-linux-migrate-\(getpid())"
     let disk = directory + "/disk.raw"
     let port = 19_000 + Int(getpid() % 1000)
+    // Where taps can be made: a multiqueue tap both sides attach to, vhost-net moving the
+    // frames, and a host sender streaming through the migration — the pages the kernel writes
+    // (frames, used rings) must reach the destination, or the stream's md5 differs or stalls.
+    let stream = LinuxNetworkTests.canUseTaps
+    let sender = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/stream_sender.py").path
+    let mebibytes = 48
+    let digest =
+      stream
+      ? try ChildProcess.run(
+        URL(fileURLWithPath: "/usr/bin/env"),
+        ["python3", sender, "x", "1", "--mebibytes", "\(mebibytes)", "--md5-only"]
+      ).output.trimmingCharacters(in: .whitespacesAndNewlines) : ""
+    let nic = stream ? ["--net", "tap,ifname=skvmmig0,queues=2,vhost=on"] : []
+    let listen =
+      stream
+      ? [
+        "send:ip addr add 192.168.79.2/24 dev eth0 && ip link set eth0 up && { nc -l -p 5001 < /dev/null | md5sum > /tmp/sum; touch /tmp/done; } & echo LISTENING",
+        "expect:LISTENING", "sleep:3",
+      ] : []
+    let received =
+      stream
+      ? [
+        "send:while [ ! -e /tmp/done ]; do sleep 1; done; echo STREAM $(cat /tmp/sum)", "expect:STREAM \(digest)",
+      ] : []
     let source = LinuxGuestHost.sessionCommand(
       "source",
       steps: [
@@ -302,31 +326,45 @@ struct LinuxGuestTests {
         // A writer on the disk and a loop dirtying RAM, both running through the migration.
         "send:(while true; do dd if=/dev/urandom of=/mnt/f bs=4k count=64 2>/dev/null; sync; done) & (while true; do dd if=/dev/zero of=/tmp/x bs=1M count=4 2>/dev/null; sleep 0.5; done) & echo LOOPS",
         "expect:LOOPS", "sleep:2",
+      ] + listen + [
         // The lane is an emulator (tens of Mbit/s through loopback): a generous downtime limit.
         "qmp:migrate-set-parameters {\"downtime-limit\": 5000}",
         "qmp:migrate {\"uri\": \"tcp:127.0.0.1:\(port)\"}", "hmp-until:Migration status: completed|info migrate",
         "hmp:info status", "expect:postmigrate", "qmp:quit", "exit:0",
       ],
-      skvm: ["run", "--disk", disk, "--memory", "128M"], monitor: true, timeout: 200)
+      skvm: ["run", "--disk", disk, "--memory", "128M"] + nic, monitor: true, timeout: 200)
     let destination = LinuxGuestHost.sessionCommand(
       "destination",
       steps: [
         "expect:waiting for a migration", "hmp-until:running|info status",
         "send:echo alive-$((6*7)); kill -0 %1 && kill -0 %2 && echo LOOPS-ALIVE", "expect:alive-42",
         "expect:LOOPS-ALIVE",
+      ] + received + [
         "send:kill %1 %2; wait; sync; umount /mnt; echo UMOUNT=$?", "expect:UMOUNT=0", "send:poweroff -f", "exit:0",
         "host:fsck.ext4 -fn \(disk) >/dev/null 2>&1; echo FSCK=$?", "expect:FSCK=0",
       ],
       skvm: ["run", "--incoming", "tcp::\(port)"], monitor: true, timeout: 200)
-    let line =
+    var line =
       "mkdir -p \(directory) && truncate -s 64M \(disk) && mkfs.ext4 -q -F \(disk) && "
       + "{ \(destination) > \(directory)/destination.log 2>&1 & waiter=$!; } && sleep 1 && \(source); "
-      + "status=$?; wait $waiter; dstatus=$?; cat \(directory)/destination.log; rm -rf \(directory); "
-      + "[ $status = 0 ] && [ $dstatus = 0 ]"
+      + "status=$?; wait $waiter; dstatus=$?; cat \(directory)/destination.log; "
+    if stream {
+      line += "cat \(directory)/sender.log; "
+      line =
+        "ip link set lo up && ip tuntap add skvmmig0 mode tap multi_queue && ip addr add 192.168.79.1/24 dev skvmmig0 && "
+        + "ip link set skvmmig0 up && mkdir -p \(directory) && "
+        + "{ python3 \(sender) 192.168.79.2 5001 --mebibytes \(mebibytes) > \(directory)/sender.log 2>&1 & } && "
+        + line
+    }
+    line += "rm -rf \(directory); [ $status = 0 ] && [ $dstatus = 0 ]"
+    if stream { line = "unshare -n sh -c " + LinuxGuestHost.quote([line]) }
     let session = try LinuxGuestHost.shell(line, timeout: 400)
     #expect(session.status == 0, "\(session.transcript)")
     #expect(session.transcript.contains("=== result source ok"), "\(session.transcript)")
     #expect(session.transcript.contains("=== result destination ok"), "\(session.transcript)")
+    if stream {
+      #expect(session.transcript.contains("md5 \(digest)"), "the sender finished: \(session.transcript)")
+    }
   }
 
   @Test("The kit kernel as an ELF vmlinux (entered at its PVH note) boots with two CPUs")

@@ -14,10 +14,24 @@ int csys_vhost_set_features(int fd, uint64_t features);
 int csys_vhost_set_memory(int fd, unsigned count, const uint64_t *guest, const uint64_t *size, const uint64_t *host);
 
 /// Sets up ring `index`: its size, the next available index, the host addresses of its
-/// descriptor table, available and used rings, and its kick, call and error eventfds (the
-/// kernel signals the last when the ring breaks the rules and it stops serving it).
+/// descriptor table, available and used rings (see `csys_vhost_set_ring_addresses` for
+/// `log_used`), and its kick, call and error eventfds (the kernel signals the last when the
+/// ring breaks the rules and it stops serving it).
 int csys_vhost_set_ring(int fd, unsigned index, unsigned size, unsigned base, uint64_t descriptors,
-                        uint64_t available, uint64_t used, int kick, int call, int error);
+                        uint64_t available, uint64_t used, uint64_t log_used, int kick, int call, int error);
+
+/// VHOST_SET_VRING_ADDR: ring `index`'s descriptor table, available and used rings (host
+/// addresses); `log_used` is the used ring's guest-physical address, whose writes the kernel
+/// then notes in the dirty log, or UINT64_MAX for no logging. 0, or -1 with errno set.
+int csys_vhost_set_ring_addresses(int fd, unsigned index, uint64_t descriptors, uint64_t available, uint64_t used,
+                                  uint64_t log_used);
+
+/// VHOST_SET_LOG_BASE: the host address of the dirty log (a bit per guest-physical page,
+/// page 8·i + j at bit j of byte i), which the kernel writes while VHOST_F_LOG_ALL is negotiated.
+int csys_vhost_set_log_base(int fd, uint64_t base);
+
+/// VHOST_F_LOG_ALL: the feature bit that makes the kernel log every write to guest memory.
+#define CSYS_VHOST_F_LOG_ALL 26
 
 /// VHOST_SET_VRING_CALL: the eventfd the kernel signals when it used ring `index`'s buffers
 /// (an irqfd raises the guest's interrupt directly). 0, or -1 with errno set.

@@ -156,6 +156,16 @@ public final class IncomingMigration: @unchecked Sendable {
         "disk \(disk.path) is not here (\(String(cString: strerror(errno)))): a migration needs the same images at the same paths on both hosts"
       )
     }
+    // And every NIC's back end must open here (then it is closed until the machine is built):
+    // on one host a single-queue tap the source holds, or a hostfwd port it has bound, cannot.
+    do {
+      let trial = try OpenedNetwork.openAll(configuration.networks, machineName: configuration.name)
+      for network in trial { for backend in network.backends { backend.close() } }
+    } catch {
+      throw MigrationChannel.Failure(
+        "\(error) — on one host the source still holds its NICs' back ends: use a multiqueue tap (ip tuntap add NAME mode tap multi_queue, queues=2) and no hostfwd, or migrate to another host"
+      )
+    }
     let memfd = csys_memfd_create("skvm-incoming")
     guard memfd >= 0 else {
       throw MigrationChannel.Failure("no memory for the incoming machine: \(String(cString: strerror(errno)))")

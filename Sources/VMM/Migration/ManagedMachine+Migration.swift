@@ -133,10 +133,11 @@ extension ManagedMachine {
         let fits = sender.statistics.expectedDowntimeMilliseconds <= Double(parameters.downtimeLimitMilliseconds)
         let worthAnotherPass = pages.count > Self.smallRemainder && pages.count * 2 <= sent
         let lastPass = sender.statistics.passes >= parameters.maximumPasses
-        if !wasRunning || (fits && (!worthAnotherPass || lastPass)) { break }
+        // A guest stopped meanwhile (QMP stop: the user's stop-and-copy) dirties nothing more.
+        if current.isPaused || (fits && (!worthAnotherPass || lastPass)) { break }
         if lastPass {
           throw VirtualMachineError.migration(
-            "the guest dirties RAM faster than it can be sent (\(sender.statistics.dirtyPagesRate) pages/s against \(Int(sender.statistics.mbps)) Mbit/s after \(sender.statistics.passes) passes): raise downtime-limit or max-bandwidth"
+            "the guest dirties RAM faster than it can be sent (\(sender.statistics.dirtyPagesRate) pages/s against \(Int(sender.statistics.mbps)) Mbit/s after \(sender.statistics.passes) passes): raise downtime-limit or max-bandwidth, or stop the guest (QMP stop) while it migrates to finish with a stop-and-copy"
           )
         }
       }

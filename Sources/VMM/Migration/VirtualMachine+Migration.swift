@@ -37,15 +37,14 @@ public struct MigrationRAMStatistics: Sendable, Equatable {
 extension VirtualMachine {
   /// Why this machine cannot migrate live now, if it cannot.
   var liveMigrationObstacle: String? {
-    for (index, network) in (pci?.networks ?? []).enumerated() where network.device.isOffloaded {
-      return
-        "NIC net\(index) has its frames moved by vhost-net, whose writes to guest memory skvm does not log yet; start the machine with vhost=off to migrate it"
-    }
-    return nil
+    guard let nic = pci?.vhostsWithoutLog.first else { return nil }
+    return
+      "NIC net\(nic) has its frames moved by vhost-net, and this host's vhost-net cannot log its writes to guest memory (no VHOST_F_LOG_ALL); start the machine with vhost=off to migrate it"
   }
 
-  /// Starts recording every page written from now on: the guest's (KVM's dirty log) and
-  /// skvm's own (block reads, used rings, received frames).
+  /// Starts recording every page written from now on: the guest's (KVM's dirty log), skvm's
+  /// own (block reads, used rings, received frames) and vhost-net's (its received frames and
+  /// used rings).
   func startDirtyLogging() throws(VirtualMachineError) {
     do {
       try memory.map(into: vm, logDirtyPages: true)
@@ -54,10 +53,15 @@ extension VirtualMachine {
       throw .migration("KVM cannot log dirty pages: \(error)")
     }
     memory.startLoggingWrites()
+    do { try pci?.logVhostWrites(true) } catch {
+      stopDirtyLogging()
+      throw error
+    }
   }
 
   /// Stops recording writes.
   func stopDirtyLogging() {
+    try? pci?.logVhostWrites(false)
     memory.stopLoggingWrites()
     try? memory.map(into: vm, logDirtyPages: false)
   }
@@ -66,7 +70,7 @@ extension VirtualMachine {
   func takeDirtyPages() throws(VirtualMachineError) -> [UInt64] {
     let guest: [UInt64]
     do { guest = try memory.dirtyPages(in: vm) } catch { throw .migration("KVM's dirty log cannot be read: \(error)") }
-    return Array(Set(guest + memory.takeWrittenPages())).sorted()
+    return Array(Set(guest + memory.takeWrittenPages() + (pci?.takeVhostDirtyPages() ?? []))).sorted()
   }
 
   /// Every page of RAM, in address order.
