@@ -310,6 +310,7 @@ struct Run: ParsableCommand {
     }
     // The source stops for good once it hears this; the machine runs here from now on.
     migration?.acknowledge()
+    StartupTrace.shared.mark("acknowledged")
     deferred?.finish(succeeded: true)
     for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,

@@ -7,7 +7,7 @@ may print FAIL — a page dirtied and not sent again would fail the pattern chec
 
   migrate_check.py --skvm SKVM --probe WORKLOAD.bin --cpus N --hops N
 
-Also: a destination that cannot open the source's NIC back end (a hostfwd port bound on this
+Also: a source killed mid-way leaves the destination exiting 1 with the disk unlocked; a destination that cannot open the source's NIC back end (a hostfwd port bound on this
 host) refuses before RAM moves; a --incoming defer destination quits cleanly while it listens.
 
 Checks: HOPS migrations in a row (the destination of one is the source of the next; the second
@@ -18,6 +18,7 @@ an error); a destination killed mid-way (the source runs on). Prints "migrate_ch
 """
 import argparse
 import asyncio
+import fcntl
 import os
 import re
 import signal
@@ -281,6 +282,33 @@ def run(args):
     asyncio.run(quit_vm(nic_source))
     nic_source.process.wait(30)
 
+    # The source killed mid-way: the destination exits with an error naming the source, and
+    # leaves the disk image unlocked (it had not opened it yet).
+    async def start_slow_migration(vm, uri):
+        client = QMPClient("migrate-check-killed-source")
+        await client.connect(vm.socket)
+        await client.execute("migrate-set-parameters", {"max-bandwidth": 4 << 20})
+        await client.execute("migrate", {"uri": uri})
+        while (await client.execute("query-migrate")).get("ram", {}).get("transferred", 0) < (1 << 20):
+            await asyncio.sleep(0.01)
+        vm.process.send_signal(signal.SIGKILL)
+        vm.process.wait(10)
+
+    doomed = VM(directory, "doomed", [args.skvm, "run", "--flat", args.probe, "--flat-entry", "long",
+                                      "--memory", "64M", "--disk", disk])
+    doomed.wait_beats(2)
+    port = free_port()
+    orphan = VM(directory, "orphan", [args.skvm, "run", "--incoming", f"tcp::{port}"])
+    wait_for(orphan.log, lambda text: b"waiting for a migration" in text or False, orphan.process)
+    try:
+        asyncio.run(start_slow_migration(doomed, f"tcp:127.0.0.1:{port}"))
+    except Exception:
+        pass  # the monitor's connection dies with the source
+    check(orphan.process.wait(90) == 1, f"killed source: the destination exited {orphan.process.returncode}")
+    check(b"migration source" in orphan.output(), f"killed source: the destination said {orphan.output()[-300:]}")
+    with open(disk, "r+b") as image:
+        fcntl.flock(image, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if anything still holds it
+
     # A deferred destination told to quit while it listens ends at once, status 0.
     async def quit_listening(vm):
         client, _ = await prepare_deferred(vm, free_port())
@@ -294,7 +322,8 @@ def run(args):
     check(waiting.process.wait(10) == 0, f"defer: quit while listening: exit {waiting.process.returncode}")
     check(not os.path.exists(waiting.socket), "defer: the monitor socket stayed behind")
     downtimes.sort()
-    print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs, a cancel and a killed destination; "
+    print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs (one into --incoming defer), a cancel, a killed "
+          "destination, a killed source, a NIC the destination cannot open; "
           f"downtime median {downtimes[len(downtimes) // 2]} ms", flush=True)
 
 

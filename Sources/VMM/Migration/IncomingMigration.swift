@@ -177,6 +177,7 @@ public final class IncomingMigration: @unchecked Sendable {
         "no memory for \(map.total >> 20) MiB of incoming RAM: \(String(cString: strerror(errno)))")
     }
     try channel.send([MigrationKind.accepted.rawValue])
+    StartupTrace.shared.mark("migration accepted")
     let buffer = UnsafeMutableRawBufferPointer.allocate(
       byteCount: MigrationKind.maximumRun * Int(GuestMemory.pageSize), alignment: 4096)
     defer { buffer.deallocate() }
@@ -217,6 +218,7 @@ public final class IncomingMigration: @unchecked Sendable {
         let record = try channel.receive(recordLength, limit: SnapshotFile.maximumStateSize, what: "a machine record")
         let devices = try channel.receive(devicesLength, limit: SnapshotFile.maximumStateSize, what: "device states")
         state = (record, devices)
+        StartupTrace.shared.mark("migration state")
       case .complete:
         guard let state else {
           throw MigrationChannel.Failure("\(channel.peer) finished without sending the machine's state")
@@ -232,7 +234,11 @@ public final class IncomingMigration: @unchecked Sendable {
         try Self.write(state.record, to: memfd, at: UInt64(SnapshotFile.headerSize))
         try Self.write(state.devices, to: memfd, at: layout.devicesOffset)
         owned = false
-        do { return try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)") } catch {
+        do {
+          let snapshot = try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)")
+          StartupTrace.shared.mark("migration snapshot")
+          return snapshot
+        } catch {
           throw MigrationChannel.Failure("\(error)")
         }
       case .cancel:
