@@ -308,6 +308,8 @@ struct Run: ParsableCommand {
       printError("skvm: \(error)")
       throw ExitCode(1)
     }
+    // A guest paused on the source (by its user) stays paused here until `cont`, as in QEMU.
+    if let migration, !migration.sourceWasRunning { managed.pause() }
     // The source stops for good once it hears this; the machine runs here from now on.
     migration?.acknowledge()
     StartupTrace.shared.mark("acknowledged")

@@ -79,10 +79,13 @@ class VM:
         return beats_of(self.log)
 
 
-async def migrate(source, uri, parameters=None, interrupt=None):
-    """Runs QMP migrate on `source`; `interrupt(info)` may act mid-way (returns True once done)."""
+async def migrate(source, uri, parameters=None, interrupt=None, stop_first=False):
+    """Runs QMP migrate on `source` (stopped first if asked); `interrupt(info)` may act mid-way
+    (returns True once done)."""
     client = QMPClient("migrate-check")
     await client.connect(source.socket)
+    if stop_first:
+        await client.execute("stop")
     events = []
 
     async def collect():
@@ -169,6 +172,18 @@ async def deferred_migration(source, destination, port):
     return result
 
 
+async def expect_paused_then_continue(vm):
+    client = QMPClient("migrate-check")
+    await client.connect(vm.socket)
+    status = await client.execute("query-status")
+    check(status["status"] == "paused", f"a stopped guest migrated: the destination is {status}")
+    count = len(beats_of(vm.log))
+    await asyncio.sleep(0.3)
+    check(len(beats_of(vm.log)) == count, "a stopped guest migrated: it runs on the destination")
+    await client.execute("cont")
+    await client.disconnect()
+
+
 async def quit_vm(vm):
     client = QMPClient("migrate-check")
     await client.connect(vm.socket)
@@ -196,10 +211,12 @@ def run(args):
                          [args.skvm, "run", "--incoming", "defer" if deferred else f"tcp::{port}"])
         wait_for(destination.log, lambda text: b"waiting for " in text or False, destination.process)
         last = beats_of(source.log)[-1]
+        # The third hop migrates a guest its user stopped: it stays stopped there until cont.
+        stopped = hop == 3
         if deferred:
             info, status, events = asyncio.run(deferred_migration(source, destination, port))
         else:
-            info, status, events = asyncio.run(migrate(source, f"tcp:127.0.0.1:{port}"))
+            info, status, events = asyncio.run(migrate(source, f"tcp:127.0.0.1:{port}", stop_first=stopped))
         check(info.get("status") == "completed", f"hop {hop}: migrate gave {info}; source: {source.output()[-400:]}")
         check(status["status"] == "postmigrate", f"hop {hop}: the source is {status}")
         check(events[:2] == ["setup", "active"] and "device" in events and events[-1] == "completed",
@@ -213,6 +230,8 @@ def run(args):
         asyncio.run(quit_vm(source))
         check(source.process.wait(30) == 0, f"hop {hop}: the source exited {source.process.returncode}")
         check(b"FAIL" not in source.output(), f"hop {hop}: the source's guest failed: {source.output()[-400:]}")
+        if stopped:
+            asyncio.run(expect_paused_then_continue(destination))
         beats = destination.wait_beats(3)
         first = beats[0]
         check(first[0] >= last[0] and first[2] >= last[2] and first[3] >= last[3],
@@ -322,7 +341,7 @@ def run(args):
     check(waiting.process.wait(10) == 0, f"defer: quit while listening: exit {waiting.process.returncode}")
     check(not os.path.exists(waiting.socket), "defer: the monitor socket stayed behind")
     downtimes.sort()
-    print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs (one into --incoming defer), a cancel, a killed "
+    print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs (one into --incoming defer, one stopped), a cancel, a killed "
           "destination, a killed source, a NIC the destination cannot open; "
           f"downtime median {downtimes[len(downtimes) // 2]} ms", flush=True)
 

@@ -22,6 +22,9 @@ public final class IncomingMigration: @unchecked Sendable {
   /// Where it listens, as given.
   public let address: String
   private var channel: MigrationChannel?
+  /// Whether the guest ran on the source when it stopped for the switch-over (known once
+  /// `receive()` returned): the destination runs it, or keeps it paused as it was (`cont` runs it).
+  public private(set) var sourceWasRunning = true
   /// Called once the source has connected (the destination's status becomes active).
   var onConnected: (@Sendable () -> Void)?
   private let abortLock = ConditionLock()
@@ -79,7 +82,9 @@ public final class IncomingMigration: @unchecked Sendable {
     }
     onConnected?()
     do throws(MigrationChannel.Failure) {
-      return try Self.receive(from: channel)
+      let received = try Self.receive(from: channel)
+      sourceWasRunning = received.running
+      return received.snapshot
     } catch {
       refuse(error.description)
       throw .migration(error.description)
@@ -90,7 +95,7 @@ public final class IncomingMigration: @unchecked Sendable {
   /// this way): the machine as a snapshot, or what was wrong with the stream.
   public static func receive(fromSocket fd: Int32, peer: String) throws(VirtualMachineError) -> SnapshotFile {
     let channel = MigrationChannel(fd: fd, peer: peer, timeoutSeconds: 5)
-    do throws(MigrationChannel.Failure) { return try receive(from: channel) } catch {
+    do throws(MigrationChannel.Failure) { return try receive(from: channel).snapshot } catch {
       throw .migration(error.description)
     }
   }
@@ -125,7 +130,9 @@ public final class IncomingMigration: @unchecked Sendable {
     }
   }
 
-  private static func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> SnapshotFile {
+  private static func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> (
+    snapshot: SnapshotFile, running: Bool
+  ) {
     // The hello: magic, version, configuration, RAM map.
     let magic = try channel.receive(8, limit: 8, what: "a greeting")
     guard magic == MigrationKind.magic else {
@@ -223,6 +230,10 @@ public final class IncomingMigration: @unchecked Sendable {
         guard let state else {
           throw MigrationChannel.Failure("\(channel.peer) finished without sending the machine's state")
         }
+        let running = try channel.receiveByte()
+        guard running <= 1 else {
+          throw MigrationChannel.Failure("\(channel.peer) sent run state \(running) (0 or 1 expected)")
+        }
         let layout: SnapshotFile.Layout
         do {
           layout = try SnapshotFile.Layout(
@@ -237,7 +248,7 @@ public final class IncomingMigration: @unchecked Sendable {
         do {
           let snapshot = try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)")
           StartupTrace.shared.mark("migration snapshot")
-          return snapshot
+          return (snapshot, running == 1)
         } catch {
           throw MigrationChannel.Failure("\(error)")
         }

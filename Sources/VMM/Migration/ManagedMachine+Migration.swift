@@ -165,7 +165,8 @@ extension ManagedMachine {
         disksReleased = true
         let stuck = current.setDiskLocks(false)
         guard stuck.isEmpty else { throw MigrationChannel.Failure("cannot release \(stuck.joined(separator: ", "))") }
-        try channel.send([MigrationKind.complete.rawValue])
+        // The destination runs the guest if it ran here, and keeps it paused if it was.
+        try channel.send([MigrationKind.complete.rawValue, wasRunning ? 1 : 0])
         try Self.awaitAnswer(from: channel, success: .running, what: "start the machine")
       } catch {
         throw VirtualMachineError.migration(error.description)

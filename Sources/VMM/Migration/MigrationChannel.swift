@@ -134,7 +134,8 @@ enum MigrationKind: UInt8 {
   case failed = 0x46  // F
 
   static let magic = Array("SKVMMIGR".utf8)
-  static let formatVersion: UInt32 = 1
+  /// 2: `complete` carries whether the source ran (the destination then runs, or stays paused).
+  static let formatVersion: UInt32 = 2
   /// Pages one `pages` or `zeros` message carries at most.
   static let maximumRun = 1024
 }
