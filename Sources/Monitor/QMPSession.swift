@@ -138,6 +138,9 @@ enum QMPMessage {
     case .migration(let status):
       message["event"] = "MIGRATION"
       message["data"] = ["status": .string(status.rawValue)]
+    case .migrationPass(let pass):
+      message["event"] = "MIGRATION_PASS"
+      message["data"] = ["pass": .number(pass)]
     case .job(let id, let status):
       message["event"] = "JOB_STATUS_CHANGE"
       message["data"] = ["id": .string(id), "status": .string(status)]

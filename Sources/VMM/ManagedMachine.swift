@@ -33,6 +33,9 @@ public enum MachineEvent: Sendable, Equatable {
   case shutdown(ShutdownCause)
   /// A migration (or a save to a snapshot file) changed status (QMP `MIGRATION`).
   case migration(MigrationStatus)
+  /// A live migration began pass `pass` over RAM (1: everything; later: what was dirtied
+  /// meanwhile) (QMP `MIGRATION_PASS`).
+  case migrationPass(Int)
   /// A background job changed status (QMP `JOB_STATUS_CHANGE`).
   case job(id: String, status: String)
 }

@@ -87,11 +87,14 @@ async def migrate(source, uri, parameters=None, interrupt=None, stop_first=False
     if stop_first:
         await client.execute("stop")
     events = []
+    passes = []
 
     async def collect():
         async for event in client.events:
             if event["event"] == "MIGRATION":
                 events.append(event["data"]["status"])
+            elif event["event"] == "MIGRATION_PASS":
+                passes.append(event["data"]["pass"])
 
     listener = asyncio.create_task(collect())
     if parameters:
@@ -113,6 +116,7 @@ async def migrate(source, uri, parameters=None, interrupt=None, stop_first=False
     await asyncio.sleep(0.05)
     listener.cancel()
     await client.disconnect()
+    info["passes"] = passes
     return info, status, events
 
 
@@ -224,6 +228,8 @@ def run(args):
         ram = info["ram"]
         check(ram["dirty-sync-count"] >= 1 and ram["transferred"] > 0 and ram["total"] == 64 << 20,
               f"hop {hop}: RAM figures {ram}")
+        check(info["passes"] == list(range(1, ram["dirty-sync-count"] + 1)),
+              f"hop {hop}: MIGRATION_PASS events {info['passes']} for {ram['dirty-sync-count']} passes")
         downtimes.append(info["downtime"])
         check("Migration status: completed" in info["hmp"] and "dirty sync count:" in info["hmp"],
               f"hop {hop}: HMP info migrate said {info['hmp']!r}")

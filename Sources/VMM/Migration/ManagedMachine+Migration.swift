@@ -112,6 +112,7 @@ extension ManagedMachine {
       var pages = current.allPages
       var passPages = pages.count
       while true {
+        emit(.migrationPass(sender.statistics.passes + 1))
         let passStart = monotonicNanoseconds()
         let before = sender.statistics.transferred
         try sender.send(pages)
