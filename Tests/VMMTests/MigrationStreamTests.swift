@@ -62,7 +62,21 @@ struct MigrationStreamTests {
     let withDisk = text.replacingOccurrences(
       of: "\"disks\":[]",
       with: "\"disks\":[{\"path\":\"/nonexistent/disk.qcow2\",\"readOnly\":false,\"cache\":\"writeback\"}]")
-    cases.append((hello(configuration: Array(withDisk.utf8)), "disk /nonexistent/disk.qcow2 is not here"))
+    // Each disk's identity follows the RAM map: format and virtual size as the source has it.
+    let raw1M = le32(3) + Array("raw".utf8) + le64(1 << 20)
+    cases.append((hello(configuration: Array(withDisk.utf8)) + raw1M, "disk /nonexistent/disk.qcow2 is not here"))
+    // A disk that is here but is not the source's image: another size.
+    let other = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-migration-other-disk.raw").path
+    _ = FileManager.default.createFile(atPath: other, contents: Data(count: 4096))
+    let withOther = text.replacingOccurrences(
+      of: "\"disks\":[]",
+      with: "\"disks\":[{\"path\":\"\(other)\",\"readOnly\":false,\"cache\":\"writeback\"}]")
+    cases.append(
+      (
+        hello(configuration: Array(withOther.utf8)) + raw1M,
+        "here is a raw image of 4096 bytes, on the source a raw image of 1048576 bytes"
+      ))
+    cases.append((hello(configuration: Array(withOther.utf8)) + le32(4000), "a disk format"))
     return cases
   }()
 

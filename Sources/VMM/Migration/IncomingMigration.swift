@@ -1,4 +1,5 @@
 import CSystemCalls
+import DiskImage
 import Glibc
 import GuestMemory
 
@@ -157,11 +158,23 @@ public final class IncomingMigration: @unchecked Sendable {
     var ranges: [(UInt64, UInt64)] = []
     for _ in 0..<count { ranges.append((try channel.receive64(), try channel.receive64())) }
     let map = try RAMMap(ranges)
-    // Shared storage: every disk must be here, at the same path, before any RAM comes.
-    for disk in configuration.disks where access(disk.path, disk.readOnly ? R_OK : R_OK | W_OK) != 0 {
-      throw MigrationChannel.Failure(
-        "disk \(disk.path) is not here (\(String(cString: strerror(errno)))): a migration needs the same images at the same paths on both hosts"
-      )
+    // Shared storage: every disk must be here, at the same path, the same image (format and
+    // virtual size as the source has it), before any RAM comes.
+    for disk in configuration.disks {
+      let format = String(
+        decoding: try channel.receive(Int(try channel.receive32()), limit: 16, what: "a disk format"), as: UTF8.self)
+      let size = try channel.receive64()
+      guard access(disk.path, disk.readOnly ? R_OK : R_OK | W_OK) == 0 else {
+        throw MigrationChannel.Failure(
+          "disk \(disk.path) is not here (\(String(cString: strerror(errno)))): a migration needs the same images at the same paths on both hosts"
+        )
+      }
+      let here = try? ImageInfo.read(disk.path, format: disk.format, forceShare: true)
+      guard let here, here.format.rawValue == format, here.virtualSize == size else {
+        throw MigrationChannel.Failure(
+          "disk \(disk.path) here is \(here.map { "a \($0.format.rawValue) image of \($0.virtualSize) bytes" } ?? "not a readable image"), on the source a \(format) image of \(size) bytes: a migration needs the same images (shared storage) at the same paths on both hosts"
+        )
+      }
     }
     // And every NIC's back end must open here (then it is closed until the machine is built):
     // on one host a single-queue tap the source holds, or a hostfwd port it has bound, cannot.

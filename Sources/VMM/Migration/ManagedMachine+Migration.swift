@@ -1,3 +1,4 @@
+import DiskImage
 import Glibc
 
 #if canImport(FoundationEssentials)
@@ -223,6 +224,13 @@ extension ManagedMachine {
     for region in machine.memory.regions.sorted(by: { $0.guestAddress < $1.guestAddress }) {
       message.put64(region.guestAddress)
       message.put64(region.size)
+    }
+    // Each disk's format and virtual size: the destination checks its image at that path is
+    // the same before any RAM moves.
+    for disk in machine.configuration.disks {
+      let info = try? ImageInfo.read(disk.path, format: disk.format, forceShare: true)
+      message.putText(Array((info?.format.rawValue ?? "unknown").utf8))
+      message.put64(info?.virtualSize ?? 0)
     }
     do throws(MigrationChannel.Failure) {
       try channel.send(message.bytes)
