@@ -68,7 +68,7 @@ let package = Package(
     ),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
-    .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+    .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),
     .testTarget(name: "MachineTests", dependencies: ["Machine"]),
     .testTarget(name: "VMMTests", dependencies: ["SwiftKVM", "GuestKit"]),
     .testTarget(name: "GuestKitTests", dependencies: ["GuestKit"]),

@@ -228,6 +228,13 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     try addPlatform(PostCodePort(), id: "post-code", kind: "POST code port", port: PostCodePort.port, size: 1)
     try addPlatform(CMOSClock(), id: "rtc", kind: "CMOS real-time clock", port: CMOSClock.base, size: CMOSClock.size)
     try addPlatform(PanicNotifier(control: self), id: "pvpanic", kind: "pvpanic", port: PanicNotifier.port, size: 1)
+    // fw_cfg, as on QEMU's PC: what firmware reads (RAM map, CPUs; later boot order and ACPI).
+    let firmwareConfig = FirmwareConfig(
+      contents: .machine(cpuCount: configuration.cpuCount, ranges: memory.regions.map { ($0.guestAddress, $0.size) }),
+      memory: memory)
+    try addPlatform(
+      firmwareConfig, id: "fw_cfg", kind: "QEMU firmware configuration (fw_cfg)", port: FirmwareConfig.base,
+      size: FirmwareConfig.size, addedLater: true)
     let powerManagement = ACPIPowerManagement(
       control: self, interrupt: KVMInterruptLine(vm: vm, gsi: ACPIPowerManagement.sciInterrupt))
     try addPlatform(
@@ -243,10 +250,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
 
   /// Puts a platform device on the port bus and in the registry.
   private func addPlatform<Device: IODevice & StatefulDevice>(
-    _ device: Device, id: String, kind: String, port: UInt64, size: UInt64
+    _ device: Device, id: String, kind: String, port: UInt64, size: UInt64, addedLater: Bool = false
   ) throws(VirtualMachineError) {
     try addDevice(device, port: UInt16(port), size: UInt16(size))
-    do { try devices.register(device, id: id, kind: kind) } catch { throw .deviceRegistry(error) }
+    do { try devices.register(device, id: id, kind: kind, addedLater: addedLater) } catch {
+      throw .deviceRegistry(error)
+    }
   }
 
   private func boot(_ payload: BootPayload, ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError)

@@ -69,6 +69,18 @@ struct ProbeGuestTests {
     #expect(run.statistics.count(of: 2) > 0 && run.statistics.count(of: 6) > 0)  // KVM_EXIT_IO, KVM_EXIT_MMIO
   }
 
+  @Test("fw_cfg from a guest: signature, feature bits, the directory, etc/e820 by DMA, hostile descriptors refused")
+  func firmwareConfig() async throws {
+    let run = try await GuestRunner.runProbe("fw_cfg")
+    #expect(
+      run.passed(expecting: [
+        "signature QEMU", "feature bits: ports and DMA", "DMA register reads QEMU CFG", "directory lists etc/e820",
+        "DMA read of etc/e820 completes", "first e820 entry is RAM from 0", "DMA wrote no further than asked",
+        "DMA to outside RAM: error bit", "DMA write: error bit", "DMA of 4 GiB: error bit",
+        "still answers after hostile DMA",
+      ]), "\(run.output)")
+  }
+
   @Test("Unclaimed ports and MMIO read as all ones and are counted")
   func unclaimedAccesses() async throws {
     let run = try await GuestRunner.runProbe("unclaimed_access")

@@ -14,6 +14,9 @@ public final class DeviceRegistry: @unchecked Sendable {
     public let stateVersion: Int
     /// One line of figures for `--stats`, if the device keeps any.
     public let statistics: @Sendable () -> String?
+    /// Whether a snapshot made before this device existed may lack it (it then keeps its
+    /// power-on state): for devices added to every machine later whose state matters little.
+    public let addedLater: Bool
     let encode: @Sendable (any Encoder) throws -> Void
     let decode: @Sendable (any Decoder) throws -> Void
   }
@@ -22,12 +25,14 @@ public final class DeviceRegistry: @unchecked Sendable {
 
   public init() {}
 
-  /// Registers `device` under `id`; an id may be used once.
+  /// Registers `device` under `id`; an id may be used once. With `addedLater`, snapshots
+  /// without it still restore (see `Entry.addedLater`).
   public func register<Device: StatefulDevice>(
-    _ device: Device, id: String, kind: String, statistics: @escaping @Sendable () -> String? = { nil }
+    _ device: Device, id: String, kind: String, addedLater: Bool = false,
+    statistics: @escaping @Sendable () -> String? = { nil }
   ) throws(DeviceRegistryError) {
     let entry = Entry(
-      id: id, kind: kind, stateVersion: Device.stateVersion, statistics: statistics,
+      id: id, kind: kind, stateVersion: Device.stateVersion, statistics: statistics, addedLater: addedLater,
       encode: { encoder in try device.saveState().encode(to: encoder) },
       decode: { decoder in
         let state = try Device.State(from: decoder)
@@ -57,18 +62,19 @@ public final class DeviceRegistry: @unchecked Sendable {
     }
   }
 
-  /// Restores every device from what `encodeStates` wrote. The set of ids and each version
-  /// must match this machine's exactly; the error names what differs.
+  /// Restores every device from what `encodeStates` wrote. The set of ids (but for devices
+  /// added later, which may be absent) and each version must match this machine's exactly;
+  /// the error names what differs.
   public func decodeStates(from decoder: any Decoder) throws {
     let container = try decoder.container(keyedBy: DeviceKey.self)
     let saved = Set(container.allKeys.map(\.stringValue))
     let ours = all
-    let missing = ours.map(\.id).filter { !saved.contains($0) }
+    let missing = ours.filter { !$0.addedLater }.map(\.id).filter { !saved.contains($0) }
     let unexpected = saved.subtracting(ours.map(\.id)).sorted()
     guard missing.isEmpty && unexpected.isEmpty else {
       throw DeviceRegistryError.deviceSetDiffers(missing: missing, unexpected: unexpected)
     }
-    for entry in ours {
+    for entry in ours where saved.contains(entry.id) {
       let record = try container.nestedContainer(keyedBy: RecordKey.self, forKey: DeviceKey(entry.id))
       let version = try record.decode(Int.self, forKey: .version)
       guard version == entry.stateVersion else {
