@@ -38,7 +38,16 @@ enum ConfigurationCheck {
       } catch {
         throw .linux(error)
       }
+    case .firmware:
+      return .firmware  // the image is read by `firmware(_:)`, for restores too
     }
+  }
+
+  /// The BIOS image a firmware boot source names, read and checked; nil for other sources.
+  static func firmware(_ boot: BootSource) throws(VirtualMachineError) -> FirmwareROM? {
+    guard case .firmware(let path) = boot else { return nil }
+    let image = try readFile(path, limit: UInt64(FirmwareROM.maximumSize) * 64)
+    do { return try FirmwareROM(image: image, path: path) } catch { throw .firmware(error) }
   }
 
   /// Reads a whole regular file of at most `limit` bytes, without Foundation.
@@ -78,4 +87,6 @@ enum BootPayload {
   case flat([UInt8])
   case linux(BzImage, [UInt8]?)
   case linuxELF(ELFKernel, [UInt8]?)
+  /// Firmware: the ROM is mapped with RAM, its low copy made at boot.
+  case firmware
 }

@@ -41,6 +41,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   var pci: PCIDevices?
 
   let vcpus: [KVMVCPU]
+  /// The BIOS image of a firmware boot, mapped below 4 GiB for the machine's life.
+  let firmware: FirmwareROM?
   private var workers: [VCPUWorker] = []
   private let gate = RunGate()
   private let pauseLock = Mutex<Bool>(false)
@@ -110,6 +112,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     } else {
       payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
     }
+    let firmware = try ConfigurationCheck.firmware(configuration.boot)
+    self.firmware = firmware
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
@@ -134,6 +138,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       // SRCU grace period (measured: 5–8 ms per slot on a PVM host, 0.1 ms before).
       memory = try GuestMemory(ranges: ranges, backing: backing)
       try memory.map(into: vm)
+      try firmware?.map(into: vm)
       trace.mark("ram")
       try Self.setUpPlatform(vm, hostKind: hostKind)
       let policy = CPUIDPolicy(supported: try HostCPUID.supported(by: kvm), cpuCount: configuration.cpuCount)
@@ -201,6 +206,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       ("i8259 PIC slave (KVM)", 0xA0, 2), ("i8259 ELCR (KVM)", 0x4D0, 2),
     ]
     var mmio: [(String, UInt64, UInt64)] = ranges.map { ("RAM", $0.guestAddress, $0.size) }
+    if let firmware { mmio.append(("BIOS ROM", firmware.guestAddress, UInt64(firmware.image.count))) }
     mmio += [
       ("IOAPIC (KVM)", X86MemoryMap.ioAPIC, 0x1000), ("local APIC (KVM)", X86MemoryMap.localAPIC, 0x1000),
       (
@@ -268,6 +274,10 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
         try FlatBinaryBoot.configureBootCPU(vcpus[0], mode: entry, memory: memory, cpuCount: vcpus.count)
       case (.linux(_, _, let commandLine), _):
         try bootLinux(payload, commandLine: commandLine, ranges: ranges)
+      case (.firmware, .firmware):
+        // The boot vCPU stays at the reset vector (real mode, CS base 0xFFFF0000, IP 0xFFF0),
+        // where KVM creates it: the firmware takes it from there.
+        try firmware?.copyLowAlias(into: memory)
       default:
         throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "boot source and payload disagree"))
       }
@@ -308,8 +318,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       case .pvh(let address): try PVHBoot.configureBootCPU(vcpus[0], entry: address)
       case .startup64(let address): try LinuxBoot.configureBootCPU(vcpus[0], memory: memory, entry: address)
       }
-    case .flat:
-      throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "a Linux boot source with a flat payload"))
+    case .flat, .firmware:
+      throw VirtualMachineError.kvm(KVMError("boot", errno: EINVAL, detail: "a Linux boot source without a kernel"))
     }
   }
 

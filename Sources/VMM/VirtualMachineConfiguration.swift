@@ -84,6 +84,20 @@ public enum BootSource: Sendable, Equatable, Codable {
   case flatImage(bytes: [UInt8], entry: FlatEntryMode)
   /// A Linux bzImage, an optional initrd and the kernel command line (64-bit boot protocol, ACPI).
   case linux(kernel: String, initrd: String?, commandLine: String)
+  /// A PC BIOS image (SeaBIOS, or any `--bios` image): the boot vCPU starts at the reset
+  /// vector, in real mode, as a PC does, and the firmware boots what it finds.
+  case firmware(path: String)
+}
+
+extension BootSource {
+  /// Whether it boots an operating system (Linux, or whatever firmware finds) rather than a
+  /// flat binary: such a guest gets a NIC by default.
+  public var bootsOperatingSystem: Bool {
+    switch self {
+    case .linux, .firmware: true
+    case .flat, .flatImage: false
+    }
+  }
 }
 
 /// A virtio-blk disk.

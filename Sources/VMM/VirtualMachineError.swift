@@ -16,6 +16,8 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case memoryAllocation(GuestMemoryAllocationError)
   case boot(BootError)
   case linux(LinuxBootError)
+  /// The BIOS image (`--bios`) cannot be used.
+  case firmware(FirmwareError)
   case device(IOBusError)
   case disk(path: String, reason: String)
   /// NIC `index` (0 for the first `--net`) could not be set up.
@@ -43,6 +45,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .memoryAllocation(let error): error.description
     case .boot(let error): error.description
     case .linux(let error): error.description
+    case .firmware(let error): "--bios: \(error)"
     case .device(let error): error.description
     case .deviceRegistry(let error): error.description
     case .snapshot(let reason): reason

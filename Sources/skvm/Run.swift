@@ -45,6 +45,13 @@ struct Run: ParsableCommand {
   @Option(name: .customLong("flat"), help: ArgumentHelp("Boot this flat binary.", valueName: "file"))
   var flatPath: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Boot through this PC BIOS image (e.g. /usr/share/seabios/bios-256k.bin): the first vCPU starts at "
+        + "the reset vector in real mode, as a PC does, and the firmware boots what it finds.",
+      valueName: "file"))
+  var bios: String?
+
   @Flag(help: "Run the built-in hello guest (16-bit real mode, prints a greeting and resets).")
   var hello = false
 
@@ -127,16 +134,19 @@ struct Run: ParsableCommand {
     }
     if let incoming {
       do { _ = try IncomingSource(parsing: incoming) } catch { throw ValidationError("--incoming: \(error)") }
-      if kernel != nil || flatPath != nil || hello {
-        throw ValidationError("--incoming restores a saved machine: leave out --kernel, --flat and --hello")
+      if kernel != nil || flatPath != nil || hello || bios != nil {
+        throw ValidationError("--incoming restores a saved machine: leave out --kernel, --flat, --hello and --bios")
       }
       if incoming == "defer" && qmp.isEmpty {
         throw ValidationError(
           "--incoming defer waits for QMP migrate-incoming: give a monitor with --qmp (e.g. --qmp unix:/tmp/dest.qmp)")
       }
     }
-    if [kernel != nil, flatPath != nil, hello].filter({ $0 }).count > 1 {
-      throw ValidationError("--kernel, --flat and --hello each name what to boot: give one of them")
+    if [kernel != nil, flatPath != nil, hello, bios != nil].filter({ $0 }).count > 1 {
+      throw ValidationError("--kernel, --flat, --hello and --bios each name what to boot: give one of them")
+    }
+    if bios != nil && (initrd != nil || cmdline != nil) {
+      throw ValidationError("--initrd and --cmdline go with --kernel; with --bios the firmware boots from the disks")
     }
     if (initrd != nil || cmdline != nil) && kernel == nil && (flatPath != nil || hello) {
       throw ValidationError("--initrd and --cmdline go with --kernel (or the default guest)")
@@ -172,6 +182,8 @@ struct Run: ParsableCommand {
     var configuration = BuiltInGuest.helloConfiguration
     if let flatPath {
       configuration.boot = .flat(path: flatPath, entry: flatEntry)
+    } else if let bios {
+      configuration.boot = .firmware(path: bios)
     } else if let kernel {
       configuration.boot = .linux(
         kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=\(consoleChoice == .virtio ? "hvc0" : "ttyS0")"
@@ -191,9 +203,9 @@ struct Run: ParsableCommand {
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
     configuration.entropy = rng
-    // A Linux guest is online by default (user networking), as under QEMU; a flat binary has
-    // no driver for a NIC.
-    if case .linux = configuration.boot, net.isEmpty {
+    // A Linux guest (or what firmware boots) is online by default (user networking), as under
+    // QEMU; a flat binary has no driver for a NIC.
+    if configuration.boot.bootsOperatingSystem, net.isEmpty {
       configuration.networks = [.user]
     } else {
       configuration.networks = try parsedNetworks()
@@ -311,8 +323,10 @@ struct Run: ParsableCommand {
     // A guest paused on the source (by its user) stays paused here until `cont`, as in QEMU.
     if let migration, !migration.sourceWasRunning { managed.pause() }
     // The source stops for good once it hears this; the machine runs here from now on.
-    migration?.acknowledge()
-    StartupTrace.shared.mark("acknowledged")
+    if let migration {
+      migration.acknowledge()
+      StartupTrace.shared.mark("acknowledged")
+    }
     deferred?.finish(succeeded: true)
     for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,

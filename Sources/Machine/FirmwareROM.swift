@@ -1,0 +1,66 @@
+import Glibc
+import GuestMemory
+import KVM
+
+/// A PC BIOS image (SeaBIOS's `bios-256k.bin`, or any image `--bios` names), placed as a PC's
+/// chipset places it: mapped read-only so that it ends at 4 GiB — the reset vector at
+/// 0xFFFFFFF0 is in its last 16 bytes — and its last 128 KiB (all of a smaller image) copied
+/// into RAM at 0xE0000–0xFFFFF, the shadow RAM where the BIOS runs in real mode and keeps its
+/// data.
+public final class FirmwareROM: @unchecked Sendable {
+  /// An image is a whole number of these.
+  public static let sizeUnit = 64 << 10
+  /// The largest image: it must stay clear of KVM's identity map and TSS below it.
+  public static let maximumSize = 256 << 10
+  /// How much of the image's end is copied below 1 MiB.
+  public static let lowAliasSize = 128 << 10
+  /// The KVM memory slot of the high mapping (RAM's slots count up from 0).
+  public static let slot: UInt32 = 256
+
+  /// The image's bytes.
+  public let image: [UInt8]
+  private let host: UnsafeMutableRawPointer
+
+  /// Checks `image` (read from `path`) is the size of a BIOS image and keeps a copy to map.
+  public init(image: [UInt8], path: String) throws(FirmwareError) {
+    guard !image.isEmpty, image.count % Self.sizeUnit == 0, image.count <= Self.maximumSize else {
+      throw FirmwareError(
+        "\(path) is \(image.count) bytes: not a BIOS image (a BIOS image is a whole number of 64 KiB, at most 256 KiB, e.g. /usr/share/seabios/bios-256k.bin)"
+      )
+    }
+    guard let mapped = mmap(nil, image.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+      mapped != MAP_FAILED
+    else { throw FirmwareError("no memory for the BIOS image \(path): \(String(cString: strerror(errno)))") }
+    image.withUnsafeBytes { mapped.copyMemory(from: $0.baseAddress!, byteCount: image.count) }
+    host = mapped
+    self.image = image
+  }
+
+  deinit { munmap(host, image.count) }
+
+  /// Where the high mapping starts: the image ends at 4 GiB.
+  public var guestAddress: UInt64 { 0x1_0000_0000 - UInt64(image.count) }
+
+  /// Maps the image read-only at `guestAddress` (guest writes then exit as MMIO, which a ROM
+  /// ignores); where KVM cannot make a read-only slot, writable.
+  public func map(into vm: KVMVirtualMachine) throws(KVMError) {
+    do {
+      try vm.setMemorySlot(
+        Self.slot, guestAddress: guestAddress, size: UInt64(image.count), host: host, flags: .readOnly)
+    } catch  where error.code == EINVAL {
+      try vm.setMemorySlot(Self.slot, guestAddress: guestAddress, size: UInt64(image.count), host: host)
+    }
+  }
+
+  /// Copies the image's last 128 KiB (or all of it) to RAM just below 1 MiB.
+  public func copyLowAlias(into memory: GuestMemory) throws(GuestMemoryError) {
+    let count = min(image.count, Self.lowAliasSize)
+    try memory.write(Array(image.suffix(count)), to: 0x10_0000 - UInt64(count))
+  }
+}
+
+/// A firmware image that cannot be used.
+public struct FirmwareError: Error, CustomStringConvertible, Equatable {
+  public let description: String
+  public init(_ description: String) { self.description = description }
+}
