@@ -13,7 +13,9 @@ import Virtio
 /// whole virtio-blk device (headers, request types, sectors, discard segments all from the
 /// input) over a 64 KiB in-memory disk; with bit 3, a virtio-console (transmit and receive);
 /// with bit 4, a virtio-net device (transmit, control commands, and frames from the back end
-/// carved from the input's tail, with or without a virtio-net header, mergeable or not).
+/// carved from the input's tail, with or without a virtio-net header, mergeable or not); with
+/// bit 6, fw_cfg: the input's bytes drive its ports (selector, data, DMA address halves) and its
+/// DMA descriptors are whatever the input put in guest memory.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size >= 2, let memory = FuzzMemory.shared else { return 0 }
@@ -31,6 +33,10 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   }
   if data[0] & 0x10 != 0 {
     fuzzNetwork(data, size, queue: queue, memory: memory)
+    return 0
+  }
+  if data[0] & 0x40 != 0 {
+    fuzzFirmwareConfig(data, size, memory: memory)
     return 0
   }
   if data[0] & 8 != 0 {
@@ -51,6 +57,26 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
   }
   return 0
+}
+
+/// fw_cfg driven by the input: five bytes per access (which register, then a 32-bit value).
+private func fuzzFirmwareConfig(_ data: UnsafePointer<UInt8>, _ size: Int, memory: GuestMemory) {
+  var contents = FirmwareConfigContents()
+  try? contents.addFile("etc/e820", Array(0..<40))
+  try? contents.addFile("bootorder", Array("/pci@i0cf8/*@1\n".utf8))
+  let device = FirmwareConfig(contents: contents, memory: memory)
+  var index = 1
+  while index + 5 <= min(size, 512) {
+    let value = (1...4).reduce(UInt64(0)) { $0 | UInt64(data[index + $1]) << UInt64(8 * ($1 - 1)) }
+    switch data[index] % 5 {
+    case 0: device.write(offset: 0, width: 2, value: value & 0xFFFF)
+    case 1: _ = device.read(offset: 1, width: Int(value % 8) + 1)
+    case 2: device.write(offset: 4, width: 4, value: value)
+    case 3: device.write(offset: 8, width: 4, value: value)
+    default: _ = device.read(offset: 4 + value % 8, width: 4)
+    }
+    index += 5
+  }
 }
 
 /// virtio-net over the fuzzed rings: every queue is the same ring (hostile to each path).
