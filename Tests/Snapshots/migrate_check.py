@@ -207,6 +207,7 @@ def run(args):
                                    str(args.cpus), "--memory", "64M", "--disk", disk])
     source.wait_beats(3)
     downtimes = []
+    phases = [("start", time.monotonic())]
     for hop in range(1, args.hops + 1):
         port = free_port()
         # The second hop's destination waits for QMP migrate-incoming (--incoming defer).
@@ -263,6 +264,7 @@ def run(args):
             migrate(source, f"tcp:127.0.0.1:{port}", {"max-bandwidth": 4 << 20}, interrupt=interrupt))
         return destination, info, status
 
+    phases.append(("hops", time.monotonic()))
     # Cancelled mid-way: the source runs on, the destination says why it ends.
     async def cancel(client, destination):
         await client.execute("migrate_cancel")
@@ -274,6 +276,7 @@ def run(args):
     count = len(beats_of(source.log))
     source.wait_beats(count + 3)
 
+    phases.append(("cancel", time.monotonic()))
     # The destination killed mid-way: the source runs on.
     async def kill(client, destination):
         destination.process.send_signal(signal.SIGKILL)
@@ -287,6 +290,7 @@ def run(args):
     asyncio.run(quit_vm(source))
     source.process.wait(30)
 
+    phases.append(("killed destination", time.monotonic()))
     # A NIC back end the destination cannot open (on one host: the source's hostfwd port is
     # bound) is refused before any RAM moves; the source runs on.
     forwarded = free_port()
@@ -307,6 +311,7 @@ def run(args):
     asyncio.run(quit_vm(nic_source))
     nic_source.process.wait(30)
 
+    phases.append(("busy NIC", time.monotonic()))
     # The source killed mid-way: the destination exits with an error naming the source, and
     # leaves the disk image unlocked (it had not opened it yet).
     async def start_slow_migration(vm, uri):
@@ -334,22 +339,28 @@ def run(args):
     with open(disk, "r+b") as image:
         fcntl.flock(image, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if anything still holds it
 
+    phases.append(("killed source", time.monotonic()))
     # A deferred destination told to quit while it listens ends at once, status 0.
     async def quit_listening(vm):
         client, _ = await prepare_deferred(vm, free_port())
         client.collector.cancel()
         await client.execute("quit")
-        await client.disconnect()
+        try:
+            await client.disconnect()
+        except EOFError:
+            pass  # it has gone, as asked
 
     waiting = VM(directory, "waiting", [args.skvm, "run", "--incoming", "defer"])
     wait_for(waiting.log, lambda text: b"migrate-incoming" in text or False, waiting.process)
     asyncio.run(quit_listening(waiting))
     check(waiting.process.wait(10) == 0, f"defer: quit while listening: exit {waiting.process.returncode}")
     check(not os.path.exists(waiting.socket), "defer: the monitor socket stayed behind")
+    phases.append(("defer quit", time.monotonic()))
     downtimes.sort()
     print(f"migrate_check: ok: {args.hops} hops with {args.cpus} vCPUs (one into --incoming defer, one stopped), a cancel, a killed "
           "destination, a killed source, a NIC the destination cannot open; "
-          f"downtime median {downtimes[len(downtimes) // 2]} ms", flush=True)
+          f"downtime median {downtimes[len(downtimes) // 2]} ms; seconds: "
+          + ", ".join(f"{name} {end - start:.1f}" for (_, start), (name, end) in zip(phases, phases[1:])), flush=True)
 
 
 def main():
