@@ -301,7 +301,7 @@ struct LinuxGuestTests {
     // (frames, used rings) must reach the destination, or the stream's md5 differs or stalls.
     let stream = LinuxNetworkTests.canUseTaps
     let sender = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/stream_sender.py").path
-    let mebibytes = 48
+    let mebibytes = 24
     let digest =
       stream
       ? try ChildProcess.run(
@@ -313,7 +313,7 @@ struct LinuxGuestTests {
       stream
       ? [
         "send:ip addr add 192.168.79.2/24 dev eth0 && ip link set eth0 up && { nc -l -p 5001 < /dev/null | md5sum > /tmp/sum; touch /tmp/done; } & echo LISTENING",
-        "expect:LISTENING", "sleep:3",
+        "expect:LISTENING", "sleep:1",
       ] : []
     let received =
       stream
@@ -357,7 +357,7 @@ struct LinuxGuestTests {
       line =
         "ip link set lo up && ip tuntap add skvmmig0 mode tap multi_queue && ip addr add 192.168.79.1/24 dev skvmmig0 && "
         + "ip link set skvmmig0 up && mkdir -p \(directory) && "
-        + "{ python3 \(sender) 192.168.79.2 5001 --mebibytes \(mebibytes) > \(directory)/sender.log 2>&1 & } && "
+        + "{ python3 \(sender) 192.168.79.2 5001 --mebibytes \(mebibytes) --interval 0.2 > \(directory)/sender.log 2>&1 & } && "
         + line
     }
     line += "rm -rf \(directory); [ $status = 0 ] && [ $dstatus = 0 ]"
