@@ -66,10 +66,11 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public convenience init(
     restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration,
     console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm",
-    mode: RestoreMode = .mapped
+    mode: RestoreMode = .mapped, core: MachineCore? = nil
   ) throws(VirtualMachineError) {
     try self.init(
-      configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, mode))
+      configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, mode),
+      prepared: core.map { (nil, nil, $0) })
   }
 
   /// Builds the machine an internal snapshot holds (`--loadvm`), on disks already opened and
@@ -81,13 +82,13 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   ) throws(VirtualMachineError) {
     try self.init(
       configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, .mapped),
-      prepared: (disks, backing))
+      prepared: (disks, backing, nil))
   }
 
   private init(
     configuration: VirtualMachineConfiguration, console: any ConsoleOutput, kvmPath: String,
     restoring: (snapshot: SnapshotFile, mode: RestoreMode)?,
-    prepared: (disks: [OpenedDisk], backing: GuestMemory.Backing?)? = nil
+    prepared: (disks: [OpenedDisk]?, backing: GuestMemory.Backing?, core: MachineCore?)? = nil
   ) throws(VirtualMachineError) {
     self.configuration = configuration
     let trace = StartupTrace.shared
@@ -117,7 +118,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
-    if let prepared { disks = prepared.disks } else { disks = try OpenedDisk.openAll(configuration.disks) }
+    if let opened = prepared?.disks { disks = opened } else { disks = try OpenedDisk.openAll(configuration.disks) }
     let networks: [OpenedNetwork]
     do { networks = try OpenedNetwork.openAll(configuration.networks, machineName: configuration.name) } catch {
       for disk in disks { disk.backend.close() }
@@ -125,38 +126,18 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     trace.mark("checks")
 
-    hostKind = HostKVMKind.detect()
-    do { kvm = try KVMSystem(path: kvmPath) } catch { throw .kvmUnavailable(error) }
-    let maximum = min(kvm.maximumVCPUs, ConfigurationCheck.cpuLimit)
-    if configuration.cpuCount > maximum { throw .invalidCPUCount(configuration.cpuCount, maximum: maximum) }
     installKickHandler
-    trace.mark("kvm")
-
-    do {
-      vm = try kvm.createVirtualMachine()
-      // Memory slots before the irqchip and PIT: a slot change after them waits for an
-      // SRCU grace period (measured: 5–8 ms per slot on a PVM host, 0.1 ms before).
-      memory = try GuestMemory(ranges: ranges, backing: backing)
-      try memory.map(into: vm)
-      try firmware?.map(into: vm)
-      trace.mark("ram")
-      try Self.setUpPlatform(vm, hostKind: hostKind)
-      let policy = CPUIDPolicy(supported: try HostCPUID.supported(by: kvm), cpuCount: configuration.cpuCount)
-      var vcpus: [KVMVCPU] = []
-      for id in 0..<UInt32(configuration.cpuCount) {
-        let vcpu = try vm.createVCPU(id: id)
-        try vcpu.setCPUID(policy.table(forAPICID: id))
-        vcpus.append(vcpu)
-      }
-      self.vcpus = vcpus
-      trace.mark("vcpus")
-    } catch let error as KVMError {
-      throw .kvm(error)
-    } catch let error as GuestMemoryAllocationError {
-      throw .memoryAllocation(error)
-    } catch {
-      throw .kvm(KVMError("VM setup", errno: 0, detail: "\(error)"))
+    let core: MachineCore
+    if let early = prepared?.core, early.fits(configuration, backing: backing) {
+      core = early
+    } else {
+      core = try MachineCore(configuration: configuration, backing: backing, firmware: firmware, kvmPath: kvmPath)
     }
+    hostKind = core.hostKind
+    kvm = core.kvm
+    vm = core.vm
+    memory = core.memory
+    vcpus = core.vcpus
 
     serial = SerialPort(
       output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
@@ -184,19 +165,6 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       try restoreState(from: restoring.snapshot)
       trace.mark("restore")
     }
-  }
-
-  private static func setUpPlatform(_ vm: KVMVirtualMachine, hostKind: HostKVMKind) throws(KVMError) {
-    // Intel hosts need these pages reserved for real-mode emulation; elsewhere they are harmless,
-    // and a KVM that does not implement them (PVM) needs neither.
-    do {
-      try vm.setIdentityMapAddress(X86MemoryMap.kvmIdentityMap)
-      try vm.setTSSAddress(X86MemoryMap.kvmTSS)
-    } catch {
-      if hostKind == .vmx { throw error }
-    }
-    try vm.createInterruptController()
-    try vm.createPIT()
   }
 
   /// What KVM serves in the kernel, and guest RAM, marked on the buses (see `ReservedRange`).

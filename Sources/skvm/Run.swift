@@ -308,7 +308,7 @@ struct Run: ParsableCommand {
       if let incomingSnapshot {
         managed = try ManagedMachine(
           restoring: incomingSnapshot.snapshot, configuration: configuration, console: output,
-          mode: incomingSnapshot.mode)
+          mode: incomingSnapshot.mode, core: migration?.takeEarlyCore())
       } else if let loadvm {
         managed = try ManagedMachine(configuration: configuration, loadingSnapshot: loadvm, console: output)
       } else {

@@ -26,6 +26,8 @@ public final class IncomingMigration: @unchecked Sendable {
   /// Whether the guest ran on the source when it stopped for the switch-over (known once
   /// `receive()` returned): the destination runs it, or keeps it paused as it was (`cont` runs it).
   public private(set) var sourceWasRunning = true
+  /// The KVM side of the incoming machine, built while its RAM arrives.
+  private let early = EarlyMachineCore()
   /// Called once the source has connected (the destination's status becomes active).
   var onConnected: (@Sendable () -> Void)?
   private let abortLock = ConditionLock()
@@ -83,7 +85,7 @@ public final class IncomingMigration: @unchecked Sendable {
     }
     onConnected?()
     do throws(MigrationChannel.Failure) {
-      let received = try Self.receive(from: channel)
+      let received = try Self.receive(from: channel, early: early)
       sourceWasRunning = received.running
       return received.snapshot
     } catch {
@@ -112,6 +114,10 @@ public final class IncomingMigration: @unchecked Sendable {
     open?.shutDown()
   }
 
+  /// The KVM side of the machine, built while RAM arrived (nil if it could not be): hand it to
+  /// the restore, which uses it if it fits.
+  public func takeEarlyCore() -> MachineCore? { early.take() }
+
   /// Tells the source the machine runs here (it then stops for good).
   public func acknowledge() {
     try? takeChannel()?.send([MigrationKind.running.rawValue])
@@ -131,9 +137,11 @@ public final class IncomingMigration: @unchecked Sendable {
     }
   }
 
-  private static func receive(from channel: MigrationChannel) throws(MigrationChannel.Failure) -> (
-    snapshot: SnapshotFile, running: Bool
-  ) {
+  private static func receive(from channel: MigrationChannel, early: EarlyMachineCore? = nil) throws(MigrationChannel
+    .Failure) -> (
+      snapshot: SnapshotFile, running: Bool
+    )
+  {
     // The hello: magic, version, configuration, RAM map.
     let magic = try channel.receive(8, limit: 8, what: "a greeting")
     guard magic == MigrationKind.magic else {
@@ -198,6 +206,7 @@ public final class IncomingMigration: @unchecked Sendable {
     }
     try channel.send([MigrationKind.accepted.rawValue])
     StartupTrace.shared.mark("migration accepted")
+    early?.start(configuration: configuration, fd: memfd, ranges: map.ranges, offsets: map.offsets)
     let buffer = UnsafeMutableRawBufferPointer.allocate(
       byteCount: MigrationKind.maximumRun * Int(GuestMemory.pageSize), alignment: 4096)
     defer { buffer.deallocate() }
