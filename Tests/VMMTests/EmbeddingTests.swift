@@ -20,7 +20,7 @@ struct EmbeddingTests {
       ports == [
         "0x20+2 i8259 PIC master (KVM)", "0x40+4 i8254 PIT (KVM)", "0x60+5 i8042", "0x70+2 rtc", "0x80+1 post-code",
         "0xa0+2 i8259 PIC slave (KVM)", "0xf4+4 debug-exit", "0x3f8+8 serial0", "0x4d0+2 i8259 ELCR (KVM)",
-        "0x505+1 pvpanic", "0x600+6 acpi-pm", "0xcf8+1 pci-conf1-address", "0xcf9+1 reset-control",
+        "0x505+1 pvpanic", "0x510+12 fw_cfg", "0x600+6 acpi-pm", "0xcf8+1 pci-conf1-address", "0xcf9+1 reset-control",
         "0xcfc+4 pci-conf1-data",
       ], "\(ports)")
     let mmio = map.filter { $0.kind == .mmio }.map(\.description)

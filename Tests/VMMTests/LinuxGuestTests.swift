@@ -1,6 +1,7 @@
 import Foundation
 import GuestKit
 import KVM
+import Synchronization
 import Testing
 
 /// Where Linux guests can run: directly when the host's KVM is VMX/SVM, else through the lane.
@@ -57,6 +58,47 @@ enum LinuxGuestHost {
     return try shell(([prelude] + commands).joined(separator: " && "), timeout: timeout * list.count + 30)
   }
 
+  /// Sessions that share one boot of the lane (its outer VM boots once for all of them): the
+  /// first test that asks runs every one, one after another whatever the others did, and each
+  /// test then reads its own part of the transcript.
+  final class SessionBatch: @unchecked Sendable {
+    struct Spec {
+      let name: String
+      let steps: [String]
+      let arguments: [String]
+      var monitor = false
+    }
+    private let specs: [Spec]
+    private let results = Mutex<[String: Session]?>(nil)
+
+    init(_ specs: [Spec]) { self.specs = specs }
+
+    /// Session `name`'s outcome: its status and its part of the transcript.
+    func session(_ name: String) throws -> Session {
+      try results.withLock { results in
+        if results == nil {
+          let line = specs.map {
+            sessionCommand($0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor)
+          }.joined(separator: "; ")
+          let run = try shell(line, timeout: 150 * specs.count + 30)
+          results = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Self.part($0.name, of: run.transcript)) })
+        }
+        return results?[name] ?? Session(status: -1, transcript: "no session named \(name) in the batch")
+      }
+    }
+
+    /// The transcript from "=== session NAME" to the next session's start.
+    private static func part(_ name: String, of transcript: String) -> Session {
+      guard let start = transcript.range(of: "=== session \(name)\n") else {
+        return Session(status: -1, transcript: "session \(name) never started:\n\(transcript)")
+      }
+      let rest = transcript[start.lowerBound...]
+      let end = rest.dropFirst(4).range(of: "=== session ")?.lowerBound ?? rest.endIndex
+      let text = String(rest[..<end])
+      return Session(status: text.contains("=== result \(name) ok") ? 0 : 1, transcript: text)
+    }
+  }
+
   /// The shell command that runs one session (for scripts that wrap sessions in more).
   static func sessionCommand(
     _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
@@ -92,18 +134,55 @@ enum LinuxGuestHost {
   "Linux guests", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
 struct LinuxGuestTests {
-  @Test(
-    "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
-  )
-  func commandAndPowerOff() throws {
-    let session = try LinuxGuestHost.session(
-      "basic",
+  /// The sessions that need nothing prepared on the host: one lane boot for all of them.
+  static let batch = LinuxGuestHost.SessionBatch([
+    .init(
+      name: "basic",
       steps: [
         "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42",
         "send:echo bridge=$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)", "expect:bridge=0x1b36",
         "send:poweroff -f", "exit:0",
-      ],
-      skvm: ["run"])
+      ], arguments: ["run"]),
+    .init(
+      name: "smp",
+      steps: ["expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2", "send:reboot -f", "exit:0"],
+      arguments: ["run", "--cpus", "2"]),
+    .init(
+      name: "panic",
+      steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
+      arguments: ["run"]),
+    .init(
+      name: "qmp",
+      steps: [
+        "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
+        "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
+      ], arguments: ["run"], monitor: true),
+    .init(
+      name: "virtio-console",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
+        "send:poweroff -f", "exit:0",
+      ], arguments: ["run", "--console", "virtio", "--stats"]),
+    .init(
+      name: "msi-affinity",
+      steps: [
+        "expect:SKVM-GUEST-READY",
+        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
+        "expect:irq-found-1",
+        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
+        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
+          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
+        "expect:both=1",
+        "send:poweroff -f", "exit:0",
+      ], arguments: ["run", "--cpus", "2", "--rng"]),
+  ])
+
+  @Test(
+    "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
+  )
+  func commandAndPowerOff() throws {
+    let session = try Self.batch.session("basic")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       !session.transcript.contains("PCI: Fatal"), "a machine without devices still has PCI: \(session.transcript)")
@@ -151,32 +230,20 @@ struct LinuxGuestTests {
 
   @Test("--cpus 2 gives the guest two CPUs; reboot -f ends with 0")
   func twoCPUsAndReboot() throws {
-    let session = try LinuxGuestHost.session(
-      "smp",
-      steps: ["expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2", "send:reboot -f", "exit:0"],
-      skvm: ["run", "--cpus", "2"])
+    let session = try Self.batch.session("smp")
     #expect(session.passed, "\(session.transcript)")
   }
 
   @Test("A kernel panic ends the run with status 2 and the panic text visible")
   func panic() throws {
-    let session = try LinuxGuestHost.session(
-      "panic",
-      steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
-      skvm: ["run"])
+    let session = try Self.batch.session("panic")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("the guest kernel panicked"))
   }
 
   @Test("QMP system_reset boots the guest again; system_powerdown powers it off cleanly (status 0)")
   func monitorResetAndPowerdown() throws {
-    let session = try LinuxGuestHost.session(
-      "qmp",
-      steps: [
-        "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
-        "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
-      ],
-      skvm: ["run"], monitor: true)
+    let session = try Self.batch.session("qmp")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
@@ -234,33 +301,14 @@ struct LinuxGuestTests {
 
   @Test("--console virtio: the default guest's shell runs on hvc0, input and output")
   func virtioConsole() throws {
-    let session = try LinuxGuestHost.session(
-      "virtio-console",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
-        "send:poweroff -f", "exit:0",
-      ],
-      skvm: ["run", "--console", "virtio", "--stats"])
+    let session = try Self.batch.session("virtio-console")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("hvc0: "), "--stats counts the console's bytes")
   }
 
   @Test("With two vCPUs, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted: interrupts arrive on both")
   func msiAffinity() throws {
-    let session = try LinuxGuestHost.session(
-      "msi-affinity",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
-        "expect:irq-found-1",
-        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
-        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
-          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
-        "expect:both=1",
-        "send:poweroff -f", "exit:0",
-      ],
-      skvm: ["run", "--cpus", "2", "--rng"])
+    let session = try Self.batch.session("msi-affinity")
     #expect(session.passed, "\(session.transcript)")
   }
 
