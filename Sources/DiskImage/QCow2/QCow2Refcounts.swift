@@ -143,11 +143,22 @@ struct QCow2Refcounts {
     let first = offset >> clusterBits
     let last = (offset + length - 1) >> clusterBits
     for cluster in first...last {
+      // The current count is the image's (untrusted, up to 64 bits wide): checked arithmetic.
       let current = try refcount(cluster)
-      guard delta >= 0 || current >= UInt64(-delta) else {
-        throw .invalid(path: file.path, reason: "refcount of cluster \(cluster) would drop below zero")
+      let updated: UInt64
+      if delta >= 0 {
+        let (sum, overflow) = current.addingReportingOverflow(delta.magnitude)
+        guard !overflow else {
+          throw .invalid(path: file.path, reason: "refcount of cluster \(cluster) would overflow (it is \(current))")
+        }
+        updated = sum
+      } else {
+        guard current >= delta.magnitude else {
+          throw .invalid(path: file.path, reason: "refcount of cluster \(cluster) would drop below zero")
+        }
+        updated = current - delta.magnitude
       }
-      try setRefcount(cluster, to: UInt64(Int64(current) + delta))
+      try setRefcount(cluster, to: updated)
     }
   }
 
