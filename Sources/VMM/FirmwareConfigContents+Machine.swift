@@ -8,16 +8,16 @@ extension FirmwareConfigContents {
   static func machine(cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)]) -> FirmwareConfigContents {
     var contents = FirmwareConfigContents()
     let total = ranges.reduce(0) { $0 + $1.size }
-    contents.set(Key.ramSize, littleEndian(total))
-    contents.set(Key.cpuCount, littleEndian(UInt16(clamping: cpuCount)))
-    contents.set(Key.maximumCPUs, littleEndian(UInt16(clamping: cpuCount)))
+    // Legacy keys and one fixed, short file name: none of these can be refused.
+    try? contents.set(Key.ramSize, littleEndian(total))
+    try? contents.set(Key.cpuCount, littleEndian(UInt16(clamping: cpuCount)))
+    try? contents.set(Key.maximumCPUs, littleEndian(UInt16(clamping: cpuCount)))
     var e820: [UInt8] = []
     for range in ranges {
       e820 +=
         littleEndian(range.guestAddress) + littleEndian(range.size)
         + littleEndian(E820Map.Entry.Kind.ram.rawValue)
     }
-    // The names are fixed and few: adding them cannot fail.
     try? contents.addFile("etc/e820", e820)
     return contents
   }

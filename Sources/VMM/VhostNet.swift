@@ -111,13 +111,10 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       let rings = [receive, transmit]
       let targets = callTargets.withLock { $0 }
       for (index, ring) in rings.enumerated() {
-        let size = Int(ring.size)
-        guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
-          let available = try? memory.buffer(at: ring.availableRing, length: 6 + 2 * size),
-          let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
+        guard let host = hostAddresses(of: ring),
           csys_vhost_set_ring(
-            fd, UInt32(index), UInt32(size), UInt32(ring.position.nextAvailable), Self.address(table),
-            Self.address(available), Self.address(used), log != nil ? ring.usedRing : UInt64.max, kicks[index].rawValue,
+            fd, UInt32(index), UInt32(ring.size), UInt32(ring.position.nextAvailable), host.table, host.available,
+            host.used, log != nil ? ring.usedRing : UInt64.max, kicks[index].rawValue,
             targets[index] ?? calls[index].rawValue, errors[index].rawValue) == 0,
           csys_vhost_set_backend(fd, UInt32(index), tap.descriptor) == 0
         else {
@@ -157,13 +154,9 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
       if let base, csys_vhost_set_log_base(fd, base) != 0 { return false }
       // The used rings' writes are logged (by guest address) before the kernel logs anything else.
       for (index, ring) in current.rings.enumerated() {
-        let size = Int(ring.size)
-        guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
-          let available = try? memory.buffer(at: ring.availableRing, length: 6 + 2 * size),
-          let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size),
+        guard let host = hostAddresses(of: ring),
           csys_vhost_set_ring_addresses(
-            fd, UInt32(index), Self.address(table), Self.address(available), Self.address(used),
-            base != nil ? ring.usedRing : UInt64.max) == 0
+            fd, UInt32(index), host.table, host.available, host.used, base != nil ? ring.usedRing : UInt64.max) == 0
         else { return false }
       }
       return csys_vhost_set_features(fd, current.features | (base != nil ? Self.logAll : 0)) == 0
@@ -190,8 +183,16 @@ final class VhostNet: VirtioNetDataPlane, @unchecked Sendable {
     wake()
   }
 
-  private static func address(_ buffer: UnsafeMutableRawBufferPointer) -> UInt64 {
-    UInt64(UInt(bitPattern: buffer.baseAddress))
+  /// Host addresses of `ring`'s descriptor table, available and used rings (nil if any part
+  /// lies outside RAM: the guest's addresses are untrusted).
+  private func hostAddresses(of ring: SplitVirtqueue) -> (table: UInt64, available: UInt64, used: UInt64)? {
+    let size = Int(ring.size)
+    guard let table = try? memory.buffer(at: ring.descriptorTable, length: 16 * size),
+      let available = try? memory.buffer(at: ring.availableRing, length: 6 + 2 * size),
+      let used = try? memory.buffer(at: ring.usedRing, length: 6 + 8 * size)
+    else { return nil }
+    func address(_ buffer: UnsafeMutableRawBufferPointer) -> UInt64 { UInt64(UInt(bitPattern: buffer.baseAddress)) }
+    return (address(table), address(available), address(used))
   }
 
   /// Detaches rings 0..<count from the tap (the kernel finishes what it was doing first).

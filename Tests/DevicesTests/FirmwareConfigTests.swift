@@ -9,7 +9,7 @@ import Testing
 struct FirmwareConfigTests {
   static func device() throws -> (FirmwareConfig, GuestMemory) {
     var contents = FirmwareConfigContents()
-    contents.set(FirmwareConfigContents.Key.cpuCount, FirmwareConfigContents.littleEndian(UInt16(2)))
+    try contents.set(FirmwareConfigContents.Key.cpuCount, FirmwareConfigContents.littleEndian(UInt16(2)))
     try contents.addFile("etc/e820", Array(0..<40))
     try contents.addFile("bootorder", Array("/pci@i0cf8/*@1\n".utf8))
     let memory = try GuestMemory(ranges: [(0, 1 << 20)])

@@ -42,9 +42,15 @@ public struct FirmwareConfigContents: Sendable, Equatable {
     items[Key.fileDirectory] = Self.bigEndian(UInt32(0))
   }
 
-  /// Sets the item under a legacy key (below `Key.firstFile`, not the directory).
-  public mutating func set(_ key: UInt16, _ bytes: [UInt8]) {
-    precondition(key < Key.firstFile && key != Key.fileDirectory || key >= 0x8000, "fw_cfg key 0x\(key) is for files")
+  /// Sets the item under a legacy key (below `Key.firstFile` but not the directory, or an
+  /// architecture key from 0x8000); a file's key, or an item over 4 GiB, is refused.
+  public mutating func set(_ key: UInt16, _ bytes: [UInt8]) throws(FirmwareConfigError) {
+    guard key < Key.firstFile && key != Key.fileDirectory || key >= 0x8000 else {
+      throw FirmwareConfigError("fw_cfg key 0x\(String(key, radix: 16)) belongs to the file directory: use addFile")
+    }
+    guard bytes.count <= Int(UInt32.max) else {
+      throw FirmwareConfigError("fw_cfg item 0x\(String(key, radix: 16)) is too large")
+    }
     items[key] = bytes
   }
 
