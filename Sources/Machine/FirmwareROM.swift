@@ -4,16 +4,18 @@ import KVM
 
 /// A PC BIOS image (SeaBIOS's `bios-256k.bin`, or any image `--bios` names), placed as a PC's
 /// chipset places it: mapped read-only so that it ends at 4 GiB — the reset vector at
-/// 0xFFFFFFF0 is in its last 16 bytes — and its last 128 KiB (all of a smaller image) copied
-/// into RAM at 0xE0000–0xFFFFF, the shadow RAM where the BIOS runs in real mode and keeps its
-/// data.
+/// 0xFFFFFFF0 is in its last 16 bytes — and copied whole into RAM just below 1 MiB (a 256 KiB
+/// image at 0xC0000–0xFFFFF), the shadow RAM where the BIOS runs and keeps its data. On a PC
+/// the BIOS makes that copy itself after unlocking the chipset's shadow RAM (PAM registers);
+/// skvm's host bridge has none, so the copy is there from the start, as after the unlock.
 public final class FirmwareROM: @unchecked Sendable {
   /// An image is a whole number of these.
   public static let sizeUnit = 64 << 10
   /// The largest image: it must stay clear of KVM's identity map and TSS below it.
   public static let maximumSize = 256 << 10
-  /// How much of the image's end is copied below 1 MiB.
-  public static let lowAliasSize = 128 << 10
+  /// How much of the image's end is copied below 1 MiB (all of it: SeaBIOS's 32-bit code
+  /// starts below 0xE0000 in a 256 KiB image).
+  public static let lowAliasSize = 256 << 10
   /// The KVM memory slot of the high mapping (RAM's slots count up from 0).
   public static let slot: UInt32 = 256
 
@@ -52,7 +54,7 @@ public final class FirmwareROM: @unchecked Sendable {
     }
   }
 
-  /// Copies the image's last 128 KiB (or all of it) to RAM just below 1 MiB.
+  /// Copies the image to RAM, ending at 1 MiB.
   public func copyLowAlias(into memory: GuestMemory) throws(GuestMemoryError) {
     let count = min(image.count, Self.lowAliasSize)
     try memory.write(Array(image.suffix(count)), to: 0x10_0000 - UInt64(count))

@@ -3,9 +3,14 @@ import Machine
 
 extension FirmwareConfigContents {
   /// What QEMU's PC machine hands its firmware through fw_cfg, for a machine of `cpuCount`
-  /// vCPUs with RAM at `ranges`: RAM size and CPU counts under their legacy keys, and the RAM
-  /// map as `etc/e820` (20-byte entries: address, length, type 1, little-endian).
-  static func machine(cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)]) -> FirmwareConfigContents {
+  /// vCPUs with RAM at `ranges`: RAM size and CPU counts under their legacy keys, the RAM
+  /// map as `etc/e820` (20-byte entries: address, length, type, little-endian: the RAM, and
+  /// PCI Express configuration space reserved, as the MCFG table requires), the ACPI
+  /// tables with the script that installs them, and COM1 as the firmware's screen (the
+  /// machine has no display: SeaBIOS mirrors its text screen there).
+  static func machine(
+    cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)], acpi: RelocatableACPITables
+  ) -> FirmwareConfigContents {
     var contents = FirmwareConfigContents()
     let total = ranges.reduce(0) { $0 + $1.size }
     // Legacy keys and one fixed, short file name: none of these can be refused.
@@ -18,7 +23,35 @@ extension FirmwareConfigContents {
         littleEndian(range.guestAddress) + littleEndian(range.size)
         + littleEndian(E820Map.Entry.Kind.ram.rawValue)
     }
+    e820 +=
+      littleEndian(X86MemoryMap.pciExpressECAM) + littleEndian(PCIExpressECAM.size)
+      + littleEndian(E820Map.Entry.Kind.reserved.rawValue)
     try? contents.addFile("etc/e820", e820)
+    try? contents.set(Key.noGraphic, littleEndian(UInt16(1)))
+    try? contents.addFile("etc/sercon-port", littleEndian(UInt16(SerialPort.com1Base)))
+    contents.addACPI(acpi)
     return contents
+  }
+
+  /// The ACPI tables as QEMU hands them over: `etc/acpi/tables` anywhere in memory,
+  /// `etc/acpi/rsdp` in the F segment, and `etc/table-loader` to link them.
+  mutating func addACPI(_ acpi: RelocatableACPITables) {
+    let files = (rsdp: "etc/acpi/rsdp", tables: "etc/acpi/tables")
+    func name(_ blob: RelocatableACPITables.Blob) -> String { blob == .rsdp ? files.rsdp : files.tables }
+    var loader = FirmwareTableLoader()
+    loader.allocate(files.tables, alignment: UInt32(RelocatableACPITables.tablesAlignment), zone: .high)
+    loader.allocate(files.rsdp, alignment: 16, zone: .fSegment)
+    for pointer in acpi.pointers {
+      loader.addPointer(in: name(pointer.blob), at: UInt32(pointer.offset), size: UInt8(pointer.size), to: files.tables)
+    }
+    for checksum in acpi.checksums {
+      loader.addChecksum(
+        in: name(checksum.blob), at: UInt32(checksum.offset), start: UInt32(checksum.start),
+        length: UInt32(checksum.length))
+    }
+    // Fixed, short, new names: none of these can be refused.
+    try? addFile(files.tables, acpi.tables)
+    try? addFile(files.rsdp, acpi.rsdp)
+    try? addFile("etc/table-loader", loader.bytes)
   }
 }

@@ -135,6 +135,7 @@ final class VCPUWorker: @unchecked Sendable {
     var data = UnsafeMutableRawPointer(run) + Int(ckvm_io_data_offset(run))
     if ckvm_io_direction(run) == UInt8(KVM_EXIT_IO_OUT) {
       for _ in 0..<count {
+        if Self.tracesIO { Self.trace("out", port, width, loadLittleEndian(data, width: width)) }
         if !bus.write(port, width: width, value: loadLittleEndian(data, width: width)) {
           statistics.unclaimedPortAccesses &+= 1
         }
@@ -149,10 +150,20 @@ final class VCPUWorker: @unchecked Sendable {
           value = .allOnes(width: width)
           statistics.unclaimedPortAccesses &+= 1
         }
+        if Self.tracesIO { Self.trace("in", port, width, value) }
         storeLittleEndian(value, data, width: width)
         data += width
       }
     }
+  }
+
+  /// SKVM_TRACE_IO=1 prints every port access on standard error (for bringing up firmware).
+  static let tracesIO = getenv("SKVM_TRACE_IO") != nil
+
+  static func trace(_ direction: StaticString, _ port: UInt64, _ width: Int, _ value: UInt64) {
+    let line = "skvm: io \(direction) 0x\(String(port, radix: 16))/\(width) 0x\(String(value, radix: 16))\n"
+    var bytes = Array(line.utf8)
+    _ = write(2, &bytes, bytes.count)
   }
 
   @inline(__always)

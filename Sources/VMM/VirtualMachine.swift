@@ -43,6 +43,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   let vcpus: [KVMVCPU]
   /// The BIOS image of a firmware boot, mapped below 4 GiB for the machine's life.
   let firmware: FirmwareROM?
+  /// Port 0x402's log file (`--debugcon`), if one was asked for.
+  private let debugConsole: DebugConsolePort?
   private var workers: [VCPUWorker] = []
   private let gate = RunGate()
   private let pauseLock = Mutex<Bool>(false)
@@ -115,6 +117,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     let firmware = try ConfigurationCheck.firmware(configuration.boot)
     self.firmware = firmware
+    debugConsole = try configuration.debugConsolePath.map(Self.openDebugConsole)
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
@@ -167,6 +170,15 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
   }
 
+  /// Opens (creates, truncates) the file `--debugcon` names.
+  private static func openDebugConsole(_ path: String) throws(VirtualMachineError) -> DebugConsolePort {
+    let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard descriptor >= 0 else {
+      throw .debugConsole(path: path, reason: "\(String(cString: strerror(errno))): give a file skvm can write")
+    }
+    return DebugConsolePort(descriptor: descriptor)
+  }
+
   /// What KVM serves in the kernel, and guest RAM, marked on the buses (see `ReservedRange`).
   private func reserveKernelRanges(ram ranges: [(guestAddress: UInt64, size: UInt64)]) throws(VirtualMachineError) {
     let ports: [(String, UInt64, UInt64)] = [
@@ -202,9 +214,11 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     try addPlatform(PostCodePort(), id: "post-code", kind: "POST code port", port: PostCodePort.port, size: 1)
     try addPlatform(CMOSClock(), id: "rtc", kind: "CMOS real-time clock", port: CMOSClock.base, size: CMOSClock.size)
     try addPlatform(PanicNotifier(control: self), id: "pvpanic", kind: "pvpanic", port: PanicNotifier.port, size: 1)
-    // fw_cfg, as on QEMU's PC: what firmware reads (RAM map, CPUs; later boot order and ACPI).
+    // fw_cfg, as on QEMU's PC: what firmware reads (RAM map, CPUs, ACPI tables).
     let firmwareConfig = FirmwareConfig(
-      contents: .machine(cpuCount: configuration.cpuCount, ranges: memory.regions.map { ($0.guestAddress, $0.size) }),
+      contents: .machine(
+        cpuCount: configuration.cpuCount, ranges: memory.regions.map { ($0.guestAddress, $0.size) },
+        acpi: RelocatableACPITables(cpuCount: configuration.cpuCount, pci: true)),
       memory: memory)
     try addPlatform(
       firmwareConfig, id: "fw_cfg", kind: "QEMU firmware configuration (fw_cfg)", port: FirmwareConfig.base,
@@ -215,6 +229,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       powerManagement, id: "acpi-pm", kind: "ACPI PM1 registers", port: ACPIPowerManagement.base,
       size: ACPIPowerManagement.size)
     self.powerManagement = powerManagement
+    if let debugConsole { try addDevice(debugConsole, port: UInt16(DebugConsolePort.port), size: 1) }
     if let port = configuration.debugExitPort {
       try addPlatform(
         DebugExitPort(control: self), id: "debug-exit", kind: "isa-debug-exit", port: UInt64(port),
@@ -268,7 +283,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   private func bootLinux(
     _ payload: BootPayload, commandLine: String, ranges: [(guestAddress: UInt64, size: UInt64)]
   ) throws {
-    let tables = ACPITables(cpuCount: vcpus.count, pci: pci != nil)
+    let tables = ACPITables(cpuCount: vcpus.count, pci: true)
     try memory.write(tables.bytes, to: tables.base)
     var e820 = E820Map.standard(ramRanges: ranges)
     if pci != nil { e820 = e820.reserving(X86MemoryMap.pciExpressECAM, size: PCIExpressECAM.size) }

@@ -27,6 +27,9 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   public var networks: [NetworkConfiguration] = []
   /// Which device carries the console (the host terminal or the embedder's `ConsoleOutput`).
   public var consoleDevice: ConsoleDevice = .serial
+  /// A host file that receives what the guest writes to port 0x402 (QEMU's isa-debugcon,
+  /// where SeaBIOS logs), or nil for no such device.
+  public var debugConsolePath: String?
 
   /// The default amount of guest RAM.
   public static let defaultMemorySize: UInt64 = 256 << 20
@@ -49,6 +52,7 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
 extension VirtualMachineConfiguration {
   enum CodingKeys: String, CodingKey {
     case name, memorySize, cpuCount, boot, debugExitPort, timesExits, disks, entropy, networks, consoleDevice
+    case debugConsolePath
   }
 
   /// Decodes a configuration, one saved before a field existed included (a snapshot file from
@@ -65,6 +69,7 @@ extension VirtualMachineConfiguration {
     entropy = try values.decode(Bool.self, forKey: .entropy)
     networks = try values.decodeIfPresent([NetworkConfiguration].self, forKey: .networks) ?? []
     consoleDevice = try values.decode(ConsoleDevice.self, forKey: .consoleDevice)
+    debugConsolePath = try values.decodeIfPresent(String.self, forKey: .debugConsolePath)
   }
 }
 

@@ -52,6 +52,12 @@ struct Run: ParsableCommand {
       valueName: "file"))
   var bios: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Write what the guest writes to port 0x402 (QEMU's isa-debugcon: SeaBIOS's log) to this file.",
+      valueName: "file"))
+  var debugcon: String?
+
   @Flag(help: "Run the built-in hello guest (16-bit real mode, prints a greeting and resets).")
   var hello = false
 
@@ -214,6 +220,7 @@ struct Run: ParsableCommand {
     configuration.memorySize = try ByteSize.parse(memory ?? "256M")
     configuration.cpuCount = cpus ?? 1
     configuration.timesExits = stats
+    configuration.debugConsolePath = debugcon
     if case .port(let port) = parsedDebugExitPort {
       configuration.debugExitPort = port
     } else {

@@ -21,45 +21,19 @@ public struct ACPITables: Sendable {
 
   /// Tables for `cpuCount` CPUs; with `pci`, the DSDT describes a PCI root bridge.
   public init(cpuCount: Int, pci: Bool = false, base: UInt64 = defaultBase) {
-    self.base = base
-    var layout = Layout(base: base)
-    let rsdpOffset = layout.reserve(36)
-    let dsdt = layout.place("DSDT", Self.dsdt(pci: pci))
-    let facs = layout.place("FACS", Self.facs())
-    let fadt = layout.place("FACP", Self.fadt(facs: facs, dsdt: dsdt))
-    let madt = layout.place("APIC", Self.madt(cpuCount: cpuCount))
-    var entries = [fadt, madt]
-    if pci { entries.append(layout.place("MCFG", Self.mcfg())) }
-    let xsdt = layout.place("XSDT", Self.xsdt(entries: entries))
-    layout.write(Self.rsdp(xsdt: xsdt), at: rsdpOffset)
-    bytes = layout.bytes
-    addresses = layout.addresses.merging(["RSDP": base]) { first, _ in first }
+    self.init(RelocatableACPITables(cpuCount: cpuCount, pci: pci), base: base)
   }
 
-  /// Appends tables 16-byte aligned and remembers where each went.
-  struct Layout {
-    let base: UInt64
-    var bytes: [UInt8] = []
-    var addresses: [String: UInt64] = [:]
-
-    mutating func reserve(_ count: Int) -> Int {
-      bytes += Array(repeating: 0, count: (16 - bytes.count % 16) % 16)
-      let offset = bytes.count
-      bytes += Array(repeating: 0, count: count)
-      return offset
-    }
-
-    mutating func place(_ signature: String, _ table: [UInt8]) -> UInt64 {
-      let offset = reserve(table.count)
-      write(table, at: offset)
-      let address = base + UInt64(offset)
-      addresses[signature] = address
-      return address
-    }
-
-    mutating func write(_ table: [UInt8], at offset: Int) {
-      bytes.replaceSubrange(offset..<offset + table.count, with: table)
-    }
+  /// `tables` laid out at `base`: the RSDP first, the rest from the next 64-byte boundary.
+  public init(_ tables: RelocatableACPITables, base: UInt64 = defaultBase) {
+    self.base = base
+    let gap =
+      (RelocatableACPITables.tablesAlignment - tables.rsdp.count % RelocatableACPITables.tablesAlignment)
+      % RelocatableACPITables.tablesAlignment
+    let tablesAddress = base + UInt64(tables.rsdp.count + gap)
+    let placed = tables.placed(tablesAt: tablesAddress)
+    bytes = placed.rsdp + Array(repeating: 0, count: gap) + placed.tables
+    addresses = tables.offsets.mapValues { tablesAddress + UInt64($0) }.merging(["RSDP": base]) { first, _ in first }
   }
 
   static func rsdp(xsdt: UInt64) -> [UInt8] {
