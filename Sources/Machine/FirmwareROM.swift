@@ -9,6 +9,8 @@ import KVM
 /// the BIOS makes that copy itself after unlocking the chipset's shadow RAM (PAM registers);
 /// skvm's host bridge has none, so the copy is there from the start, as after the unlock.
 public final class FirmwareROM: @unchecked Sendable {
+  /// The firmware of `--boot` without `--bios`: Debian's `seabios` package.
+  public static let defaultImagePath = "/usr/share/seabios/bios-256k.bin"
   /// An image is a whole number of these.
   public static let sizeUnit = 64 << 10
   /// The largest image: it must stay clear of KVM's identity map and TSS below it.

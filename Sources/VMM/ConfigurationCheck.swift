@@ -46,6 +46,12 @@ enum ConfigurationCheck {
   /// The BIOS image a firmware boot source names, read and checked; nil for other sources.
   static func firmware(_ boot: BootSource) throws(VirtualMachineError) -> FirmwareROM? {
     guard case .firmware(let path) = boot else { return nil }
+    if path == FirmwareROM.defaultImagePath && access(path, F_OK) != 0 {
+      throw .firmware(
+        FirmwareError(
+          "\(path) is missing: install Debian's seabios package (apt-get install seabios), or give a BIOS image with --bios FILE"
+        ))
+    }
     let image = try readFile(path, limit: UInt64(FirmwareROM.maximumSize) * 64)
     do { return try FirmwareROM(image: image, path: path) } catch { throw .firmware(error) }
   }

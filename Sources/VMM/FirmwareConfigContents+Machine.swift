@@ -9,7 +9,8 @@ extension FirmwareConfigContents {
   /// tables with the script that installs them, and COM1 as the firmware's screen (the
   /// machine has no display: SeaBIOS mirrors its text screen there).
   static func machine(
-    cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)], acpi: RelocatableACPITables
+    cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)], acpi: RelocatableACPITables,
+    boot: FirmwareBootOptions? = nil, diskCount: Int = 0
   ) -> FirmwareConfigContents {
     var contents = FirmwareConfigContents()
     let total = ranges.reduce(0) { $0 + $1.size }
@@ -30,7 +31,26 @@ extension FirmwareConfigContents {
     try? contents.set(Key.noGraphic, littleEndian(UInt16(1)))
     try? contents.addFile("etc/sercon-port", littleEndian(UInt16(SerialPort.com1Base)))
     contents.addACPI(acpi)
+    contents.addBootOptions(boot, diskCount: diskCount)
     return contents
+  }
+
+  /// The boot order, menu and retry time of `options` as SeaBIOS reads them: `bootorder` (one
+  /// OpenFirmware device path per line, as QEMU writes them), the boot menu flag and
+  /// `etc/boot-fail-wait` (milliseconds; all ones waits forever). Without options the firmware
+  /// keeps its own order and shows no menu.
+  mutating func addBootOptions(_ options: FirmwareBootOptions?, diskCount: Int) {
+    let options = options ?? FirmwareBootOptions()
+    var paths: [String] = []
+    for device in options.order {
+      switch device {
+      case .disk where diskCount > 0: paths.append("/pci@i0cf8/*@\(String(PCIDevices.diskSlot(0), radix: 16))")
+      case .disk, .cdrom, .network: break  // checked before the machine is built
+      }
+    }
+    if !paths.isEmpty { try? addFile("bootorder", Array((paths.joined(separator: "\n") + "\n").utf8)) }
+    try? set(Key.bootMenu, Self.littleEndian(UInt16(options.menu ? 1 : 0)))
+    try? addFile("etc/boot-fail-wait", Self.littleEndian(options.rebootTimeout ?? UInt32.max))
   }
 
   /// The ACPI tables as QEMU hands them over: `etc/acpi/tables` anywhere in memory,

@@ -209,9 +209,13 @@ public final class ManagedMachine: @unchecked Sendable {
     while true {
       let current = machine
       let exit = try current.run()
+      // A PC's own reset (the guest's reboot, Ctrl-Alt-Del) goes back through its firmware; a
+      // directly booted kernel's ends the run, as QEMU's -no-reboot does.
+      var guestReboot = false
+      if case .reset = exit, configuration.boot.rebootsThroughFirmware { guestReboot = true }
       let resetting = lock.withLock { () -> Bool in
         defer { state.resetRequested = false }
-        return state.resetRequested && !state.ended && state.hostCause == nil
+        return (state.resetRequested || guestReboot) && !state.ended && state.hostCause == nil
       }
       guard resetting else {
         let cause = lock.withLock { () -> ShutdownCause? in
@@ -258,7 +262,7 @@ public final class ManagedMachine: @unchecked Sendable {
         lock.broadcast()
         return state.resetRequested || state.hostCause != nil
       }
-      if restore == nil { emit(.reset(.hostQMPSystemReset)) }
+      if restore == nil { emit(.reset(guestReboot ? .guestReset : .hostQMPSystemReset)) }
       if again { fresh.stop(reason: "stopped while it was being reset") }
     }
   }

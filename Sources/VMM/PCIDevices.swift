@@ -172,6 +172,9 @@ final class PCIDevices: @unchecked Sendable {
     }
   }
 
+  /// The slot of disk `index` (disks come first, from slot 1: /dev/vda is 00:01.0).
+  static func diskSlot(_ index: Int) -> Int { 1 + index }
+
   /// Puts `device` behind a transport in the next free slot and registers it as `id`.
   @discardableResult
   private func add(

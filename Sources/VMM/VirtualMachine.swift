@@ -142,8 +142,10 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     memory = core.memory
     vcpus = core.vcpus
 
+    // A firmware's "nothing to boot" gets skvm's hint (what the machine lacks) on standard error.
+    let serialOutput: any ConsoleOutput = firmware == nil ? console : FirmwareMessageWatcher(console)
     serial = SerialPort(
-      output: console, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
+      output: serialOutput, interrupt: KVMInterruptLine(vm: vm, gsi: UInt32(SerialPort.com1Interrupt)))
     try reserveKernelRanges(ram: ranges)
     try addPlatformDevices()
     // Every machine has its PCI host bridge, as every PC does, devices or not: a guest
@@ -218,7 +220,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     let firmwareConfig = FirmwareConfig(
       contents: .machine(
         cpuCount: configuration.cpuCount, ranges: memory.regions.map { ($0.guestAddress, $0.size) },
-        acpi: RelocatableACPITables(cpuCount: configuration.cpuCount, pci: true)),
+        acpi: RelocatableACPITables(cpuCount: configuration.cpuCount, pci: true),
+        boot: configuration.firmwareBoot, diskCount: configuration.disks.count),
       memory: memory)
     try addPlatform(
       firmwareConfig, id: "fw_cfg", kind: "QEMU firmware configuration (fw_cfg)", port: FirmwareConfig.base,

@@ -30,6 +30,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   /// A host file that receives what the guest writes to port 0x402 (QEMU's isa-debugcon,
   /// where SeaBIOS logs), or nil for no such device.
   public var debugConsolePath: String?
+  /// How the firmware picks what to boot (`--boot`); nil leaves its own order. For firmware boot only.
+  public var firmwareBoot: FirmwareBootOptions?
 
   /// The default amount of guest RAM.
   public static let defaultMemorySize: UInt64 = 256 << 20
@@ -52,7 +54,7 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
 extension VirtualMachineConfiguration {
   enum CodingKeys: String, CodingKey {
     case name, memorySize, cpuCount, boot, debugExitPort, timesExits, disks, entropy, networks, consoleDevice
-    case debugConsolePath
+    case debugConsolePath, firmwareBoot
   }
 
   /// Decodes a configuration, one saved before a field existed included (a snapshot file from
@@ -70,6 +72,7 @@ extension VirtualMachineConfiguration {
     networks = try values.decodeIfPresent([NetworkConfiguration].self, forKey: .networks) ?? []
     consoleDevice = try values.decode(ConsoleDevice.self, forKey: .consoleDevice)
     debugConsolePath = try values.decodeIfPresent(String.self, forKey: .debugConsolePath)
+    firmwareBoot = try values.decodeIfPresent(FirmwareBootOptions.self, forKey: .firmwareBoot)
   }
 }
 
@@ -102,6 +105,13 @@ extension BootSource {
     case .linux, .firmware: true
     case .flat, .flatImage: false
     }
+  }
+
+  /// Whether the guest's own reset (its reboot, Ctrl-Alt-Del) starts the machine again, through
+  /// the firmware, as on a PC; a directly booted guest's reset ends the run instead.
+  public var rebootsThroughFirmware: Bool {
+    if case .firmware = self { return true }
+    return false
   }
 }
 

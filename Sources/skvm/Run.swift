@@ -54,6 +54,13 @@ struct Run: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
+      "Boot through the firmware (SeaBIOS, or --bios) and tell it what to try first, as QEMU's -boot: "
+        + "order=c|d|n…[,menu=on][,reboot-timeout=MS] (c: first disk; a bare 'c' is an order).",
+      valueName: "options"))
+  var boot: String?
+
+  @Option(
+    help: ArgumentHelp(
       "Write what the guest writes to port 0x402 (QEMU's isa-debugcon: SeaBIOS's log) to this file.",
       valueName: "file"))
   var debugcon: String?
@@ -148,11 +155,20 @@ struct Run: ParsableCommand {
           "--incoming defer waits for QMP migrate-incoming: give a monitor with --qmp (e.g. --qmp unix:/tmp/dest.qmp)")
       }
     }
-    if [kernel != nil, flatPath != nil, hello, bios != nil].filter({ $0 }).count > 1 {
-      throw ValidationError("--kernel, --flat, --hello and --bios each name what to boot: give one of them")
+    let firmware = bios != nil || boot != nil
+    if [kernel != nil, flatPath != nil, hello, firmware].filter({ $0 }).count > 1 {
+      throw ValidationError(
+        "--kernel, --flat, --hello and firmware boot (--bios, --boot) each say what to boot: give one of them")
     }
-    if bios != nil && (initrd != nil || cmdline != nil) {
-      throw ValidationError("--initrd and --cmdline go with --kernel; with --bios the firmware boots from the disks")
+    if firmware && (initrd != nil || cmdline != nil) {
+      throw ValidationError(
+        "--initrd and --cmdline go with --kernel; with --bios or --boot the firmware boots from the disks")
+    }
+    if let boot {
+      do { _ = try Self.parseBoot(boot) } catch { throw ValidationError("\(error)") }
+    }
+    if incoming != nil && boot != nil {
+      throw ValidationError("--incoming restores a saved machine: leave out --boot")
     }
     if (initrd != nil || cmdline != nil) && kernel == nil && (flatPath != nil || hello) {
       throw ValidationError("--initrd and --cmdline go with --kernel (or the default guest)")
@@ -188,8 +204,9 @@ struct Run: ParsableCommand {
     var configuration = BuiltInGuest.helloConfiguration
     if let flatPath {
       configuration.boot = .flat(path: flatPath, entry: flatEntry)
-    } else if let bios {
-      configuration.boot = .firmware(path: bios)
+    } else if bios != nil || boot != nil {
+      configuration.boot = .firmware(path: bios ?? FirmwareROM.defaultImagePath)
+      configuration.firmwareBoot = try boot.map(Self.parseBoot)
     } else if let kernel {
       configuration.boot = .linux(
         kernel: kernel, initrd: initrd, commandLine: cmdline ?? "console=\(consoleChoice == .virtio ? "hvc0" : "ttyS0")"
@@ -242,6 +259,7 @@ struct Run: ParsableCommand {
     }
     configuration.name = name
     configuration.timesExits = stats
+    configuration.debugConsolePath = debugcon
     if let memory { configuration.memorySize = try ByteSize.parse(memory) }
     if let cpus { configuration.cpuCount = cpus }
     if !disk.isEmpty { configuration.disks = try disk.map(Self.parseDisk) }
@@ -390,6 +408,20 @@ struct Run: ParsableCommand {
   }
 
   /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
+  /// `--boot`'s value; a CD-ROM or network first is refused here (this skvm has neither to boot from).
+  static func parseBoot(_ text: String) throws -> FirmwareBootOptions {
+    let options = try FirmwareBootOptions(parsing: text)
+    if options.order.contains(.cdrom) {
+      throw ValidationError(
+        "--boot order=d: this skvm has no CD-ROM drive yet; a hybrid ISO boots as a disk: --disk FILE.iso,readonly=on --boot order=c"
+      )
+    }
+    if options.order.contains(.network) {
+      throw ValidationError("--boot order=n: skvm's NICs have no network boot ROM; boot from a disk (c)")
+    }
+    return options
+  }
+
   static func parseDisk(_ text: String) throws -> DiskConfiguration {
     do { return try DiskConfiguration(parsing: text) } catch { throw ValidationError("--disk: \(error)") }
   }

@@ -67,6 +67,7 @@ enum LinuxGuestHost {
       let steps: [String]
       let arguments: [String]
       var monitor = false
+      var timeout = 120
     }
     private let specs: [Spec]
     private let results = Mutex<[String: Session]?>(nil)
@@ -78,9 +79,9 @@ enum LinuxGuestHost {
       try results.withLock { results in
         if results == nil {
           let line = specs.map {
-            sessionCommand($0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor)
+            sessionCommand($0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor, timeout: $0.timeout)
           }.joined(separator: "; ")
-          let run = try shell(line, timeout: 150 * specs.count + 30)
+          let run = try shell(line, timeout: specs.reduce(30) { $0 + $1.timeout + 30 })
           results = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Self.part($0.name, of: run.transcript)) })
         }
         return results?[name] ?? Session(status: -1, transcript: "no session named \(name) in the batch")
