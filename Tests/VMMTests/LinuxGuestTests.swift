@@ -74,6 +74,9 @@ enum LinuxGuestHost {
 
     init(_ specs: [Spec]) { self.specs = specs }
 
+    /// How many sessions it has.
+    var count: Int { specs.count }
+
     /// Session `name`'s outcome: its status and its part of the transcript.
     func session(_ name: String) throws -> Session {
       try results.withLock { results in
@@ -135,7 +138,49 @@ enum LinuxGuestHost {
   "Linux guests", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")))
 struct LinuxGuestTests {
-  /// The sessions that need nothing prepared on the host: one lane boot for all of them.
+  /// Files the batch's sessions use, made on the host before the lane boots (built once).
+  struct Prepared {
+    static let directory = "/tmp/skvm-linux-\(getpid())"
+    /// 8 MiB, each sector starting SECTnnnn; the same as qcow2, attached read-only.
+    static let raw = directory + "/disk.raw"
+    static let qcow2 = directory + "/disk.qcow2"
+    /// 1 MiB of '.', INTX-PATTERN at 4096.
+    static let intx = directory + "/intx.raw"
+    /// The kit kernel's vmlinux (ELF, entered at its PVH note).
+    static let vmlinux = directory + "/vmlinux"
+    /// The kit's initramfs, beside it.
+    static let initrd = directory + "/initrd.gz"
+
+    static let made: Result<Void, KernelPayload.Failure> = {
+      do {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var bytes = [UInt8](repeating: 0, count: 8 << 20)
+        for sector in 0..<(bytes.count / 512) {
+          bytes.replaceSubrange(
+            sector * 512..<sector * 512 + 8, with: Array(String(format: "SECT%04d", sector % 10000).utf8))
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: raw))
+        let created = try CommandLineTests.skvm(["img", "convert", "-O", "qcow2", raw, qcow2])
+        guard created.status == 0 else { return .failure(.init(description: "img convert: \(created.errors)")) }
+        var intxBytes = [UInt8](repeating: 0x2E, count: 1 << 20)
+        intxBytes.replaceSubrange(4096..<4096 + 12, with: Array("INTX-PATTERN".utf8))
+        try Data(intxBytes).write(to: URL(fileURLWithPath: intx))
+        let kit = try GuestKit.prepare()
+        let extracted = try KernelPayload.extractVmlinux(fromBzImage: kit.kernelPath)
+        try? FileManager.default.removeItem(atPath: vmlinux)
+        try FileManager.default.moveItem(atPath: extracted, toPath: vmlinux)
+        try? FileManager.default.removeItem(atPath: initrd)
+        try FileManager.default.copyItem(atPath: kit.initrdPath, toPath: initrd)
+        return .success(())
+      } catch let error as KernelPayload.Failure {
+        return .failure(error)
+      } catch {
+        return .failure(.init(description: "\(error)"))
+      }
+    }()
+  }
+
+  /// Every session that needs no host setup beyond `Prepared`: one lane boot for all of them.
   static let batch = LinuxGuestHost.SessionBatch([
     .init(
       name: "basic",
@@ -145,9 +190,21 @@ struct LinuxGuestTests {
         "send:poweroff -f", "exit:0",
       ], arguments: ["run"]),
     .init(
-      name: "smp",
-      steps: ["expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2", "send:reboot -f", "exit:0"],
-      arguments: ["run", "--cpus", "2"]),
+      name: "elf-smp",
+      steps: [
+        "expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2",
+        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
+        "expect:irq-found-1",
+        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
+        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
+          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
+        "expect:both=1",
+        "send:reboot -f", "exit:0",
+      ],
+      arguments: [
+        "run", "--kernel", Prepared.vmlinux, "--initrd", Prepared.initrd,
+        "--cmdline", GuestKit.defaultCommandLine, "--cpus", "2", "--rng",
+      ]),
     .init(
       name: "panic",
       steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
@@ -159,31 +216,71 @@ struct LinuxGuestTests {
         "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
       ], arguments: ["run"], monitor: true),
     .init(
-      name: "virtio-console",
+      name: "virtio-devices",
       steps: [
         "expect:SKVM-GUEST-READY",
         "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
+        "send:dd if=/dev/vda bs=512 skip=777 count=1 2>/dev/null | head -c 8; echo",
+        "expect:SECT0777",
+        "send:printf 'GUEST-WROTE-THIS' | dd of=/dev/vda bs=512 seek=100 conv=notrunc 2>/dev/null; sync; echo synced",
+        "expect:synced",
+        "send:dd if=/dev/vdb bs=512 skip=4095 count=1 2>/dev/null | head -c 8; echo",
+        "expect:SECT4095",
+        "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
+        "expect:WRITE-REFUSED",
+        "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
+        "expect:rng=virtio_rng.0 bytes=64",
+        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first) and
+        // reaches the PCI Express functions' extended configuration space through it.
+        "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
+        "send:echo config=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:config=4096",
+        // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
+        "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
+        // Several requests in flight: 16 parallel readers, and the data is still right.
+        "send:for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do dd if=/dev/vda bs=4096 skip=$((i * 64)) count=64 iflag=direct 2>/dev/null | md5sum > /tmp/p$i & done; wait; echo distinct=$(cat /tmp/p* | sort -u | wc -l)",
+        "expect:distinct=16",
         "send:poweroff -f", "exit:0",
-      ], arguments: ["run", "--console", "virtio", "--stats"]),
+        // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
+        "host:dd if=\(Prepared.raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
+        "host:qemu-img check \(Prepared.qcow2)", "expect:No errors were found",
+      ],
+      arguments: [
+        "run", "--console", "virtio", "--stats", "--disk", Prepared.raw, "--disk",
+        "\(Prepared.qcow2),format=qcow2,readonly=on", "--rng",
+      ]),
     .init(
-      name: "msi-affinity",
+      name: "intx",
       steps: [
         "expect:SKVM-GUEST-READY",
-        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
-        "expect:irq-found-1",
-        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
-        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
-          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
-        "expect:both=1",
+        "send:dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 12; echo",
+        "expect:INTX-PATTERN",
+        // The interrupt is a level-triggered IOAPIC pin (GSI 17 for slot 1), not a message.
+        "send:echo intx=$(grep virtio0 /proc/interrupts | grep -c 'IO-APIC.*17-fasteoi')", "expect:intx=1",
         "send:poweroff -f", "exit:0",
-      ], arguments: ["run", "--cpus", "2", "--rng"]),
+      ],
+      arguments: ["run", "--disk", Prepared.intx, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"]),
   ])
+
+  /// Session `name` of the batch, once the files it needs are made.
+  static func batchSession(_ name: String) throws -> LinuxGuestHost.Session {
+    try Prepared.made.get()
+    let session = try batch.session(name)
+    // The files go when the last of the batch's sessions has been read.
+    let read = sessionsRead.withLock { count in
+      count += 1
+      return count
+    }
+    if read == batch.count { try? FileManager.default.removeItem(atPath: Prepared.directory) }
+    return session
+  }
+
+  static let sessionsRead = Mutex(0)
 
   @Test(
     "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
   )
   func commandAndPowerOff() throws {
-    let session = try Self.batch.session("basic")
+    let session = try Self.batchSession("basic")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       !session.transcript.contains("PCI: Fatal"), "a machine without devices still has PCI: \(session.transcript)")
@@ -229,110 +326,42 @@ struct LinuxGuestTests {
       session.passed && session.transcript.components(separatedBy: " ok (status").count == 4, "\(session.transcript)")
   }
 
-  @Test("--cpus 2 gives the guest two CPUs; reboot -f ends with 0")
-  func twoCPUsAndReboot() throws {
-    let session = try Self.batch.session("smp")
-    #expect(session.passed, "\(session.transcript)")
-  }
-
   @Test("A kernel panic ends the run with status 2 and the panic text visible")
   func panic() throws {
-    let session = try Self.batch.session("panic")
+    let session = try Self.batchSession("panic")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("the guest kernel panicked"))
   }
 
   @Test("QMP system_reset boots the guest again; system_powerdown powers it off cleanly (status 0)")
   func monitorResetAndPowerdown() throws {
-    let session = try Self.batch.session("qmp")
+    let session = try Self.batchSession("qmp")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
 
   @Test(
-    "virtio-blk: the guest reads the host's pattern from /dev/vda, writes its own that the host reads back after sync; a read-only qcow2 disk refuses writes"
+    "virtio devices: the shell on hvc0 (virtio-console); /dev/vda reads the host's pattern and writes it reads back after sync, with MSI-X, ECAM and 16 requests in flight; a read-only qcow2 /dev/vdb refuses writes; virtio-rng serves bytes"
   )
-  func virtioBlock() throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-vblk-\(getpid())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let raw = directory.appendingPathComponent("disk.raw").path
-    var bytes = [UInt8](repeating: 0, count: 8 << 20)
-    for sector in 0..<(bytes.count / 512) {
-      bytes.replaceSubrange(
-        sector * 512..<sector * 512 + 8, with: Array(String(format: "SECT%04d", sector % 10000).utf8))
-    }
-    try Data(bytes).write(to: URL(fileURLWithPath: raw))
-    let qcow2 = directory.appendingPathComponent("disk.qcow2").path
-    let created = try CommandLineTests.skvm(["img", "convert", "-O", "qcow2", raw, qcow2])
-    #expect(created.status == 0, "\(created.errors)")
-    let session = try LinuxGuestHost.session(
-      "virtio-blk",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:dd if=/dev/vda bs=512 skip=777 count=1 2>/dev/null | head -c 8; echo",
-        "expect:SECT0777",
-        "send:printf 'GUEST-WROTE-THIS' | dd of=/dev/vda bs=512 seek=100 conv=notrunc 2>/dev/null; sync; echo synced",
-        "expect:synced",
-        "send:dd if=/dev/vdb bs=512 skip=4095 count=1 2>/dev/null | head -c 8; echo",
-        "expect:SECT4095",
-        "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
-        "expect:WRITE-REFUSED",
-        "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
-        "expect:rng=virtio_rng.0 bytes=64",
-        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first) and
-        // reaches the PCI Express functions' extended configuration space through it.
-        "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
-        "send:echo config=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:config=4096",
-        // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
-        "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
-        // Several requests in flight: 16 parallel readers, and the data is still right.
-        "send:for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do dd if=/dev/vda bs=4096 skip=$((i * 64)) count=64 iflag=direct 2>/dev/null | md5sum > /tmp/p$i & done; wait; echo distinct=$(cat /tmp/p* | sort -u | wc -l)",
-        "expect:distinct=16",
-        "send:poweroff -f", "exit:0",
-        // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
-        "host:dd if=\(raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
-      ],
-      skvm: ["run", "--disk", raw, "--disk", "\(qcow2),format=qcow2,readonly=on", "--rng", "--stats"])
+  func virtioDevices() throws {
+    let session = try Self.batchSession("virtio-devices")
     #expect(session.passed, "\(session.transcript)")
-    #expect(session.transcript.contains("vda: ") && session.transcript.contains("rng: "), "--stats lists the devices")
-    let check = try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), ["check", qcow2])
-    #expect(check.status == 0, "\(check.output)")
-  }
-
-  @Test("--console virtio: the default guest's shell runs on hvc0, input and output")
-  func virtioConsole() throws {
-    let session = try Self.batch.session("virtio-console")
-    #expect(session.passed, "\(session.transcript)")
-    #expect(session.transcript.contains("hvc0: "), "--stats counts the console's bytes")
-  }
-
-  @Test("With two vCPUs, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted: interrupts arrive on both")
-  func msiAffinity() throws {
-    let session = try Self.batch.session("msi-affinity")
-    #expect(session.passed, "\(session.transcript)")
+    #expect(
+      session.transcript.contains("vda: ") && session.transcript.contains("rng: ")
+        && session.transcript.contains("hvc0: "), "--stats lists the devices")
   }
 
   @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
   func virtioBlockOverINTx() throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-intx-\(getpid())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let raw = directory.appendingPathComponent("disk.raw").path
-    var bytes = [UInt8](repeating: 0x2E, count: 1 << 20)
-    bytes.replaceSubrange(4096..<4096 + 12, with: Array("INTX-PATTERN".utf8))
-    try Data(bytes).write(to: URL(fileURLWithPath: raw))
-    let session = try LinuxGuestHost.session(
-      "virtio-intx",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 12; echo",
-        "expect:INTX-PATTERN",
-        // The interrupt is a level-triggered IOAPIC pin (GSI 17 for slot 1), not a message.
-        "send:echo intx=$(grep virtio0 /proc/interrupts | grep -c 'IO-APIC.*17-fasteoi')", "expect:intx=1",
-        "send:poweroff -f", "exit:0",
-      ],
-      skvm: ["run", "--disk", raw, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"])
+    let session = try Self.batchSession("intx")
+    #expect(session.passed, "\(session.transcript)")
+  }
+
+  @Test(
+    "The kit kernel as an ELF vmlinux (entered at its PVH note) with two CPUs: nproc is 2, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted so interrupts arrive on both, reboot -f ends with 0"
+  )
+  func elfKernelWithTwoCPUs() throws {
+    let session = try Self.batchSession("elf-smp")
     #expect(session.passed, "\(session.transcript)")
   }
 
@@ -418,18 +447,6 @@ struct LinuxGuestTests {
     if stream {
       #expect(session.transcript.contains("md5 \(digest)"), "the sender finished: \(session.transcript)")
     }
-  }
-
-  @Test("The kit kernel as an ELF vmlinux (entered at its PVH note) boots with two CPUs")
-  func elfKernel() throws {
-    let kit = try GuestKit.prepare()
-    let vmlinux = try KernelPayload.extractVmlinux(fromBzImage: kit.kernelPath)
-    defer { try? FileManager.default.removeItem(atPath: vmlinux) }
-    let session = try LinuxGuestHost.session(
-      "elf",
-      steps: ["expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2", "send:poweroff -f", "exit:0"],
-      skvm: ["run", "--kernel", vmlinux, "--initrd", kit.initrdPath, "--cpus", "2"])
-    #expect(session.passed, "\(session.transcript)")
   }
 }
 
