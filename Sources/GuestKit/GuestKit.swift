@@ -21,9 +21,11 @@ public struct GuestKit: Sendable {
   public static func defaultCommandLine(console: String) -> String { "console=\(console) quiet panic=-1" }
   /// The kernel metapackage the default guest follows.
   public static let kernelMetapackage = "linux-image-cloud-amd64"
-  /// Modules loaded at boot, with their dependencies put first.
+  /// Modules loaded at boot, with their dependencies put first (virtio_scsi, sr_mod and
+  /// isofs: the CD-ROM drive and what is on it).
   static let modules = [
     "pvpanic-mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "button", "evdev",
+    "virtio_scsi", "sr_mod", "isofs",
   ]
 
   /// Why the kit could not be made.

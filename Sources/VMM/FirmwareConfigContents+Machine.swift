@@ -10,7 +10,7 @@ extension FirmwareConfigContents {
   /// machine has no display: SeaBIOS mirrors its text screen there).
   static func machine(
     cpuCount: Int, ranges: [(guestAddress: UInt64, size: UInt64)], acpi: RelocatableACPITables,
-    boot: FirmwareBootOptions? = nil, diskCount: Int = 0
+    boot: FirmwareBootOptions? = nil, diskCount: Int = 0, hasCDROM: Bool = false
   ) -> FirmwareConfigContents {
     var contents = FirmwareConfigContents()
     let total = ranges.reduce(0) { $0 + $1.size }
@@ -31,7 +31,7 @@ extension FirmwareConfigContents {
     try? contents.set(Key.noGraphic, littleEndian(UInt16(1)))
     try? contents.addFile("etc/sercon-port", littleEndian(UInt16(SerialPort.com1Base)))
     contents.addACPI(acpi)
-    contents.addBootOptions(boot, diskCount: diskCount)
+    contents.addBootOptions(boot, diskCount: diskCount, hasCDROM: hasCDROM)
     return contents
   }
 
@@ -39,12 +39,15 @@ extension FirmwareConfigContents {
   /// OpenFirmware device path per line, as QEMU writes them), the boot menu flag and
   /// `etc/boot-fail-wait` (milliseconds; all ones waits forever). Without options the firmware
   /// keeps its own order and shows no menu.
-  mutating func addBootOptions(_ options: FirmwareBootOptions?, diskCount: Int) {
+  mutating func addBootOptions(_ options: FirmwareBootOptions?, diskCount: Int, hasCDROM: Bool) {
     let options = options ?? FirmwareBootOptions()
     var paths: [String] = []
     for device in options.order {
       switch device {
       case .disk where diskCount > 0: paths.append("/pci@i0cf8/*@\(String(PCIDevices.diskSlot(0), radix: 16))")
+      case .cdrom where hasCDROM:
+        // The drive is target 0, LUN 0 of the virtio-scsi function.
+        paths.append("/pci@i0cf8/*@\(String(PCIDevices.cdromSlot(diskCount: diskCount), radix: 16))/*@0/*@0,0")
       case .disk, .cdrom, .network: break  // checked before the machine is built
       }
     }

@@ -27,7 +27,7 @@ struct OpenedDisk {
 }
 
 /// The machine's PCI side: bus 0 with a host bridge and one virtio function per device
-/// (disks, then the console, then the entropy source), configuration space through the
+/// (disks, the CD-ROM drive, then the console, the entropy source and the NICs), configuration space through the
 /// 0xCF8/0xCFC ports and ECAM, each BAR placed by the VMM (acting as firmware) in the
 /// window the DSDT describes — and followed wherever the guest moves it.
 ///
@@ -43,6 +43,8 @@ final class PCIDevices: @unchecked Sendable {
   let configPorts: PCIConfigPorts
   private(set) var transports: [VirtioPCITransport] = []
   private(set) var disks: [VirtioBlock] = []
+  /// The CD-ROM drive (virtio-scsi), if the machine has one.
+  private(set) var cdrom: VirtioSCSI?
   private(set) var console: VirtioConsole?
   /// The NICs, in `--net` order, with what each is connected to.
   private(set) var networks: [(device: VirtioNet, configuration: NetworkConfiguration)] = []
@@ -70,7 +72,8 @@ final class PCIDevices: @unchecked Sendable {
   /// Attaches every (already opened) disk, then the console (with an output), the entropy
   /// device if asked for, and a NIC per (already opened) network back end, registering each.
   init(
-    disks configurations: [OpenedDisk], console consoleOutput: (any ConsoleOutput)?, entropy wantsEntropy: Bool,
+    disks configurations: [OpenedDisk], cdrom: OpenedDisk? = nil, console consoleOutput: (any ConsoleOutput)?,
+    entropy wantsEntropy: Bool,
     networks: [OpenedNetwork] = [], vm: KVMVirtualMachine, memory: GuestMemory, registry: DeviceRegistry
   )
     throws(VirtualMachineError)
@@ -108,6 +111,14 @@ final class PCIDevices: @unchecked Sendable {
           + "\(stats.writes) writes (\(stats.bytesWritten) bytes), \(stats.flushes) flushes, \(stats.other) other, "
           + "\(stats.errors) errors"
       }
+    }
+    if let cdrom {
+      let device = VirtioSCSI(backend: cdrom.backend, memory: memory)
+      try add(device, id: "virtio-scsi0", classCode: 0x01_0000, path: cdrom.configuration.path) {
+        let stats = device.statistics.withLock { $0 }
+        return "  cd0: \(stats.commands) commands, \(stats.bytesRead) bytes read, \(stats.failures) failed"
+      }
+      self.cdrom = device
     }
     if let consoleOutput {
       let device = VirtioConsole(memory: memory, output: consoleOutput)
@@ -175,6 +186,9 @@ final class PCIDevices: @unchecked Sendable {
   /// The slot of disk `index` (disks come first, from slot 1: /dev/vda is 00:01.0).
   static func diskSlot(_ index: Int) -> Int { 1 + index }
 
+  /// The CD-ROM drive's slot: right after the disks.
+  static func cdromSlot(diskCount: Int) -> Int { 1 + diskCount }
+
   /// Puts `device` behind a transport in the next free slot and registers it as `id`.
   @discardableResult
   private func add(
@@ -216,6 +230,7 @@ final class PCIDevices: @unchecked Sendable {
   /// Closes every disk image (releasing its lock) and network back end once the machine has stopped.
   func closeDisks() {
     for disk in disks { disk.backend.close() }
+    cdrom?.backend.close()
     for network in networks { for backend in network.device.backends { backend.close() } }
   }
 

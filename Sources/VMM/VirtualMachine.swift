@@ -122,9 +122,17 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
     if let opened = prepared?.disks { disks = opened } else { disks = try OpenedDisk.openAll(configuration.disks) }
+    var cdrom: OpenedDisk?
+    if let drive = configuration.cdrom {
+      do throws(VirtualMachineError) { cdrom = try OpenedDisk.openAll([drive]).first } catch {
+        for disk in disks { disk.backend.close() }
+        throw error
+      }
+    }
     let networks: [OpenedNetwork]
     do { networks = try OpenedNetwork.openAll(configuration.networks, machineName: configuration.name) } catch {
       for disk in disks { disk.backend.close() }
+      cdrom?.backend.close()
       throw error
     }
     trace.mark("checks")
@@ -151,7 +159,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // Every machine has its PCI host bridge, as every PC does, devices or not: a guest
     // kernel finds configuration space (and no alarming "no config space access" message).
     let pci = try PCIDevices(
-      disks: disks, console: configuration.consoleDevice == .virtio ? console : nil,
+      disks: disks, cdrom: cdrom, console: configuration.consoleDevice == .virtio ? console : nil,
       entropy: configuration.entropy, networks: networks, vm: vm, memory: memory, registry: devices)
     do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
     pci.startIOThreads()
@@ -221,7 +229,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       contents: .machine(
         cpuCount: configuration.cpuCount, ranges: memory.regions.map { ($0.guestAddress, $0.size) },
         acpi: RelocatableACPITables(cpuCount: configuration.cpuCount, pci: true),
-        boot: configuration.firmwareBoot, diskCount: configuration.disks.count),
+        boot: configuration.firmwareBoot, diskCount: configuration.disks.count, hasCDROM: configuration.cdrom != nil),
       memory: memory)
     try addPlatform(
       firmwareConfig, id: "fw_cfg", kind: "QEMU firmware configuration (fw_cfg)", port: FirmwareConfig.base,

@@ -30,6 +30,8 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
   /// A host file that receives what the guest writes to port 0x402 (QEMU's isa-debugcon,
   /// where SeaBIOS logs), or nil for no such device.
   public var debugConsolePath: String?
+  /// The image in the CD-ROM drive (a virtio-scsi CD-ROM, read-only), or nil for no drive.
+  public var cdrom: DiskConfiguration?
   /// How the firmware picks what to boot (`--boot`); nil leaves its own order. For firmware boot only.
   public var firmwareBoot: FirmwareBootOptions?
 
@@ -54,7 +56,7 @@ public struct VirtualMachineConfiguration: Sendable, Equatable, Codable {
 extension VirtualMachineConfiguration {
   enum CodingKeys: String, CodingKey {
     case name, memorySize, cpuCount, boot, debugExitPort, timesExits, disks, entropy, networks, consoleDevice
-    case debugConsolePath, firmwareBoot
+    case debugConsolePath, firmwareBoot, cdrom
   }
 
   /// Decodes a configuration, one saved before a field existed included (a snapshot file from
@@ -73,6 +75,7 @@ extension VirtualMachineConfiguration {
     consoleDevice = try values.decode(ConsoleDevice.self, forKey: .consoleDevice)
     debugConsolePath = try values.decodeIfPresent(String.self, forKey: .debugConsolePath)
     firmwareBoot = try values.decodeIfPresent(FirmwareBootOptions.self, forKey: .firmwareBoot)
+    cdrom = try values.decodeIfPresent(DiskConfiguration.self, forKey: .cdrom)
   }
 }
 

@@ -73,6 +73,14 @@ public struct SplitVirtqueue: Sendable {
     self.indirectDescriptors = indirectDescriptors
   }
 
+  /// A queue the driver did not enable, in its place among the enabled ones (devices see their
+  /// queues by index: virtio-scsi's request queue is 2 even when the driver, as SeaBIOS does,
+  /// enables no other). It never has a request, and a kick on it does nothing.
+  public static let disabled = SplitVirtqueue(size: 0, descriptorTable: 0, availableRing: 0, usedRing: 0)
+
+  /// Whether the driver enabled it (see `disabled`).
+  public var isEnabled: Bool { size != 0 }
+
   /// Checks that the three rings lie inside guest memory (do this when the driver enables the queue).
   public func validate(in memory: GuestMemory) throws(VirtqueueError) {
     let queue = UInt64(size)
@@ -98,6 +106,7 @@ public struct SplitVirtqueue: Sendable {
   public mutating func next(into chain: inout DescriptorChain, in memory: GuestMemory, requestingKick: Bool = true)
     throws(VirtqueueError) -> Bool
   {
+    guard isEnabled else { return false }
     let available = try load(UInt16.self, at: availableRing + 2, memory)
     guard available != nextAvailable else { return false }
     // The ring entry and descriptors only after the index that published them.
@@ -120,6 +129,7 @@ public struct SplitVirtqueue: Sendable {
   /// VRING_USED_F_NO_NOTIFY), or tells it not to bother while the device is busy with the
   /// queue anyway. After asking, look at the ring again: a request may have come meanwhile.
   public func requestKick(_ wanted: Bool, in memory: GuestMemory) throws(VirtqueueError) {
+    guard isEnabled else { return }
     if eventIndex {
       if wanted { try store(nextAvailable, at: usedRing + 4 + 8 * UInt64(size), memory) }
     } else {
@@ -131,7 +141,8 @@ public struct SplitVirtqueue: Sendable {
 
   /// Whether the driver has made a request the device has not taken.
   public func hasAvailable(in memory: GuestMemory) throws(VirtqueueError) -> Bool {
-    try load(UInt16.self, at: availableRing + 2, memory) != nextAvailable
+    guard isEnabled else { return false }
+    return try load(UInt16.self, at: availableRing + 2, memory) != nextAvailable
   }
 
   /// Puts back the last `count` chains `next` returned, unused (a device waiting for enough
@@ -209,6 +220,7 @@ public struct SplitVirtqueue: Sendable {
   /// Writes a used-ring element the driver cannot see yet: `publishUsed` shows every one
   /// written so far at once (a frame over several buffers must appear whole).
   public mutating func recordUsed(_ head: UInt16, written: UInt32, in memory: GuestMemory) throws(VirtqueueError) {
+    guard isEnabled else { throw .descriptorIndexOutOfRange(index: head, queueSize: 0) }
     let element = usedRing + 4 + 8 * UInt64(nextUsed % size)
     try store(UInt32(head), at: element, memory)
     try store(written, at: element + 4, memory)
@@ -217,6 +229,7 @@ public struct SplitVirtqueue: Sendable {
 
   /// Publishes the used elements recorded so far: the used index moves past them.
   public mutating func publishUsed(in memory: GuestMemory) throws(VirtqueueError) {
+    guard isEnabled else { return }
     // The elements before the index (virtio 1.2 §2.7.8.2).
     atomicMemoryFence(ordering: .releasing)
     try store(nextUsed, at: usedRing + 2, memory)
@@ -224,6 +237,7 @@ public struct SplitVirtqueue: Sendable {
 
   /// Whether the driver wants an interrupt for what was completed since the last decision.
   public mutating func shouldNotify(in memory: GuestMemory) throws(VirtqueueError) -> Bool {
+    guard isEnabled else { return false }
     defer { signalledUsed = nextUsed }
     if eventIndex {
       let usedEvent = try load(UInt16.self, at: availableRing + 4 + 2 * UInt64(size), memory)

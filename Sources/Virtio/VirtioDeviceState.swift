@@ -4,6 +4,7 @@ import Devices
 /// the transport in snapshots (nil for devices that have none).
 public enum VirtioDeviceState: Sendable, Codable, Equatable {
   case net(VirtioNetState)
+  case scsi(VirtioSCSIState)
 }
 
 /// What virtio-net keeps beyond its rings: the link, the driver's receive filter and the

@@ -279,15 +279,21 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     let (queues, features, valid) = state.withLock { state -> ([SplitVirtqueue], UInt64, Bool) in
       let features = state.common.negotiatedFeatures
       var valid = true
-      let queues = state.common.queues.filter(\.enabled).enumerated().map { index, queue in
+      // Every queue keeps its index (a disabled one is a placeholder); saved positions are the
+      // enabled queues', in order.
+      var enabledSoFar = 0
+      var queues = state.common.queues.map { queue -> SplitVirtqueue in
+        guard queue.enabled else { return .disabled }
         var ring = SplitVirtqueue(
           size: queue.size, descriptorTable: queue.descriptorTable, availableRing: queue.driverArea,
           usedRing: queue.deviceArea, eventIndex: features & VirtioFeature.eventIndex != 0,
           indirectDescriptors: features & VirtioFeature.indirectDescriptors != 0)
-        if (try? ring.validate(in: memory)) == nil { valid = false }
-        if let positions, positions.indices.contains(index) { ring.restore(positions[index]) }
+        if (try? ring.validate(in: memory)) == nil || !ring.isEnabled { valid = false }
+        if let positions, positions.indices.contains(enabledSoFar) { ring.restore(positions[enabledSoFar]) }
+        enabledSoFar += 1
         return ring
       }
+      while let last = queues.last, !last.isEnabled { queues.removeLast() }
       return (queues, features, valid)
     }
     guard valid else {
@@ -370,7 +376,13 @@ extension VirtioPCITransport: StatefulDevice {
   public static let stateVersion = 1
 
   public func saveState() -> VirtioTransportState {
-    VirtioTransportState(transport: state.withLock { $0 }, queues: device.queuePositions, device: device.deviceState)
+    let transport = state.withLock { $0 }
+    // The enabled queues' positions, in order (the device holds placeholders for the others).
+    let positions = device.queuePositions
+    let enabled = transport.common.queues.indices.filter {
+      transport.common.queues[$0].enabled && positions.indices.contains($0)
+    }
+    return VirtioTransportState(transport: transport, queues: enabled.map { positions[$0] }, device: device.deviceState)
   }
 
   public func restoreState(_ saved: VirtioTransportState) throws(DeviceStateError) {
@@ -396,7 +408,9 @@ extension VirtioPCITransport: StatefulDevice {
       interruptRoutingChanged()
       // Serve whatever the driver made available and may already have announced (its kick went
       // to the old process): a queue that needs no service is left as it is.
-      for queue in saved.queues.indices { kick(queue: queue) }
+      for queue in saved.transport.common.queues.indices where saved.transport.common.queues[queue].enabled {
+        kick(queue: queue)
+      }
       device.restored()
     }
     let control = UInt16(saved.transport.space.read(0x42, width: 2))

@@ -54,6 +54,13 @@ struct Run: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
+      "Put this image (an ISO) in a CD-ROM drive (virtio-scsi, read-only). Without --kernel the machine boots "
+        + "through the firmware, which tries the disks and then the CD (--boot order=d: the CD first).",
+      valueName: "file"))
+  var cdrom: String?
+
+  @Option(
+    help: ArgumentHelp(
       "Boot through the firmware (SeaBIOS, or --bios) and tell it what to try first, as QEMU's -boot: "
         + "order=c|d|n…[,menu=on][,reboot-timeout=MS] (c: first disk; a bare 'c' is an order).",
       valueName: "options"))
@@ -155,7 +162,7 @@ struct Run: ParsableCommand {
           "--incoming defer waits for QMP migrate-incoming: give a monitor with --qmp (e.g. --qmp unix:/tmp/dest.qmp)")
       }
     }
-    let firmware = bios != nil || boot != nil
+    let firmware = bios != nil || boot != nil || (cdrom != nil && kernel == nil && flatPath == nil && !hello)
     if [kernel != nil, flatPath != nil, hello, firmware].filter({ $0 }).count > 1 {
       throw ValidationError(
         "--kernel, --flat, --hello and firmware boot (--bios, --boot) each say what to boot: give one of them")
@@ -167,8 +174,11 @@ struct Run: ParsableCommand {
     if let boot {
       do { _ = try Self.parseBoot(boot) } catch { throw ValidationError("\(error)") }
     }
-    if incoming != nil && boot != nil {
-      throw ValidationError("--incoming restores a saved machine: leave out --boot")
+    if incoming != nil && (boot != nil || cdrom != nil) {
+      throw ValidationError("--incoming restores a saved machine (with its CD-ROM): leave out --boot and --cdrom")
+    }
+    if boot.map({ (try? Self.parseBoot($0))?.order.contains(.cdrom) == true }) == true, cdrom == nil {
+      throw ValidationError("--boot order=d boots from the CD-ROM drive: give it an image with --cdrom FILE.iso")
     }
     if (initrd != nil || cmdline != nil) && kernel == nil && (flatPath != nil || hello) {
       throw ValidationError("--initrd and --cmdline go with --kernel (or the default guest)")
@@ -204,7 +214,7 @@ struct Run: ParsableCommand {
     var configuration = BuiltInGuest.helloConfiguration
     if let flatPath {
       configuration.boot = .flat(path: flatPath, entry: flatEntry)
-    } else if bios != nil || boot != nil {
+    } else if bios != nil || boot != nil || cdrom != nil && kernel == nil {
       configuration.boot = .firmware(path: bios ?? FirmwareROM.defaultImagePath)
       configuration.firmwareBoot = try boot.map(Self.parseBoot)
     } else if let kernel {
@@ -225,6 +235,10 @@ struct Run: ParsableCommand {
     }
     configuration.name = name
     configuration.disks = try disk.map(Self.parseDisk)
+    if let cdrom {
+      Self.warnUnlessISO9660(cdrom)
+      configuration.cdrom = DiskConfiguration(path: cdrom, format: nil, readOnly: true)
+    }
     configuration.entropy = rng
     // A Linux guest (or what firmware boots) is online by default (user networking), as under
     // QEMU; a flat binary has no driver for a NIC.
@@ -408,18 +422,29 @@ struct Run: ParsableCommand {
   }
 
   /// `PATH[,format=raw|qcow2][,readonly=on|off][,cache=writeback|none]`.
-  /// `--boot`'s value; a CD-ROM or network first is refused here (this skvm has neither to boot from).
+  /// `--boot`'s value; a network first is refused here (skvm's NICs have no boot ROM).
   static func parseBoot(_ text: String) throws -> FirmwareBootOptions {
-    let options = try FirmwareBootOptions(parsing: text)
-    if options.order.contains(.cdrom) {
-      throw ValidationError(
-        "--boot order=d: this skvm has no CD-ROM drive yet; a hybrid ISO boots as a disk: --disk FILE.iso,readonly=on --boot order=c"
-      )
-    }
+    let options: FirmwareBootOptions
+    do { options = try FirmwareBootOptions(parsing: text) } catch { throw ValidationError("\(error)") }
     if options.order.contains(.network) {
       throw ValidationError("--boot order=n: skvm's NICs have no network boot ROM; boot from a disk (c)")
     }
     return options
+  }
+
+  /// Warns (and goes on: the firmware decides) when `path` has no ISO 9660 volume descriptor
+  /// ("CD001" at byte 32769).
+  static func warnUnlessISO9660(_ path: String) {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return }  // opening it later says why it cannot be used
+    defer { close(descriptor) }
+    var magic = [UInt8](repeating: 0, count: 5)
+    let count = pread(descriptor, &magic, 5, 0x8001)
+    if count != 5 || magic != Array("CD001".utf8) {
+      printError(
+        "skvm: warning: --cdrom \(path) has no ISO 9660 signature (CD001 at byte 32769); attached anyway, the firmware decides"
+      )
+    }
   }
 
   static func parseDisk(_ text: String) throws -> DiskConfiguration {

@@ -1,12 +1,14 @@
 import Foundation
 import GuestKit
+import Synchronization
 import Testing
 
 /// Firmware boot end to end (SeaBIOS runs in ring 0, so on this host in the lane): an ISO that
 /// grub-mkrescue builds from the default guest's kernel and initramfs, GRUB on the serial
 /// console, boots as a virtio-blk disk; the guest sees skvm's ACPI tables (installed by the
-/// firmware from fw_cfg); its reboot goes back through the firmware; a disk with nothing to
-/// boot gets SeaBIOS's message and skvm's hint.
+/// firmware from fw_cfg); its reboot goes back through the firmware; the same ISO in the
+/// CD-ROM drive boots too, and the kernel reads it; a disk with nothing to boot gets
+/// SeaBIOS's message and skvm's hint.
 @Suite(
   "Firmware guests", .serialized,
   .enabled(if: LinuxGuestHost.unavailableReason == nil, Comment(rawValue: LinuxGuestHost.unavailableReason ?? "")),
@@ -55,6 +57,14 @@ struct FirmwareGuestTests {
     }
   }()
 
+  /// The MD5 of the default guest's initramfs, which the ISO carries.
+  static let initrdDigest: String = {
+    guard let kit = try? GuestKit.prepare(),
+      let sum = try? ChildProcess.run(URL(fileURLWithPath: "/usr/bin/md5sum"), [kit.initrdPath])
+    else { return "unknown" }
+    return String(sum.output.prefix(32))
+  }()
+
   static let batch = LinuxGuestHost.SessionBatch([
     .init(
       name: "firmware-disk",
@@ -73,6 +83,22 @@ struct FirmwareGuestTests {
         "run", "--boot", "order=c", "--cpus", "2", "--disk", directory + "/guest.iso,readonly=on", "--net", "none",
       ], timeout: 400),
     .init(
+      name: "firmware-cdrom",
+      steps: [
+        "expect:Booting from DVD/CD", "expect:GRUB-LOADS-THE-KERNEL", "expect:SKVM-GUEST-READY",
+        // The kernel the CD booted reads the CD: sr0 on virtio-scsi, an ISO 9660 file system.
+        "send:mkdir -p /mnt && mount -t iso9660 -o ro /dev/sr0 /mnt && grep -c GRUB-LOADS /mnt/boot/grub/grub.cfg",
+        "expect:1", "send:echo type=$(cat /sys/block/sr0/device/type) ro=$(cat /sys/block/sr0/ro)",
+        "expect:type=5 ro=1",
+        // A whole file read through the drive is the file that went on the ISO.
+        "send:echo sum=$(md5sum < /mnt/boot/initrd.gz | cut -d' ' -f1); umount /mnt", "expect:sum=\(initrdDigest)",
+        "send:poweroff -f", "exit:0",
+      ],
+      arguments: [
+        "run", "--cdrom", directory + "/guest.iso", "--disk", directory + "/empty.raw", "--boot", "order=dc",
+        "--net", "none", "--stats",
+      ], timeout: 300),
+    .init(
       name: "firmware-nothing-to-boot",
       steps: [
         "expect:No bootable device.", "expect:skvm: the firmware found nothing to boot", "qmp:quit", "exit:0",
@@ -83,19 +109,40 @@ struct FirmwareGuestTests {
       ], monitor: true, timeout: 200),
   ])
 
+  /// Session `name` of the batch, once the ISO is made; the files go after the last one is read.
+  static func batchSession(_ name: String) throws -> LinuxGuestHost.Session {
+    _ = try iso.get()
+    let session = try batch.session(name)
+    let read = sessionsRead.withLock { count in
+      count += 1
+      return count
+    }
+    if read == batch.count { try? FileManager.default.removeItem(atPath: directory) }
+    return session
+  }
+
+  static let sessionsRead = Mutex(0)
+
   @Test(
     "A GRUB ISO boots as a virtio-blk disk through SeaBIOS to the default guest's shell, which sees skvm's ACPI tables; its reboot comes back through the firmware"
   )
   func isoBootsAsDisk() throws {
-    _ = try Self.iso.get()
-    let session = try Self.batch.session("firmware-disk")
+    let session = try Self.batchSession("firmware-disk")
     #expect(session.passed, "\(session.transcript)")
+  }
+
+  @Test(
+    "--cdrom with --boot order=dc: SeaBIOS boots the ISO from the virtio-scsi CD-ROM (El Torito) to the default guest, whose kernel mounts /dev/sr0"
+  )
+  func cdromBoots() throws {
+    let session = try Self.batchSession("firmware-cdrom")
+    #expect(session.passed, "\(session.transcript)")
+    #expect(session.transcript.contains("cd0: "), "--stats counts the drive's commands")
   }
 
   @Test("A disk with no boot sector: SeaBIOS says 'No bootable device.' and skvm says what the machine lacks")
   func nothingToBoot() throws {
-    _ = try Self.iso.get()
-    let session = try Self.batch.session("firmware-nothing-to-boot")
+    let session = try Self.batchSession("firmware-nothing-to-boot")
     #expect(session.passed, "\(session.transcript)")
   }
 }
