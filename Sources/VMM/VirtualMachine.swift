@@ -126,7 +126,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     if let drive = configuration.cdrom {
       do throws(VirtualMachineError) { cdrom = try OpenedDisk.openAll([drive]).first } catch {
         for disk in disks { disk.backend.close() }
-        throw error
+        guard case .disk(let path, let reason) = error else { throw error }
+        throw .cdrom(path: path, reason: reason)
       }
     }
     let networks: [OpenedNetwork]

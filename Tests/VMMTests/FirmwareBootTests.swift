@@ -44,11 +44,29 @@ struct FirmwareBootTests {
       "status \(result.status): \(result.output) \(result.errors)")
   }
 
-  @Test("A file that is not a BIOS image, a missing one, --bios with --kernel: one clear line each, no vCPU runs")
+  @Test("A CD-ROM image without an ISO 9660 signature is attached with a warning; the firmware runs")
+  func nonISOCDROM() throws {
+    let path = try Self.write(Self.image, "bios.bin")
+    let cd = try Self.write([UInt8](repeating: 0, count: 64 << 10), "cd.img")
+    defer {
+      try? FileManager.default.removeItem(atPath: path)
+      try? FileManager.default.removeItem(atPath: cd)
+    }
+    let result = try RedTeamTests.skvm(["run", "--bios", path, "--cdrom", cd, "--memory", "32M", "--net", "none"])
+    #expect(result.status == 67, "status \(result.status): \(result.errors)")
+    #expect(
+      result.errors.contains("has no ISO 9660 signature (CD001 at byte 32769); attached anyway"), "\(result.errors)")
+  }
+
+  @Test(
+    "Bad --bios, --boot and --cdrom values (not a BIOS image, a missing file, an unknown boot device, a CD boot without a CD): one clear line each, no vCPU runs"
+  )
   func refused() throws {
     let odd = try Self.write([UInt8](repeating: 0x90, count: 1000), "odd.bin")
     let large = try Self.write([UInt8](repeating: 0x90, count: 512 << 10), "large.bin")
+    let good = try Self.write(Self.image, "good.bin")
     defer {
+      try? FileManager.default.removeItem(atPath: good)
       try? FileManager.default.removeItem(atPath: odd)
       try? FileManager.default.removeItem(atPath: large)
     }
@@ -58,6 +76,16 @@ struct FirmwareBootTests {
       (["--bios", "/nonexistent/bios.bin"], "cannot read guest image '/nonexistent/bios.bin'"),
       (["--bios", odd, "--kernel", odd], "give one of them"),
       (["--bios", odd, "--cmdline", "quiet"], "the firmware boots from the disks"),
+      (["--boot", "order=x"], "'x' is not a boot device (c: first disk, d: CD-ROM, n: network)"),
+      (["--boot", "order=cc"], "'c' is given twice"),
+      (["--boot", "menu=maybe"], "menu=maybe: say on or off"),
+      (["--boot", "reboot-timeout=soon"], "give milliseconds, or -1 to wait forever"),
+      (["--boot", "speed=fast"], "unknown option 'speed'"),
+      (["--boot", "order=d"], "give it an image with --cdrom FILE.iso"),
+      (["--boot", "order=n"], "no network boot ROM"),
+      (["--boot", "c", "--kernel", odd], "give one of them"),
+      (["--cdrom", "/nonexistent/cd.iso", "--bios", good], "--cdrom '/nonexistent/cd.iso'"),
+      (["--incoming", "file:/nonexistent", "--cdrom", odd], "leave out --boot and --cdrom"),
     ]
     for (arguments, expected) in cases {
       let result = try RedTeamTests.skvm(["run"] + arguments + ["--net", "none"])

@@ -15,7 +15,8 @@ import Virtio
 /// with bit 4, a virtio-net device (transmit, control commands, and frames from the back end
 /// carved from the input's tail, with or without a virtio-net header, mergeable or not); with
 /// bit 6, fw_cfg: the input's bytes drive its ports (selector, data, DMA address halves) and its
-/// DMA descriptors are whatever the input put in guest memory.
+/// DMA descriptors are whatever the input put in guest memory; with bit 7 alone, virtio-scsi's
+/// CD-ROM (the rings as its control and request queues: LUNs, CDBs and buffers from the input).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   guard size >= 2, let memory = FuzzMemory.shared else { return 0 }
@@ -37,6 +38,15 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
   }
   if data[0] & 0x40 != 0 {
     fuzzFirmwareConfig(data, size, memory: memory)
+    return 0
+  }
+  if data[0] & 0x80 != 0 {
+    let drive = VirtioSCSI(backend: MemoryDisk(), memory: memory)
+    drive.writeConfig(20, width: 4, value: UInt64(data[1]))  // sense_size, as a driver may set it
+    drive.activate(queues: [queue, .disabled, queue], features: 0)
+    _ = drive.notify(queue: 0)
+    _ = drive.notify(queue: 1)
+    _ = drive.notify(queue: 2)
     return 0
   }
   if data[0] & 8 != 0 {
