@@ -53,7 +53,8 @@ class Stalled(RuntimeError):
     """A boot that did not reach SKVM-GUEST-READY (or exit) within its time limit."""
 
 
-def boot_once(command, timeout=120):
+def boot_once(command, timeout=120, first_marker=b"Linux version"):
+    """One boot: times to `first_marker` (the kernel's first line by default) and to the shell."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, first_line, ready = b"", None, None
@@ -65,7 +66,7 @@ def boot_once(command, timeout=120):
                 break
             output += chunk
             now = time.perf_counter()
-            if first_line is None and b"Linux version" in output:
+            if first_line is None and first_marker in output:
                 first_line = now - start
             if ready is None and b"SKVM-GUEST-READY" in output:
                 ready = now - start

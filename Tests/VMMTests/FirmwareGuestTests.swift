@@ -1,6 +1,5 @@
 import Foundation
 import GuestKit
-import Synchronization
 import Testing
 
 /// Firmware boot end to end (SeaBIOS runs in ring 0, so on this host in the lane): an ISO that
@@ -65,69 +64,56 @@ struct FirmwareGuestTests {
     return String(sum.output.prefix(32))
   }()
 
-  static let batch = LinuxGuestHost.SessionBatch([
-    .init(
-      name: "firmware-disk",
-      steps: [
-        "expect:SeaBIOS (version", "expect:Booting from Hard Disk", "expect:GRUB-LOADS-THE-KERNEL",
-        "expect:SKVM-GUEST-READY",
-        // The FADT the guest found is skvm's (OEM id SKVM), linked into place by the firmware.
-        "send:echo oem=$(head -c 16 /sys/firmware/acpi/tables/FACP | tail -c 6 | tr -d ' ') cpus=$(nproc)",
-        "expect:oem=SKVM cpus=2",
-        "send:echo ecam=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:ecam=4096",
-        // The guest's reboot goes back through the firmware and GRUB, to the shell again.
-        "send:reboot -f", "expect:SeaBIOS (version", "expect:GRUB-LOADS-THE-KERNEL", "expect:SKVM-GUEST-READY",
-        "send:poweroff -f", "exit:0",
-      ],
-      arguments: [
-        "run", "--boot", "order=c", "--cpus", "2", "--disk", directory + "/guest.iso,readonly=on", "--net", "none",
-      ], timeout: 400),
-    .init(
-      name: "firmware-cdrom",
-      steps: [
-        "expect:Booting from DVD/CD", "expect:GRUB-LOADS-THE-KERNEL", "expect:SKVM-GUEST-READY",
-        // The kernel the CD booted reads the CD: sr0 on virtio-scsi, an ISO 9660 file system.
-        "send:mkdir -p /mnt && mount -t iso9660 -o ro /dev/sr0 /mnt && grep -c GRUB-LOADS /mnt/boot/grub/grub.cfg",
-        "expect:1", "send:echo type=$(cat /sys/block/sr0/device/type) ro=$(cat /sys/block/sr0/ro)",
-        "expect:type=5 ro=1",
-        // A whole file read through the drive is the file that went on the ISO.
-        "send:echo sum=$(md5sum < /mnt/boot/initrd.gz | cut -d' ' -f1); umount /mnt", "expect:sum=\(initrdDigest)",
-        "send:poweroff -f", "exit:0",
-      ],
-      arguments: [
-        "run", "--cdrom", directory + "/guest.iso", "--disk", directory + "/empty.raw", "--boot", "order=dc",
-        "--net", "none", "--stats",
-      ], timeout: 300),
-    .init(
-      name: "firmware-nothing-to-boot",
-      steps: [
-        "expect:No bootable device.", "expect:skvm: the firmware found nothing to boot", "qmp:quit", "exit:0",
-      ],
-      arguments: [
-        "run", "--boot", "order=c,reboot-timeout=-1", "--disk", directory + "/empty.raw", "--net", "none",
-        "--debugcon", directory + "/seabios.log",
-      ], monitor: true, timeout: 200),
-  ])
-
-  /// Session `name` of the batch, once the ISO is made; the files go after the last one is read.
-  static func batchSession(_ name: String) throws -> LinuxGuestHost.Session {
-    _ = try iso.get()
-    let session = try batch.session(name)
-    let read = sessionsRead.withLock { count in
-      count += 1
-      return count
-    }
-    if read == batch.count { try? FileManager.default.removeItem(atPath: directory) }
-    return session
-  }
-
-  static let sessionsRead = Mutex(0)
+  static let batch = LinuxGuestHost.SessionBatch(
+    [
+      .init(
+        name: "firmware-disk",
+        steps: [
+          "expect:SeaBIOS (version", "expect:Booting from Hard Disk", "expect:GRUB-LOADS-THE-KERNEL",
+          "expect:SKVM-GUEST-READY",
+          // The FADT the guest found is skvm's (OEM id SKVM), linked into place by the firmware.
+          "send:echo oem=$(head -c 16 /sys/firmware/acpi/tables/FACP | tail -c 6 | tr -d ' ') cpus=$(nproc)",
+          "expect:oem=SKVM cpus=2",
+          "send:echo ecam=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:ecam=4096",
+          // The guest's reboot goes back through the firmware and GRUB, to the shell again.
+          "send:reboot -f", "expect:SeaBIOS (version", "expect:GRUB-LOADS-THE-KERNEL", "expect:SKVM-GUEST-READY",
+          "send:poweroff -f", "exit:0",
+        ],
+        arguments: [
+          "run", "--boot", "order=c", "--cpus", "2", "--disk", directory + "/guest.iso,readonly=on", "--net", "none",
+        ], timeout: 400),
+      .init(
+        name: "firmware-cdrom",
+        steps: [
+          "expect:Booting from DVD/CD", "expect:GRUB-LOADS-THE-KERNEL", "expect:SKVM-GUEST-READY",
+          // The kernel the CD booted reads the CD: sr0 on virtio-scsi, an ISO 9660 file system.
+          "send:mkdir -p /mnt && mount -t iso9660 -o ro /dev/sr0 /mnt && grep -c GRUB-LOADS /mnt/boot/grub/grub.cfg",
+          "expect:1", "send:echo type=$(cat /sys/block/sr0/device/type) ro=$(cat /sys/block/sr0/ro)",
+          "expect:type=5 ro=1",
+          // A whole file read through the drive is the file that went on the ISO.
+          "send:echo sum=$(md5sum < /mnt/boot/initrd.gz | cut -d' ' -f1); umount /mnt", "expect:sum=\(initrdDigest)",
+          "send:poweroff -f", "exit:0",
+        ],
+        arguments: [
+          "run", "--cdrom", directory + "/guest.iso", "--disk", directory + "/empty.raw", "--boot", "order=dc",
+          "--net", "none", "--stats",
+        ], timeout: 300),
+      .init(
+        name: "firmware-nothing-to-boot",
+        steps: [
+          "expect:No bootable device.", "expect:skvm: the firmware found nothing to boot", "qmp:quit", "exit:0",
+        ],
+        arguments: [
+          "run", "--boot", "order=c,reboot-timeout=-1", "--disk", directory + "/empty.raw", "--net", "none",
+          "--debugcon", directory + "/seabios.log",
+        ], monitor: true, timeout: 200),
+    ], workDirectory: directory, prepare: { _ = try iso.get() })
 
   @Test(
     "A GRUB ISO boots as a virtio-blk disk through SeaBIOS to the default guest's shell, which sees skvm's ACPI tables; its reboot comes back through the firmware"
   )
   func isoBootsAsDisk() throws {
-    let session = try Self.batchSession("firmware-disk")
+    let session = try Self.batch.session("firmware-disk")
     #expect(session.passed, "\(session.transcript)")
   }
 
@@ -135,14 +121,14 @@ struct FirmwareGuestTests {
     "--cdrom with --boot order=dc: SeaBIOS boots the ISO from the virtio-scsi CD-ROM (El Torito) to the default guest, whose kernel mounts /dev/sr0"
   )
   func cdromBoots() throws {
-    let session = try Self.batchSession("firmware-cdrom")
+    let session = try Self.batch.session("firmware-cdrom")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("cd0: "), "--stats counts the drive's commands")
   }
 
   @Test("A disk with no boot sector: SeaBIOS says 'No bootable device.' and skvm says what the machine lacks")
   func nothingToBoot() throws {
-    let session = try Self.batchSession("firmware-nothing-to-boot")
+    let session = try Self.batch.session("firmware-nothing-to-boot")
     #expect(session.passed, "\(session.transcript)")
   }
 }

@@ -71,15 +71,34 @@ enum LinuxGuestHost {
     }
     private let specs: [Spec]
     private let results = Mutex<[String: Session]?>(nil)
+    /// Made before the first session runs (files the sessions use); its result is kept.
+    private let prepare: @Sendable () throws -> Void
+    /// Removed once every session's outcome has been read.
+    private let workDirectory: String?
+    private let read = Mutex(0)
 
-    init(_ specs: [Spec]) { self.specs = specs }
-
-    /// How many sessions it has.
-    var count: Int { specs.count }
+    init(
+      _ specs: [Spec], workDirectory: String? = nil, prepare: @escaping @Sendable () throws -> Void = {}
+    ) {
+      self.specs = specs
+      self.workDirectory = workDirectory
+      self.prepare = prepare
+    }
 
     /// Session `name`'s outcome: its status and its part of the transcript.
     func session(_ name: String) throws -> Session {
+      let session = try run(name)
+      let count = read.withLock { count in
+        count += 1
+        return count
+      }
+      if count == specs.count, let workDirectory { try? FileManager.default.removeItem(atPath: workDirectory) }
+      return session
+    }
+
+    private func run(_ name: String) throws -> Session {
       try results.withLock { results in
+        if results == nil { try prepare() }
         if results == nil {
           let line = specs.map {
             sessionCommand($0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor, timeout: $0.timeout)
@@ -181,106 +200,92 @@ struct LinuxGuestTests {
   }
 
   /// Every session that needs no host setup beyond `Prepared`: one lane boot for all of them.
-  static let batch = LinuxGuestHost.SessionBatch([
-    .init(
-      name: "basic",
-      steps: [
-        "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42",
-        "send:echo bridge=$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)", "expect:bridge=0x1b36",
-        "send:poweroff -f", "exit:0",
-      ], arguments: ["run"]),
-    .init(
-      name: "elf-smp",
-      steps: [
-        "expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2",
-        "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
-        "expect:irq-found-1",
-        // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
-        "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
-          + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
-        "expect:both=1",
-        "send:reboot -f", "exit:0",
-      ],
-      arguments: [
-        "run", "--kernel", Prepared.vmlinux, "--initrd", Prepared.initrd,
-        "--cmdline", GuestKit.defaultCommandLine, "--cpus", "2", "--rng",
-      ]),
-    .init(
-      name: "panic",
-      steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
-      arguments: ["run"]),
-    .init(
-      name: "qmp",
-      steps: [
-        "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
-        "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
-      ], arguments: ["run"], monitor: true),
-    .init(
-      name: "virtio-devices",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
-        "send:dd if=/dev/vda bs=512 skip=777 count=1 2>/dev/null | head -c 8; echo",
-        "expect:SECT0777",
-        "send:printf 'GUEST-WROTE-THIS' | dd of=/dev/vda bs=512 seek=100 conv=notrunc 2>/dev/null; sync; echo synced",
-        "expect:synced",
-        "send:dd if=/dev/vdb bs=512 skip=4095 count=1 2>/dev/null | head -c 8; echo",
-        "expect:SECT4095",
-        "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
-        "expect:WRITE-REFUSED",
-        "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
-        "expect:rng=virtio_rng.0 bytes=64",
-        // The kernel took ECAM from MCFG (it insists on the motherboard reservation first) and
-        // reaches the PCI Express functions' extended configuration space through it.
-        "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
-        "send:echo config=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:config=4096",
-        // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
-        "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
-        // Several requests in flight: 16 parallel readers, and the data is still right.
-        "send:for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do dd if=/dev/vda bs=4096 skip=$((i * 64)) count=64 iflag=direct 2>/dev/null | md5sum > /tmp/p$i & done; wait; echo distinct=$(cat /tmp/p* | sort -u | wc -l)",
-        "expect:distinct=16",
-        "send:poweroff -f", "exit:0",
-        // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
-        "host:dd if=\(Prepared.raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
-        "host:qemu-img check \(Prepared.qcow2)", "expect:No errors were found",
-      ],
-      arguments: [
-        "run", "--console", "virtio", "--stats", "--disk", Prepared.raw, "--disk",
-        "\(Prepared.qcow2),format=qcow2,readonly=on", "--rng",
-      ]),
-    .init(
-      name: "intx",
-      steps: [
-        "expect:SKVM-GUEST-READY",
-        "send:dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 12; echo",
-        "expect:INTX-PATTERN",
-        // The interrupt is a level-triggered IOAPIC pin (GSI 17 for slot 1), not a message.
-        "send:echo intx=$(grep virtio0 /proc/interrupts | grep -c 'IO-APIC.*17-fasteoi')", "expect:intx=1",
-        "send:poweroff -f", "exit:0",
-      ],
-      arguments: ["run", "--disk", Prepared.intx, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"]),
-  ])
-
-  /// Session `name` of the batch, once the files it needs are made.
-  static func batchSession(_ name: String) throws -> LinuxGuestHost.Session {
-    try Prepared.made.get()
-    let session = try batch.session(name)
-    // The files go when the last of the batch's sessions has been read.
-    let read = sessionsRead.withLock { count in
-      count += 1
-      return count
-    }
-    if read == batch.count { try? FileManager.default.removeItem(atPath: Prepared.directory) }
-    return session
-  }
-
-  static let sessionsRead = Mutex(0)
+  static let batch = LinuxGuestHost.SessionBatch(
+    [
+      .init(
+        name: "basic",
+        steps: [
+          "expect:SKVM-GUEST-READY", "send:echo answer-$((6*7))", "expect:answer-42",
+          "send:echo bridge=$(cat /sys/bus/pci/devices/0000:00:00.0/vendor)", "expect:bridge=0x1b36",
+          "send:poweroff -f", "exit:0",
+        ], arguments: ["run"]),
+      .init(
+        name: "elf-smp",
+        steps: [
+          "expect:SKVM-GUEST-READY", "send:echo cpus=$(nproc)", "expect:cpus=2",
+          "send:irq=$(grep virtio0-input /proc/interrupts | cut -d: -f1 | tr -d ' '); echo irq-found-$((${irq:-0} > 0))",
+          "expect:irq-found-1",
+          // Each move reprograms the MSI-X entry (a new destination): skvm rewrites the GSI route.
+          "send:for c in 1 2 1 2; do echo $c > /proc/irq/$irq/smp_affinity; head -c 4096 /dev/hwrng | wc -c; done >/dev/null; "
+            + "set -- $(grep virtio0-input /proc/interrupts); echo both=$(($2 > 0 && $3 > 0))",
+          "expect:both=1",
+          "send:reboot -f", "exit:0",
+        ],
+        arguments: [
+          "run", "--kernel", Prepared.vmlinux, "--initrd", Prepared.initrd,
+          "--cmdline", GuestKit.defaultCommandLine, "--cpus", "2", "--rng",
+        ]),
+      .init(
+        name: "panic",
+        steps: ["expect:SKVM-GUEST-READY", "send:echo c > /proc/sysrq-trigger", "expect:Kernel panic", "exit:2"],
+        arguments: ["run"]),
+      .init(
+        name: "qmp",
+        steps: [
+          "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
+          "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
+        ], arguments: ["run"], monitor: true),
+      .init(
+        name: "virtio-devices",
+        steps: [
+          "expect:SKVM-GUEST-READY",
+          "send:echo tty=$(tty) active=$(cat /sys/class/tty/console/active)", "expect:tty=/dev/hvc0 active=hvc0",
+          "send:dd if=/dev/vda bs=512 skip=777 count=1 2>/dev/null | head -c 8; echo",
+          "expect:SECT0777",
+          "send:printf 'GUEST-WROTE-THIS' | dd of=/dev/vda bs=512 seek=100 conv=notrunc 2>/dev/null; sync; echo synced",
+          "expect:synced",
+          "send:dd if=/dev/vdb bs=512 skip=4095 count=1 2>/dev/null | head -c 8; echo",
+          "expect:SECT4095",
+          "send:dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null && echo WRITE-ACCEPTED || echo WRITE-REFUSED",
+          "expect:WRITE-REFUSED",
+          "send:echo rng=$(cat /sys/class/misc/hw_random/rng_current) bytes=$(head -c 64 /dev/hwrng | wc -c)",
+          "expect:rng=virtio_rng.0 bytes=64",
+          // The kernel took ECAM from MCFG (it insists on the motherboard reservation first) and
+          // reaches the PCI Express functions' extended configuration space through it.
+          "send:echo ecam=$(dmesg | grep -c 'MMCONFIG at \\[mem 0xc0000000-0xc00fffff\\] reserved')", "expect:ecam=1",
+          "send:echo config=$(wc -c < /sys/bus/pci/devices/0000:00:01.0/config)", "expect:config=4096",
+          // Interrupts arrive as MSI-X messages (irqfd routes), one vector per queue plus config.
+          "send:echo msi=$(grep virtio0-req /proc/interrupts | grep -c MSI)", "expect:msi=1",
+          // Several requests in flight: 16 parallel readers, and the data is still right.
+          "send:for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do dd if=/dev/vda bs=4096 skip=$((i * 64)) count=64 iflag=direct 2>/dev/null | md5sum > /tmp/p$i & done; wait; echo distinct=$(cat /tmp/p* | sort -u | wc -l)",
+          "expect:distinct=16",
+          "send:poweroff -f", "exit:0",
+          // Where skvm ran (inside the lane, the host's /tmp is an overlay): the bytes are in the file.
+          "host:dd if=\(Prepared.raw) bs=512 skip=100 count=1 2>/dev/null | head -c 16", "expect:GUEST-WROTE-THIS",
+          "host:qemu-img check \(Prepared.qcow2)", "expect:No errors were found",
+        ],
+        arguments: [
+          "run", "--console", "virtio", "--stats", "--disk", Prepared.raw, "--disk",
+          "\(Prepared.qcow2),format=qcow2,readonly=on", "--rng",
+        ]),
+      .init(
+        name: "intx",
+        steps: [
+          "expect:SKVM-GUEST-READY",
+          "send:dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 12; echo",
+          "expect:INTX-PATTERN",
+          // The interrupt is a level-triggered IOAPIC pin (GSI 17 for slot 1), not a message.
+          "send:echo intx=$(grep virtio0 /proc/interrupts | grep -c 'IO-APIC.*17-fasteoi')", "expect:intx=1",
+          "send:poweroff -f", "exit:0",
+        ],
+        arguments: ["run", "--disk", Prepared.intx, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"]),
+    ], workDirectory: Prepared.directory, prepare: { try Prepared.made.get() })
 
   @Test(
     "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
   )
   func commandAndPowerOff() throws {
-    let session = try Self.batchSession("basic")
+    let session = try Self.batch.session("basic")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       !session.transcript.contains("PCI: Fatal"), "a machine without devices still has PCI: \(session.transcript)")
@@ -328,14 +333,14 @@ struct LinuxGuestTests {
 
   @Test("A kernel panic ends the run with status 2 and the panic text visible")
   func panic() throws {
-    let session = try Self.batchSession("panic")
+    let session = try Self.batch.session("panic")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("the guest kernel panicked"))
   }
 
   @Test("QMP system_reset boots the guest again; system_powerdown powers it off cleanly (status 0)")
   func monitorResetAndPowerdown() throws {
-    let session = try Self.batchSession("qmp")
+    let session = try Self.batch.session("qmp")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
@@ -344,7 +349,7 @@ struct LinuxGuestTests {
     "virtio devices: the shell on hvc0 (virtio-console); /dev/vda reads the host's pattern and writes it reads back after sync, with MSI-X, ECAM and 16 requests in flight; a read-only qcow2 /dev/vdb refuses writes; virtio-rng serves bytes"
   )
   func virtioDevices() throws {
-    let session = try Self.batchSession("virtio-devices")
+    let session = try Self.batch.session("virtio-devices")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       session.transcript.contains("vda: ") && session.transcript.contains("rng: ")
@@ -353,7 +358,7 @@ struct LinuxGuestTests {
 
   @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
   func virtioBlockOverINTx() throws {
-    let session = try Self.batchSession("intx")
+    let session = try Self.batch.session("intx")
     #expect(session.passed, "\(session.transcript)")
   }
 
@@ -361,7 +366,7 @@ struct LinuxGuestTests {
     "The kit kernel as an ELF vmlinux (entered at its PVH note) with two CPUs: nproc is 2, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted so interrupts arrive on both, reboot -f ends with 0"
   )
   func elfKernelWithTwoCPUs() throws {
-    let session = try Self.batchSession("elf-smp")
+    let session = try Self.batch.session("elf-smp")
     #expect(session.passed, "\(session.transcript)")
   }
 
