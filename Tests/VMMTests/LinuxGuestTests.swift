@@ -111,8 +111,9 @@ enum LinuxGuestHost {
     }
 
     /// The transcript from "=== session NAME" to the next session's start.
+    /// When the lane caught a stall of its outer VM and ran the batch again, the last attempt counts.
     private static func part(_ name: String, of transcript: String) -> Session {
-      guard let start = transcript.range(of: "=== session \(name)\n") else {
+      guard let start = transcript.range(of: "=== session \(name)\n", options: .backwards) else {
         return Session(status: -1, transcript: "session \(name) never started:\n\(transcript)")
       }
       let rest = transcript[start.lowerBound...]
