@@ -48,6 +48,7 @@ final class VCPUWorker: @unchecked Sendable {
     var statistics = ExitStatistics()
     var ports = IOBusView(portBus)
     var mmio = IOBusView(mmioBus)
+    let tracesIO = Self.tracesIO
     let run = vcpu.run
     let timed = timesExits
     var firstEntry = true
@@ -92,7 +93,7 @@ final class VCPUWorker: @unchecked Sendable {
       let reason = ckvm_exit_reason(run)
       switch Int32(bitPattern: reason) {
       case KVM_EXIT_IO:
-        handlePortIO(run, &ports, &statistics)
+        handlePortIO(run, &ports, &statistics, tracing: tracesIO)
         completionPending = true
       case KVM_EXIT_MMIO:
         handleMMIO(run, &mmio, &statistics)
@@ -127,7 +128,8 @@ final class VCPUWorker: @unchecked Sendable {
 
   @inline(__always)
   private func handlePortIO(
-    _ run: UnsafeMutablePointer<kvm_run>, _ bus: inout IOBusView, _ statistics: inout ExitStatistics
+    _ run: UnsafeMutablePointer<kvm_run>, _ bus: inout IOBusView, _ statistics: inout ExitStatistics,
+    tracing: Bool
   ) {
     let port = UInt64(ckvm_io_port(run))
     let width = Int(ckvm_io_size(run))
@@ -135,7 +137,7 @@ final class VCPUWorker: @unchecked Sendable {
     var data = UnsafeMutableRawPointer(run) + Int(ckvm_io_data_offset(run))
     if ckvm_io_direction(run) == UInt8(KVM_EXIT_IO_OUT) {
       for _ in 0..<count {
-        if Self.tracesIO { Self.trace("out", port, width, loadLittleEndian(data, width: width)) }
+        if tracing { Self.trace("out", port, width, loadLittleEndian(data, width: width)) }
         if !bus.write(port, width: width, value: loadLittleEndian(data, width: width)) {
           statistics.unclaimedPortAccesses &+= 1
         }
@@ -150,7 +152,7 @@ final class VCPUWorker: @unchecked Sendable {
           value = .allOnes(width: width)
           statistics.unclaimedPortAccesses &+= 1
         }
-        if Self.tracesIO { Self.trace("in", port, width, value) }
+        if tracing { Self.trace("in", port, width, value) }
         storeLittleEndian(value, data, width: width)
         data += width
       }
