@@ -201,6 +201,10 @@ def job_archive(commands, first, cwd, timeout, interactive=False):
 
 MARKER = b"SKVM-LANE-"
 
+# The outer VM's vCPUs (SKVM_LANE_CPUS; by default two where the host has two cores): each is a
+# host thread of the emulator (multi-threaded TCG), so tests and guests inside run side by side.
+OUTER_CPUS = max(1, int(os.environ.get("SKVM_LANE_CPUS") or min(2, os.cpu_count() or 1)))
+
 
 class Outcome:
     """How one outer boot ended: statuses by command number, and why it stopped early."""
@@ -222,7 +226,7 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
         raise SystemExit("lane: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
     heartbeat = tempfile.NamedTemporaryFile(prefix="skvm-lane-", suffix=".heartbeat")
     arguments = [
-        qemu, "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "1", "-display", "none",
+        qemu, "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "2G", "-smp", str(OUTER_CPUS), "-display", "none",
         # The console on stdio without QEMU's Ctrl-A multiplexer and with Ctrl-C passed through,
         # so an interactive session's keys all reach the command; ttyS1 carries the heartbeat.
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
@@ -356,6 +360,8 @@ def main():
         commands = [line for line in open(arguments.commands).read().splitlines() if line.strip()]
     elif command:
         commands = [" ".join(command)]
+        if "\n" in commands[0]:
+            parser.error("a command after -- is one line (join shell commands with ; or &&, or use --commands FILE)")
     else:
         parser.error("give a command after --, or --commands FILE")
 

@@ -53,8 +53,10 @@ class Stalled(RuntimeError):
     """A boot that did not reach SKVM-GUEST-READY (or exit) within its time limit."""
 
 
-def boot_once(command, timeout=120, first_marker=b"Linux version"):
-    """One boot: times to `first_marker` (the kernel's first line by default) and to the shell."""
+def boot_once(command, timeout=120, first_marker=b"Linux version", ready_marker=b"SKVM-GUEST-READY",
+              on_ready=b"poweroff -f\n"):
+    """One boot: times to `first_marker` (the kernel's first line by default) and to `ready_marker`
+    (the default guest's shell), where `on_ready` is typed (None: the VMM is killed instead)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output, first_line, ready = b"", None, None
@@ -68,9 +70,13 @@ def boot_once(command, timeout=120, first_marker=b"Linux version"):
             now = time.perf_counter()
             if first_line is None and first_marker in output:
                 first_line = now - start
-            if ready is None and b"SKVM-GUEST-READY" in output:
+            if ready is None and ready_marker in output:
                 ready = now - start
-                process.stdin.write(b"poweroff -f\n")
+                if on_ready is None:
+                    process.kill()
+                    process.wait()
+                    break
+                process.stdin.write(on_ready)
                 process.stdin.flush()
         if process.poll() is not None:
             break
@@ -79,10 +85,10 @@ def boot_once(command, timeout=120, first_marker=b"Linux version"):
     process.wait()
     end = time.perf_counter() - start
     if ready is None and end >= timeout:
-        raise Stalled(f"{command[0]}: no SKVM-GUEST-READY within {timeout} s (first line "
+        raise Stalled(f"{command[0]}: no {ready_marker.decode()} within {timeout} s (first line "
                       f"{'after %.1f s' % first_line if first_line else 'never'})")
     # A quiet boot prints no "Linux version" line: its first-line figure is left empty.
-    if ready is None or process.returncode != 0:
+    if ready is None or (process.returncode != 0 and on_ready is not None):
         tail = output[-600:].decode(errors="replace")
         raise RuntimeError(f"{command[0]}: status {process.returncode}, first line {first_line}, ready {ready}:\n{tail}")
     return {"first_line_ms": first_line * 1e3 if first_line else float("nan"), "ready_ms": ready * 1e3,

@@ -60,3 +60,15 @@ int csys_start_writeback(int fd, off_t offset, off_t length) {
 
 const int csys_seek_data = SEEK_DATA;
 const int csys_seek_hole = SEEK_HOLE;
+
+int csys_ofd_lock_byte(int fd, off_t offset, int shared) {
+  struct flock lock = {.l_type = shared ? F_RDLCK : F_UNLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
+  return fcntl(fd, F_OFD_SETLK, &lock);
+}
+
+int csys_ofd_byte_locked_by_others(int fd, off_t offset) {
+  // An exclusive lock would conflict with any lock another description holds on the byte.
+  struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1};
+  if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -1;
+  return lock.l_type != F_UNLCK;
+}

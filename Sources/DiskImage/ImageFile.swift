@@ -21,9 +21,10 @@ final class ImageFile: @unchecked Sendable {
   /// a live migration's switch-over flushes with the guest stopped).
   private let unflushed = Atomic<Bool>(true)
 
-  /// Opens `path`; a writable open takes an exclusive advisory lock and a read-only one a
-  /// shared lock, so two processes never write one image at once and nobody reads an image
-  /// another process is writing. With `create`, the file is made (or emptied, once locked).
+  /// Opens `path` and locks it as QEMU does (`ImageLock`): a writer's lock excludes other
+  /// writers and readers, a reader's lock excludes writers, so two processes — skvm or QEMU —
+  /// never write one image at once and nobody reads an image another process is writing.
+  /// With `create`, the file is made (or emptied, once locked).
   /// `forceShare` (qemu-img's -U, read-only only) takes no lock: for looking at an image a
   /// running VM has open, knowing its contents may be changing.
   init(
@@ -36,16 +37,13 @@ final class ImageFile: @unchecked Sendable {
     var fd = csys_open_data_file(path, flags, 0o644, nil)
     if fd == -2 { throw .invalid(path: path, reason: "is not a regular file or block device") }
     guard fd >= 0 else { throw .io(path: path, operation: create ? "create" : "open", errno: errno) }
-    // Writers hold the lock exclusively, readers share it: an image one process writes is not
-    // read by another (its view would be inconsistent), and nothing writes what others read.
-    if !(forceShare && !writable), flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
-      Glibc.close(fd)
-      throw .invalid(
-        path: path,
-        reason: writable
-          ? "is in use by another process (it holds the image's lock); stop that one first"
-          : "is being written by another process (it holds the image's lock); stop that one first, "
-            + "or look anyway with -U (force-share)")
+    // An image one process writes is not read by another (its view would be inconsistent),
+    // and nothing writes what others read.
+    if !(forceShare && !writable) {
+      do throws(ImageLock.Conflict) { try ImageLock.acquire(fd, writable: writable) } catch {
+        Glibc.close(fd)
+        throw .invalid(path: path, reason: Self.describe(error, writable: writable))
+      }
     }
     if create && ftruncate(fd, 0) != 0 {
       let code = errno
@@ -59,9 +57,9 @@ final class ImageFile: @unchecked Sendable {
       let fresh = open(path, O_RDWR | O_CLOEXEC)
       Glibc.close(fd)
       guard fresh >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
-      guard flock(fresh, LOCK_EX | LOCK_NB) == 0 else {
+      do throws(ImageLock.Conflict) { try ImageLock.acquire(fresh, writable: true) } catch {
         Glibc.close(fresh)
-        throw .invalid(path: path, reason: "was taken by another process that writes to it while it was created")
+        throw .invalid(path: path, reason: "was opened by another process while it was created")
       }
       fd = fresh
     }
@@ -85,8 +83,29 @@ final class ImageFile: @unchecked Sendable {
   /// destination takes it next), or takes it again; false when another process holds it now.
   func setLocked(_ locked: Bool) -> Bool {
     guard fd >= 0 else { return false }
-    guard locked else { return flock(fd, LOCK_UN) == 0 }
-    return flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0
+    guard locked else {
+      ImageLock.release(fd)
+      return true
+    }
+    do throws(ImageLock.Conflict) { try ImageLock.acquire(fd, writable: writable) } catch { return false }
+    return true
+  }
+
+  /// What a lock conflict means for the user, and what to do.
+  private static func describe(_ conflict: ImageLock.Conflict, writable: Bool) -> String {
+    switch conflict {
+    case .heldByAnother(let permission) where permission == .write:
+      return writable
+        ? "is in use by another process (skvm or QEMU) that writes to it; stop that one first"
+        : "is being written by another process (skvm or QEMU); stop that one first, "
+          + "or look anyway with -U (force-share)"
+    case .heldByAnother(let permission):
+      return "is in use by another process (skvm or QEMU) holding its \"\(permission.name)\" permission; "
+        + "stop that one first"
+    case .unsharedByAnother(let permission):
+      return "is in use by another process (skvm or QEMU) that lets nobody else \(permission.name) it meanwhile "
+        + "(a reader lets nobody write); stop that one first"
+    }
   }
 
   /// Closes the file now (releasing its lock); later I/O fails cleanly.

@@ -67,16 +67,23 @@ final class MonitorListener: @unchecked Sendable {
     }
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw Failure(description: "monitor socket \(path): socket(): \(lastError)") }
-    var address = unixAddress(path)
+    // The socket is made under a temporary name beside the path and renamed into place once it
+    // listens: a client that waits for the path to appear (as scripts do) never finds a socket
+    // that refuses connections yet. (A path too long for that gets the socket directly.)
+    let temporary = path + ".\(getpid()).new"
+    let staged = temporary.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+    let bindPath = staged ? temporary : path
+    if staged { unlink(temporary) }
+    var address = unixAddress(bindPath)
     let bound = withUnsafePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
     // Whatever the umask: only this user may connect (a monitor can stop, reset and quit the
     // machine). Nobody can connect before listen(), so there is no window.
-    guard bound == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
+    guard bound == 0, chmod(bindPath, 0o600) == 0, listen(fd, 16) == 0, !staged || rename(temporary, path) == 0 else {
       let message = lastError
       Glibc.close(fd)
-      if bound == 0 { unlink(path) }
+      if bound == 0 { unlink(bindPath) }
       throw Failure(description: "monitor socket \(path): cannot listen: \(message)")
     }
     return fd

@@ -149,4 +149,68 @@ struct ImageLockTests {
       "nothing writes an image others read", performing: { _ = try DiskImage.open(url.path, writable: true) },
       throws: { "\($0)".contains("in use") })
   }
+
+  /// qemu-io with its standard input held open keeps the image open until the pipe closes.
+  static func holdWithQemuIO(_ arguments: [String], _ body: () throws -> Void) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-io")
+    process.arguments = arguments
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    defer {
+      try? input.fileHandleForWriting.close()
+      process.waitUntilExit()
+    }
+    // It has the image open once it answers a command.
+    input.fileHandleForWriting.write(Data("length\n".utf8))
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains("MiB"), process.isRunning {
+      seen.append(output.fileHandleForReading.availableData)
+    }
+    try body()
+  }
+
+  @Test(
+    "QEMU's locking protocol: qemu-img and qemu-io see skvm's locks, and skvm sees theirs (a writer excludes the other's writer and reader)",
+    .enabled(if: Oracle.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-io")))
+  func interoperatesWithQEMU() throws {
+    let directory = try Oracle.scratch()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let path = directory.appendingPathComponent("shared.qcow2").path
+    try Oracle.run("qemu-img", ["create", "-f", "qcow2", path, "1M"])
+    // skvm writes: QEMU's reader and writer are refused as they are by a QEMU writer.
+    var writer: (any BlockBackend)? = try DiskImage.open(path, writable: true)
+    #expect(performing: { try Oracle.run("qemu-img", ["info", path]) }, throws: { "\($0)".contains("\"write\" lock") })
+    #expect(
+      performing: { try Oracle.run("qemu-io", ["-c", "read 0 512", path]) }, throws: { "\($0)".contains("lock") })
+    #expect(try Oracle.run("qemu-img", ["info", "-U", path]).contains("qcow2"), "-U looks anyway")
+    writer?.close()
+    writer = nil
+    // skvm reads: QEMU may read beside it, not write.
+    let reader = try DiskImage.open(path)
+    #expect(try Oracle.run("qemu-img", ["info", path]).contains("qcow2"))
+    #expect(
+      performing: { try Oracle.run("qemu-io", ["-c", "write 0 512", path]) }, throws: { "\($0)".contains("lock") })
+    reader.close()
+    // QEMU writes: skvm's reader and writer are refused.
+    try Self.holdWithQemuIO(["-f", "qcow2", path]) {
+      #expect(
+        performing: { _ = try DiskImage.open(path) }, throws: { "\($0)".contains("being written by another process") })
+      #expect(performing: { _ = try DiskImage.open(path, writable: true) }, throws: { "\($0)".contains("in use") })
+      let looking = try DiskImage.open(path, forceShare: true)
+      #expect(looking.size == 1 << 20)
+    }
+    // QEMU reads: skvm may read beside it, not write.
+    try Self.holdWithQemuIO(["-r", "-f", "qcow2", path]) {
+      let beside = try DiskImage.open(path)
+      #expect(beside.size == 1 << 20)
+      #expect(performing: { _ = try DiskImage.open(path, writable: true) }, throws: { "\($0)".contains("in use") })
+    }
+    // Nothing is left locked: a writer opens it again.
+    #expect(try DiskImage.open(path, writable: true).size == 1 << 20)
+  }
 }

@@ -66,6 +66,8 @@ struct QCow2WriteTests {
     // Still open for writing here, so the reader looks with force-share (qemu-img's -U).
     let reopened = try DiskImage.open(path, forceShare: true)
     #expect(try reopened.read(count: size, at: 0) == mirror)
+    // qemu-img, like skvm, will not look at an image another process has open for writing.
+    image.close()
     try Self.check(path)
     #expect(try Oracle.rawContents(of: path) == Data(mirror))
   }
@@ -85,6 +87,13 @@ struct QCow2WriteTests {
     let overlay = try QCow2Image.create(at: top, options: options)
     try overlay.write([UInt8](repeating: 0x22, count: 100), at: 70_000)
     try overlay.flush()
+    // The overlay holds its backing file open (a shared lock): nothing may write that file
+    // until it is closed — nor may QEMU look at the overlay while skvm writes it.
+    #expect(performing: { _ = try DiskImage.open(base, writable: true) }, throws: { "\($0)".contains("in use") })
+    #expect(
+      performing: { try Oracle.run("qemu-io", ["-c", "write 0 512", base]) }, throws: { "\($0)".contains("lock") })
+    #expect(performing: { try Oracle.run("qemu-img", ["info", top]) }, throws: { "\($0)".contains("lock") })
+    overlay.close()
     var expected = [UInt8](repeating: 0x11, count: 4 << 20)
     expected.replaceSubrange(70_000..<70_100, with: [UInt8](repeating: 0x22, count: 100))
     #expect(try Oracle.rawContents(of: top) == Data(expected))
@@ -93,16 +102,12 @@ struct QCow2WriteTests {
     let info = try Oracle.run("qemu-img", ["info", top])
     #expect(info.contains("backing file: base.qcow2") && info.contains("backing file format: qcow2"), "\(info)")
 
-    // The overlay holds its backing file open (a shared lock): nothing may write that file
-    // until it is closed.
-    #expect(performing: { _ = try DiskImage.open(base, writable: true) }, throws: { "\($0)".contains("in use") })
-    overlay.close()
-
     // A snapshot made by qemu-img: our write must not change what the snapshot holds.
     try Oracle.run("qemu-img", ["snapshot", "-c", "before", base])
     let snapshotted = try #require(try DiskImage.open(base, writable: true) as? QCow2Image)
     try snapshotted.write([UInt8](repeating: 0x33, count: 5000), at: 1 << 20)
     try snapshotted.flush()
+    snapshotted.close()
     try Self.check(base)
     try Oracle.run("qemu-img", ["snapshot", "-a", "before", base])
     #expect(try Oracle.rawContents(of: base) == baseBefore, "the snapshot still holds the old data")

@@ -68,6 +68,8 @@ enum LinuxGuestHost {
       let arguments: [String]
       var monitor = false
       var timeout = 120
+      /// What runs instead of skvm (another VMM, the oracle), given its full path.
+      var program: String? = nil
     }
     private let specs: [Spec]
     private let results = Mutex<[String: Session]?>(nil)
@@ -100,10 +102,14 @@ enum LinuxGuestHost {
       try results.withLock { results in
         if results == nil { try prepare() }
         if results == nil {
-          let line = specs.map {
-            sessionCommand($0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor, timeout: $0.timeout)
-          }.joined(separator: "; ")
-          let run = try shell(line, timeout: specs.reduce(30) { $0 + $1.timeout + 30 })
+          let commands = specs.map {
+            sessionCommand(
+              $0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor, timeout: $0.timeout,
+              program: $0.program)
+          }
+          let line = commands.joined(separator: "; ")
+          let timeout = specs.reduce(30) { $0 + $1.timeout + 30 }
+          let run = try shell(line, timeout: timeout)
           results = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Self.part($0.name, of: run.transcript)) })
         }
         return results?[name] ?? Session(status: -1, transcript: "no session named \(name) in the batch")
@@ -123,12 +129,14 @@ enum LinuxGuestHost {
     }
   }
 
-  /// The shell command that runs one session (for scripts that wrap sessions in more).
+  /// The shell command that runs one session (for scripts that wrap sessions in more); `program`
+  /// runs in skvm's place when given.
   static func sessionCommand(
-    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
+    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120,
+    program: String? = nil
   ) -> String {
     let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
-    let skvm = CommandLineTests.executable.path
+    let skvm = program ?? CommandLineTests.executable.path
     let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
     let options = ["--name", name, "--timeout", String(timeout)] + (monitor ? ["--qmp-socket", socket] : [])
     let qmp = monitor ? ["--qmp", "unix:\(socket),server=on,wait=off"] : []

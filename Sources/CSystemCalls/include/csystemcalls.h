@@ -12,6 +12,13 @@ int csys_fallocate(int fd, int mode, off_t offset, off_t length);
 /// getrandom(2): bytes written, or -1 with errno set.
 ssize_t csys_getrandom(void *buffer, size_t length);
 
+/// Open file description locks (F_OFD_SETLK / F_OFD_GETLK, which need _GNU_SOURCE) on one byte
+/// at `offset`. `csys_ofd_lock_byte` takes a shared (read) lock, or releases it when `shared` is 0:
+/// 0, or -1 with errno set (EAGAIN: it conflicts). `csys_ofd_byte_locked_by_others` asks whether
+/// another open file description holds a lock on the byte: 1 yes, 0 no, -1 with errno set.
+int csys_ofd_lock_byte(int fd, off_t offset, int shared);
+int csys_ofd_byte_locked_by_others(int fd, off_t offset);
+
 /// O_DIRECT, which Swift's Glibc module hides (it needs _GNU_SOURCE).
 extern const int csys_o_direct;
 
