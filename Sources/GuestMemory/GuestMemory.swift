@@ -241,7 +241,10 @@ public final class GuestMemory: @unchecked Sendable {
   }
 
   /// Host memory backing `[address, address + length)` for the VMM to write into (a device's
-  /// DMA): as `buffer`, and the pages are noted in the write log while it is on.
+  /// DMA): as `buffer`, and the pages are noted in the write log while it is on. Call
+  /// `finishedWriting(at:length:)` once the bytes are in: a migration pass that takes the
+  /// pages between the two sends them before the write lands, and only the second note makes
+  /// the next pass send them again.
   @inline(__always)
   public func bufferForWriting(at address: UInt64, length: Int) throws(GuestMemoryError)
     -> UnsafeMutableRawBufferPointer
@@ -250,6 +253,11 @@ public final class GuestMemory: @unchecked Sendable {
     noteWrite(address, length: length)
     return buffer
   }
+
+  /// Notes that the VMM has finished writing `[address, address + length)` through a buffer
+  /// from `bufferForWriting` (the write log's second note; see there).
+  @inline(__always)
+  public func finishedWriting(at address: UInt64, length: Int) { noteWrite(address, length: length) }
 
   // MARK: The write log
 
@@ -292,6 +300,7 @@ public final class GuestMemory: @unchecked Sendable {
   }
 
   /// Notes `[address, address + length)` as written, if logging is on (one relaxed load if not).
+  /// A write is noted after its bytes are in guest memory (or again then), never only before.
   @inline(__always)
   public func noteWrite(_ address: UInt64, length: Int) {
     guard logging.load(ordering: .relaxed), length > 0,
@@ -312,16 +321,18 @@ public final class GuestMemory: @unchecked Sendable {
 
   /// Copies `bytes` into guest memory at `address`.
   public func write(_ bytes: UnsafeRawBufferPointer, to address: UInt64) throws(GuestMemoryError) {
-    let target = try bufferForWriting(at: address, length: bytes.count)
+    let target = try buffer(at: address, length: bytes.count)
     if let source = bytes.baseAddress, let base = target.baseAddress {
       base.copyMemory(from: source, byteCount: bytes.count)
     }
+    noteWrite(address, length: bytes.count)
   }
 
   /// Copies `bytes` into guest memory at `address`.
   public func write(_ bytes: [UInt8], to address: UInt64) throws(GuestMemoryError) {
-    let target = try bufferForWriting(at: address, length: bytes.count)
+    let target = try buffer(at: address, length: bytes.count)
     target.copyBytes(from: bytes)
+    noteWrite(address, length: bytes.count)
   }
 
   /// Reads `length` bytes at `address` into a new array.
@@ -341,8 +352,9 @@ public final class GuestMemory: @unchecked Sendable {
   /// Stores a little-endian integer at `address` (any alignment); inlinable like `load`.
   @inlinable @inline(__always)
   public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(GuestMemoryError) {
-    let target = try bufferForWriting(at: address, length: MemoryLayout<T>.size)
+    let target = try buffer(at: address, length: MemoryLayout<T>.size)
     target.storeBytes(of: value.littleEndian, as: T.self)
+    noteWrite(address, length: MemoryLayout<T>.size)
   }
 
   // MARK: Dirty pages

@@ -70,6 +70,7 @@ struct GuestScatterList {
     for piece in pieces {
       do {
         try backend.read(into: try memory.bufferForWriting(at: piece.address, length: piece.length), at: position)
+        memory.finishedWriting(at: piece.address, length: piece.length)
       } catch {
         return false
       }

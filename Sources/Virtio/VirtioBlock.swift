@@ -191,6 +191,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       for buffer in request.data {
         try backend.read(
           into: try memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)), at: position)
+        memory.finishedWriting(at: buffer.address, length: Int(buffer.length))
         position += UInt64(buffer.length)
       }
       written = UInt32(request.dataLength)

@@ -82,6 +82,7 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
           let start = bytes.startIndex + taken
           guard let target = try? memory.bufferForWriting(at: buffer.address, length: count) else { break }
           bytes[start..<start + count].withUnsafeBytes { target.copyMemory(from: $0) }
+          memory.finishedWriting(at: buffer.address, length: count)
           taken += count
           written += count
         }

@@ -51,6 +51,7 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
         if count <= 0 { break }
         filled += count
       }
+      memory.finishedWriting(at: buffer.address, length: filled)
       written += filled
     }
     bytesServed.add(written, ordering: .relaxed)

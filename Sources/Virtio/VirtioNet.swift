@@ -454,7 +454,9 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
           guard let target = try? memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)) else {
             continue
           }
-          written += source.copy(into: target)
+          let copied = source.copy(into: target)
+          memory.finishedWriting(at: buffer.address, length: copied)
+          written += copied
         }
         try side.queue!.recordUsed(chain.head, written: UInt32(written), in: memory)
       }

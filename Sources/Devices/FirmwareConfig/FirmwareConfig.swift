@@ -131,6 +131,7 @@ public final class FirmwareConfig: IODevice {
     if available < length {
       (buffer.baseAddress! + available).initializeMemory(as: UInt8.self, repeating: 0, count: length - available)
     }
+    memory.finishedWriting(at: target, length: length)
     return true
   }
 }
