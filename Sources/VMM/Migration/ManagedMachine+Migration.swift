@@ -36,7 +36,7 @@ extension ManagedMachine {
 
   /// Cancels a live migration in progress (QMP `migrate_cancel`): the source runs on. The
   /// migration notices between two runs of pages and tells the destination; a connection
-  /// stuck in a send is cut after a second.
+  /// stuck in a send is cut after three seconds.
   public func cancelMigration() {
     let channel = lock.withLock { () -> MigrationChannel? in
       guard [.setup, .active, .device].contains(state.migration.status) else { return nil }
@@ -45,7 +45,7 @@ extension ManagedMachine {
     }
     guard let channel else { return }
     _ = try? OSThread(name: "migrate-cancel") { [self] in
-      let ended = lock.withLock { lock.wait(seconds: 1) { state.migrationChannel !== channel } }
+      let ended = lock.withLock { lock.wait(seconds: 3) { state.migrationChannel !== channel } }
       if !ended { channel.shutDown() }
     }
   }
