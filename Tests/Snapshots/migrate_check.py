@@ -69,7 +69,8 @@ class VM:
         self.socket = os.path.join(directory, f"{name}.qmp")
         self.process = subprocess.Popen(command + ["--qmp", f"unix:{self.socket}"], stdout=open(self.log, "wb"),
                                         stderr=subprocess.STDOUT)
-        STARTED.append(self.process)
+        self.name = name
+        STARTED.append(self)
 
     def output(self):
         return open(self.log, "rb").read()
@@ -372,13 +373,16 @@ def main():
     args = parser.parse_args()
     try:
         run(args)
-    except (CheckFailed, OSError, subprocess.TimeoutExpired) as error:
-        print(f"migrate_check: FAILED: {error}", flush=True)
+    except Exception as error:  # noqa: BLE001 — any failure is reported with every VM's state
+        print(f"migrate_check: FAILED: {type(error).__name__}: {error}", flush=True)
+        for vm in STARTED:  # what each VM said last, and whether it is still running
+            tail = vm.output()[-300:].decode(errors="replace")
+            print(f"--- {vm.name} (exit {vm.process.poll()}):\n{tail}", flush=True)
         return 1
     finally:
-        for process in STARTED:  # nothing left running, whatever happened
-            if process.poll() is None:
-                process.kill()
+        for vm in STARTED:  # nothing left running, whatever happened
+            if vm.process.poll() is None:
+                vm.process.kill()
     return 0
 
 
