@@ -184,33 +184,33 @@ struct FirmwareGuestTests {
       if: installedBootsRun,
       "in the emulated lane three systemd boots take ~15 minutes: SKVM_SLOW_TESTS=1 runs them (they run by default where the host's KVM is VMX/SVM)"
     ))
-  func installedSystemBoots() throws {
-    let session = try Self.installedBatch.session("installed-skvm")
+  func installedSystemBoots() async throws {
+    let session = try await Self.installedBatch.session("installed-skvm")
     #expect(session.passed, "\(session.transcript)")
-    let oracle = try Self.installedBatch.session("installed-qemu")
+    let oracle = try await Self.installedBatch.session("installed-qemu")
     #expect(oracle.passed, "the same image under QEMU 7.2 (the oracle):\n\(oracle.transcript)")
   }
 
   @Test(
     "A GRUB ISO boots as a virtio-blk disk through SeaBIOS to the default guest's shell, which sees skvm's ACPI tables"
   )
-  func isoBootsAsDisk() throws {
-    let session = try Self.batch.session("firmware-disk")
+  func isoBootsAsDisk() async throws {
+    let session = try await Self.batch.session("firmware-disk")
     #expect(session.passed, "\(session.transcript)")
   }
 
   @Test(
     "--cdrom with --boot order=dc: SeaBIOS boots the ISO from the virtio-scsi CD-ROM (El Torito) to the default guest, whose kernel mounts /dev/sr0"
   )
-  func cdromBoots() throws {
-    let session = try Self.batch.session("firmware-cdrom")
+  func cdromBoots() async throws {
+    let session = try await Self.batch.session("firmware-cdrom")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("cd0: "), "--stats counts the drive's commands")
   }
 
   @Test("A disk with no boot sector: SeaBIOS says 'No bootable device.' and skvm says what the machine lacks")
-  func nothingToBoot() throws {
-    let session = try Self.batch.session("firmware-nothing-to-boot")
+  func nothingToBoot() async throws {
+    let session = try await Self.batch.session("firmware-nothing-to-boot")
     #expect(session.passed, "\(session.transcript)")
   }
 }

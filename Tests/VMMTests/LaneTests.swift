@@ -31,15 +31,15 @@ struct LaneTests {
     }
   }
 
-  static func lane(_ arguments: [String]) throws -> Result {
-    let result = try ChildProcess.run(
+  static func lane(_ arguments: [String]) async throws -> Result {
+    let result = try await ChildProcess.run(
       ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"), arguments,
       directory: ProbeBuilder.repositoryRoot)
     return Result(status: result.status, output: result.output, errors: result.errors)
   }
 
   @Test("/dev/kvm appears, a probe runs on it, and statuses and output come back intact")
-  func roundTrip() throws {
+  func roundTrip() async throws {
     let probe = try ProbeBuilder.path("hello").path
     let skvm = CommandLineTests.executable.path
     let commands = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-lane-\(getpid()).txt")
@@ -49,7 +49,7 @@ struct LaneTests {
     printf 'first line\\nsecond line\\n'; exit 7
     """.write(to: commands, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: commands) }
-    let result = try Self.lane(["--commands", commands.path, "--timeout", "120"])
+    let result = try await Self.lane(["--commands", commands.path, "--timeout", "120"])
     #expect(result.statuses == [0, 1, 7], "\(result.errors)")
     #expect(result.output.contains("LANE-KVM-OK"))
     #expect(result.output.contains("PASS running at CPL3"))
@@ -58,15 +58,15 @@ struct LaneTests {
   }
 
   @Test("A hung inner run is killed by the timeout, with a clear message")
-  func timeout() throws {
-    let result = try Self.lane(["--timeout", "5", "--", "sleep 600"])
+  func timeout() async throws {
+    let result = try await Self.lane(["--timeout", "5", "--", "sleep 600"])
     #expect(result.status == 137)
     #expect(result.errors.contains("was killed by the lane's timeout"), "\(result.errors)")
   }
 
   /// Runs `script` with sh from the repository root; its standard error is the lane's.
-  static func shell(_ script: String) throws -> Result {
-    let result = try ChildProcess.run(
+  static func shell(_ script: String) async throws -> Result {
+    let result = try await ChildProcess.run(
       URL(fileURLWithPath: "/bin/sh"), ["-c", script], directory: ProbeBuilder.repositoryRoot)
     return Result(status: result.status, output: result.output, errors: result.errors)
   }
@@ -83,8 +83,8 @@ struct LaneTests {
   @Test(
     "An outer VM that stalls (SIGSTOP) is caught by its silent heartbeat, killed, and booted again for the unfinished command"
   )
-  func stallIsCaughtAndRetried() throws {
-    let result = try Self.shell(
+  func stallIsCaughtAndRetried() async throws {
+    let result = try await Self.shell(
       """
       err=$(mktemp)
       scripts/lane --timeout 120 --stall-limit 8 -- 'sleep 6; echo finished-after-the-stall' 2>"$err" &
@@ -102,8 +102,8 @@ struct LaneTests {
   }
 
   @Test("Interactive sessions show output that has no newline yet (a shell's prompt) at once")
-  func interactivePartialLines() throws {
-    let result = try Self.shell(
+  func interactivePartialLines() async throws {
+    let result = try await Self.shell(
       """
       err=$(mktemp); out=$(mktemp)
       scripts/lane --interactive --timeout 120 -- 'printf "prompt# "; sleep 8; echo done' </dev/null >"$out" 2>"$err" &

@@ -28,7 +28,7 @@ enum LinuxGuestHost {
   /// With `monitor`, skvm serves QMP on a fresh socket the steps' `qmp:` commands use.
   static func session(
     _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
-  ) throws -> Session {
+  ) async throws -> Session {
     let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
     let skvm = CommandLineTests.executable.path
     let socket = "/tmp/skvm-session-\(getpid())-\(name).qmp"
@@ -39,10 +39,10 @@ enum LinuxGuestHost {
     let quoted = words.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
     let result =
       usesLane
-      ? try ChildProcess.run(
+      ? try await ChildProcess.run(
         ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"),
         ["--timeout", String(timeout + 30), "--", quoted], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
-      : try ChildProcess.run(
+      : try await ChildProcess.run(
         URL(fileURLWithPath: "/usr/bin/env"), words, directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
     return Session(status: result.status, transcript: result.output)
   }
@@ -50,12 +50,12 @@ enum LinuxGuestHost {
   /// Several sessions one after another, in one lane boot where the lane is used: each is
   /// (name, steps, skvm arguments, with a monitor); they stop at the first that fails.
   static func sessions(_ list: [(String, [String], [String], Bool)], prelude: String = "true", timeout: Int = 120)
-    throws -> Session
+    async throws -> Session
   {
     let commands = list.map { name, steps, arguments, monitor in
       sessionCommand(name, steps: steps, skvm: arguments, monitor: monitor, timeout: timeout)
     }
-    return try shell(([prelude] + commands).joined(separator: " && "), timeout: timeout * list.count + 30)
+    return try await shell(([prelude] + commands).joined(separator: " && "), timeout: timeout * list.count + 30)
   }
 
   /// Sessions that share one boot of the lane (its outer VM boots once for all of them): the
@@ -72,7 +72,8 @@ enum LinuxGuestHost {
       var program: String? = nil
     }
     private let specs: [Spec]
-    private let results = Mutex<[String: Session]?>(nil)
+    /// The one run of the whole batch, started by the first test that asks.
+    private let batchRun = Mutex<Task<[String: Session], any Error>?>(nil)
     /// Made before the first session runs (files the sessions use); its result is kept.
     private let prepare: @Sendable () throws -> Void
     /// Removed once every session's outcome has been read.
@@ -88,8 +89,8 @@ enum LinuxGuestHost {
     }
 
     /// Session `name`'s outcome: its status and its part of the transcript.
-    func session(_ name: String) throws -> Session {
-      let session = try run(name)
+    func session(_ name: String) async throws -> Session {
+      let session = try await run(name)
       let count = read.withLock { count in
         count += 1
         return count
@@ -98,10 +99,11 @@ enum LinuxGuestHost {
       return session
     }
 
-    private func run(_ name: String) throws -> Session {
-      try results.withLock { results in
-        if results == nil { try prepare() }
-        if results == nil {
+    private func run(_ name: String) async throws -> Session {
+      let task = batchRun.withLock { task in
+        if let task { return task }
+        let started = Task { [specs, prepare] () async throws -> [String: Session] in
+          try prepare()
           let commands = specs.map {
             sessionCommand(
               $0.name, steps: $0.steps, skvm: $0.arguments, monitor: $0.monitor, timeout: $0.timeout,
@@ -109,11 +111,14 @@ enum LinuxGuestHost {
           }
           let line = commands.joined(separator: "; ")
           let timeout = specs.reduce(30) { $0 + $1.timeout + 30 }
-          let run = try shell(line, timeout: timeout)
-          results = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Self.part($0.name, of: run.transcript)) })
+          let run = try await shell(line, timeout: timeout)
+          return Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Self.part($0.name, of: run.transcript)) })
         }
-        return results?[name] ?? Session(status: -1, transcript: "no session named \(name) in the batch")
+        task = started
+        return started
       }
+      let results = try await task.value
+      return results[name] ?? Session(status: -1, transcript: "no session named \(name) in the batch")
     }
 
     /// The transcript from "=== session NAME" to the next session's start.
@@ -149,13 +154,13 @@ enum LinuxGuestHost {
   }
 
   /// Runs a shell command line where Linux guests run (the lane, or here), in one lane boot.
-  static func shell(_ line: String, timeout: Int) throws -> Session {
+  static func shell(_ line: String, timeout: Int) async throws -> Session {
     let result =
       usesLane
-      ? try ChildProcess.run(
+      ? try await ChildProcess.run(
         ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"),
         ["--timeout", String(timeout), "--", line], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
-      : try ChildProcess.run(
+      : try await ChildProcess.run(
         URL(fileURLWithPath: "/bin/sh"), ["-c", line], directory: ProbeBuilder.repositoryRoot, mergeErrors: true)
     return Session(status: result.status, transcript: result.output)
   }
@@ -293,8 +298,8 @@ struct LinuxGuestTests {
   @Test(
     "The default guest reaches SKVM-GUEST-READY without alarming messages, finds the PCI host bridge, runs a typed command, and poweroff -f ends with 0"
   )
-  func commandAndPowerOff() throws {
-    let session = try Self.batch.session("basic")
+  func commandAndPowerOff() async throws {
+    let session = try await Self.batch.session("basic")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       !session.transcript.contains("PCI: Fatal"), "a machine without devices still has PCI: \(session.transcript)")
@@ -303,7 +308,7 @@ struct LinuxGuestTests {
   @Test(
     "Snapshots of the default guest with 2 vCPUs: savevm and migrate to file:, quit, then --incoming file: and --loadvm: the tmpfs file is there, the loop runs on, date moved forward, /dev/vda works"
   )
-  func snapshots() throws {
+  func snapshots() async throws {
     let directory = "/tmp/skvm-linux-snap-\(getpid())"
     let disk = directory + "/disk.qcow2"
     let state = directory + "/machine.snap"
@@ -319,7 +324,7 @@ struct LinuxGuestTests {
       "expect:after-restore",
       "send:poweroff -f", "exit:0",
     ]
-    let session = try LinuxGuestHost.sessions(
+    let session = try await LinuxGuestHost.sessions(
       [
         (
           "snapshot-save",
@@ -341,15 +346,15 @@ struct LinuxGuestTests {
   }
 
   @Test("A kernel panic ends the run with status 2 and the panic text visible")
-  func panic() throws {
-    let session = try Self.batch.session("panic")
+  func panic() async throws {
+    let session = try await Self.batch.session("panic")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("the guest kernel panicked"))
   }
 
   @Test("QMP system_reset boots the guest again; system_powerdown powers it off cleanly (status 0)")
-  func monitorResetAndPowerdown() throws {
-    let session = try Self.batch.session("qmp")
+  func monitorResetAndPowerdown() async throws {
+    let session = try await Self.batch.session("qmp")
     #expect(session.passed, "\(session.transcript)")
     #expect(session.transcript.contains("'guest': True, 'reason': 'guest-shutdown'"), "\(session.transcript)")
   }
@@ -357,8 +362,8 @@ struct LinuxGuestTests {
   @Test(
     "virtio devices: the shell on hvc0 (virtio-console); /dev/vda reads the host's pattern and writes it reads back after sync, with MSI-X, ECAM and 16 requests in flight; a read-only qcow2 /dev/vdb refuses writes; virtio-rng serves bytes"
   )
-  func virtioDevices() throws {
-    let session = try Self.batch.session("virtio-devices")
+  func virtioDevices() async throws {
+    let session = try await Self.batch.session("virtio-devices")
     #expect(session.passed, "\(session.transcript)")
     #expect(
       session.transcript.contains("vda: ") && session.transcript.contains("rng: ")
@@ -366,23 +371,23 @@ struct LinuxGuestTests {
   }
 
   @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
-  func virtioBlockOverINTx() throws {
-    let session = try Self.batch.session("intx")
+  func virtioBlockOverINTx() async throws {
+    let session = try await Self.batch.session("intx")
     #expect(session.passed, "\(session.transcript)")
   }
 
   @Test(
     "The kit kernel as an ELF vmlinux (entered at its PVH note) with two CPUs: nproc is 2, an MSI-X vector moved between CPUs (IRQ affinity) is rerouted so interrupts arrive on both, reboot -f ends with 0"
   )
-  func elfKernelWithTwoCPUs() throws {
-    let session = try Self.batch.session("elf-smp")
+  func elfKernelWithTwoCPUs() async throws {
+    let session = try await Self.batch.session("elf-smp")
     #expect(session.passed, "\(session.transcript)")
   }
 
   @Test(
     "Live migration of the default guest writing a file system on qcow2 and dirtying RAM (and, where taps can be made, receiving a TCP stream through vhost-net): the shell answers on the destination, the loops run on, the stream arrives intact, qemu-img check and fsck find the image clean"
   )
-  func liveMigration() throws {
+  func liveMigration() async throws {
     let directory = "/tmp/skvm-linux-migrate-\(getpid())"
     // A qcow2 image (an ext4 file system made raw, then converted): afterwards qemu-img check
     // must find it clean and fsck its file system.
@@ -396,7 +401,7 @@ struct LinuxGuestTests {
     let mebibytes = 24
     let digest =
       stream
-      ? try ChildProcess.run(
+      ? try await ChildProcess.run(
         URL(fileURLWithPath: "/usr/bin/env"),
         ["python3", sender, "x", "1", "--mebibytes", "\(mebibytes)", "--md5-only"]
       ).output.trimmingCharacters(in: .whitespacesAndNewlines) : ""
@@ -454,7 +459,7 @@ struct LinuxGuestTests {
     }
     line += "rm -rf \(directory); [ $status = 0 ] && [ $dstatus = 0 ]"
     if stream { line = "unshare -n sh -c " + LinuxGuestHost.quote([line]) }
-    let session = try LinuxGuestHost.shell(line, timeout: 400)
+    let session = try await LinuxGuestHost.shell(line, timeout: 400)
     #expect(session.status == 0, "\(session.transcript)")
     #expect(session.transcript.contains("=== result source ok"), "\(session.transcript)")
     #expect(session.transcript.contains("=== result destination ok"), "\(session.transcript)")

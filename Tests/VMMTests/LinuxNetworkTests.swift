@@ -16,7 +16,7 @@ struct LinuxNetworkTests {
   @Test(
     "User networking: DHCP, a file from a host HTTP server, hostfwd to a server in the guest; a tap in a namespace answers 1,000 pings; two guests on a bridge reach each other"
   )
-  func network() throws {
+  func network() async throws {
     let skvm = CommandLineTests.executable.path
     let port = 18_000 + Int(getpid() % 1000)
     let directory = "/tmp/skvm-net-\(getpid())"
@@ -113,7 +113,7 @@ struct LinuxNetworkTests {
             + "\(tap) && \(vhost) && \(bridged); status=$?; kill $peer $iperf; [ $status = 0 ]"
         ])
     }
-    let session = try LinuxGuestHost.shell(line, timeout: 600)
+    let session = try await LinuxGuestHost.shell(line, timeout: 600)
     #expect(session.status == 0, "\(session.transcript)")
     #expect(session.transcript.contains("=== result user-net ok"), "\(session.transcript)")
     #expect(session.transcript.contains("eth0 has address 10.0.2.15/24"), "DHCP gave the address")

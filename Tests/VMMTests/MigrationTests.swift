@@ -6,7 +6,7 @@ import Testing
 /// a cancel, a destination killed mid-way — the guest carries on each time.
 @Suite("Live migration", .serialized)
 struct MigrationTests {
-  static func check(cpus: Int, hops: Int) throws -> (status: Int32, output: String) {
+  static func check(cpus: Int, hops: Int) async throws -> (status: Int32, output: String) {
     let python = MonitorGuestTests.python
     guard FileManager.default.isExecutableFile(atPath: python) else {
       Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client)")
@@ -15,7 +15,7 @@ struct MigrationTests {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-migrate-\(UUID().uuidString).bin")
     try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
-    let result = try ChildProcess.run(
+    let result = try await ChildProcess.run(
       URL(fileURLWithPath: python),
       [
         ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Snapshots/migrate_check.py").path,
@@ -29,10 +29,10 @@ struct MigrationTests {
   @Test(
     "Three hops in a row with 2 vCPUs (pages rewritten and block I/O during pre-copy), a cancel and a killed destination: the guest carries on"
   )
-  func hops() throws {
+  func hops() async throws {
     // The real-KVM lane (an emulated machine) runs fewer: SKVM_MIGRATION_HOPS.
     let hops = Int(ProcessInfo.processInfo.environment["SKVM_MIGRATION_HOPS"] ?? "") ?? 3
-    let result = try Self.check(cpus: 2, hops: hops)
+    let result = try await Self.check(cpus: 2, hops: hops)
     #expect(result.status == 0 && result.output.contains("migrate_check: ok"), "\(result.output)")
   }
 }

@@ -11,7 +11,8 @@ struct MonitorGuestTests {
     return cache + "/skvm/python/bin/python"
   }
 
-  static func check(_ scenario: String, cpus: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
+  static func check(_ scenario: String, cpus: Int, extra: [String] = []) async throws -> (status: Int32, output: String)
+  {
     guard FileManager.default.isExecutableFile(atPath: python) else {
       Issue.record("no \(python): run scripts/setup (it installs the qemu.qmp client the monitor tests use)")
       return (-1, "")
@@ -19,7 +20,7 @@ struct MonitorGuestTests {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-\(scenario).bin")
     try Data(try ProbeBuilder.binary("busy")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
-    let result = try ChildProcess.run(
+    let result = try await ChildProcess.run(
       URL(fileURLWithPath: python),
       [
         ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Monitor/qmp_check.py").path, "--scenario", scenario,
@@ -29,27 +30,27 @@ struct MonitorGuestTests {
   }
 
   @Test("qemu.qmp: status across stop/cont, events, info kvm/registers/cpus, reset, powerdown, quit → 0")
-  func lifecycle() throws {
-    let result = try Self.check("lifecycle", cpus: 2)
+  func lifecycle() async throws {
+    let result = try await Self.check("lifecycle", cpus: 2)
     #expect(result.status == 0 && result.output.contains("qmp_check: lifecycle ok"), "\(result.output)")
   }
 
   @Test("Hostile clients get errors or are cut off; other clients and the guest carry on")
-  func hostileClients() throws {
-    let result = try Self.check("hostile", cpus: 2)
+  func hostileClients() async throws {
+    let result = try await Self.check("hostile", cpus: 2)
     #expect(result.status == 0 && result.output.contains("qmp_check: hostile ok"), "\(result.output)")
   }
 
   @Test("4 clients × random lifecycle commands (system_reset among them) all answered; the guest survives")
-  func lifecycleStress() throws {
+  func lifecycleStress() async throws {
     // CI's short form; SKVM_QMP_STRESS_COMMANDS=100000 for a long run.
     let commands = ProcessInfo.processInfo.environment["SKVM_QMP_STRESS_COMMANDS"] ?? "1200"
-    let result = try Self.check("stress", cpus: 2, extra: ["--commands", commands])
+    let result = try await Self.check("stress", cpus: 2, extra: ["--commands", commands])
     #expect(result.status == 0 && result.output.contains("qmp_check: stress ok"), "\(result.output)")
   }
 
   @Test("Bad --qmp values and unusable socket paths fail before the guest starts, naming the problem")
-  func badAddresses() throws {
+  func badAddresses() async throws {
     let unparseable = try CommandLineTests.skvm(["run", "--hello", "--qmp", "pipe:/x"])
     #expect(unparseable.status != 0 && unparseable.errors.contains("'pipe:/x' is not a monitor address"))
     let missing = try CommandLineTests.skvm(["run", "--hello", "--qmp", "unix:/nonexistent-dir/q.sock"])
@@ -78,7 +79,7 @@ struct MonitorGuestTests {
   }
 
   @Test("skvm monitor runs HMP commands against a running machine; quit ends it with status 0")
-  func humanMonitorClient() throws {
+  func humanMonitorClient() async throws {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-hmp.bin")
     try Data(try ProbeBuilder.binary("busy")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
@@ -107,7 +108,7 @@ struct MonitorGuestTests {
   }
 
   @Test("--qmp tcp with wait=on holds the guest until a client connects, on loopback")
-  func tcpWaitForClient() throws {
+  func tcpWaitForClient() async throws {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-busy-\(getpid())-tcp.bin")
     try Data(try ProbeBuilder.binary("busy")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }

@@ -10,12 +10,12 @@ import Testing
     if: getuid() == 0 && access("/dev/net/tun", R_OK | W_OK) == 0,
     "taps and network namespaces need root and /dev/net/tun"))
 struct ProbeNetworkTests {
-  static func peer(vhost: Bool, queues: Int = 1) throws -> ChildProcess.Result {
+  static func peer(vhost: Bool, queues: Int = 1) async throws -> ChildProcess.Result {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-probe-vnet-\(getpid()).bin")
     try Data(try ProbeBuilder.binary("virtio_net")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
     let script = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Network/probe_peer.py").path
-    return try ChildProcess.run(
+    return try await ChildProcess.run(
       URL(fileURLWithPath: "/usr/bin/unshare"),
       ["-n", "python3", script, "--skvm", CommandLineTests.executable.path, "--probe", probe.path]
         + (vhost ? ["--vhost"] : []) + ["--queues", "\(queues)"], mergeErrors: true)
@@ -34,8 +34,8 @@ struct ProbeNetworkTests {
   @Test(
     "Frames both ways byte-exact, 1,000 in a burst with none lost, a frame over mergeable buffers, the MAC filter, and a hostile chain the device survives"
   )
-  func frames() throws {
-    let run = try Self.peer(vhost: false)
+  func frames() async throws {
+    let run = try await Self.peer(vhost: false)
     #expect(run.status == 0, "\(run.output)")
     for check in Self.checks { #expect(run.output.contains(check), "\(check): \(run.output)") }
     #expect(!run.output.contains("FAIL"), "\(run.output)")
@@ -43,8 +43,8 @@ struct ProbeNetworkTests {
 
   @Test(
     "The same with vhost=on: the kernel moves the frames where /dev/vhost-net exists, skvm (with a notice) where not")
-  func vhost() throws {
-    let run = try Self.peer(vhost: true)
+  func vhost() async throws {
+    let run = try await Self.peer(vhost: true)
     #expect(run.status == 0, "\(run.output)")
     for check in Self.checks { #expect(run.output.contains(check), "\(check): \(run.output)") }
     if access("/dev/vhost-net", R_OK | W_OK) == 0 {
@@ -57,8 +57,8 @@ struct ProbeNetworkTests {
   @Test(
     "A multiqueue tap (queues=2) with a driver that knows no multiqueue: the control queue is queue 2 and every frame from the host comes through the one pair it uses"
   )
-  func multiqueueTapSinglePairDriver() throws {
-    let run = try Self.peer(vhost: false, queues: 2)
+  func multiqueueTapSinglePairDriver() async throws {
+    let run = try await Self.peer(vhost: false, queues: 2)
     #expect(run.status == 0, "\(run.output)")
     for check in Self.checks { #expect(run.output.contains(check), "\(check): \(run.output)") }
     #expect(run.output.contains("1 of 2 queue pairs"), "\(run.output)")

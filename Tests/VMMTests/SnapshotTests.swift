@@ -6,7 +6,7 @@ import Testing
 /// belong to another machine, refused with one line before any vCPU runs.
 @Suite("Snapshots", .serialized)
 struct SnapshotTests {
-  static func check(cpus: Int, cycles: Int, mode: String = "mapped", scenario: String = "cycles") throws -> (
+  static func check(cpus: Int, cycles: Int, mode: String = "mapped", scenario: String = "cycles") async throws -> (
     status: Int32, output: String
   ) {
     let python = MonitorGuestTests.python
@@ -17,7 +17,7 @@ struct SnapshotTests {
     let probe = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-workload-\(UUID().uuidString).bin")
     try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: probe)
     defer { try? FileManager.default.removeItem(at: probe) }
-    let result = try ChildProcess.run(
+    let result = try await ChildProcess.run(
       URL(fileURLWithPath: python),
       [
         ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Snapshots/snapshot_check.py").path,
@@ -29,17 +29,17 @@ struct SnapshotTests {
   }
 
   @Test("50 save/restore cycles in a row: counter, timer interrupts, virtio-blk queue positions, serial carry on")
-  func fiftyCycles() throws {
+  func fiftyCycles() async throws {
     // The real-KVM lane (an emulated machine) runs fewer: SKVM_SNAPSHOT_CYCLES.
     let cycles = Int(ProcessInfo.processInfo.environment["SKVM_SNAPSHOT_CYCLES"] ?? "") ?? 50
-    let result = try Self.check(cpus: 1, cycles: cycles)
+    let result = try await Self.check(cpus: 1, cycles: cycles)
     #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(result.output)")
   }
 
   @Test("With 2 and 4 vCPUs, mapped and copied (the copied snapshot is deleted while the guest runs)")
-  func smp() throws {
+  func smp() async throws {
     for (cpus, mode) in [(2, "mapped"), (4, "copy")] {
-      let result = try Self.check(cpus: cpus, cycles: 5, mode: mode)
+      let result = try await Self.check(cpus: cpus, cycles: 5, mode: mode)
       #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(cpus) vCPUs: \(result.output)")
     }
   }
@@ -47,13 +47,13 @@ struct SnapshotTests {
   @Test(
     "Internal snapshots: snapshot-save/-load jobs, savevm/loadvm/delvm, --loadvm; qemu-img lists them with a VM size and checks clean",
     .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img"), "needs qemu-img"))
-  func internalSnapshots() throws {
-    let result = try Self.check(cpus: 2, cycles: 1, scenario: "savevm")
+  func internalSnapshots() async throws {
+    let result = try await Self.check(cpus: 2, cycles: 1, scenario: "savevm")
     #expect(result.status == 0 && result.output.contains("snapshot_check: ok"), "\(result.output)")
   }
 
   @Test("savevm with a writable raw disk is refused, saying how to convert it; the guest runs on")
-  func rawDiskRefusesSavevm() throws {
+  func rawDiskRefusesSavevm() async throws {
     let directory = try ImgCommandTests.scratch()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let disk = directory + "/disk.raw"
@@ -68,7 +68,7 @@ struct SnapshotTests {
     try process.run()
     let started = Date()
     while !FileManager.default.fileExists(atPath: socket) && Date().timeIntervalSince(started) < 20 { usleep(2000) }
-    let reply = try ChildProcess.run(
+    let reply = try await ChildProcess.run(
       CommandLineTests.executable, ["monitor", socket, "-c", "savevm x", "-c", "info status", "-c", "quit"])
     process.waitUntilExit()
     #expect(reply.output.contains("is not qcow2") && reply.output.contains("skvm img convert"), "\(reply.output)")
@@ -108,7 +108,7 @@ struct SnapshotTests {
   }
 
   @Test("Damaged or mismatched snapshot files: one clear line each, status 1, no vCPU runs")
-  func hostileFiles() throws {
+  func hostileFiles() async throws {
     let (snapshot, disk, directory) = try Self.savedWorkload()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     // Variants are sparse copies patched in place: a full copy of 256 MiB of RAM each would

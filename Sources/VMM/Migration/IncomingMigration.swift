@@ -249,6 +249,7 @@ public final class IncomingMigration: @unchecked Sendable {
         state = (record, devices)
         StartupTrace.shared.mark("migration state")
       case .complete:
+        StartupTrace.shared.mark("migration complete")
         guard let state else {
           throw MigrationChannel.Failure("\(channel.peer) finished without sending the machine's state")
         }

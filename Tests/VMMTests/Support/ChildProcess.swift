@@ -39,4 +39,18 @@ enum ChildProcess {
       status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
       errors: String(decoding: errorData, as: UTF8.self))
   }
+
+  /// The same, awaited: the wait happens on a thread of its own, so a long child (a lane boot,
+  /// a Python driver) does not hold one of the test runner's few cooperative threads and the
+  /// other tests run meanwhile.
+  static func run(
+    _ executable: URL, _ arguments: [String], directory: URL? = nil, mergeErrors: Bool = false
+  ) async throws -> Result {
+    try await withCheckedThrowingContinuation { continuation in
+      Thread.detachNewThread {
+        continuation.resume(
+          with: Swift.Result { try run(executable, arguments, directory: directory, mergeErrors: mergeErrors) })
+      }
+    }
+  }
 }
