@@ -18,6 +18,7 @@ killed and booted again for the commands that had not finished (--retries times)
 the summary line counts boots and stalls.
 """
 import argparse
+import fcntl
 import gzip
 import hashlib
 import os
@@ -338,6 +339,35 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
     return outcome
 
 
+def take_slot():
+    """Waits for one of the host's lane slots (an flock'ed file; the lock goes with the process).
+    Outer VMs are emulators, each one busy core: more of them than half the host's cores only
+    makes every one slower (and a slow outer VM trips its commands' timeouts), so further runs
+    queue here. SKVM_LANE_SLOTS sets the number (default: half the cores, at least one; 0: no
+    limit)."""
+    slots = int(os.environ.get("SKVM_LANE_SLOTS", max(1, (os.cpu_count() or 2) // 2)))
+    if slots <= 0:
+        return None
+    paths = [os.path.join(tempfile.gettempdir(), f"skvm-lane-slot-{os.getuid()}-{n}.lock") for n in range(slots)]
+    waited = time.monotonic()
+    said = False
+    while True:
+        for path in paths:
+            handle = open(path, "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            if said:
+                log(f"got a lane slot after {time.monotonic() - waited:.1f} s")
+            return handle
+        if not said:
+            log(f"waiting for a lane slot ({slots} outer VM(s) at a time on this host; SKVM_LANE_SLOTS sets it)")
+            said = True
+        time.sleep(0.2)
+
+
 class Limits:
     def __init__(self, boot, command, stall):
         self.boot, self.command, self.stall = boot, command, stall
@@ -369,6 +399,7 @@ def main():
 
     vmlinuz, base = prepare_kit()
     base_data = open(base, "rb").read()
+    slot = None if arguments.interactive else take_slot()  # held until this process ends
     limits = Limits(arguments.boot_timeout, arguments.timeout, arguments.stall_limit)
     statuses = {}
     boots = stalls = 0

@@ -164,6 +164,14 @@ def main():
             sys.stdout.write("\n[host] " + output.decode(errors="replace") + "\n")
         else:
             raise SystemExit(f"unknown step {step}")
+    if verdict != "ok" and monitor is not None and process.poll() is None:
+        # Where the machine was when the session gave up: a slow boot and a stuck vCPU look alike.
+        for line in ("info status", "info registers"):
+            try:
+                reply = monitor.cmd("human-monitor-command", {"command-line": line})
+                print(f"\n[hmp at failure] {line} -> {reply.get('return', reply)}", flush=True)
+            except Exception as error:  # noqa: BLE001 — a diagnostic only
+                print(f"\n[hmp at failure] {line} failed: {error}", flush=True)
     if process.poll() is None:
         process.kill()
         process.wait()

@@ -31,9 +31,12 @@ struct LaneTests {
     }
   }
 
+  /// Runs scripts/lane with `arguments`. These short runs test the lane itself, beside the
+  /// suite's long ones: they take no slot (SKVM_LANE_SLOTS=0) rather than queue for minutes.
   static func lane(_ arguments: [String]) async throws -> Result {
     let result = try await ChildProcess.run(
-      ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane"), arguments,
+      URL(fileURLWithPath: "/usr/bin/env"),
+      ["SKVM_LANE_SLOTS=0", ProbeBuilder.repositoryRoot.appendingPathComponent("scripts/lane").path] + arguments,
       directory: ProbeBuilder.repositoryRoot)
     return Result(status: result.status, output: result.output, errors: result.errors)
   }
@@ -64,10 +67,12 @@ struct LaneTests {
     #expect(result.errors.contains("was killed by the lane's timeout"), "\(result.errors)")
   }
 
-  /// Runs `script` with sh from the repository root; its standard error is the lane's.
+  /// Runs `script` with sh from the repository root; its standard error is the lane's (which
+  /// takes no slot, as in `lane`).
   static func shell(_ script: String) async throws -> Result {
     let result = try await ChildProcess.run(
-      URL(fileURLWithPath: "/bin/sh"), ["-c", script], directory: ProbeBuilder.repositoryRoot)
+      URL(fileURLWithPath: "/bin/sh"), ["-c", "export SKVM_LANE_SLOTS=0; " + script],
+      directory: ProbeBuilder.repositoryRoot)
     return Result(status: result.status, output: result.output, errors: result.errors)
   }
 

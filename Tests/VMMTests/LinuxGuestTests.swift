@@ -248,7 +248,7 @@ struct LinuxGuestTests {
         steps: [
           "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
           "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
-        ], arguments: ["run"], monitor: true),
+        ], arguments: ["run"], monitor: true, timeout: 240),  // two boots in one session's time
       .init(
         name: "virtio-devices",
         steps: [
