@@ -341,11 +341,10 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
 
 def take_slot():
     """Waits for one of the host's lane slots (an flock'ed file; the lock goes with the process).
-    Outer VMs are emulators, each one busy core: more of them than half the host's cores only
+    Outer VMs are emulators, each one busy core: more of them than the host has cores only
     makes every one slower (and a slow outer VM trips its commands' timeouts), so further runs
-    queue here. SKVM_LANE_SLOTS sets the number (default: half the cores, at least one; 0: no
-    limit)."""
-    slots = int(os.environ.get("SKVM_LANE_SLOTS", max(1, (os.cpu_count() or 2) // 2)))
+    queue here. SKVM_LANE_SLOTS sets the number (default: one per core; 0: no limit)."""
+    slots = int(os.environ.get("SKVM_LANE_SLOTS", os.cpu_count() or 1))
     if slots <= 0:
         return None
     paths = [os.path.join(tempfile.gettempdir(), f"skvm-lane-slot-{os.getuid()}-{n}.lock") for n in range(slots)]

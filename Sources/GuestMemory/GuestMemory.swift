@@ -111,6 +111,34 @@ public final class GuestMemory: @unchecked Sendable {
   public let sourceFile: Int32
   public let sourceOffsets: [UInt64]
 
+  /// Guest-physical ranges (sorted, page-aligned) that no one has written since the memfd
+  /// behind them was made: they read as zeros, and reading them would only make the kernel
+  /// allocate and clear pages to say so. Empty when RAM is not in a memfd (a snapshot file
+  /// mapped copy-on-write), or when the kernel cannot tell; a range is a hole only at the
+  /// moment of asking (callers that care log writes first).
+  public func unwrittenRanges() -> [(guestAddress: UInt64, size: UInt64)] {
+    guard memfd >= 0, sourceFile < 0 else { return [] }
+    let seekData: Int32 = 3  // SEEK_DATA
+    let seekHole: Int32 = 4  // SEEK_HOLE
+    var holes: [(guestAddress: UInt64, size: UInt64)] = []
+    for (region, base) in zip(regions, memfdOffsets) {
+      let end = off_t(base + region.size)
+      var position = off_t(base)
+      while position < end {
+        let hole = lseek(memfd, position, seekHole)
+        guard hole >= 0 else { return [] }  // the file system cannot say: no holes known
+        guard hole < end else { break }
+        let data = lseek(memfd, hole, seekData)
+        let holeEnd = data < 0 ? end : min(data, end)  // ENXIO: a hole to the end of the file
+        let first = (UInt64(hole) + Self.pageSize - 1) / Self.pageSize * Self.pageSize
+        let last = UInt64(holeEnd) / Self.pageSize * Self.pageSize
+        if last > first { holes.append((region.guestAddress + first - base, last - first)) }
+        position = holeEnd
+      }
+    }
+    return holes
+  }
+
   /// The total amount of guest RAM in bytes.
   public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
 

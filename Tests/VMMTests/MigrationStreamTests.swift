@@ -16,7 +16,7 @@ struct MigrationStreamTests {
   static func le64(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 
   /// A hello for 64 KiB of RAM at 0, with `configuration`.
-  static func hello(version: UInt32 = 2, configuration: [UInt8] = configuration) -> [UInt8] {
+  static func hello(version: UInt32 = 3, configuration: [UInt8] = configuration) -> [UInt8] {
     Array("SKVMMIGR".utf8) + le32(version) + le32(UInt32(configuration.count)) + configuration + le32(1) + le64(0)
       + le64(65536)
   }
@@ -53,7 +53,7 @@ struct MigrationStreamTests {
     cases.append((hello() + [0x77], "message kind 0x77"))
     // Two regions whose sizes add up past 2^64: refused, not an arithmetic trap.
     let huge =
-      Array("SKVMMIGR".utf8) + le32(2) + le32(UInt32(configuration.count)) + configuration + le32(2) + le64(0)
+      Array("SKVMMIGR".utf8) + le32(3) + le32(UInt32(configuration.count)) + configuration + le32(2) + le64(0)
       + le64(4096) + le64(8192) + le64(UInt64.max - 4095 - 8192)
     cases.append((huge, "RAM map is malformed"))
     cases.append((hello() + [0x43], "without sending the machine's state"))
@@ -97,7 +97,8 @@ struct MigrationStreamTests {
     let devices = Array("{}".utf8)
     let stream =
       Self.hello() + [0x50] + Self.le64(0x1000) + Self.le32(1) + [UInt8](repeating: 0xAB, count: 4096) + [0x5A]
-      + Self.le64(0x2000) + Self.le32(2) + [0x53] + Self.le32(UInt32(record.count)) + Self.le32(UInt32(devices.count))
+      + Self.le64(0x2000) + Self.le32(2) + [0x44] + [0x53] + Self.le32(UInt32(record.count))
+      + Self.le32(UInt32(devices.count))
       + record + devices + [0x43]
     // The run state after `complete`: 0 or 1, nothing else.
     #expect(Self.receive(stream + [1]) == "accepted")

@@ -19,59 +19,83 @@ public struct Base64Bytes: Codable, Sendable, Equatable {
     try container.encode(Self.encode(bytes))
   }
 
-  private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+  private static let alphabet: StaticString = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  /// Each byte's value as a base64 digit, 0xFF where it is none.
   private static let values: [UInt8] = {
     var table = [UInt8](repeating: 0xFF, count: 256)
-    for (index, character) in alphabet.enumerated() { table[Int(character)] = UInt8(index) }
+    alphabet.withUTF8Buffer { for (index, character) in $0.enumerated() { table[Int(character)] = UInt8(index) } }
     return table
   }()
 
+  /// Standard base64 with padding. One pass into the string's own storage: a state save
+  /// encodes tens of kilobytes of configuration space while the guest is stopped.
   static func encode(_ bytes: [UInt8]) -> String {
-    var output = [UInt8]()
-    output.reserveCapacity((bytes.count + 2) / 3 * 4)
-    var index = 0
-    while index + 3 <= bytes.count {
-      let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-      for shift in [18, 12, 6, 0] { output.append(alphabet[Int(value >> UInt32(shift) & 63)]) }
-      index += 3
+    let length = (bytes.count + 2) / 3 * 4
+    guard length > 0 else { return "" }
+    return alphabet.withUTF8Buffer { digits in
+      bytes.withUnsafeBufferPointer { input in
+        String(unsafeUninitializedCapacity: length) { output in
+          var read = 0
+          var written = 0
+          while read + 3 <= input.count {
+            let value = UInt32(input[read]) << 16 | UInt32(input[read + 1]) << 8 | UInt32(input[read + 2])
+            output[written] = digits[Int(value >> 18 & 63)]
+            output[written + 1] = digits[Int(value >> 12 & 63)]
+            output[written + 2] = digits[Int(value >> 6 & 63)]
+            output[written + 3] = digits[Int(value & 63)]
+            read += 3
+            written += 4
+          }
+          let rest = input.count - read
+          if rest > 0 {
+            let value = UInt32(input[read]) << 16 | (rest == 2 ? UInt32(input[read + 1]) << 8 : 0)
+            output[written] = digits[Int(value >> 18 & 63)]
+            output[written + 1] = digits[Int(value >> 12 & 63)]
+            output[written + 2] = rest == 2 ? digits[Int(value >> 6 & 63)] : UInt8(ascii: "=")
+            output[written + 3] = UInt8(ascii: "=")
+            written += 4
+          }
+          return written
+        }
+      }
     }
-    let rest = bytes.count - index
-    if rest > 0 {
-      let value = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
-      output.append(alphabet[Int(value >> 18 & 63)])
-      output.append(alphabet[Int(value >> 12 & 63)])
-      output.append(rest == 2 ? alphabet[Int(value >> 6 & 63)] : UInt8(ascii: "="))
-      output.append(UInt8(ascii: "="))
-    }
-    return String(decoding: output, as: UTF8.self)
   }
 
+  /// The bytes of strict standard base64 (length a multiple of 4, padding only at the end,
+  /// no other characters); nil for anything else.
   static func decode(_ text: String) -> [UInt8]? {
-    let input = Array(text.utf8)
-    guard input.count % 4 == 0 else { return nil }
-    var output = [UInt8]()
-    output.reserveCapacity(input.count / 4 * 3)
-    var index = 0
-    while index < input.count {
-      let last = index + 4 == input.count
+    var text = text
+    return text.withUTF8 { input -> [UInt8]? in
+      guard input.count % 4 == 0 else { return nil }
+      guard !input.isEmpty else { return [] }
       let padding =
-        last ? (input[index + 3] == UInt8(ascii: "=") ? (input[index + 2] == UInt8(ascii: "=") ? 2 : 1) : 0) : 0
-      var value: UInt32 = 0
-      for offset in 0..<4 {
-        let character = input[index + offset]
-        if offset >= 4 - padding {
-          value <<= 6
-          continue
+        input[input.count - 1] == UInt8(ascii: "=") ? (input[input.count - 2] == UInt8(ascii: "=") ? 2 : 1) : 0
+      let count = input.count / 4 * 3 - padding
+      return values.withUnsafeBufferPointer { values -> [UInt8]? in
+        var valid = true
+        let output = [UInt8](unsafeUninitializedCapacity: count) { output, initialized in
+          var read = 0
+          var written = 0
+          while read < input.count {
+            let quantum = read + 4 == input.count ? 4 - padding : 4
+            var value: UInt32 = 0
+            for offset in 0..<4 {
+              value <<= 6
+              guard offset < quantum else { continue }
+              let digit = values[Int(input[read + offset])]
+              if digit == 0xFF { valid = false }
+              value |= UInt32(digit & 63)
+            }
+            output[written] = UInt8(truncatingIfNeeded: value >> 16)
+            if quantum > 2 { output[written + 1] = UInt8(truncatingIfNeeded: value >> 8) }
+            if quantum > 3 { output[written + 2] = UInt8(truncatingIfNeeded: value) }
+            written += quantum - 1
+            read += 4
+          }
+          initialized = written
         }
-        let digit = values[Int(character)]
-        guard digit != 0xFF else { return nil }
-        value = value << 6 | UInt32(digit)
+        return valid ? output : nil
       }
-      output.append(UInt8(truncatingIfNeeded: value >> 16))
-      if padding < 2 { output.append(UInt8(truncatingIfNeeded: value >> 8)) }
-      if padding < 1 { output.append(UInt8(truncatingIfNeeded: value)) }
-      index += 4
     }
-    return output
   }
 }

@@ -23,6 +23,8 @@ final class EarlyMachineCore: @unchecked Sendable {
       let built = try? MachineCore(
         configuration: configuration, backing: .file(fd: fd, offsets: offsets),
         firmware: try? ConfigurationCheck.firmware(configuration.boot), kvmPath: "/dev/kvm")
+      // The state's decoder too, while RAM streams in: the switch-over then decodes at full speed.
+      MachineState.warmUp(configuration: configuration)
       lock.withLock {
         core = built
         building = false

@@ -214,6 +214,7 @@ public final class IncomingMigration: @unchecked Sendable {
     zeros.initializeMemory(as: UInt8.self, repeating: 0)
     defer { zeros.deallocate() }
     var state: (record: [UInt8], devices: [UInt8])?
+    let punchHole: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     while true {
       let kind = try channel.receiveByte()
       switch MigrationKind(rawValue: kind) {
@@ -230,7 +231,9 @@ public final class IncomingMigration: @unchecked Sendable {
         if kind == MigrationKind.pages.rawValue {
           try channel.receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
           try Self.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: memfd, at: offset)
-        } else {
+        } else if csys_fallocate(memfd, punchHole, off_t(offset), off_t(length)) != 0 {
+          // Zero pages are holes: nothing to allocate where nothing was sent yet, and memory
+          // given back where an earlier pass had sent data. Writing zeros is the fallback.
           var done = 0
           while done < length {
             let chunk = min(zeros.count, length - done)
@@ -275,6 +278,8 @@ public final class IncomingMigration: @unchecked Sendable {
         } catch {
           throw MigrationChannel.Failure("\(error)")
         }
+      case .drain:
+        try channel.send([MigrationKind.drained.rawValue])
       case .cancel:
         throw MigrationChannel.Failure("\(channel.peer) cancelled the migration")
       default:

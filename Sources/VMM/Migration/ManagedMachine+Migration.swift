@@ -105,11 +105,15 @@ extension ManagedMachine {
       info.setupMilliseconds = elapsed()
       try current.startDirtyLogging()
       logging = true
+      // The coders' first use costs milliseconds: paid now, not while the guest is stopped.
+      current.warmUpStateCoding()
       info.status = .active
       setMigration(info, event: true)
       var sender = MigrationPageSender(
         memory: current.memory, channel: channel, parameters: parameters, statistics: info.ram!, cancelled: cancelled)
-      // Pass 1 sends everything; each later one what was dirtied during the one before.
+      // Pass 1 sends everything; each later one what was dirtied during the one before. Pages
+      // never written (holes in the memfd, asked after logging started) go as zeros unread.
+      sender.unwritten = current.memory.unwrittenRanges()
       var pages = current.allPages
       var passPages = pages.count
       while true {
@@ -117,6 +121,8 @@ extension ManagedMachine {
         let passStart = monotonicNanoseconds()
         let before = sender.statistics.transferred
         try sender.send(pages)
+        // Holes were holes only then: a page written since is dirty and must be read.
+        sender.unwritten = []
         let seconds = max(Double(monotonicNanoseconds() &- passStart) / 1e9, 1e-6)
         pages = try current.takeDirtyPages()
         let rate = Double(sender.statistics.transferred - before) / seconds
@@ -143,6 +149,14 @@ extension ManagedMachine {
           )
         }
       }
+      // The destination stores what is in flight first (loopback and socket buffers hold
+      // megabytes): the stop then waits only for the last pages.
+      do throws(MigrationChannel.Failure) {
+        try channel.send([MigrationKind.drain.rawValue])
+        try Self.awaitAnswer(from: channel, success: .drained, what: "store the RAM sent")
+      } catch {
+        throw VirtualMachineError.migration(error.description)
+      }
       // The switch-over: stop, send the rest and the state, hand the disks over. The disks
       // are flushed once while the guest still runs, so the flush while it is stopped is short.
       // SKVM_TRACE_MIGRATION=1 prints where the stop's time goes, on standard error.
@@ -161,8 +175,10 @@ extension ManagedMachine {
       marks.append(("paused", monotonicNanoseconds()))
       try sender.send(pages + (try current.takeDirtyPages()))
       marks.append(("last pages", monotonicNanoseconds()))
-      let saved = try current.captureState().json()
-      marks.append(("state captured", monotonicNanoseconds()))
+      let captured = try current.captureState()
+      marks.append(("state read", monotonicNanoseconds()))
+      let saved = try captured.json()
+      marks.append(("state encoded", monotonicNanoseconds()))
 
       var message = MigrationMessage(.state)
       message.put32(UInt32(saved.record.count))

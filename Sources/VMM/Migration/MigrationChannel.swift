@@ -118,9 +118,11 @@ struct MigrationMessage {
 
 /// The messages of a live-migration stream. Source to destination: `hello` (format version,
 /// configuration, RAM map), then `pages` and `zeros` for as many passes as it takes, then
-/// `state` (vCPUs and devices, as a snapshot file holds them) and `complete` (the source has
-/// let go of its disks), or `cancel`. Destination to source: `accepted` or `refused` after the
-/// hello (before any RAM is sent), `running` or `failed` after `complete`.
+/// `drain` (answered `drained` once everything before it is stored: the stop that follows
+/// does not wait for a backlog), `state` (vCPUs and devices, as a snapshot file holds them)
+/// and `complete` (the source has let go of its disks), or `cancel`. Destination to source:
+/// `accepted` or `refused` after the hello (before any RAM is sent), `drained`, `running` or
+/// `failed` after `complete`.
 enum MigrationKind: UInt8 {
   case hello = 0x48  // H
   case pages = 0x50  // P
@@ -132,10 +134,13 @@ enum MigrationKind: UInt8 {
   case refused = 0x52  // R
   case running = 0x4F  // O
   case failed = 0x46  // F
+  case drain = 0x44  // D
+  case drained = 0x59  // Y
 
   static let magic = Array("SKVMMIGR".utf8)
   /// 2: `complete` carries whether the source ran (the destination then runs, or stays paused).
-  static let formatVersion: UInt32 = 2
+  /// 3: `drain`/`drained` before the stop.
+  static let formatVersion: UInt32 = 3
   /// Pages one `pages` or `zeros` message carries at most.
   static let maximumRun = 1024
 }

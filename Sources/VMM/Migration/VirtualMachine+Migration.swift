@@ -119,6 +119,9 @@ struct MigrationPageSender {
     self.cancelled = cancelled
   }
 
+  /// Guest RAM known to be zero without reading it (sorted; see `GuestMemory.unwrittenRanges`).
+  var unwritten: [(guestAddress: UInt64, size: UInt64)] = []
+
   /// Sends `pages` (sorted guest addresses).
   mutating func send(_ pages: [UInt64]) throws(VirtualMachineError) {
     var index = 0
@@ -172,10 +175,29 @@ struct MigrationPageSender {
   }
 
   private func isZero(_ page: UInt64) -> Bool {
+    if isUnwritten(page) { return true }
     guard let bytes = try? memory.buffer(at: page, length: Int(GuestMemory.pageSize)) else { return false }
     let words = bytes.bindMemory(to: UInt64.self)
     var accumulated: UInt64 = 0
     for word in words { accumulated |= word }
     return accumulated == 0
+  }
+
+  /// Whether `page` lies in an `unwritten` range (binary search).
+  private func isUnwritten(_ page: UInt64) -> Bool {
+    var low = 0
+    var high = unwritten.count
+    while low < high {
+      let middle = (low + high) / 2
+      let range = unwritten[middle]
+      if page < range.guestAddress {
+        high = middle
+      } else if page - range.guestAddress >= range.size {
+        low = middle + 1
+      } else {
+        return true
+      }
+    }
+    return false
   }
 }

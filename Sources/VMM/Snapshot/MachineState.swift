@@ -1,4 +1,5 @@
 import Devices
+import KVM
 
 #if canImport(FoundationEssentials)
   import FoundationEssentials
@@ -24,6 +25,24 @@ struct MachineState {
     } catch {
       throw .snapshot("the machine's state cannot be encoded: \(error)")
     }
+  }
+
+  /// Encodes and decodes a throwaway record of `configuration`'s shape (and encodes the
+  /// devices' states, if given) so that a real save or restore soon after — a migration's
+  /// switch-over, with the guest stopped — finds the coders' type metadata and protocol
+  /// conformances resolved: the first use of each in a process costs milliseconds.
+  static func warmUp(configuration: VirtualMachineConfiguration, devices: DeviceRegistry? = nil) {
+    let empty = Base64Bytes([])
+    let vcpu = VCPUState(
+      id: 0, mpState: 0, registers: empty, specialRegisters: empty, xsave: empty, extendedControlRegisters: empty,
+      debugRegisters: empty, localAPIC: empty, msrs: [MSREntry(index: 0, value: 0)], events: empty)
+    let kernel = KernelDeviceState(
+      interruptControllers: [empty], pit: empty, clock: 0, clockFlags: 0, clockRealtime: 0, savedAtNanoseconds: 0)
+    let record = MachineRecord(
+      formatVersion: formatVersion, configuration: configuration, vcpus: [vcpu], kernel: kernel)
+    let encoder = JSONEncoder()
+    if let json = try? encoder.encode(record) { _ = try? JSONDecoder().decode(MachineRecord.self, from: json) }
+    if let devices { _ = try? encoder.encode(DeviceStates(registry: devices)) }
   }
 
   /// Restores every device in `registry` from a devices section.

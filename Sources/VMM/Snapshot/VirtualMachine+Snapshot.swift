@@ -42,6 +42,12 @@ extension VirtualMachine {
     }
   }
 
+  /// Runs the state coders once on throwaway values while the machine runs (see
+  /// `MachineState.warmUp`): device states are read as a save would, without side effects.
+  func warmUpStateCoding() {
+    MachineState.warmUp(configuration: configuration, devices: devices)
+  }
+
   /// Restores the state after the RAM: the in-kernel devices, then every vCPU, then every
   /// registered device (which may re-drive interrupt lines into the restored irqchip).
   func restoreState(from snapshot: SnapshotFile) throws(VirtualMachineError) {
