@@ -104,7 +104,7 @@ struct FirmwareGuestTests {
         arguments: [
           "run", "--boot", "order=c,reboot-timeout=-1", "--disk", directory + "/empty.raw", "--net", "none",
           "--debugcon", directory + "/seabios.log",
-        ], monitor: true, timeout: 200),
+        ], monitor: true, timeout: 300),
     ], workDirectory: directory, prepare: { _ = try iso.get() })
 
   /// An installed Debian (scripts/debian-disk: MBR, ext4 root, systemd, grub-pc, GRUB in the MBR),

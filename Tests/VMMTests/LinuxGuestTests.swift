@@ -27,7 +27,7 @@ enum LinuxGuestHost {
   /// Runs Tests/Linux/guest_session.py with `steps` against `skvm run arguments`.
   /// With `monitor`, skvm serves QMP on a fresh socket the steps' `qmp:` commands use.
   static func session(
-    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 120
+    _ name: String, steps: [String], skvm arguments: [String], monitor: Bool = false, timeout: Int = 200
   ) async throws -> Session {
     let driver = ProbeBuilder.repositoryRoot.appendingPathComponent("Tests/Linux/guest_session.py").path
     let skvm = CommandLineTests.executable.path
@@ -49,7 +49,7 @@ enum LinuxGuestHost {
 
   /// Several sessions one after another, in one lane boot where the lane is used: each is
   /// (name, steps, skvm arguments, with a monitor); they stop at the first that fails.
-  static func sessions(_ list: [(String, [String], [String], Bool)], prelude: String = "true", timeout: Int = 120)
+  static func sessions(_ list: [(String, [String], [String], Bool)], prelude: String = "true", timeout: Int = 200)
     async throws -> Session
   {
     let commands = list.map { name, steps, arguments, monitor in
@@ -67,7 +67,7 @@ enum LinuxGuestHost {
       let steps: [String]
       let arguments: [String]
       var monitor = false
-      var timeout = 120
+      var timeout = 200
       /// What runs instead of skvm (another VMM, the oracle), given its full path.
       var program: String? = nil
     }
@@ -248,7 +248,7 @@ struct LinuxGuestTests {
         steps: [
           "expect:SKVM-GUEST-READY", "qmp:system_reset", "qmp-event:RESET", "expect:SKVM-GUEST-READY",
           "send:echo rebooted-$((40+2))", "expect:rebooted-42", "qmp:system_powerdown", "qmp-event:SHUTDOWN", "exit:0",
-        ], arguments: ["run"], monitor: true, timeout: 240),  // two boots in one session's time
+        ], arguments: ["run"], monitor: true, timeout: 400),  // two boots in one session's time
       .init(
         name: "virtio-devices",
         steps: [
@@ -340,7 +340,7 @@ struct LinuxGuestTests {
         ),
         ("snapshot-incoming", restored, ["run", "--incoming", "file:\(state)"], false),
         ("snapshot-loadvm", restored, arguments + ["--loadvm", "one"], false),
-      ].map { ($0.0, $0.1, $0.2, $0.3) }, prelude: setup, timeout: 150)
+      ].map { ($0.0, $0.1, $0.2, $0.3) }, prelude: setup, timeout: 250)
     #expect(
       session.passed && session.transcript.components(separatedBy: " ok (status").count == 4, "\(session.transcript)")
   }
@@ -431,7 +431,7 @@ struct LinuxGuestTests {
         "qmp:migrate {\"uri\": \"tcp:127.0.0.1:\(port)\"}", "hmp-until:Migration status: completed|info migrate",
         "hmp:info status", "expect:postmigrate", "qmp:quit", "exit:0",
       ],
-      skvm: ["run", "--disk", disk, "--memory", "128M"] + nic, monitor: true, timeout: 200)
+      skvm: ["run", "--disk", disk, "--memory", "128M"] + nic, monitor: true, timeout: 300)
     let destination = LinuxGuestHost.sessionCommand(
       "destination",
       steps: [
@@ -443,7 +443,7 @@ struct LinuxGuestTests {
         "host:qemu-img check \(disk); qemu-img convert -O raw \(disk) \(directory)/check.raw && fsck.ext4 -fn \(directory)/check.raw >/dev/null 2>&1; echo FSCK=$?",
         "expect:No errors were found", "expect:FSCK=0",
       ],
-      skvm: ["run", "--incoming", "tcp::\(port)"], monitor: true, timeout: 200)
+      skvm: ["run", "--incoming", "tcp::\(port)"], monitor: true, timeout: 300)
     var line =
       "mkdir -p \(directory) && truncate -s 64M \(directory)/fs.raw && mkfs.ext4 -q -F \(directory)/fs.raw && "
       + "qemu-img convert -O qcow2 \(directory)/fs.raw \(disk) && "
@@ -459,7 +459,7 @@ struct LinuxGuestTests {
     }
     line += "rm -rf \(directory); [ $status = 0 ] && [ $dstatus = 0 ]"
     if stream { line = "unshare -n sh -c " + LinuxGuestHost.quote([line]) }
-    let session = try await LinuxGuestHost.shell(line, timeout: 400)
+    let session = try await LinuxGuestHost.shell(line, timeout: 700)
     #expect(session.status == 0, "\(session.transcript)")
     #expect(session.transcript.contains("=== result source ok"), "\(session.transcript)")
     #expect(session.transcript.contains("=== result destination ok"), "\(session.transcript)")

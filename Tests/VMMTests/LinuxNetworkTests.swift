@@ -50,7 +50,7 @@ struct LinuxNetworkTests {
       skvm: [
         "run", "--initrd", iperf, "--net", "user,hostfwd=tcp::\(port + 1)-:8080,mac=52:54:00:aa:bb:cc", "--stats",
       ], monitor: true,
-      timeout: 150)
+      timeout: 300)
     var line =
       "mkdir -p \(directory) && echo served-by-the-host > \(directory)/file.txt && "
       + "{ python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory) >/dev/null 2>&1 & server=$!; } && "
@@ -66,7 +66,7 @@ struct LinuxNetworkTests {
           "expect:1000 packets transmitted, 1000 packets received", "expect:PING=0",
           "send:poweroff -f", "exit:0",
         ],
-        skvm: ["run", "--net", "tap,ifname=skvmtap0", "--stats"], timeout: 150)
+        skvm: ["run", "--net", "tap,ifname=skvmtap0", "--stats"], timeout: 300)
       // A multiqueue tap (two pairs, one per vCPU) with vhost-net moving the frames: pings,
       // iperf3 both ways with two streams, and a pause in between.
       let vhost = LinuxGuestHost.sessionCommand(
@@ -87,7 +87,7 @@ struct LinuxNetworkTests {
         ],
         skvm: [
           "run", "--cpus", "2", "--initrd", iperf, "--net", "tap,ifname=skvmmq0,vhost=on,queues=2", "--stats",
-        ], monitor: true, timeout: 200)
+        ], monitor: true, timeout: 300)
       // Two guests on one bridge, each on a tap skvm creates and adds to it; they find each
       // other by IPv6 link-local address (no DHCP server needed).
       let peer = "fe80::5054:ff:fe00:2"
@@ -99,7 +99,7 @@ struct LinuxNetworkTests {
           "expect:5 packets transmitted, 5 packets received", "expect:BRIDGE=0",
           "send:poweroff -f", "exit:0",
         ],
-        skvm: ["run", "--net", "tap,ifname=skvmb1,bridge=skvmbr0,mac=52:54:00:00:00:01"], timeout: 200)
+        skvm: ["run", "--net", "tap,ifname=skvmb1,bridge=skvmbr0,mac=52:54:00:00:00:01"], timeout: 300)
       // All three in one namespace of the test's own; the bridge's second guest boots in the
       // background meanwhile.
       line +=
@@ -113,7 +113,7 @@ struct LinuxNetworkTests {
             + "\(tap) && \(vhost) && \(bridged); status=$?; kill $peer $iperf; [ $status = 0 ]"
         ])
     }
-    let session = try await LinuxGuestHost.shell(line, timeout: 600)
+    let session = try await LinuxGuestHost.shell(line, timeout: 1300)
     #expect(session.status == 0, "\(session.transcript)")
     #expect(session.transcript.contains("=== result user-net ok"), "\(session.transcript)")
     #expect(session.transcript.contains("eth0 has address 10.0.2.15/24"), "DHCP gave the address")

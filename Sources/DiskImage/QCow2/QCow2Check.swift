@@ -197,6 +197,10 @@ struct QCow2Checker {
     guard l2Offset < fileLength else { return }
     var table = try readEntries(count: Int(header.l2Entries), at: l2Offset)
     var nextContiguous: UInt64 = 0
+    // Whether this table overlaps other metadata, asked once (fixes write only its entries, so
+    // the answer holds for the whole table): a table of thousands of bad entries is not
+    // thousands of reads of every other table.
+    var overlap: Bool?
     for slot in 0..<Int(header.l2Entries) {
       let entry = table[slot]
       switch QCow2EntryKind(entry) {
@@ -226,7 +230,7 @@ struct QCow2Checker {
             report(
               "\(repair.fixesErrors ? "Repairing" : "ERROR") offset=\(hex(offset)): Preallocated cluster is not "
                 + "properly aligned; L2 entry corrupted.")
-            if repair.fixesErrors, try fixEntryByZero(&table, slot: slot, l2Offset: l2Offset) {
+            if repair.fixesErrors, try fixEntryByZero(&table, slot: slot, l2Offset: l2Offset, overlap: &overlap) {
               result.corruptions -= 1
               result.corruptionsFixed += 1
               continue
@@ -251,10 +255,12 @@ struct QCow2Checker {
   }
 
   /// Turns a preallocated zero cluster with an unaligned offset into a plain zero cluster.
-  private mutating func fixEntryByZero(_ table: inout [UInt64], slot: Int, l2Offset: UInt64) throws(DiskImageError)
-    -> Bool
-  {
-    guard !overlapsMetadata(l2Offset, except: .activeL2) else {
+  private mutating func fixEntryByZero(
+    _ table: inout [UInt64], slot: Int, l2Offset: UInt64, overlap: inout Bool?
+  ) throws(DiskImageError) -> Bool {
+    let overlaps = overlap ?? overlapsMetadata(l2Offset, except: .activeL2)
+    overlap = overlaps
+    guard !overlaps else {
       result.checkErrors += 1
       report("ERROR: Overlap check failed")
       return false
