@@ -129,6 +129,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard hole >= 0 else { return [] }  // the file system cannot say: no holes known
         guard hole < end else { break }
         let data = lseek(memfd, hole, seekData)
+        guard data >= 0 || errno == ENXIO else { return [] }
         let holeEnd = data < 0 ? end : min(data, end)  // ENXIO: a hole to the end of the file
         let first = (UInt64(hole) + Self.pageSize - 1) / Self.pageSize * Self.pageSize
         let last = UInt64(holeEnd) / Self.pageSize * Self.pageSize

@@ -20,6 +20,24 @@ struct GuestMemoryTests {
     #expect(try memory.bytes(at: 0x1_0000_0000, length: 2) == [0xEF, 0xBE])
   }
 
+  @Test("Pages nobody wrote are reported as unwritten; a written page, and only it, is not")
+  func unwrittenRanges() throws {
+    let memory = try makeMemory()
+    let page = GuestMemory.pageSize
+    #expect(memory.unwrittenRanges().map(\.size).reduce(0, +) == 2 * Self.oneMiB, "fresh RAM is all holes")
+    try memory.store(UInt8(1), at: 0x3005)
+    try memory.store(UInt8(1), at: 0x1_0000_0000 + Self.oneMiB - 1)
+    let ranges = memory.unwrittenRanges()
+    #expect(ranges.map(\.size).reduce(0, +) == 2 * Self.oneMiB - 2 * page)
+    for (start, size) in ranges {
+      #expect(!(start..<start + size).contains(0x3000), "the written low page is data")
+      #expect(!(start..<start + size).contains(0x1_0000_0000 + Self.oneMiB - page), "the written high page too")
+      #expect(start % page == 0 && size % page == 0)
+    }
+    #expect(ranges.contains { $0.guestAddress == 0 && $0.size == 0x3000 })
+    #expect(ranges.contains { $0.guestAddress == 0x4000 && $0.size == Self.oneMiB - 0x4000 })
+  }
+
   static let outsideAccesses: [(UInt64, Int)] = [
     ((1 << 20) - 7, 8),  // straddles the end of the low region
     (1 << 20, 1),  // just past it
