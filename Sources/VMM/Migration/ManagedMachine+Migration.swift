@@ -162,8 +162,8 @@ extension ManagedMachine {
       // SKVM_TRACE_MIGRATION=1 prints where the stop's time goes, on standard error.
       current.flushDisks()
       let stopped = monotonicNanoseconds()
-      var marks: [(String, UInt64)] = [("stop", stopped)]
-      defer { Self.printSwitchOverTrace(marks) }
+      var trace = PhaseTrace("migration switch-over", enabledBy: "SKVM_TRACE_MIGRATION", start: stopped)
+      defer { trace.print() }
       wasRunning = !current.isPaused
       if wasRunning {
         current.pause()
@@ -172,13 +172,13 @@ extension ManagedMachine {
       paused = true
       info.status = .device
       setMigration(info, event: true)
-      marks.append(("paused", monotonicNanoseconds()))
+      trace.mark("paused")
       try sender.send(pages + (try current.takeDirtyPages()))
-      marks.append(("last pages", monotonicNanoseconds()))
+      trace.mark("last pages")
       let captured = try current.captureState()
-      marks.append(("state read", monotonicNanoseconds()))
+      trace.mark("state read")
       let saved = try captured.json()
-      marks.append(("state encoded", monotonicNanoseconds()))
+      trace.mark("state encoded")
 
       var message = MigrationMessage(.state)
       message.put32(UInt32(saved.record.count))
@@ -186,15 +186,15 @@ extension ManagedMachine {
       do throws(MigrationChannel.Failure) {
         try channel.send(message.bytes + saved.record + saved.devices)
         sender.statistics.transferred += UInt64(message.bytes.count + saved.record.count + saved.devices.count)
-        marks.append(("state sent", monotonicNanoseconds()))
+        trace.mark("state sent")
         disksReleased = true
         let stuck = current.setDiskLocks(false)
         guard stuck.isEmpty else { throw MigrationChannel.Failure("cannot release \(stuck.joined(separator: ", "))") }
-        marks.append(("disks released", monotonicNanoseconds()))
+        trace.mark("disks released")
         // The destination runs the guest if it ran here, and keeps it paused if it was.
         try channel.send([MigrationKind.complete.rawValue, wasRunning ? 1 : 0])
         try Self.awaitAnswer(from: channel, success: .running, what: "start the machine")
-        marks.append(("destination running", monotonicNanoseconds()))
+        trace.mark("destination running")
       } catch {
         throw VirtualMachineError.migration(error.description)
       }
@@ -216,18 +216,6 @@ extension ManagedMachine {
       if lock.withLock({ state.migrationCancelled }) { try? channel.send([MigrationKind.cancel.rawValue]) }
       throw fail(error)
     }
-  }
-
-  /// Prints the switch-over's phases (milliseconds each) when SKVM_TRACE_MIGRATION is set.
-  private static func printSwitchOverTrace(_ marks: [(String, UInt64)]) {
-    guard getenv("SKVM_TRACE_MIGRATION") != nil, let first = marks.first else { return }
-    let phases = zip(marks, marks.dropFirst()).map { previous, mark in
-      "\(mark.0) \(Double((mark.1 &- previous.1) / 1000) / 1000)"
-    }
-    let line =
-      "skvm: migration switch-over (ms): \(phases.joined(separator: ", ")); "
-      + "\(Double(((marks.last?.1 ?? first.1) &- first.1) / 1000) / 1000) in all\n"
-    _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
   }
 
   /// Pages left over that are not worth another pass (1 MiB: a millisecond or two of stop).

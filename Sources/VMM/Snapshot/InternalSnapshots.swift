@@ -60,18 +60,11 @@ extension VirtualMachine {
   public func saveInternalSnapshot(named name: String) throws(VirtualMachineError) {
     guard isPaused else { throw .snapshot("the machine must be paused to be saved") }
     // SKVM_TRACE_SAVEVM=1 prints where the time goes, on standard error.
-    let clock = ContinuousClock()
-    var marks: [(String, ContinuousClock.Instant)] = [("start", clock.now)]
-    defer {
-      if getenv("SKVM_TRACE_SAVEVM") != nil {
-        let phases = zip(marks, marks.dropFirst()).map { "\($1.0) \($1.1 - $0.1)" }
-        let line = "skvm: savevm \(name): " + phases.joined(separator: ", ") + "\n"
-        _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
-      }
-    }
+    var trace = PhaseTrace("savevm \(name)", enabledBy: "SKVM_TRACE_SAVEVM")
+    defer { trace.print() }
     let disks = try snapshotDisks()
     let state = try captureState().json()
-    marks.append(("capture", clock.now))
+    trace.mark("capture")
     let layout = try SnapshotFile.Layout(record: state.record, devices: state.devices, memory: memory)
     let holder = disks[0]
     let ordering = holder.metadataOrdering
@@ -81,7 +74,7 @@ extension VirtualMachine {
       for disk in disks where (try disk.snapshots).contains(where: { $0.name == name }) {
         try disk.deleteSnapshot(name)
       }
-      marks.append(("delete old", clock.now))
+      trace.mark("delete old")
       try write(layout.header, into: holder, at: 0)
       try write(state.record, into: holder, at: UInt64(SnapshotFile.headerSize))
       try write(state.devices, into: holder, at: layout.devicesOffset)
@@ -98,9 +91,9 @@ extension VirtualMachine {
           }
         }
       }
-      marks.append(("write", clock.now))
+      trace.mark("write")
       try holder.flush()
-      marks.append(("flush", clock.now))
+      trace.mark("flush")
       let guestClock = (try? vm.clock().clock) ?? 0
       var created: [QCow2Image] = []
       do {
@@ -113,11 +106,11 @@ extension VirtualMachine {
         for disk in created { try? disk.deleteSnapshot(name) }
         throw error
       }
-      marks.append(("create", clock.now))
+      trace.mark("create")
       try holder.discardVMState(length: layout.length)
-      marks.append(("discard", clock.now))
+      trace.mark("discard")
       for disk in disks { try disk.flush() }
-      marks.append(("flush", clock.now))
+      trace.mark("flush")
     } catch let error as VirtualMachineError {
       throw error
     } catch {
