@@ -10,9 +10,13 @@ let package = Package(
     .library(name: "Virtio", targets: ["Virtio"]),
     .library(name: "Network", targets: ["Network"]),
     .executable(name: "skvm", targets: ["skvm"]),
+    .executable(name: "skvmd", targets: ["skvmd"]),
+    .executable(name: "skvm-ctl", targets: ["skvm-ctl"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+    .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
   ],
   targets: [
     // Layer 0: the C view of <linux/kvm.h> (structs, ioctl numbers, kvm_run accessors).
@@ -66,6 +70,31 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
+    // Layer 8: management — domain definitions (libvirt's domain XML), the registry (SQLite through
+    // GRDB) and the supervisor of each domain's `skvm run` process.
+    .target(
+      name: "Management",
+      dependencies: ["Monitor", "VMM", "JSON", "CSystemCalls", .product(name: "GRDB", package: "GRDB.swift")]),
+    // The daemon's HTTP API and the CLI's client of it, over unix sockets (SwiftNIO's HTTP/1.1).
+    .target(
+      name: "ManagementAPI",
+      dependencies: [
+        "Management", "JSON", .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+      ]),
+    // The management daemon.
+    .executableTarget(
+      name: "skvmd",
+      dependencies: [
+        "Management", "ManagementAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    // The management CLI (`skvm ctl VERB …`, virsh's verbs), a client of the daemon.
+    .executableTarget(
+      name: "skvm-ctl",
+      dependencies: [
+        "Management", "ManagementAPI", "JSON", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .testTarget(name: "ManagementTests", dependencies: ["Management", "ManagementAPI", "JSON"]),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),

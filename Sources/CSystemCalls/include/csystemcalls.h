@@ -5,6 +5,7 @@
 #include <sys/types.h>
 #include "cnetwork.h"
 #include "cvhost.h"
+#include "cprocess.h"
 
 /// fallocate(2), which Swift's Glibc module does not export: 0, or -1 with errno set.
 int csys_fallocate(int fd, int mode, off_t offset, off_t length);

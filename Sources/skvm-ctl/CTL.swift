@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Management
+
+/// `skvm ctl`: virsh's verbs against the management daemon (skvmd).
+@main
+struct CTL: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "skvm ctl",
+    abstract: "Manage the domains of the SwiftKVM daemon (skvmd) with virsh's verbs.",
+    discussion: """
+      Before the verb, -c system|session (or qemu:///system, qemu:///session, or a socket path)
+      picks the daemon, as virsh's -c; -r uses its read-only socket. Without -c: $SKVM_CONNECT,
+      else the system daemon for root and your own session daemon otherwise.
+      Errors are printed as 'error: …' with exit status 1, as virsh does.
+      """,
+    version: "skvm ctl \(ManagementVersion.current)",
+    subcommands: [
+      Define.self, Undefine.self, Create.self, Start.self, Shutdown.self, Destroy.self, Reboot.self, Reset.self,
+      Suspend.self, Resume.self, List.self, DomInfo.self, DomState.self, DomUUID.self, DomName.self, DomID.self,
+      DumpXML.self, Autostart.self, Template.self, DomBlkList.self, DomIfList.self, MonitorCommand.self,
+      Event.self, Version.self,
+    ])
+
+  static func main() async {
+    let arguments = Connection.extract(Array(CommandLine.arguments.dropFirst()))
+    do {
+      var command = try parseAsRoot(arguments)
+      if var asyncCommand = command as? any AsyncParsableCommand {
+        try await asyncCommand.run()
+      } else {
+        try command.run()
+      }
+    } catch let error as CLIError {
+      FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+      Foundation.exit(1)
+    } catch {
+      exit(withError: error)
+    }
+  }
+}
+
+/// Writes a line to standard output.
+func say(_ line: String) { print(line) }

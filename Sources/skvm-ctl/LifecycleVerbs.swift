@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Management
+
+/// A verb that acts on one domain and prints virsh's sentence for it.
+protocol DomainAction: AsyncParsableCommand {
+  var domain: String { get }
+  static var action: String { get }
+  static func sentence(_ name: String) -> String
+}
+
+extension DomainAction {
+  func run() async throws {
+    let body = try await Connection.call(.POST, Connection.domainPath(domain, "/\(Self.action)"))
+    let summary = try Connection.decode(DomainSummary.self, body)
+    say(Self.sentence(summary.name))
+  }
+}
+
+struct Start: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Start a defined (inactive) domain.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+
+  func run() async throws {
+    let body = try await Connection.call(.POST, Connection.domainPath(domain, "/start"))
+    say("Domain '\(try Connection.decode(DomainSummary.self, body).name)' started")
+  }
+}
+
+struct Destroy: DomainAction {
+  static let configuration = CommandConfiguration(abstract: "Stop a domain at once (its guest gets no warning).")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  static let action = "destroy"
+  static func sentence(_ name: String) -> String { "Domain '\(name)' destroyed" }
+}
+
+struct Reboot: DomainAction {
+  static let configuration = CommandConfiguration(
+    abstract: "Reboot a domain: the guest is asked to power off (ACPI) and started again.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  static let action = "reboot"
+  static func sentence(_ name: String) -> String { "Domain '\(name)' is being rebooted" }
+}
+
+struct Reset: DomainAction {
+  static let configuration = CommandConfiguration(abstract: "Reset a domain at once, as its reset button.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  static let action = "reset"
+  static func sentence(_ name: String) -> String { "Domain '\(name)' was reset" }
+}
+
+struct Suspend: DomainAction {
+  static let configuration = CommandConfiguration(abstract: "Pause a running domain.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  static let action = "suspend"
+  static func sentence(_ name: String) -> String { "Domain '\(name)' suspended" }
+}
+
+struct Resume: DomainAction {
+  static let configuration = CommandConfiguration(abstract: "Resume a paused domain.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  static let action = "resume"
+  static func sentence(_ name: String) -> String { "Domain '\(name)' resumed" }
+}
+
+struct Shutdown: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Ask a domain to power off (the ACPI power button).",
+    discussion: "With --timeout, waits until it is shut off and fails if it is not within that many seconds.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  @Option(help: ArgumentHelp("Wait this many seconds for it to shut off.", valueName: "seconds")) var timeout: Int?
+
+  func run() async throws {
+    let body = try await Connection.call(.POST, Connection.domainPath(domain, "/shutdown"))
+    let summary = try Connection.decode(DomainSummary.self, body)
+    say("Domain '\(summary.name)' is being shutdown")
+    guard let timeout else { return }
+    let deadline = Date().addingTimeInterval(Double(timeout))
+    while Date() < deadline {
+      let info = try Connection.decode(
+        DomainInfo.self, try await Connection.call(.GET, Connection.domainPath(summary.uuid)))
+      if !info.summary.state.isActive { return }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    throw CLIError("domain '\(summary.name)' did not shut off within \(timeout) seconds")
+  }
+}
+
+struct Create: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Create and start a transient domain from an XML file (forgotten when it stops).")
+  @Argument(help: "The domain XML file.") var file: String
+
+  func run() async throws {
+    let xml = try readDefinition(file)
+    let body = try await Connection.call(.POST, "/v1/transient-domains", body: xml, contentType: "application/xml")
+    say("Domain '\(try Connection.decode(DomainSummary.self, body).name)' created from \(file)")
+  }
+}
+
+/// The bytes of a domain XML file (at most 1 MiB), or a clear error.
+func readDefinition(_ file: String) throws -> [UInt8] {
+  guard let handle = FileHandle(forReadingAtPath: file) else {
+    throw CLIError("failed to read \(file): no such file, or not readable")
+  }
+  defer { try? handle.close() }
+  let data = (try? handle.read(upToCount: (1 << 20) + 1)) ?? Data()
+  if data.count > 1 << 20 { throw CLIError("\(file) is larger than 1 MiB: not a domain definition") }
+  return Array(data)
+}
