@@ -12,28 +12,19 @@ public enum APIServer {
     router: APIRouter, socketPath: String, group: (any EventLoopGroup)? = nil, groupID: gid_t? = nil
   ) async throws {
     let eventLoops = group ?? MultiThreadedEventLoopGroup.singleton
-    // Created private, then opened to the group if asked: no moment where others can connect.
-    let previous = umask(0o177)
-    let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
-    do {
-      server = try await ServerBootstrap(group: eventLoops)
-        .serverChannelOption(.backlog, value: 256)
-        .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
-          channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-              wrappingChannelSynchronously: channel)
-          }
+    // The socket's directory is private (0700, or 0750 for the group), so nobody else can reach
+    // the socket in the moment between bind and chmod.
+    let server = try await ServerBootstrap(group: eventLoops)
+      .serverChannelOption(.backlog, value: 256)
+      .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+          return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+            wrappingChannelSynchronously: channel)
         }
-    } catch {
-      umask(previous)
-      throw error
-    }
-    umask(previous)
-    if let groupID {
-      chown(socketPath, getuid(), groupID)
-      chmod(socketPath, 0o660)
-    }
+      }
+    if let groupID { chown(socketPath, getuid(), groupID) }
+    chmod(socketPath, groupID == nil ? 0o600 : 0o660)
     try await withThrowingDiscardingTaskGroup { tasks in
       try await server.executeThenClose { connections in
         for try await connection in connections {

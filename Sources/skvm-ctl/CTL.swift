@@ -9,9 +9,9 @@ struct CTL: AsyncParsableCommand {
     commandName: "skvm ctl",
     abstract: "Manage the domains of the SwiftKVM daemon (skvmd) with virsh's verbs.",
     discussion: """
-      Before the verb, -c system|session (or qemu:///system, qemu:///session, or a socket path)
-      picks the daemon, as virsh's -c; -r uses its read-only socket. Without -c: $SKVM_CONNECT,
-      else the system daemon for root and your own session daemon otherwise.
+      Before the verb, -c system|session (or qemu:///system, qemu:///session, or a socket path) \
+      picks the daemon, as virsh's -c; -r uses its read-only socket. Without -c: $SKVM_CONNECT, \
+      else the system daemon for root and your own session daemon otherwise. \
       Errors are printed as 'error: …' with exit status 1, as virsh does.
       """,
     version: "skvm ctl \(ManagementVersion.current)",

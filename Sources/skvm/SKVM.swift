@@ -8,7 +8,7 @@ struct SKVM: ParsableCommand {
     commandName: "skvm",
     abstract: "SwiftKVM: a KVM virtual machine monitor and toolstack.",
     version: "skvm \(SwiftKVMVersion.current)",
-    subcommands: [Run.self, Kit.self, MonitorCommand.self, ImgCommand.self],
+    subcommands: [Run.self, Kit.self, MonitorCommand.self, ImgCommand.self, Ctl.self],
     defaultSubcommand: nil
   )
 
@@ -17,6 +17,7 @@ struct SKVM: ParsableCommand {
     // The host's CPUID table, asked for while the command line is parsed (about 1 ms on a
     // nested host, where every CPUID traps).
     if CommandLine.arguments.dropFirst().first == "run" { HostCPUID.prefetch() }
+    if CommandLine.arguments.dropFirst().first == "ctl" { Ctl.exec(Array(CommandLine.arguments.dropFirst(2))) }
     main(nil)
   }
 }

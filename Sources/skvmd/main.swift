@@ -59,6 +59,11 @@ struct SKVMD: AsyncParsableCommand {
     } catch {
       fail("cannot create \(paths.stateDirectory) and \(paths.runtimeDirectory): \(error.localizedDescription)")
     }
+    if let groupID {
+      // The group reaches the sockets through the runtime directory.
+      chown(paths.runtimeDirectory, getuid(), groupID)
+      chmod(paths.runtimeDirectory, 0o750)
+    }
     let lock = lockInstance(paths)
     defer { close(lock) }
     signal(SIGPIPE, SIG_IGN)

@@ -1,0 +1,209 @@
+import Foundation
+import Testing
+
+/// skvmd and `skvm ctl` end to end, with domains running a tiny halting guest under /dev/kvm.
+@Suite("Management daemon and skvm ctl")
+struct ManagementDaemonTests {
+  func expectSuccess(_ result: ChildProcess.Result, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(result.status == 0, "\(what): \(result.errors)\(result.output)", sourceLocation: sourceLocation)
+  }
+
+  func state(_ harness: ManagementHarness, _ domain: String) async throws -> String {
+    try await harness.ctl(["domstate", "--reason", domain]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  @Test("define → start → list → suspend → resume → destroy → undefine, with virsh's words and statuses")
+  func lifecycle() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let file = try harness.writeDefinition("alpha", extra: "<title>First one</title>")
+    let defined = try await harness.ctl(["define", file])
+    expectSuccess(defined, "define")
+    #expect(defined.output.contains("Domain 'alpha' defined from \(file)"))
+    var list = try await harness.ctl(["list", "--all"])
+    #expect(list.output.contains(" -    alpha   shut off"), "\(list.output)")
+    #expect(try await state(harness, "alpha") == "shut off (unknown)")
+
+    let started = try await harness.ctl(["start", "alpha"])
+    expectSuccess(started, "start")
+    #expect(started.output == "Domain 'alpha' started\n")
+    list = try await harness.ctl(["list"])
+    #expect(list.output.contains("alpha   running"), "\(list.output)")
+    #expect(try await state(harness, "alpha") == "running (booted)")
+    let id = try await harness.ctl(["domid", "alpha"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+    #expect(Int(id) != nil)
+    // By id and by UUID too.
+    let uuid = try await harness.ctl(["domuuid", "alpha"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+    #expect(try await harness.ctl(["domname", id]).output.hasPrefix("alpha"))
+    #expect(try await harness.ctl(["domname", uuid]).output.hasPrefix("alpha"))
+    let info = try await harness.ctl(["dominfo", "alpha"]).output
+    #expect(info.contains("State:          running") && info.contains("Max memory:     32768 KiB"), "\(info)")
+    let xml = try await harness.ctl(["dumpxml", "alpha"]).output
+    #expect(xml.contains("<domain type='kvm' id='\(id)'") && xml.contains("<uuid>\(uuid)</uuid>"), "\(xml)")
+    #expect(try await harness.ctl(["list", "--title"]).output.contains("First one"))
+    #expect(try await harness.ctl(["list", "--name"]).output == "alpha\n\n")
+
+    let again = try await harness.ctl(["start", "alpha"])
+    #expect(again.status == 1 && again.errors.contains("error: domain 'alpha' is already active"), "\(again.errors)")
+
+    expectSuccess(try await harness.ctl(["suspend", "alpha"]), "suspend")
+    #expect(try await state(harness, "alpha") == "paused (user)")
+    let hmp = try await harness.ctl(["qemu-monitor-command", "alpha", "--hmp", "info", "status"])
+    #expect(hmp.output.contains("VM status: paused"), "\(hmp.output)\(hmp.errors)")
+    expectSuccess(try await harness.ctl(["resume", "alpha"]), "resume")
+    #expect(try await state(harness, "alpha") == "running (unpaused)")
+    let qmp = try await harness.ctl(["qemu-monitor-command", "alpha", #"{"execute": "query-status"}"#])
+    #expect(qmp.output.contains(#""status":"running""#), "\(qmp.output)\(qmp.errors)")
+    #expect(harness.domainLog("alpha").contains("ok"), "the guest's serial output is in its log")
+
+    let pid = try #require(harness.vmmPid("alpha"))
+    let destroyed = try await harness.ctl(["destroy", "alpha"])
+    #expect(destroyed.output == "Domain 'alpha' destroyed\n")
+    #expect(!ManagementHarness.isRunning(pid), "the VMM process is gone when destroy returns")
+    #expect(try await state(harness, "alpha") == "shut off (destroyed)")
+    #expect(try await harness.ctl(["domid", "alpha"]).output.hasPrefix("-"))
+
+    let undefined = try await harness.ctl(["undefine", "alpha"])
+    #expect(undefined.output == "Domain 'alpha' has been undefined\n")
+    let gone = try await harness.ctl(["dominfo", "alpha"])
+    #expect(gone.status == 1 && gone.errors.contains("failed to get domain 'alpha'"), "\(gone.errors)")
+  }
+
+  @Test(
+    "SIGKILL the daemon with 5 domains running: a new daemon finds them; one killed meanwhile shows crashed; autostart")
+  func daemonRestart() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let names = (1...5).map { "vm\($0)" }
+    for name in names {
+      expectSuccess(try await harness.ctl(["define", try harness.writeDefinition(name)]), "define \(name)")
+      expectSuccess(try await harness.ctl(["start", name]), "start \(name)")
+    }
+    expectSuccess(try await harness.ctl(["define", try harness.writeDefinition("auto")]), "define auto")
+    expectSuccess(try await harness.ctl(["autostart", "auto"]), "autostart")
+    let pids = names.map { harness.vmmPid($0) }
+    #expect(pids.allSatisfy { $0 != nil }, "\(pids)")
+
+    harness.stopDaemon(signal: SIGKILL)
+    for pid in pids.compactMap({ $0 }) { #expect(ManagementHarness.isRunning(pid), "a domain died with the daemon") }
+    let down = try await harness.ctl(["list"])
+    #expect(down.status == 1 && down.errors.contains("the daemon is not running"), "\(down.errors)")
+    // One dies while no daemon watches.
+    let victim = try #require(pids[3])
+    kill(victim, SIGKILL)
+    while ManagementHarness.isRunning(victim) { try await Task.sleep(for: .milliseconds(10)) }
+
+    try harness.startDaemon()
+    for name in names where name != "vm4" {
+      #expect(try await state(harness, name) == "running (booted)", "\(name): \(harness.daemonLog)")
+    }
+    #expect(try await state(harness, "vm4") == "shut off (crashed)")
+    #expect(try await state(harness, "auto") == "running (booted)")
+    #expect(harness.daemonLog.contains("domain 'vm1' is running"))
+    // The daemon controls the domains it found again.
+    expectSuccess(try await harness.ctl(["suspend", "vm2"]), "suspend after restart")
+    #expect(try await state(harness, "vm2") == "paused (user)")
+    for name in names + ["auto"] where name != "vm4" {
+      expectSuccess(try await harness.ctl(["destroy", name]), "destroy \(name)")
+    }
+    for pid in pids.compactMap({ $0 }) { #expect(!ManagementHarness.isRunning(pid)) }
+    let list = try await harness.ctl(["list"])
+    #expect(!list.output.contains("running"), "\(list.output)")
+  }
+
+  @Test("20 domains started and destroyed at once; two starts of one domain: one wins, one is told why")
+  func concurrency() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let names = (1...20).map { "c\($0)" }
+    for name in names {
+      expectSuccess(try await harness.ctl(["define", try harness.writeDefinition(name, memory: 16)]), "define")
+    }
+    let starts = try await withThrowingTaskGroup(of: Int32.self) { group in
+      for name in names { group.addTask { try await harness.ctl(["start", name]).status } }
+      return try await group.reduce(into: [Int32]()) { $0.append($1) }
+    }
+    #expect(starts.allSatisfy { $0 == 0 }, "\(starts)")
+    let running = try await harness.ctl(["list", "--state-running", "--name"])
+    #expect(running.output.split(separator: "\n").count == 20, "\(running.output)")
+    let destroys = try await withThrowingTaskGroup(of: Int32.self) { group in
+      for name in names { group.addTask { try await harness.ctl(["destroy", name]).status } }
+      return try await group.reduce(into: [Int32]()) { $0.append($1) }
+    }
+    #expect(destroys.allSatisfy { $0 == 0 }, "\(destroys)")
+    #expect(try await harness.ctl(["list", "--name"]).output == "\n")
+
+    async let first = harness.ctl(["start", "c1"])
+    async let second = harness.ctl(["start", "c1"])
+    let results = try await [first, second]
+    #expect(results.filter { $0.status == 0 }.count == 1, "\(results.map(\.errors))")
+    let loser = try #require(results.first { $0.status != 0 })
+    #expect(loser.errors.contains("busy") || loser.errors.contains("already active"), "\(loser.errors)")
+    expectSuccess(try await harness.ctl(["destroy", "c1"]), "destroy")
+  }
+
+  @Test("Bad input: hostile XML, duplicates, missing disks, templates, transient domains, the read-only socket")
+  func badInput() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let socketMode = try FileManager.default.attributesOfItem(atPath: harness.socket)[.posixPermissions] as? Int
+    #expect(socketMode == 0o600)
+
+    let bomb = harness.directory.appendingPathComponent("bomb.xml")
+    try Data("<!DOCTYPE d [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;'>]><domain><name>&b;</name></domain>".utf8).write(
+      to: bomb)
+    let hostile = try await harness.ctl(["define", bomb.path])
+    #expect(hostile.status == 1 && hostile.errors.contains("DOCTYPE"), "\(hostile.errors)")
+    let unknown = try harness.writeDefinition("odd", devices: "<video/>")
+    let odd = try await harness.ctl(["define", unknown])
+    #expect(
+      odd.status == 1 && odd.errors.contains("<video>") && odd.errors.contains("unknown element"), "\(odd.errors)")
+
+    let file = try harness.writeDefinition("beta")
+    expectSuccess(try await harness.ctl(["define", file]), "define")
+    // The same name again without its UUID is another domain: refused, as libvirt does.
+    let duplicate = try await harness.ctl(["define", file])
+    #expect(
+      duplicate.status == 1 && duplicate.errors.contains("domain 'beta' already exists with uuid"),
+      "\(duplicate.errors)")
+    // dumpxml's output (with the UUID) redefines it.
+    let dumped = harness.directory.appendingPathComponent("beta-dumped.xml")
+    try Data(try await harness.ctl(["dumpxml", "beta"]).output.utf8).write(to: dumped)
+    expectSuccess(try await harness.ctl(["define", dumped.path]), "redefine from dumpxml")
+    let noDisk = try harness.writeDefinition(
+      "gamma", devices: "<disk type='file'><source file='/nonexistent/disk.qcow2'/><target dev='vda'/></disk>")
+    let warned = try await harness.ctl(["define", noDisk])
+    #expect(warned.status == 0 && warned.errors.contains("/nonexistent/disk.qcow2 does not exist"), "\(warned.errors)")
+    let failed = try await harness.ctl(["start", "gamma"])
+    #expect(failed.status == 1 && failed.errors.contains("/nonexistent/disk.qcow2"), "\(failed.errors)")
+    #expect(try await state(harness, "gamma") == "shut off (unknown)")
+
+    expectSuccess(try await harness.ctl(["template", "beta"]), "template")
+    let template = try await harness.ctl(["start", "beta"])
+    #expect(template.status == 1 && template.errors.contains("is a template"), "\(template.errors)")
+    expectSuccess(try await harness.ctl(["template", "--disable", "beta"]), "template --disable")
+
+    // Read-only: queries work, changes are refused.
+    #expect(try await harness.ctl(["list", "--all"], readOnly: true).output.contains("beta"))
+    let refused = try await harness.ctl(["start", "beta"], readOnly: true)
+    #expect(refused.status == 1 && refused.errors.contains("read-only"), "\(refused.errors)")
+
+    // Transient: create runs it; it is forgotten when it stops.
+    let transient = try harness.writeDefinition("delta")
+    let created = try await harness.ctl(["create", transient])
+    #expect(created.output == "Domain 'delta' created from \(transient)\n", "\(created.errors)")
+    #expect(try await harness.ctl(["dominfo", "delta"]).output.contains("Persistent:     no"))
+    expectSuccess(try await harness.ctl(["destroy", "delta"]), "destroy transient")
+    #expect(try await harness.ctl(["dominfo", "delta"]).status == 1)
+
+    // Undefining a running domain makes it transient; it runs on until destroyed.
+    expectSuccess(try await harness.ctl(["start", "beta"]), "start")
+    expectSuccess(try await harness.ctl(["undefine", "beta"]), "undefine running")
+    #expect(try await state(harness, "beta") == "running (booted)")
+    expectSuccess(try await harness.ctl(["destroy", "beta"]), "destroy")
+    #expect(try await harness.ctl(["list", "--all", "--name"]).output.contains("beta") == false)
+
+    let invalidName = try await harness.ctl(["start", "no/such"])
+    #expect(invalidName.status == 1 && invalidName.errors.contains("failed to get domain"), "\(invalidName.errors)")
+  }
+}
