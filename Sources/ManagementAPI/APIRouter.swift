@@ -143,7 +143,12 @@ public struct APIRouter: Sendable {
     case ("GET", 2, "domains"):
       return .json(try await manager.info(rest[1]))
     case ("DELETE", 2, "domains"):
-      let removeStorage = ["1", "true", "yes"].contains(request.query["remove-all-storage"] ?? "")
+      let removeStorage: Bool
+      switch request.query["remove-all-storage"] {
+      case nil, "0": removeStorage = false
+      case "1": removeStorage = true
+      case let other?: throw ManagementError(.badRequest, "remove-all-storage=\(other): give 0 or 1")
+      }
       return .json(["removed": try await manager.undefine(rest[1], removeStorage: removeStorage)])
     case ("GET", 3, "domains") where rest[2] == "xml":
       return APIResponse(contentType: "application/xml", body: Array(try await manager.xml(rest[1]).utf8))
