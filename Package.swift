@@ -74,7 +74,9 @@ let package = Package(
     // GRDB) and the supervisor of each domain's `skvm run` process.
     .target(
       name: "Management",
-      dependencies: ["Monitor", "VMM", "JSON", "CSystemCalls", .product(name: "GRDB", package: "GRDB.swift")]),
+      dependencies: [
+        "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls", .product(name: "GRDB", package: "GRDB.swift"),
+      ]),
     // The daemon's HTTP API and the CLI's client of it, over unix sockets (SwiftNIO's HTTP/1.1).
     .target(
       name: "ManagementAPI",

@@ -1,3 +1,4 @@
+import DiskImage
 import Foundation
 import Glibc
 import JSON
@@ -179,6 +180,69 @@ public actor DomainManager {
       try registry.update(uuid: record.uuid) { $0.template = enabled }
     }
     return summary(updated ?? record)
+  }
+
+  /// `clone SOURCE NEW [--linked]` (virt-clone): a new domain with a new name, UUID and MAC
+  /// addresses, and its own copies of the source's writable disks — full copies, or qcow2
+  /// overlays backed by the source's images with `linked`. Read-only disks and CD-ROMs are shared.
+  /// The source must be shut off (a template always is).
+  public func clone(_ reference: String, name: String, linked: Bool) async throws(ManagementError) -> CloneResult {
+    let source = try record(reference)
+    if let problem = DomainName.problem(name) { throw ManagementError(.invalidDefinition, problem) }
+    if let taken = try registryCall({ () throws(RegistryError) in try registry.record(named: name) }) {
+      throw ManagementError(.alreadyExists, "domain '\(name)' already exists with uuid \(taken.uuid)")
+    }
+    if source.state.isActive {
+      throw ManagementError(
+        .operationInvalid, "domain '\(source.name)' is running: shut it down (or destroy it) before cloning it")
+    }
+    try startJob(source, "clone")
+    defer { endJob(source) }
+    var definition = try definition(source)
+    definition.name = name
+    definition.uuid = UUID()
+    for index in definition.interfaces.indices { definition.interfaces[index].mac = MACAddress.random() }
+    var plan: [(index: Int, from: String, to: String, format: String?)] = []
+    for (index, disk) in definition.disks.enumerated() where disk.device == .disk && !disk.readOnly {
+      guard let from = disk.source else { continue }
+      plan.append((index, from, DiskClone.path(for: from, clone: name, index: plan.count), disk.format))
+    }
+    let copies = plan
+    let outcome = await offload { () -> Result<[DiskImageFormat], DiskCloneFailure> in
+      var made: [DiskImageFormat] = []
+      for (number, copy) in copies.enumerated() {
+        do throws(DiskCloneError) {
+          made.append(try DiskClone.copy(source: copy.from, format: copy.format, to: copy.to, linked: linked))
+        } catch {
+          var written = copies.prefix(number)
+          if case .image = error { written = copies.prefix(number + 1) }
+          for earlier in written { unlink(earlier.to) }
+          return .failure(DiskCloneFailure(message: "cannot copy \(copy.from) to \(copy.to): \(error)"))
+        }
+      }
+      return .success(made)
+    }
+    let formats: [DiskImageFormat]
+    switch outcome {
+    case .success(let made): formats = made
+    case .failure(let failure): throw ManagementError(.operationInvalid, failure.message)
+    }
+    for (copy, format) in zip(copies, formats) {
+      definition.disks[copy.index].source = copy.to
+      definition.disks[copy.index].format = format.rawValue
+    }
+    let record = DomainRecord(
+      uuid: definition.uuid.uuidString.lowercased(), name: name, xml: DomainXML.format(definition), persistent: true,
+      autostart: false, template: false, state: .shutOff, reason: .unknown, domainID: nil, pid: nil, processStart: nil,
+      updatedAt: 0)
+    do {
+      let stored = try registryCall { () throws(RegistryError) in try registry.define(record) }
+      publish(stored, "Defined", "Cloned")
+      return CloneResult(domain: summary(stored), images: copies.map(\.to))
+    } catch {
+      for copy in copies { unlink(copy.to) }
+      throw error
+    }
   }
 
   // MARK: Jobs
@@ -613,4 +677,9 @@ func offload<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
   await withCheckedContinuation { continuation in
     Thread.detachNewThread { continuation.resume(returning: body()) }
   }
+}
+
+/// Why a disk could not be copied for a clone.
+struct DiskCloneFailure: Error {
+  let message: String
 }

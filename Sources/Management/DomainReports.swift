@@ -52,3 +52,19 @@ public struct DomainEvent: Sendable, Codable, Equatable {
   public var detail: String
   public var timestamp: Double
 }
+
+/// The answer to `clone`: the new domain and the images made for it.
+public struct CloneResult: Sendable, Codable, Equatable {
+  public var domain: DomainSummary
+  public var images: [String]
+}
+
+/// `{"name": "web-2", "linked": true}`: the body of `POST …/clone`.
+public struct CloneRequest: Sendable, Codable, Equatable {
+  public var name: String
+  public var linked: Bool?
+  public init(name: String, linked: Bool) {
+    self.name = name
+    self.linked = linked
+  }
+}

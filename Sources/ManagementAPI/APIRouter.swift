@@ -156,6 +156,9 @@ public struct APIRouter: Sendable {
       let command = try decode(APIMonitorRequest.self, request.body)
       let reply = try await manager.monitor(rest[1], command: command.command, human: command.hmp ?? false)
       return APIResponse(body: reply.compactText + [0x0A])
+    case ("POST", 3, "domains") where rest[2] == "clone":
+      let clone = try decode(CloneRequest.self, request.body)
+      return .json(try await manager.clone(rest[1], name: clone.name, linked: clone.linked ?? false), status: 201)
     case ("POST", 3, "domains"):
       return .json(try await action(rest[2], rest[1], request))
     case ("PUT", 3, "domains") where rest[2] == "autostart" || rest[2] == "template":

@@ -83,3 +83,24 @@ struct Template: FlagVerb {
 func domainName(_ reference: String) async throws -> String {
   try Connection.decode(DomainInfo.self, try await Connection.call(.GET, Connection.domainPath(reference))).summary.name
 }
+
+struct Clone: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Copy a shut-off domain (or a template) to a new one (virt-clone).",
+    discussion: """
+      The clone gets a new name, UUID and MAC addresses, and copies of the source's writable disks beside \
+      them, named after the clone. With --linked each copy is a qcow2 overlay backed by the source's image \
+      (fast, small; the source's image must then stay unchanged: make the source a template).
+      """)
+  @Argument(help: "The domain to copy.") var source: String
+  @Argument(help: "The new domain's name.") var name: String
+  @Flag(help: "Overlays backed by the source's disks instead of full copies.") var linked = false
+
+  func run() async throws {
+    let request = try JSONEncoder().encode(CloneRequest(name: name, linked: linked))
+    let body = try await Connection.call(.POST, Connection.domainPath(source, "/clone"), body: Array(request))
+    let result = try Connection.decode(CloneResult.self, body)
+    for image in result.images { say("Allocating '\(image)'") }
+    say("Clone '\(result.domain.name)' created successfully.")
+  }
+}

@@ -228,4 +228,86 @@ struct ManagementDaemonTests {
     #expect(harness.daemon?.isRunning == true, "skvmd survived: \(harness.daemonLog.suffix(2000))")
     expectSuccess(try await harness.ctl(["list", "--all"]), "list after the fuzzing")
   }
+
+  func waitForShutOff(_ harness: ManagementHarness, _ domain: String, seconds: Double = 120) async throws -> String {
+    let deadline = Date().addingTimeInterval(seconds)
+    var current = ""
+    while Date() < deadline {
+      current = try await state(harness, domain)
+      if current.hasPrefix("shut off") { return current }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    return current
+  }
+
+  func qemuImg(_ arguments: [String]) throws -> ChildProcess.Result {
+    try ChildProcess.run(URL(fileURLWithPath: "/usr/bin/qemu-img"), arguments)
+  }
+
+  @Test("clone and clone --linked of a template: new identity, copies that boot, the template's image untouched")
+  func clones() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let raw = harness.directory.appendingPathComponent("pattern.raw")
+    try Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: ($0 / 512) * 7 + 1) }).write(to: raw)
+    let base = harness.directory.appendingPathComponent("golden.qcow2").path
+    expectSuccess(try qemuImg(["convert", "-O", "qcow2", raw.path, base]), "qemu-img convert")
+    let probe = harness.directory.appendingPathComponent("virtio_blk.bin")
+    try Data(try ProbeBuilder.binary("virtio_blk")).write(to: probe)
+    let xml = harness.directory.appendingPathComponent("golden.xml")
+    try Data(
+      """
+      <domain type='kvm' xmlns:skvm='https://swiftkvm.dev/schemas/domain/1.0'>
+        <name>golden</name>
+        <memory unit='MiB'>64</memory>
+        <os><type>hvm</type><skvm:flat entry='long'>\(probe.path)</skvm:flat></os>
+        <devices>
+          <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='\(base)'/><target dev='vda'/></disk>
+          <interface type='user'><mac address='52:54:00:aa:bb:cc'/></interface>
+        </devices>
+      </domain>
+      """.utf8
+    ).write(to: xml)
+    expectSuccess(try await harness.ctl(["define", xml.path]), "define")
+    expectSuccess(try await harness.ctl(["template", "golden"]), "template")
+    let before = try Data(contentsOf: URL(fileURLWithPath: base))
+
+    let full = try await harness.ctl(["clone", "golden", "full1"])
+    let fullImage = harness.directory.appendingPathComponent("full1.qcow2").path
+    #expect(full.output == "Allocating '\(fullImage)'\nClone 'full1' created successfully.\n", "\(full.errors)")
+    #expect(try qemuImg(["compare", base, fullImage]).status == 0, "a full copy reads the same")
+    let linked = try await harness.ctl(["clone", "--linked", "golden", "linked1"])
+    expectSuccess(linked, "clone --linked")
+    let linkedImage = harness.directory.appendingPathComponent("linked1.qcow2").path
+    let info = try qemuImg(["info", "-U", linkedImage]).output
+    #expect(info.contains("backing file: \(base)"), "\(info)")
+
+    let templateXML = try await harness.ctl(["dumpxml", "golden"]).output
+    let cloneXML = try await harness.ctl(["dumpxml", "linked1"]).output
+    #expect(cloneXML.contains("<name>linked1</name>") && cloneXML.contains(linkedImage))
+    #expect(!cloneXML.contains("52:54:00:aa:bb:cc"), "a new MAC address")
+    let uuid = { (text: String) in text.components(separatedBy: "<uuid>").last?.prefix(36) }
+    #expect(uuid(templateXML) != uuid(cloneXML), "a new UUID")
+
+    // Both clones boot: the probe reads the template's pattern through them and writes its own.
+    for name in ["linked1", "full1"] {
+      expectSuccess(try await harness.ctl(["start", name]), "start \(name)")
+      _ = try await waitForShutOff(harness, name)
+      let log = harness.domainLog(name)
+      #expect(log.contains("read sector 10 (host pattern)") && log.contains("write 8 sectors"), "\(name): \(log)")
+    }
+    #expect(try Data(contentsOf: URL(fileURLWithPath: base)) == before, "the template's image is untouched")
+    #expect(try qemuImg(["check", base]).status == 0)
+    #expect(try qemuImg(["check", linkedImage]).status == 0)
+    #expect(try qemuImg(["compare", base, linkedImage]).status == 1, "the linked clone's writes are its own")
+    #expect(try qemuImg(["compare", base, fullImage]).status == 1, "the full clone's writes are its own")
+    let written = try await ChildProcess.run(
+      URL(fileURLWithPath: "/usr/bin/qemu-io"), ["-f", "qcow2", "-r", "-c", "read -P 0xa5 102400 4096", linkedImage])
+    #expect(written.output.contains("read 4096/4096"), "\(written.output)\(written.errors)")
+
+    let taken = try await harness.ctl(["clone", "golden", "full1"])
+    #expect(taken.status == 1 && taken.errors.contains("already exists"), "\(taken.errors)")
+    let started = try await harness.ctl(["start", "golden"])
+    #expect(started.status == 1 && started.errors.contains("is a template"))
+  }
 }
