@@ -1,8 +1,12 @@
 /// The `skvm run` command line that runs a domain, and what must be true before it can start.
 public enum DomainLaunch {
-  /// The arguments after `skvm` for `definition`, its monitor at `monitorPath`.
-  public static func arguments(for definition: DomainDefinition, monitorPath: String) -> [String] {
+  /// The arguments after `skvm` for `definition`, its monitor at `monitorPath` and its serial
+  /// console also on `consolePath`.
+  public static func arguments(for definition: DomainDefinition, monitorPath: String, consolePath: String? = nil)
+    -> [String]
+  {
     var arguments = ["run", "--name", definition.name, "--qmp", "unix:\(monitorPath)"]
+    if let consolePath { arguments += ["--console-socket", consolePath] }
     arguments += ["--memory", "\((definition.memoryKiB + 1023) / 1024)M", "--cpus", String(definition.vcpus)]
     arguments += ["--console", "serial"]
     let os = definition.os

@@ -86,7 +86,8 @@ public actor DomainManager {
     return DomainInfo(
       summary: summary(record), vcpus: definition.vcpus, maxMemoryKiB: definition.memoryKiB,
       usedMemoryKiB: definition.currentMemoryKiB ?? definition.memoryKiB, osType: definition.os.type,
-      pid: record.state.isActive ? record.pid : nil, log: paths.log(for: record.name))
+      pid: record.state.isActive ? record.pid : nil, log: paths.log(for: record.name),
+      console: record.state.isActive ? paths.console(for: record.uuid) : nil)
   }
 
   /// `dumpxml`.
@@ -306,7 +307,8 @@ public actor DomainManager {
     let logPath = paths.log(for: record.name)
     unlink(monitorPath)
     appendToLog(logPath, "skvmd: starting domain '\(record.name)' (id \(domainID))")
-    let arguments = DomainLaunch.arguments(for: definition, monitorPath: monitorPath)
+    let arguments = DomainLaunch.arguments(
+      for: definition, monitorPath: monitorPath, consolePath: paths.console(for: record.uuid))
     let executable = skvmExecutable
     let timeout = monitorTimeout
     let uuid = record.uuid

@@ -35,6 +35,8 @@ public struct DomainInfo: Sendable, Codable, Equatable {
   public var pid: Int32?
   /// Its log (serial console output and the VMM's messages).
   public var log: String
+  /// Its serial console's socket (while it runs).
+  public var console: String?
 }
 
 /// The answer to `define`: the domain and what the definition's reader remarked.

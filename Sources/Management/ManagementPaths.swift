@@ -52,6 +52,8 @@ public struct ManagementPaths: Sendable, Equatable {
 
   /// The log of a domain's serial console and its process's messages.
   public func log(for name: String) -> String { logDirectory + "/\(name).log" }
+  /// A running domain's serial console socket (`skvm ctl console`).
+  public func console(for uuid: String) -> String { domainDirectory + "/\(uuid).console" }
   /// The daemon's QMP socket to a running domain.
   public func monitor(for uuid: String) -> String { domainDirectory + "/\(uuid).qmp" }
 

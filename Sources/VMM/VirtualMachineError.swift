@@ -21,6 +21,8 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
   case device(IOBusError)
   case disk(path: String, reason: String)
   case debugConsole(path: String, reason: String)
+  /// The console socket (`--console-socket`) could not be opened.
+  case consoleSocket(path: String, reason: String)
   case cdrom(path: String, reason: String)
   /// NIC `index` (0 for the first `--net`) could not be set up.
   case network(index: Int, reason: String)
@@ -42,6 +44,7 @@ public enum VirtualMachineError: Error, CustomStringConvertible {
     case .imageTooLarge(let path, let size, let available):
       "guest image '\(path)' is \(size) bytes, but only \(available) bytes of guest RAM lie above its load address; raise --memory"
     case .disk(let path, let reason): "disk '\(path)': \(reason)"
+    case .consoleSocket(let path, let reason): "cannot offer the console on \(path): \(reason)"
     case .debugConsole(let path, let reason): "--debugcon '\(path)': \(reason)"
     case .cdrom(let path, let reason): "--cdrom '\(path)': \(reason)"
     case .network(let index, let reason): "network \(index) (--net): \(reason)"

@@ -20,10 +20,13 @@ extension DomainAction {
 struct Start: AsyncParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Start a defined (inactive) domain.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
+  @Flag(help: "Attach to its serial console once it runs.") var console = false
 
   func run() async throws {
     let body = try await Connection.call(.POST, Connection.domainPath(domain, "/start"))
-    say("Domain '\(try Connection.decode(DomainSummary.self, body).name)' started")
+    let name = try Connection.decode(DomainSummary.self, body).name
+    say("Domain '\(name)' started")
+    if console { try await Console.attach(name) }
   }
 }
 

@@ -129,6 +129,14 @@ struct Run: ParsableCommand {
       valueName: "name"))
   var loadvm: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Also offer the serial console on this unix socket (mode 0600): one client at a time gets the output "
+        + "as it comes and types the input (skvmd's 'skvm ctl console' attaches here); the output still goes "
+        + "to standard output.",
+      valueName: "path"))
+  var consoleSocket: String?
+
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
@@ -341,8 +349,19 @@ struct Run: ParsableCommand {
     if monitor == nil { monitor = try openMonitor() }
     defer { monitor?.close() }
     let managed: ManagedMachine
-    let output: any ConsoleOutput =
+    var output: any ConsoleOutput =
       console == ConsoleChoice.none ? DiscardedConsoleOutput() : FileDescriptorConsoleOutput()
+    var socketConsole: ConsoleSocket?
+    if let consoleSocket {
+      do {
+        socketConsole = try ConsoleSocket(path: consoleSocket, output: output)
+      } catch {
+        printError("skvm: \(error)")
+        throw ExitCode(1)
+      }
+      output = socketConsole ?? output
+    }
+    defer { socketConsole?.close() }
     do {
       if let incomingSnapshot {
         managed = try ManagedMachine(
@@ -384,6 +403,7 @@ struct Run: ParsableCommand {
     if !monitorStarted { try startMonitor(monitor) }
     let received = ReceivedSignal()
     HostSignals.forward(to: managed, received: received)
+    socketConsole?.start { managed.receiveConsoleInput($0) }
     TerminalMode.enterRaw()
     ConsoleInputPump(fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) }) {
       managed.stop(cause: .hostUI, reason: "Ctrl-A x typed on the console")

@@ -310,4 +310,47 @@ struct ManagementDaemonTests {
     let started = try await harness.ctl(["start", "golden"])
     #expect(started.status == 1 && started.errors.contains("is a template"))
   }
+
+  @Test("console: a domain's serial console from a pipe; Ctrl-] detaches, the guest runs on; one client at a time")
+  func console() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let probe = harness.directory.appendingPathComponent("echo.bin")
+    try Data(try ProbeBuilder.binary("console_echo")).write(to: probe)
+    let xml = harness.directory.appendingPathComponent("echo.xml")
+    try Data(
+      """
+      <domain xmlns:skvm='https://swiftkvm.dev/schemas/domain/1.0'><name>echo</name><memory unit='MiB'>32</memory>
+      <os><skvm:flat entry='long'>\(probe.path)</skvm:flat></os></domain>
+      """.utf8
+    ).write(to: xml)
+    expectSuccess(try await harness.ctl(["define", xml.path]), "define")
+    expectSuccess(try await harness.ctl(["start", "echo"]), "start")
+    defer { _ = harness.ctlSync(["destroy", "echo"]) }
+    let deadline = Date().addingTimeInterval(30)
+    while !harness.domainLog("echo").contains("echo: ready") && Date() < deadline {
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    let session = try await harness.ctl(["console", "echo"], input: Array("hello there\n".utf8), linger: 1.5)
+    #expect(session.status == 0)
+    #expect(
+      session.output.contains("Connected to domain 'echo'") && session.output.contains("echo: hello there"),
+      "\(session.output)")
+    #expect(harness.domainLog("echo").contains("echo: hello there"), "the log has it too")
+
+    let detached = try await harness.ctl(["console", "echo"], input: Array("abc\u{1D}".utf8), linger: 0.5)
+    #expect(detached.status == 0, "\(detached.output)")
+    #expect(try await state(harness, "echo") == "running (booted)")
+
+    async let holder = harness.ctl(["console", "echo"], input: [], linger: 2)
+    try await Task.sleep(for: .milliseconds(700))
+    let second = try await harness.ctl(["console", "echo"], input: [], linger: 0.2)
+    #expect(second.output.contains("in use by another client"), "\(second.output)")
+    _ = try await holder
+
+    _ = try await harness.ctl(["console", "echo"], input: Array("\nquit\n".utf8), linger: 0.5)
+    #expect(try await waitForShutOff(harness, "echo", seconds: 30).hasPrefix("shut off"))
+    let notRunning = try await harness.ctl(["console", "echo"])
+    #expect(notRunning.status == 1 && notRunning.errors.contains("is not running"), "\(notRunning.errors)")
+  }
 }

@@ -93,6 +93,31 @@ final class ManagementHarness: @unchecked Sendable {
       Self.binaries.appendingPathComponent("skvm"), ["ctl", "-c", readOnly ? readOnlySocket : socket] + arguments)
   }
 
+  /// `skvm ctl ARGUMENTS` with `input` on its standard input, which stays open `linger`
+  /// seconds after the input was written (the guest's answer comes meanwhile).
+  func ctl(_ arguments: [String], input: [UInt8], linger: Double) async throws -> ChildProcess.Result {
+    let process = Process()
+    process.executableURL = Self.binaries.appendingPathComponent("skvm-ctl")
+    process.arguments = ["-c", socket] + arguments
+    let stdin = Pipe()
+    let stdout = Pipe()
+    process.standardInput = stdin
+    process.standardOutput = stdout
+    process.standardError = stdout
+    try process.run()
+    try stdin.fileHandleForWriting.write(contentsOf: Data(input))
+    try await Task.sleep(for: .seconds(linger))
+    try stdin.fileHandleForWriting.close()
+    let output = try await withCheckedThrowingContinuation { continuation in
+      Thread.detachNewThread {
+        let data = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        continuation.resume(returning: String(decoding: data, as: UTF8.self))
+      }
+    }
+    return ChildProcess.Result(status: process.terminationStatus, output: output, errors: "")
+  }
+
   func ctlSync(_ arguments: [String]) -> ChildProcess.Result {
     (try? ChildProcess.run(Self.binaries.appendingPathComponent("skvm-ctl"), ["-c", socket] + arguments))
       ?? ChildProcess.Result(status: -1, output: "", errors: "could not run skvm-ctl")

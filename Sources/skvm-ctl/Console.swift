@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import Management
+
+/// `console NAME`: the domain's serial console on this terminal until Ctrl-] (the guest's
+/// output meanwhile is in its log either way).
+struct Console: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Attach this terminal to a running domain's serial console; Ctrl-] detaches.")
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+
+  func run() async throws { try await Self.attach(domain) }
+
+  /// Ctrl-]: detaches, as in virsh.
+  static let escape: UInt8 = 0x1D
+
+  static func attach(_ domain: String) async throws {
+    let facts = try await info(domain)
+    guard facts.summary.state.isActive, let path = facts.console else {
+      throw CLIError("domain '\(facts.summary.name)' is not running")
+    }
+    let fd = try connect(path)
+    FileHandle.standardOutput.write(
+      Data("Connected to domain '\(facts.summary.name)'\nEscape character is ^] (Ctrl + ])\n".utf8))
+    let terminal = RawTerminal()
+    Thread.detachNewThread {
+      var buffer = [UInt8](repeating: 0, count: 4096)
+      while true {
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        _ = buffer.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, count) }
+      }
+      terminal.restore()
+      Foundation.exit(0)
+    }
+    var buffer = [UInt8](repeating: 0, count: 1024)
+    while true {
+      let count = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+      if count < 0 && errno == EINTR { continue }
+      if count <= 0 {
+        // End of input (a pipe): the guest's answers still come until the console closes.
+        shutdown(fd, Int32(SHUT_WR))
+        while true { sleep(60) }
+      }
+      let chunk = buffer[0..<count]
+      let escapeAt = chunk.firstIndex(of: escape)
+      let forward = escapeAt.map { chunk[..<$0] } ?? chunk
+      if !forward.isEmpty {
+        _ = Array(forward).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+      }
+      if escapeAt != nil {
+        terminal.restore()
+        FileHandle.standardOutput.write(Data("\n".utf8))
+        Foundation.exit(0)
+      }
+    }
+  }
+
+  static func connect(_ path: String) throws -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+      throw CLIError("console path too long: \(path)")
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      for (index, byte) in bytes.enumerated() { raw[index] = byte }
+    }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    guard fd >= 0, connected == 0 else {
+      throw CLIError("cannot attach to the console at \(path): \(String(cString: strerror(errno)))")
+    }
+    return fd
+  }
+}
+
+/// The terminal in raw mode (keys go to the guest as typed) while attached, as it was after.
+final class RawTerminal: @unchecked Sendable {
+  private var saved = termios()
+  private let active: Bool
+
+  init() {
+    guard isatty(STDIN_FILENO) == 1, tcgetattr(STDIN_FILENO, &saved) == 0 else {
+      active = false
+      return
+    }
+    var raw = saved
+    cfmakeraw(&raw)
+    active = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0
+  }
+
+  func restore() {
+    if active { tcsetattr(STDIN_FILENO, TCSANOW, &saved) }
+  }
+}
