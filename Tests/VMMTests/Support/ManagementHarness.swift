@@ -63,6 +63,13 @@ final class ManagementHarness: @unchecked Sendable {
     self.daemon = nil
   }
 
+  /// How the daemon ended, if it has (for failure messages).
+  var daemonEnding: String {
+    guard let daemon, !daemon.isRunning else { return "" }
+    let how = daemon.terminationReason == .uncaughtSignal ? "signal" : "status"
+    return " [skvmd ended: \(how) \(daemon.terminationStatus); its log:\n\(daemonLog.suffix(3000))]"
+  }
+
   var daemonLog: String {
     (try? String(contentsOf: directory.appendingPathComponent("skvmd.log"), encoding: .utf8)) ?? ""
   }
@@ -89,8 +96,10 @@ final class ManagementHarness: @unchecked Sendable {
 
   /// `skvm ctl -c SOCKET ARGUMENTS` (through `skvm`, as a user types it).
   func ctl(_ arguments: [String], readOnly: Bool = false) async throws -> ChildProcess.Result {
-    try await ChildProcess.run(
+    let result = try await ChildProcess.run(
       Self.binaries.appendingPathComponent("skvm"), ["ctl", "-c", readOnly ? readOnlySocket : socket] + arguments)
+    guard result.status != 0 else { return result }
+    return ChildProcess.Result(status: result.status, output: result.output, errors: result.errors + daemonEnding)
   }
 
   /// `skvm ctl ARGUMENTS` with `input` on its standard input, which stays open `linger`
