@@ -5,7 +5,9 @@ public enum DomainLaunch {
   public static func arguments(for definition: DomainDefinition, monitorPath: String, consolePath: String? = nil)
     -> [String]
   {
-    var arguments = ["run", "--name", definition.name, "--qmp", "unix:\(monitorPath)"]
+    // --paused: the vCPUs run when the daemon, connected, says cont, so that it hears every
+    // event, even of a guest that powers off or resets at once.
+    var arguments = ["run", "--name", definition.name, "--qmp", "unix:\(monitorPath)", "--paused"]
     if let consolePath { arguments += ["--console-socket", consolePath] }
     arguments += ["--memory", "\((definition.memoryKiB + 1023) / 1024)M", "--cpus", String(definition.vcpus)]
     arguments += ["--console", "serial"]

@@ -17,6 +17,8 @@ public actor DomainManager {
   /// Domains being destroyed, or asked to reboot (restarted when the guest powers off).
   private var destroying: Set<String> = []
   private var rebooting: Set<String> = []
+  /// Domains whose user stopped them: not restarted by on_reboot/on_poweroff/on_crash.
+  private var noRestart: Set<String> = []
   /// Waiting for a domain's process to end, by UUID.
   private var exitWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
   private var subscribers: [UUID: AsyncStream<DomainEvent>.Continuation] = [:]
@@ -322,11 +324,14 @@ public actor DomainManager {
           executable: executable, arguments: arguments, logPath: logPath, monitorPath: monitorPath)
         do throws(DomainProcessError) {
           try process.connectMonitor(timeout: timeout, onEvent: events)
-          return .success((process, try process.execute("query-status")))
+          try process.execute("cont")
         } catch {
           process.signal(SIGKILL)
           return .failure(error)
         }
+        // A guest that ends at once (powers off, resets) ends before it answers: its end is
+        // the watcher's to report, with the event the monitor heard.
+        return .success((process, (try? process.execute("query-status")) ?? ["running": true]))
       } catch {
         return .failure(error)
       }
@@ -444,7 +449,12 @@ public actor DomainManager {
   /// `destroy`: stops the domain at once (SIGTERM, then SIGKILL after `grace` seconds) and waits
   /// until its process is gone.
   public func destroy(_ reference: String, grace: Double = 5) async throws(ManagementError) -> DomainSummary {
-    let record = try record(reference)
+    var record = try record(reference)
+    // A domain between two boots (on_reboot=restart): no further restart; wait for this one.
+    noRestart.insert(record.uuid)
+    while jobs[record.uuid] == "restart" { try? await Task.sleep(for: .milliseconds(10)) }
+    record = try self.record(record.uuid)
+    if !record.state.isActive || processes[record.uuid] == nil { noRestart.remove(record.uuid) }
     try startJob(record, "destroy")
     defer { endJob(record) }
     let process = try runningProcess(record)
@@ -549,24 +559,38 @@ public actor DomainManager {
     appendToLog(
       paths.log(for: record.name),
       "skvmd: domain '\(record.name)' ended (\(reason.rawValue)"
-        + (exit.status.map { ", exit status \($0)" } ?? "") + (exit.signal.map { ", signal \($0)" } ?? "") + ")")
-    let restart = action == .restart && record.persistent && !record.template
+        + (exit.shutdownReason.map { ", \($0)" } ?? "") + (exit.status.map { ", exit status \($0)" } ?? "")
+        + (exit.signal.map { ", signal \($0)" } ?? "") + ")")
+    let restart =
+      action == .restart && record.persistent && !record.template && !noRestart.contains(uuid) && jobs[uuid] == nil
+    if !restart { noRestart.remove(uuid) }
     if !record.persistent && !restart {
       try? registry.remove(uuid: uuid)
     } else {
+      // A domain that restarts stays running (as in libvirt): only its process changes.
       _ = try? registry.update(uuid: uuid) {
-        $0.state = state
-        $0.reason = reason
+        $0.state = restart ? .running : state
+        $0.reason = restart ? .booted : reason
         $0.pid = nil
         $0.processStart = nil
-        $0.domainID = nil
+        $0.domainID = restart ? $0.domainID : nil
       }
     }
-    publish(record, "Stopped", reason.rawValue.capitalized)
-    if restart, jobs[uuid] == nil, let current = try? registry.record(uuid: uuid) {
-      jobs[uuid] = "restart"
-      defer { jobs.removeValue(forKey: uuid) }
-      _ = try? await launch(current)
+    publish(record, restart ? "Rebooted" : "Stopped", reason.rawValue.capitalized)
+    guard restart, let current = try? registry.record(uuid: uuid) else { return }
+    jobs[uuid] = "restart"
+    defer { jobs.removeValue(forKey: uuid) }
+    do {
+      _ = try await launch(current)
+    } catch {
+      appendToLog(paths.log(for: record.name), "skvmd: domain '\(record.name)' did not restart: \(error)")
+      _ = try? registry.update(uuid: uuid) {
+        $0.state = .shutOff
+        $0.reason = .failed
+        $0.domainID = nil
+      }
+      noRestart.remove(uuid)
+      publish(record, "Stopped", "Failed")
     }
   }
 

@@ -130,9 +130,10 @@ final class DomainProcess: @unchecked Sendable {
     }
   }
 
+  /// True once the process has ended (a zombie not yet reaped counts as ended).
   private var hasExited: Bool {
     if lock.withLock({ exited }) { return true }
-    return Glibc.kill(pid, 0) != 0 && errno == ESRCH
+    return Self.processStartTime(pid) == nil
   }
 
   /// Sends `signal` to the process.
@@ -166,8 +167,8 @@ final class DomainProcess: @unchecked Sendable {
           }
         }
       }
-      // Events still in flight on the monitor connection (SHUTDOWN just before exit).
-      usleep(20_000)
+      // The events the process sent before it ended (SHUTDOWN and its reason): read to the end.
+      _ = lock.withLock { monitor }?.waitUntilClosed(seconds: 2)
       lock.withLock {
         exited = true
         exit.shutdownReason = shutdownReason

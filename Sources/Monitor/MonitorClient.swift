@@ -25,6 +25,8 @@ final class MonitorClient: @unchecked Sendable {
   private var connected = true
   private var eventsEnabled = false
   private var negotiatedFlag = false
+  /// True while the writer sends a message it took off the queue.
+  private var sending = false
 
   private enum Outgoing {
     case message([UInt8])
@@ -122,7 +124,14 @@ final class MonitorClient: @unchecked Sendable {
         guard !queue.isEmpty else { return nil }
         let item = queue.removeFirst()
         if case .message(let data) = item { queuedBytes -= data.count }
+        sending = true
         return item
+      }
+      defer {
+        lock.withLock {
+          sending = false
+          lock.broadcast()
+        }
       }
       switch next {
       case nil:
@@ -164,6 +173,15 @@ final class MonitorClient: @unchecked Sendable {
       lock.broadcast()
     }
     shutdown(fd, Int32(SHUT_RDWR))
+  }
+
+  /// Sends what is queued — the last events, such as SHUTDOWN — within `seconds`, then cuts the
+  /// connection: a VMM that exits tells its clients why first, as QEMU does.
+  func disconnectAfterSending(within seconds: Double) {
+    lock.withLock {
+      _ = lock.wait(seconds: seconds) { (queue.isEmpty && !sending) || !connected }
+    }
+    disconnect()
   }
 
   /// Stops taking requests; what is queued is still sent (within the send timeout), then the

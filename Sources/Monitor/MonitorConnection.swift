@@ -57,6 +57,12 @@ public final class MonitorConnection: @unchecked Sendable {
     return reply["return"] ?? [:]
   }
 
+  /// Waits until the server has closed the connection, every event it sent before having been
+  /// handed to `onEvent`; false if that has not happened within `seconds`.
+  public func waitUntilClosed(seconds: Double) -> Bool {
+    replies.withLock { replies.wait(seconds: seconds) { closed } }
+  }
+
   /// Runs a human-monitor (HMP) command line; returns its text output.
   public func human(_ line: String) throws(MonitorError) -> String {
     try execute("human-monitor-command", arguments: ["command-line": .string(line)]).string ?? ""

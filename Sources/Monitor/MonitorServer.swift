@@ -107,11 +107,12 @@ public final class MonitorServer: @unchecked Sendable {
     firstClient.withLock { firstClient.wait { sawClient } }
   }
 
-  /// Closes the sockets (removing socket files) and disconnects every client.
+  /// Closes the sockets (removing socket files) and disconnects every client, once what was
+  /// queued for it (the last events) is sent — half a second at most for one that does not read.
   public func close() {
     for listener in listeners { listener.close() }
     for thread in acceptThreads { thread.join() }
-    for client in clients.withLock({ Array($0.values) }) { client.disconnect() }
+    for client in clients.withLock({ Array($0.values) }) { client.disconnectAfterSending(within: 0.5) }
   }
 
   private func acceptLoop(_ listener: MonitorListener, _ commands: QMPDispatch) {

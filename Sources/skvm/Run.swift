@@ -140,6 +140,12 @@ struct Run: ParsableCommand {
   @Option(help: ArgumentHelp("The machine's name (QMP query-name).", valueName: "name"))
   var name: String = "skvm"
 
+  @Flag(
+    help: ArgumentHelp(
+      "Start with the vCPUs paused, as QEMU's -S: the monitor's cont runs them (a manager connects first, "
+        + "so that it hears every event)."))
+  var paused = false
+
   @Flag(help: "Print exit counts and time per exit reason when the guest stops.")
   var stats = false
 
@@ -157,6 +163,9 @@ struct Run: ParsableCommand {
       }
     }
     if let cpus, cpus < 1 { throw ValidationError("--cpus must be at least 1 (got \(cpus))") }
+    if paused && qmp.isEmpty {
+      throw ValidationError("--paused waits for the monitor's cont: give a monitor with --qmp")
+    }
     if incoming != nil && loadvm != nil {
       throw ValidationError("--incoming and --loadvm each restore a machine: give one")
     }
@@ -399,6 +408,7 @@ struct Run: ParsableCommand {
         """)
       throw ExitCode(1)
     }
+    if paused { managed.pause() }
     monitor?.attach(to: managed, serialBackend: console == ConsoleChoice.none ? "null" : "stdio")
     if !monitorStarted { try startMonitor(monitor) }
     let received = ReceivedSignal()

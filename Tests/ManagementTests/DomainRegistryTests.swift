@@ -76,7 +76,7 @@ import Testing
     let definition = try DomainXML.parse(DomainXMLTests.full).definition
     let arguments = DomainLaunch.arguments(for: definition, monitorPath: "/run/x.qmp")
     let text = arguments.joined(separator: " ")
-    #expect(text.hasPrefix("run --name web-1 --qmp unix:/run/x.qmp --memory 1024M --cpus 2"))
+    #expect(text.hasPrefix("run --name web-1 --qmp unix:/run/x.qmp --paused --memory 1024M --cpus 2"))
     #expect(text.contains("--kernel /boot/vmlinuz --initrd /boot/initrd.img --cmdline console=ttyS0 quiet"))
     #expect(text.contains("--disk /var/lib/skvm/images/web-1.qcow2,format=qcow2,cache=none"))
     #expect(text.contains("--cdrom /srv/install.iso"))

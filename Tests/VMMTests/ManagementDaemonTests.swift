@@ -353,4 +353,46 @@ struct ManagementDaemonTests {
     let notRunning = try await harness.ctl(["console", "echo"])
     #expect(notRunning.status == 1 && notRunning.errors.contains("is not running"), "\(notRunning.errors)")
   }
+
+  @Test("on_reboot: restart starts a guest that resets again (it stays running); destroy shuts it off after one boot")
+  func onReboot() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    // Real mode: print "boot", then reset through the i8042 (out 0x64, 0xFE).
+    let code: [UInt8] = [
+      0xBA, 0xF8, 0x03, 0xB0, 0x62, 0xEE, 0xB0, 0x6F, 0xEE, 0xEE, 0xB0, 0x74, 0xEE, 0xB0, 0x0A, 0xEE, 0xB0, 0xFE, 0xE6,
+      0x64, 0xF4, 0xEB, 0xFD,
+    ]
+    let guest = harness.directory.appendingPathComponent("reset.bin")
+    try Data(code).write(to: guest)
+    for (name, action) in [("looping", "restart"), ("once", "destroy")] {
+      let xml = harness.directory.appendingPathComponent("\(name).xml")
+      try Data(
+        """
+        <domain xmlns:skvm='https://swiftkvm.dev/schemas/domain/1.0'><name>\(name)</name><memory unit='MiB'>16</memory>
+        <os><skvm:flat>\(guest.path)</skvm:flat></os><on_reboot>\(action)</on_reboot></domain>
+        """.utf8
+      ).write(to: xml)
+      expectSuccess(try await harness.ctl(["define", xml.path]), "define \(name)")
+      expectSuccess(try await harness.ctl(["start", name]), "start \(name)")
+    }
+    let deadline = Date().addingTimeInterval(60)
+    func boots(_ name: String) -> Int { harness.domainLog(name).components(separatedBy: "boot\n").count - 1 }
+    while boots("looping") < 3 && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+    #expect(boots("looping") >= 3, "\(harness.domainLog("looping"))")
+    #expect(try await waitForShutOff(harness, "once", seconds: 30) == "shut off (shutdown)")
+    #expect(boots("once") == 1)
+    // A restart may be under way (busy) when destroy comes: as a user would, try again.
+    var destroyed = false
+    for _ in 0..<50 where !destroyed {
+      let result = try await harness.ctl(["destroy", "looping"])
+      destroyed = result.status == 0
+      if !destroyed {
+        #expect(result.errors.contains("busy") || result.errors.contains("not running"), "\(result.errors)")
+        try await Task.sleep(for: .milliseconds(100))
+      }
+    }
+    #expect(destroyed)
+    #expect(try await state(harness, "looping") == "shut off (destroyed)")
+  }
 }
