@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "cprocess.h"
+#include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -36,3 +38,21 @@ int csys_spawn_detached(const char *path, char *const argv[], char *const envp[]
 }
 
 int csys_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int csys_set_affinity(pid_t tid, const unsigned char *mask, unsigned bytes) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (unsigned cpu = 0; cpu < bytes * 8 && cpu < CPU_SETSIZE; cpu++)
+    if (mask[cpu / 8] & (1u << (cpu % 8))) CPU_SET(cpu, &set);
+  return sched_setaffinity(tid, sizeof(set), &set);
+}
+
+int csys_get_affinity(pid_t tid, unsigned char *mask, unsigned bytes) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(tid, sizeof(set), &set) != 0) return -1;
+  memset(mask, 0, bytes);
+  for (unsigned cpu = 0; cpu < bytes * 8 && cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &set)) mask[cpu / 8] |= (unsigned char)(1u << (cpu % 8));
+  return 0;
+}

@@ -19,6 +19,8 @@ public struct DomainDefinition: Sendable, Equatable {
   public var vcpus: Int
   /// What to boot (`<os>`).
   public var os: OperatingSystem
+  /// Host CPUs each vCPU may run on (`<cputune><vcpupin vcpu='N' cpuset='LIST'/>`), by vCPU.
+  public var vcpuPins: [Int: String] = [:]
   /// What to do when the guest powers off, reboots or crashes.
   public var onPoweroff: LifecycleAction = .destroy
   /// What to do when the guest reboots.

@@ -313,6 +313,7 @@ public actor DomainManager {
       for: definition, monitorPath: monitorPath, consolePath: paths.console(for: record.uuid))
     let executable = skvmExecutable
     let timeout = monitorTimeout
+    let pins = definition.vcpuPins
     let uuid = record.uuid
     let events: @Sendable (String, JSONValue) -> Void = { [weak self] name, message in
       guard let self else { return }
@@ -324,6 +325,7 @@ public actor DomainManager {
           executable: executable, arguments: arguments, logPath: logPath, monitorPath: monitorPath)
         do throws(DomainProcessError) {
           try process.connectMonitor(timeout: timeout, onEvent: events)
+          try process.pin(pins)
           try process.execute("cont")
         } catch {
           process.signal(SIGKILL)
@@ -475,6 +477,59 @@ public actor DomainManager {
     killer.cancel()
     let current = try registryCall { () throws(RegistryError) in try registry.record(uuid: uuid) }
     return summary(current ?? record)
+  }
+
+  /// `vcpupin DOMAIN`: each vCPU's host CPUs — the threads' affinity while it runs, the
+  /// definition's pins (or every host CPU) otherwise.
+  public func vcpuPins(_ reference: String) async throws(ManagementError) -> [VCPUPin] {
+    let record = try record(reference)
+    let definition = try definition(record)
+    let all = CPUSet.format(Set(0..<CPUSet.hostCount))
+    if record.state.isActive, let process = processes[record.uuid] {
+      let result = await offload { () -> Result<[Int: Int32], DomainProcessError> in
+        do throws(DomainProcessError) { return .success(try process.vcpuThreads()) } catch { return .failure(error) }
+      }
+      guard case .success(let threads) = result else {
+        throw ManagementError(.operationInvalid, "domain '\(record.name)': its vCPU threads are not known")
+      }
+      return threads.keys.sorted().map { vcpu in
+        VCPUPin(vcpu: vcpu, cpuset: threads[vcpu].flatMap(CPUSet.affinity).map(CPUSet.format) ?? all)
+      }
+    }
+    return (0..<definition.vcpus).map { VCPUPin(vcpu: $0, cpuset: definition.vcpuPins[$0] ?? all) }
+  }
+
+  /// `vcpupin DOMAIN VCPU LIST`: pins vCPU `vcpu` to host CPUs `cpuset` in the running domain
+  /// (`live`) and/or its definition (`config`).
+  public func pinVCPU(_ reference: String, vcpu: Int, cpuset: String, live: Bool, config: Bool)
+    async throws(ManagementError) -> [VCPUPin]
+  {
+    let record = try record(reference)
+    var definition = try definition(record)
+    guard (0..<definition.vcpus).contains(vcpu) else {
+      throw ManagementError(.badRequest, "vCPU \(vcpu) is not one of '\(record.name)''s (0–\(definition.vcpus - 1))")
+    }
+    guard let cpus = CPUSet.parse(cpuset) else {
+      throw ManagementError(
+        .badRequest, "'\(cpuset)' is not a list of this host's CPUs (0–\(CPUSet.hostCount - 1)), such as 0-3,^2")
+    }
+    let list = CPUSet.format(cpus)
+    if live {
+      let process = try runningProcess(record)
+      let result = await offload { () -> Result<Void, DomainProcessError> in
+        do throws(DomainProcessError) { return .success(try process.pin([vcpu: list])) } catch {
+          return .failure(error)
+        }
+      }
+      if case .failure(let error) = result { throw ManagementError(.operationInvalid, "\(error)") }
+    }
+    if config {
+      definition.vcpuPins[vcpu] = list
+      var updated = record
+      updated.xml = DomainXML.format(definition)
+      _ = try registryCall { () throws(RegistryError) in try registry.define(updated) }
+    }
+    return try await vcpuPins(record.uuid)
   }
 
   /// `qemu-monitor-command`: a command line for the human monitor (`hmp`), or a QMP command as JSON.

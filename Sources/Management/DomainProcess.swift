@@ -131,6 +131,32 @@ final class DomainProcess: @unchecked Sendable {
   }
 
   /// True once the process has ended (a zombie not yet reaped counts as ended).
+  /// The threads running each vCPU (QMP `query-cpus-fast`), by vCPU index.
+  func vcpuThreads() throws(DomainProcessError) -> [Int: Int32] {
+    var threads: [Int: Int32] = [:]
+    for cpu in try execute("query-cpus-fast").array ?? [] {
+      if let index = cpu["cpu-index"]?.integer, let thread = cpu["thread-id"]?.integer {
+        threads[index] = Int32(truncatingIfNeeded: thread)
+      }
+    }
+    return threads
+  }
+
+  /// Pins each vCPU in `pins` (vCPU → CPU list) to its host CPUs; throws naming the first that failed.
+  func pin(_ pins: [Int: String]) throws(DomainProcessError) {
+    guard !pins.isEmpty else { return }
+    let threads = try vcpuThreads()
+    for (vcpu, list) in pins.sorted(by: { $0.key < $1.key }) {
+      guard let thread = threads[vcpu] else { throw DomainProcessError("vCPU \(vcpu) has no thread") }
+      guard let cpus = CPUSet.parse(list) else {
+        throw DomainProcessError("cpuset '\(list)' names CPUs this host (\(CPUSet.hostCount) CPUs) does not have")
+      }
+      if let failure = CPUSet.pin(thread: thread, to: cpus) {
+        throw DomainProcessError("cannot pin vCPU \(vcpu) to \(list): \(failure)")
+      }
+    }
+  }
+
   private var hasExited: Bool {
     if lock.withLock({ exited }) { return true }
     return Self.processStartTime(pid) == nil

@@ -70,3 +70,24 @@ public struct CloneRequest: Sendable, Codable, Equatable {
     self.linked = linked
   }
 }
+
+/// One vCPU's host CPUs (`vcpupin`).
+public struct VCPUPin: Sendable, Codable, Equatable {
+  public var vcpu: Int
+  /// A CPU list: `0-3,6`.
+  public var cpuset: String
+}
+
+/// `{"vcpu": 0, "cpuset": "1", "live": true, "config": false}`: the body of `PUT …/vcpupin`.
+public struct VCPUPinRequest: Sendable, Codable, Equatable {
+  public var vcpu: Int
+  public var cpuset: String
+  public var live: Bool?
+  public var config: Bool?
+  public init(vcpu: Int, cpuset: String, live: Bool?, config: Bool?) {
+    self.vcpu = vcpu
+    self.cpuset = cpuset
+    self.live = live
+    self.config = config
+  }
+}

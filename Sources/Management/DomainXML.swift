@@ -45,6 +45,13 @@ public enum DomainXML {
       w.element("memory", [("unit", "KiB")], text: String(definition.memoryKiB))
       w.element("currentMemory", [("unit", "KiB")], text: String(definition.currentMemoryKiB ?? definition.memoryKiB))
       w.element("vcpu", [("placement", "static")], text: String(definition.vcpus))
+      if !definition.vcpuPins.isEmpty {
+        w.container("cputune") { w in
+          for (vcpu, cpuset) in definition.vcpuPins.sorted(by: { $0.key < $1.key }) {
+            w.element("vcpupin", [("vcpu", String(vcpu)), ("cpuset", cpuset)])
+          }
+        }
+      }
       let os = definition.os
       w.container("os") { w in
         w.element("type", [("arch", os.architecture ?? "x86_64"), ("machine", os.machine)], text: os.type)
@@ -162,7 +169,7 @@ private struct DomainReader {
     guard root.name == "domain" else { throw fail(root, "the root element must be <domain>") }
     let known: Set<String> = [
       "name", "uuid", "title", "description", "memory", "currentMemory", "vcpu", "os", "on_poweroff",
-      "on_reboot", "on_crash", "devices", "features", "clock", "cpu",
+      "on_reboot", "on_crash", "devices", "features", "clock", "cpu", "cputune",
     ]
     try expect(root, attributes: ["type", "id", "xmlns:skvm"], children: known)
     if let type = root.attribute("type") { try oneOf(root, "type", type, ["kvm"]) }
@@ -234,6 +241,21 @@ private struct DomainReader {
         throw fail(node, "'\(text)' is not carried out by this host (use destroy or restart)")
       }
       definition[keyPath: keyPath] = action
+    }
+    if let cputune = try single(root, "cputune") {
+      try expect(cputune, children: ["vcpupin"])
+      for pin in cputune.children(named: "vcpupin") {
+        try expect(pin, attributes: ["vcpu", "cpuset"])
+        guard let text = pin.attribute("vcpu"), let vcpu = Int(text), (0..<definition.vcpus).contains(vcpu) else {
+          throw fail(
+            pin, "vcpu='\(pin.attribute("vcpu") ?? "")' is not a vCPU of this domain (0–\(definition.vcpus - 1))")
+        }
+        guard let list = pin.attribute("cpuset"), let cpus = CPUSet.parse(list, limit: 4096) else {
+          throw fail(pin, "cpuset='\(pin.attribute("cpuset") ?? "")' is not a CPU list such as 0-3,^2")
+        }
+        if definition.vcpuPins[vcpu] != nil { throw fail(pin, "vcpu='\(vcpu)' is pinned twice") }
+        definition.vcpuPins[vcpu] = CPUSet.format(cpus)
+      }
     }
     for element in ["features", "clock", "cpu"] {
       if let node = try single(root, element) {

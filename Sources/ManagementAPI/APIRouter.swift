@@ -150,6 +150,15 @@ public struct APIRouter: Sendable {
       case let other?: throw ManagementError(.badRequest, "remove-all-storage=\(other): give 0 or 1")
       }
       return .json(["removed": try await manager.undefine(rest[1], removeStorage: removeStorage)])
+    case ("GET", 3, "domains") where rest[2] == "vcpupin":
+      return .json(try await manager.vcpuPins(rest[1]))
+    case ("PUT", 3, "domains") where rest[2] == "vcpupin":
+      let pin = try decode(VCPUPinRequest.self, request.body)
+      let info = try await manager.info(rest[1])
+      // virsh's default (--current): the running domain if it runs, else its definition.
+      let live = pin.live ?? (pin.config == nil && info.summary.state.isActive)
+      let config = pin.config ?? (pin.live == nil && !info.summary.state.isActive)
+      return .json(try await manager.pinVCPU(rest[1], vcpu: pin.vcpu, cpuset: pin.cpuset, live: live, config: config))
     case ("GET", 3, "domains") where rest[2] == "xml":
       return APIResponse(contentType: "application/xml", body: Array(try await manager.xml(rest[1]).utf8))
     case ("POST", 3, "domains") where rest[2] == "monitor":

@@ -19,7 +19,7 @@ struct CTL: AsyncParsableCommand {
       Define.self, Undefine.self, Create.self, Start.self, Shutdown.self, Destroy.self, Reboot.self, Reset.self,
       Suspend.self, Resume.self, List.self, DomInfo.self, DomState.self, DomUUID.self, DomName.self, DomID.self,
       DumpXML.self, Autostart.self, Template.self, Clone.self, DomBlkList.self, DomIfList.self, MonitorCommand.self,
-      Console.self, Event.self, Version.self,
+      VCPUPinVerb.self, Console.self, Event.self, Version.self,
     ])
 
   static func main() async {
@@ -40,5 +40,5 @@ struct CTL: AsyncParsableCommand {
   }
 }
 
-/// Writes a line to standard output.
-func say(_ line: String) { print(line) }
+/// Writes a line to standard output, at once (a pipe's reader sees it before what follows).
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }

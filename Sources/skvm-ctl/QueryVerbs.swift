@@ -171,3 +171,41 @@ struct Version: AsyncParsableCommand {
     say("Running against daemon: skvmd \(version.version) (\(version.stateDirectory))")
   }
 }
+
+struct VCPUPinVerb: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vcpupin",
+    abstract: "Show or set the host CPUs each vCPU may run on.",
+    discussion: """
+      With a vCPU and a CPU list (0-3,^2,6), pins that vCPU: in the running domain (--live), in its \
+      definition (--config, applied at every start), or by default the running domain if it runs, else \
+      the definition.
+      """)
+  @Argument(help: "The domain's name, UUID or id.") var domain: String
+  @Argument(help: "The vCPU to pin.") var vcpu: Int?
+  @Argument(help: "Its host CPUs.") var cpulist: String?
+  @Flag(help: "Pin in the running domain.") var live = false
+  @Flag(help: "Pin in the definition.") var config = false
+  @Flag(help: "The running domain if it runs, else the definition (the default).") var current = false
+
+  func run() async throws {
+    var pins: [VCPUPin]
+    if let vcpu {
+      guard let cpulist else { throw CLIError("give the host CPUs to pin vCPU \(vcpu) to, e.g. 0-1") }
+      let request = VCPUPinRequest(
+        vcpu: vcpu, cpuset: cpulist, live: live ? true : (config ? false : nil),
+        config: config ? true : (live ? false : nil))
+      let body = try await Connection.call(
+        .PUT, Connection.domainPath(domain, "/vcpupin"), body: Array(try JSONEncoder().encode(request)))
+      pins = try Connection.decode([VCPUPin].self, body)
+      if config && !live { return }
+      pins = pins.filter { $0.vcpu == vcpu }
+    } else {
+      pins = try Connection.decode(
+        [VCPUPin].self, try await Connection.call(.GET, Connection.domainPath(domain, "/vcpupin")))
+    }
+    var table = Table("VCPU", "CPU Affinity")
+    for pin in pins { table.add(String(pin.vcpu), pin.cpuset) }
+    FileHandle.standardOutput.write(Data((table.text + "\n").utf8))
+  }
+}

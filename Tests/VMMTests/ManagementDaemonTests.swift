@@ -395,4 +395,37 @@ struct ManagementDaemonTests {
     #expect(destroyed)
     #expect(try await state(harness, "looping") == "shut off (destroyed)")
   }
+
+  @Test(
+    "vcpupin: the definition's pins apply at start; a live pin moves a vCPU thread; --config changes the definition",
+    .enabled(if: ProcessInfo.processInfo.activeProcessorCount >= 2))
+  func vcpupin() async throws {
+    let harness = try ManagementHarness()
+    try harness.startDaemon()
+    let file = try harness.writeDefinition(
+      "pinned", extra: "<vcpu>2</vcpu><cputune><vcpupin vcpu='1' cpuset='0'/></cputune>")
+    expectSuccess(try await harness.ctl(["define", file]), "define")
+    let all = "0-\(ProcessInfo.processInfo.activeProcessorCount - 1)"
+    var shown = try await harness.ctl(["vcpupin", "pinned"])
+    #expect(shown.output.contains(" 0      \(all)") && shown.output.contains(" 1      0"), "\(shown.output)")
+    expectSuccess(try await harness.ctl(["start", "pinned"]), "start")
+    shown = try await harness.ctl(["vcpupin", "pinned"])
+    #expect(shown.output.contains(" 1      0\n"), "the definition's pin applies at start: \(shown.output)")
+    let pinned = try await harness.ctl(["vcpupin", "pinned", "0", "1", "--live"])
+    #expect(pinned.output.contains(" 0      1\n"), "\(pinned.output)\(pinned.errors)")
+    // The thread itself says so.
+    let pid = try #require(harness.vmmPid("pinned"))
+    let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+    let allowed = tasks.compactMap { try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/status", encoding: .utf8) }
+      .filter { $0.contains("Name:\tvcpu") }
+      .compactMap { $0.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") } }
+    #expect(allowed.count == 2 && allowed.allSatisfy { $0.hasSuffix("\t0") || $0.hasSuffix("\t1") }, "\(allowed)")
+    let bad = try await harness.ctl(["vcpupin", "pinned", "0", "99"])
+    #expect(bad.status == 1 && bad.errors.contains("not a list of this host's CPUs"), "\(bad.errors)")
+    let noSuch = try await harness.ctl(["vcpupin", "pinned", "5", "0"])
+    #expect(noSuch.status == 1 && noSuch.errors.contains("vCPU 5"), "\(noSuch.errors)")
+    expectSuccess(try await harness.ctl(["destroy", "pinned"]), "destroy")
+    expectSuccess(try await harness.ctl(["vcpupin", "pinned", "0", "1", "--config"]), "--config")
+    #expect(try await harness.ctl(["dumpxml", "pinned"]).output.contains("<vcpupin vcpu='0' cpuset='1'/>"))
+  }
 }

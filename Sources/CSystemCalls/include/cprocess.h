@@ -12,4 +12,11 @@ int csys_spawn_detached(const char *path, char *const argv[], char *const envp[]
 /// pidfd_open(2): a descriptor that polls readable when `pid` exits, or -1 with errno set.
 int csys_pidfd_open(pid_t pid);
 
+/// sched_setaffinity(2) of thread `tid` to the CPUs whose bits are set in `mask` (`bytes` long,
+/// bit n of byte n/8 for CPU n): 0, or -1 with errno set.
+int csys_set_affinity(pid_t tid, const unsigned char *mask, unsigned bytes);
+
+/// sched_getaffinity(2) of thread `tid` into `mask` (as above): 0, or -1 with errno set.
+int csys_get_affinity(pid_t tid, unsigned char *mask, unsigned bytes);
+
 #endif
