@@ -323,7 +323,7 @@ struct LinuxGuestTests {
           "expect:Connected to domain 'lin'", "expect:SKVM-GUEST-READY", "send:echo managed-$((6*7))",
           "expect:managed-42", "run:\(Managed.ctl) domstate --reason lin", "expect:running (booted)",
           "run:\(Managed.ctl) shutdown --timeout 120 lin", "expect:is being shutdown", "exit:0",
-          "host:\(Managed.ctl) domstate --reason lin; pkill -f 'skvm[d] --state-dir \(Prepared.management)'",
+          "host:\(Managed.ctl) domstate --reason lin; kill $(cat \(Prepared.management)/run/skvmd.pid)",
           "expect:shut off (shutdown)",
         ],
         arguments: [

@@ -148,6 +148,15 @@ struct ManagementDaemonTests {
     try harness.startDaemon()
     let socketMode = try FileManager.default.attributesOfItem(atPath: harness.socket)[.posixPermissions] as? Int
     #expect(socketMode == 0o600)
+    // Another user gets in neither socket.
+    if getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser") {
+      for socket in [harness.socket, harness.readOnlySocket] {
+        let other = try await ChildProcess.run(
+          URL(fileURLWithPath: "/usr/sbin/runuser"),
+          ["-u", "nobody", "--", ManagementHarness.binaries.appendingPathComponent("skvm-ctl").path, "-c", socket, "list"])
+        #expect(other.status == 1 && other.errors.contains("permission denied"), "\(other.errors)")
+      }
+    }
 
     let bomb = harness.directory.appendingPathComponent("bomb.xml")
     try Data("<!DOCTYPE d [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;'>]><domain><name>&b;</name></domain>".utf8).write(
