@@ -183,9 +183,6 @@ struct LinuxGuestTests {
     static let vmlinux = directory + "/vmlinux"
     /// The kit's initramfs, beside it.
     static let initrd = directory + "/initrd.gz"
-    /// A managed domain of the default guest (skvmd's state and sockets beside it).
-    static let management = directory + "/mgmt"
-    static let domainXML = management + "/lin.xml"
 
     static let made: Result<Void, KernelPayload.Failure> = {
       do {
@@ -201,12 +198,6 @@ struct LinuxGuestTests {
         var intxBytes = [UInt8](repeating: 0x2E, count: 1 << 20)
         intxBytes.replaceSubrange(4096..<4096 + 12, with: Array("INTX-PATTERN".utf8))
         try Data(intxBytes).write(to: URL(fileURLWithPath: intx))
-        try FileManager.default.createDirectory(atPath: management, withIntermediateDirectories: true)
-        let domain = """
-          <domain type='kvm'><name>lin</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
-          <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot></domain>
-          """
-        try Data(domain.utf8).write(to: URL(fileURLWithPath: domainXML))
         let kit = try GuestKit.prepare()
         let extracted = try KernelPayload.extractVmlinux(fromBzImage: kit.kernelPath)
         try? FileManager.default.removeItem(atPath: vmlinux)
@@ -220,18 +211,6 @@ struct LinuxGuestTests {
         return .failure(.init(description: "\(error)"))
       }
     }()
-  }
-
-  /// skvmd and skvm ctl for the managed sessions (the daemon runs in the lane beside the guest).
-  enum Managed {
-    static let binaries = CommandLineTests.executable.deletingLastPathComponent().path
-    static let socket = Prepared.management + "/run/skvm-sock"
-    static let ctl = "\(binaries)/skvm-ctl -c \(socket)"
-    /// Starts the daemon in the background and waits for its socket.
-    static let startDaemon =
-      "(\(binaries)/skvmd --state-dir \(Prepared.management) --runtime-dir \(Prepared.management)/run "
-      + "--skvm \(binaries)/skvm > \(Prepared.management)/skvmd.log 2>&1 &) && i=0 && "
-      + "while [ ! -S \(socket) ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done"
   }
 
   /// Every session that needs no host setup beyond `Prepared`: one lane boot for all of them.
@@ -314,24 +293,6 @@ struct LinuxGuestTests {
           "send:poweroff -f", "exit:0",
         ],
         arguments: ["run", "--disk", Prepared.intx, "--cmdline", "\(GuestKit.defaultCommandLine) pci=nomsi"]),
-      // skvmd in the lane: a defined domain boots the default guest, `console` reaches its shell,
-      // `shutdown` powers it off through ACPI (shut off, reason shutdown). (on_reboot is checked
-      // natively, with a guest that resets.)
-      .init(
-        name: "managed",
-        steps: [
-          "expect:Connected to domain 'lin'", "expect:SKVM-GUEST-READY", "send:echo managed-$((6*7))",
-          "expect:managed-42", "run:\(Managed.ctl) domstate --reason lin", "expect:running (booted)",
-          "run:\(Managed.ctl) shutdown --timeout 120 lin", "expect:is being shutdown", "exit:0",
-          "host:\(Managed.ctl) domstate --reason lin; kill $(cat \(Prepared.management)/run/skvmd.pid)",
-          "expect:shut off (shutdown)",
-        ],
-        arguments: [
-          "-c",
-          Managed.startDaemon
-            + " && \(Managed.ctl) define \(Prepared.domainXML) && exec \(Managed.ctl) start --console lin",
-        ],
-        timeout: 300, program: "/bin/sh"),
     ], workDirectory: Prepared.directory, prepare: { try Prepared.made.get() })
 
   @Test(
@@ -412,14 +373,6 @@ struct LinuxGuestTests {
   @Test("Without MSI (pci=nomsi) virtio-blk interrupts take INTx through the DSDT's _PRT")
   func virtioBlockOverINTx() async throws {
     let session = try await Self.batch.session("intx")
-    #expect(session.passed, "\(session.transcript)")
-  }
-
-  @Test(
-    "skvmd: a defined domain boots the default guest, console reaches its shell, shutdown (ACPI) shuts it off with reason shutdown"
-  )
-  func managedDomain() async throws {
-    let session = try await Self.batch.session("managed")
     #expect(session.passed, "\(session.transcript)")
   }
 
