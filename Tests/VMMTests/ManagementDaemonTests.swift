@@ -222,8 +222,9 @@ struct ManagementDaemonTests {
     try harness.startDaemon()
     expectSuccess(try await harness.ctl(["define", try harness.writeDefinition("alpha")]), "define")
     let python = MonitorGuestTests.python
-    guard FileManager.default.isExecutableFile(atPath: python) else {
-      Issue.record("no \(python): run scripts/setup (it installs schemathesis)")
+    let schemathesis = URL(fileURLWithPath: python).deletingLastPathComponent().appendingPathComponent("schemathesis")
+    guard FileManager.default.isExecutableFile(atPath: schemathesis.path) else {
+      Issue.record("no \(schemathesis.path): run scripts/setup --api-fuzzer (it installs schemathesis)")
       return
     }
     let root = ProbeBuilder.repositoryRoot
