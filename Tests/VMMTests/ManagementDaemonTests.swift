@@ -153,7 +153,10 @@ struct ManagementDaemonTests {
       for socket in [harness.socket, harness.readOnlySocket] {
         let other = try await ChildProcess.run(
           URL(fileURLWithPath: "/usr/sbin/runuser"),
-          ["-u", "nobody", "--", ManagementHarness.binaries.appendingPathComponent("skvm-ctl").path, "-c", socket, "list"])
+          [
+            "-u", "nobody", "--", ManagementHarness.binaries.appendingPathComponent("skvm-ctl").path, "-c", socket,
+            "list",
+          ])
         #expect(other.status == 1 && other.errors.contains("permission denied"), "\(other.errors)")
       }
     }
