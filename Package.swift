@@ -70,33 +70,47 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
-    // Layer 8: management — domain definitions (libvirt's domain XML), the registry (SQLite through
-    // GRDB) and the supervisor of each domain's `skvm run` process.
+    // Layer 8: management — what the daemon and its clients share (reports, states, errors, paths).
+    .target(name: "ManagementModel"),
+    // Domain definitions (libvirt's domain XML), the registry (SQLite through GRDB) and the
+    // supervisor of each domain's `skvm run` process.
     .target(
       name: "Management",
       dependencies: [
-        "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls", .product(name: "GRDB", package: "GRDB.swift"),
+        "ManagementModel", "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls",
+        .product(name: "GRDB", package: "GRDB.swift"),
       ]),
-    // The daemon's HTTP API and the CLI's client of it, over unix sockets (SwiftNIO's HTTP/1.1).
+    // The CLI's client of the daemon's API (SwiftNIO's HTTP/1.1 codec over a blocking socket).
+    .target(
+      name: "ManagementClient",
+      dependencies: [
+        "ManagementModel", .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+      ]),
+    // The daemon's HTTP API on unix sockets (SwiftNIO).
     .target(
       name: "ManagementAPI",
       dependencies: [
-        "Management", "JSON", .product(name: "NIOCore", package: "swift-nio"),
+        "Management", "ManagementModel", "ManagementClient", "JSON", .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
       ]),
     // The management daemon.
     .executableTarget(
       name: "skvmd",
       dependencies: [
-        "Management", "ManagementAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "Management", "ManagementModel", "ManagementAPI",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
-    // The management CLI (`skvm ctl VERB …`, virsh's verbs), a client of the daemon.
+    // The management CLI (`skvm ctl VERB …`, virsh's verbs), a client of the daemon: it links
+    // neither the registry nor the VMM, so that it starts quickly.
     .executableTarget(
       name: "skvm-ctl",
       dependencies: [
-        "Management", "ManagementAPI", "JSON", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "ManagementModel", "ManagementClient", "JSON",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
-    .testTarget(name: "ManagementTests", dependencies: ["Management", "ManagementAPI", "JSON"]),
+    .testTarget(
+      name: "ManagementTests", dependencies: ["Management", "ManagementModel", "ManagementAPI", "JSON", "VMM"]),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),

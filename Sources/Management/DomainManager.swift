@@ -2,6 +2,7 @@ import DiskImage
 import Foundation
 import Glibc
 import JSON
+import ManagementModel
 
 /// The daemon's core: owns the registry and the running domains' processes, carries out
 /// lifecycle requests (one job per domain at a time), finds running domains again after a
@@ -70,7 +71,18 @@ public actor DomainManager {
   }
 
   private func summary(_ record: DomainRecord) -> DomainSummary {
-    DomainSummary(record: record, title: (try? DomainXML.parse(record.xml))?.definition.title)
+    DomainSummary(record: record, title: title(of: record))
+  }
+
+  /// Each definition's title, kept while its XML stays the same (`list` of many domains would
+  /// otherwise parse every definition each time).
+  private var titles: [String: (xml: String, title: String?)] = [:]
+
+  private func title(of record: DomainRecord) -> String? {
+    if let cached = titles[record.uuid], cached.xml == record.xml { return cached.title }
+    let title = (try? DomainXML.parse(record.xml))?.definition.title
+    titles[record.uuid] = (record.xml, title)
+    return title
   }
 
   // MARK: Queries
@@ -89,7 +101,18 @@ public actor DomainManager {
       summary: summary(record), vcpus: definition.vcpus, maxMemoryKiB: definition.memoryKiB,
       usedMemoryKiB: definition.currentMemoryKiB ?? definition.memoryKiB, osType: definition.os.type,
       pid: record.state.isActive ? record.pid : nil, log: paths.log(for: record.name),
-      console: record.state.isActive ? paths.console(for: record.uuid) : nil)
+      console: record.state.isActive ? paths.console(for: record.uuid) : nil,
+      disks: definition.disks.map { DiskSummary(device: $0.device.rawValue, target: $0.target, source: $0.source) },
+      interfaces: definition.interfaces.map { interface in
+        let model = interface.model ?? "virtio"
+        switch interface.kind {
+        case .user: return InterfaceSummary(device: nil, type: "user", source: nil, model: model, mac: interface.mac)
+        case .ethernet(let tap):
+          return InterfaceSummary(device: tap, type: "ethernet", source: nil, model: model, mac: interface.mac)
+        case .bridge(let bridge, let tap):
+          return InterfaceSummary(device: tap, type: "bridge", source: bridge, model: model, mac: interface.mac)
+        }
+      })
   }
 
   /// `dumpxml`.

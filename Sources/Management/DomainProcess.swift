@@ -112,7 +112,7 @@ final class DomainProcess: @unchecked Sendable {
           lastError = error.description
         }
       }
-      usleep(10_000)
+      usleep(1000)
     }
     throw DomainProcessError("its monitor (\(monitorPath)) did not answer within \(Int(timeout)) s: \(lastError)")
   }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import ManagementModel
 
 /// One domain as the registry keeps it: its definition (as XML), flags, and the last state the
 /// daemon knew, with what it needs to find a running domain's process again after a restart.
@@ -167,5 +168,15 @@ public final class DomainRegistry: Sendable {
         arguments: [current + 1])
       return current + 1
     }
+  }
+}
+
+extension DomainSummary {
+  /// The summary of a registry row; `title` from its definition.
+  public init(record: DomainRecord, title: String?) {
+    self.init(
+      id: record.state.isActive ? record.domainID : nil, name: record.name, uuid: record.uuid, state: record.state,
+      reason: record.reason, persistent: record.persistent, autostart: record.autostart, template: record.template,
+      title: title)
   }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import JSON
 import Management
+import ManagementClient
+import ManagementModel
 
 /// One HTTP request as the router sees it (no socket, no NIO): tests call the router directly.
 public struct APIRequest: Sendable {
@@ -52,38 +54,6 @@ public struct APIResponse: Sendable {
   static func error(_ error: ManagementError) -> APIResponse {
     json(APIErrorBody(error: .init(code: error.code.rawValue, message: error.message)), status: error.httpStatus)
   }
-}
-
-/// The API's error document: `{"error": {"code": "no-domain", "message": "…"}}`.
-public struct APIErrorBody: Codable, Sendable {
-  public struct Detail: Codable, Sendable {
-    public var code: String
-    public var message: String
-  }
-  public var error: Detail
-}
-
-/// `{"enabled": true}`: the body of `PUT …/autostart` and `PUT …/template`.
-public struct APIFlag: Codable, Sendable {
-  public var enabled: Bool
-  public init(enabled: Bool) { self.enabled = enabled }
-}
-
-/// `{"command": "info status", "hmp": true}`: the body of `POST …/monitor`.
-public struct APIMonitorRequest: Codable, Sendable {
-  public var command: String
-  public var hmp: Bool?
-  public init(command: String, hmp: Bool) {
-    self.command = command
-    self.hmp = hmp
-  }
-}
-
-/// The daemon's version and instance (`GET /v1/version`).
-public struct APIVersion: Codable, Sendable {
-  public var version: String
-  public var stateDirectory: String
-  public var runtimeDirectory: String
 }
 
 /// The routes of the daemon's API (described in `Documentation/skvmd-openapi.yaml`).

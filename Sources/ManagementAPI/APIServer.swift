@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import ManagementModel
 import NIOCore
 import NIOHTTP1
 import NIOPosix

@@ -1,6 +1,7 @@
 import ArgumentParser
-import Foundation
-import Management
+import FoundationEssentials
+import Glibc
+import ManagementModel
 
 /// `skvm ctl`: virsh's verbs against the management daemon (skvmd).
 @main
@@ -32,8 +33,8 @@ struct CTL: AsyncParsableCommand {
         try command.run()
       }
     } catch let error as CLIError {
-      FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-      Foundation.exit(1)
+      writeError(Array("error: \(error.description)\n".utf8))
+      Glibc.exit(1)
     } catch {
       exit(withError: error)
     }
@@ -41,4 +42,20 @@ struct CTL: AsyncParsableCommand {
 }
 
 /// Writes a line to standard output, at once (a pipe's reader sees it before what follows).
-func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+func say(_ line: String) { writeOutput(Array((line + "\n").utf8)) }
+
+/// Writes bytes to standard output, whole.
+func writeOutput(_ bytes: [UInt8]) { writeAll(STDOUT_FILENO, bytes) }
+
+/// Writes bytes to standard error, whole.
+func writeError(_ bytes: [UInt8]) { writeAll(STDERR_FILENO, bytes) }
+
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+  var offset = 0
+  while offset < bytes.count {
+    let count = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if count < 0 && errno == EINTR { continue }
+    if count <= 0 { return }
+    offset += count
+  }
+}

@@ -1,7 +1,8 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import JSON
-import Management
-import ManagementAPI
+import ManagementClient
+import ManagementModel
 import NIOHTTP1
 
 /// Which daemon the CLI talks to, chosen before the verb as virsh's `-c URI` / `-r`: `system`,
@@ -61,7 +62,7 @@ enum Connection {
     let client = APIClient(socketPath: try socketPath())
     let reply: APIClient.Reply
     do {
-      reply = try await client.request(method, target, body: body, contentType: contentType)
+      reply = try client.request(method, target, body: body, contentType: contentType)
     } catch {
       throw CLIError(error.description)
     }
@@ -84,9 +85,18 @@ enum Connection {
 
   /// The path segment for a domain reference (name, UUID or id).
   static func domainPath(_ reference: String, _ suffix: String = "") -> String {
-    var allowed = CharacterSet.urlPathAllowed
-    allowed.remove(charactersIn: "/?#%")
-    let escaped = reference.addingPercentEncoding(withAllowedCharacters: allowed) ?? reference
+    // Percent-encoding of everything but unreserved characters (RFC 3986).
+    var escaped = ""
+    for byte in reference.utf8 {
+      let unreserved =
+        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39)
+        || byte == 0x2D || byte == 0x2E || byte == 0x5F || byte == 0x7E
+      if unreserved {
+        escaped.append(Character(Unicode.Scalar(byte)))
+      } else {
+        escaped += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+      }
+    }
     return "/v1/domains/\(escaped)" + suffix
   }
 }

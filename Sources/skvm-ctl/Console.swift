@@ -1,13 +1,14 @@
 import ArgumentParser
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Glibc
-import Management
+import ManagementModel
 
 /// `console NAME`: the domain's serial console on this terminal until Ctrl-] (the guest's
 /// output meanwhile is in its log either way).
 struct Console: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Attach this terminal to a running domain's serial console; Ctrl-] detaches.")
+    commandName: "console", abstract: "Attach this terminal to a running domain's serial console; Ctrl-] detaches.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
 
   func run() async throws { try await Self.attach(domain) }
@@ -21,10 +22,9 @@ struct Console: AsyncParsableCommand {
       throw CLIError("domain '\(facts.summary.name)' is not running")
     }
     let fd = try connect(path)
-    FileHandle.standardOutput.write(
-      Data("Connected to domain '\(facts.summary.name)'\nEscape character is ^] (Ctrl + ])\n".utf8))
+    writeOutput(Array("Connected to domain '\(facts.summary.name)'\nEscape character is ^] (Ctrl + ])\n".utf8))
     let terminal = RawTerminal()
-    Thread.detachNewThread {
+    DispatchQueue.global().async {
       var buffer = [UInt8](repeating: 0, count: 4096)
       while true {
         let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -33,7 +33,7 @@ struct Console: AsyncParsableCommand {
         _ = buffer.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, count) }
       }
       terminal.restore()
-      Foundation.exit(0)
+      Glibc.exit(0)
     }
     var buffer = [UInt8](repeating: 0, count: 1024)
     while true {
@@ -52,8 +52,8 @@ struct Console: AsyncParsableCommand {
       }
       if escapeAt != nil {
         terminal.restore()
-        FileHandle.standardOutput.write(Data("\n".utf8))
-        Foundation.exit(0)
+        writeOutput(Array("\n".utf8))
+        Glibc.exit(0)
       }
     }
   }

@@ -1,24 +1,26 @@
 import ArgumentParser
-import Foundation
-import Management
-import ManagementAPI
+import FoundationEssentials
+import Glibc
+import ManagementClient
+import ManagementModel
 
 struct Define: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Define (or redefine) a domain from an XML file.")
+  static let configuration = CommandConfiguration(
+    commandName: "define", abstract: "Define (or redefine) a domain from an XML file.")
   @Argument(help: "The domain XML file.") var file: String
 
   func run() async throws {
     let body = try await Connection.call(
       .POST, "/v1/domains", body: try readDefinition(file), contentType: "application/xml")
     let result = try Connection.decode(DefineResult.self, body)
-    for warning in result.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+    for warning in result.warnings { writeError(Array("warning: \(warning)\n".utf8)) }
     say("Domain '\(result.domain.name)' defined from \(file)")
   }
 }
 
 struct Undefine: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Forget a domain's definition (a running domain becomes transient and runs on).")
+    commandName: "undefine", abstract: "Forget a domain's definition (a running domain becomes transient and runs on).")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   @Flag(help: "Delete its disk images too (not while it runs).") var removeAllStorage = false
 
@@ -38,7 +40,7 @@ struct DumpXML: AsyncParsableCommand {
 
   func run() async throws {
     let body = try await Connection.call(.GET, Connection.domainPath(domain, "/xml"))
-    FileHandle.standardOutput.write(Data(body))
+    writeOutput(body)
   }
 }
 
@@ -59,7 +61,8 @@ extension FlagVerb {
 }
 
 struct Autostart: FlagVerb {
-  static let configuration = CommandConfiguration(abstract: "Start a domain whenever the daemon starts.")
+  static let configuration = CommandConfiguration(
+    commandName: "autostart", abstract: "Start a domain whenever the daemon starts.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   @Flag(help: "Stop starting it.") var disable = false
   static let resource = "autostart"
@@ -70,7 +73,7 @@ struct Autostart: FlagVerb {
 
 struct Template: FlagVerb {
   static let configuration = CommandConfiguration(
-    abstract: "Mark a domain a template: it is never started, only cloned.")
+    commandName: "template", abstract: "Mark a domain a template: it is never started, only cloned.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   @Flag(help: "Make it an ordinary domain again.") var disable = false
   static let resource = "template"
@@ -86,7 +89,7 @@ func domainName(_ reference: String) async throws -> String {
 
 struct Clone: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Copy a shut-off domain (or a template) to a new one (virt-clone).",
+    commandName: "clone", abstract: "Copy a shut-off domain (or a template) to a new one (virt-clone).",
     discussion: """
       The clone gets a new name, UUID and MAC addresses, and copies of the source's writable disks beside \
       them, named after the clone. With --linked each copy is a qcow2 overlay backed by the source's image \

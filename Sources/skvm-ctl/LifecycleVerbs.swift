@@ -1,6 +1,7 @@
 import ArgumentParser
-import Foundation
-import Management
+import FoundationEssentials
+import Glibc
+import ManagementModel
 
 /// A verb that acts on one domain and prints virsh's sentence for it.
 protocol DomainAction: AsyncParsableCommand {
@@ -18,7 +19,7 @@ extension DomainAction {
 }
 
 struct Start: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Start a defined (inactive) domain.")
+  static let configuration = CommandConfiguration(commandName: "start", abstract: "Start a defined (inactive) domain.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   @Flag(help: "Attach to its serial console once it runs.") var console = false
 
@@ -31,7 +32,8 @@ struct Start: AsyncParsableCommand {
 }
 
 struct Destroy: DomainAction {
-  static let configuration = CommandConfiguration(abstract: "Stop a domain at once (its guest gets no warning).")
+  static let configuration = CommandConfiguration(
+    commandName: "destroy", abstract: "Stop a domain at once (its guest gets no warning).")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   static let action = "destroy"
   static func sentence(_ name: String) -> String { "Domain '\(name)' destroyed" }
@@ -39,28 +41,29 @@ struct Destroy: DomainAction {
 
 struct Reboot: DomainAction {
   static let configuration = CommandConfiguration(
-    abstract: "Reboot a domain: the guest is asked to power off (ACPI) and started again.")
+    commandName: "reboot", abstract: "Reboot a domain: the guest is asked to power off (ACPI) and started again.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   static let action = "reboot"
   static func sentence(_ name: String) -> String { "Domain '\(name)' is being rebooted" }
 }
 
 struct Reset: DomainAction {
-  static let configuration = CommandConfiguration(abstract: "Reset a domain at once, as its reset button.")
+  static let configuration = CommandConfiguration(
+    commandName: "reset", abstract: "Reset a domain at once, as its reset button.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   static let action = "reset"
   static func sentence(_ name: String) -> String { "Domain '\(name)' was reset" }
 }
 
 struct Suspend: DomainAction {
-  static let configuration = CommandConfiguration(abstract: "Pause a running domain.")
+  static let configuration = CommandConfiguration(commandName: "suspend", abstract: "Pause a running domain.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   static let action = "suspend"
   static func sentence(_ name: String) -> String { "Domain '\(name)' suspended" }
 }
 
 struct Resume: DomainAction {
-  static let configuration = CommandConfiguration(abstract: "Resume a paused domain.")
+  static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume a paused domain.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   static let action = "resume"
   static func sentence(_ name: String) -> String { "Domain '\(name)' resumed" }
@@ -68,7 +71,7 @@ struct Resume: DomainAction {
 
 struct Shutdown: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Ask a domain to power off (the ACPI power button).",
+    commandName: "shutdown", abstract: "Ask a domain to power off (the ACPI power button).",
     discussion: "With --timeout, waits until it is shut off and fails if it is not within that many seconds.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
   @Option(help: ArgumentHelp("Wait this many seconds for it to shut off.", valueName: "seconds")) var timeout: Int?
@@ -91,7 +94,7 @@ struct Shutdown: AsyncParsableCommand {
 
 struct Create: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Create and start a transient domain from an XML file (forgotten when it stops).")
+    commandName: "create", abstract: "Create and start a transient domain from an XML file (forgotten when it stops).")
   @Argument(help: "The domain XML file.") var file: String
 
   func run() async throws {
@@ -103,11 +106,18 @@ struct Create: AsyncParsableCommand {
 
 /// The bytes of a domain XML file (at most 1 MiB), or a clear error.
 func readDefinition(_ file: String) throws -> [UInt8] {
-  guard let handle = FileHandle(forReadingAtPath: file) else {
-    throw CLIError("failed to read \(file): no such file, or not readable")
+  let fd = open(file, O_RDONLY | O_CLOEXEC)
+  guard fd >= 0 else { throw CLIError("failed to read \(file): \(String(cString: strerror(errno)))") }
+  defer { close(fd) }
+  var bytes: [UInt8] = []
+  var chunk = [UInt8](repeating: 0, count: 65536)
+  while bytes.count <= 1 << 20 {
+    let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    if count < 0 && errno == EINTR { continue }
+    if count < 0 { throw CLIError("failed to read \(file): \(String(cString: strerror(errno)))") }
+    if count == 0 { break }
+    bytes += chunk[0..<count]
   }
-  defer { try? handle.close() }
-  let data = (try? handle.read(upToCount: (1 << 20) + 1)) ?? Data()
-  if data.count > 1 << 20 { throw CLIError("\(file) is larger than 1 MiB: not a domain definition") }
-  return Array(data)
+  if bytes.count > 1 << 20 { throw CLIError("\(file) is larger than 1 MiB: not a domain definition") }
+  return bytes
 }

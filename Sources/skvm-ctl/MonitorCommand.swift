@@ -1,8 +1,9 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import JSON
-import Management
-import ManagementAPI
+import ManagementClient
+import ManagementModel
 
 struct MonitorCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -20,7 +21,7 @@ struct MonitorCommand: AsyncParsableCommand {
       .POST, Connection.domainPath(domain, "/monitor"), body: Array(try JSONEncoder().encode(request)))
     let reply = try JSONValue.parse(body)
     if hmp {
-      FileHandle.standardOutput.write(Data((reply.string ?? "").utf8))
+      writeOutput(Array((reply.string ?? "").utf8))
     } else {
       let wrapped: JSONValue = ["return": reply]
       say(pretty ? wrapped.prettyText : String(decoding: wrapped.compactText, as: UTF8.self))
@@ -30,7 +31,7 @@ struct MonitorCommand: AsyncParsableCommand {
 
 struct Event: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Print domains' lifecycle events as they happen.",
+    commandName: "event", abstract: "Print domains' lifecycle events as they happen.",
     discussion: "Without --loop, ends after the first event; --timeout ends after that many seconds.")
   @Option(help: ArgumentHelp("Only this domain's events.", valueName: "domain")) var domain: String?
   @Flag(help: "Keep printing events until interrupted.") var loop = false
@@ -44,21 +45,20 @@ struct Event: AsyncParsableCommand {
     let stamped = timestamp
     let watcher = Task {
       do {
-        try await client.stream("/v1/events") { line in
+        try client.stream("/v1/events") { line in
           guard let event = try? JSONDecoder().decode(DomainEvent.self, from: Data(line)) else { return true }
           if let filter, filter != event.name && filter != event.uuid { return true }
           var text = "event 'lifecycle' for domain '\(event.name)': \(event.event) \(event.detail)"
           if stamped {
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            text = formatter.string(from: Date(timeIntervalSince1970: event.timestamp)) + ": " + text
+            let date = Date(timeIntervalSince1970: event.timestamp)
+            text = date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)) + ": " + text
           }
-          FileHandle.standardOutput.write(Data((text + "\n").utf8))
+          writeOutput(Array((text + "\n").utf8))
           return !once
         }
       } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        Foundation.exit(1)
+        writeError(Array("error: \(error)\n".utf8))
+        Glibc.exit(1)
       }
     }
     if let timeout {
@@ -66,7 +66,7 @@ struct Event: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(timeout))
         watcher.cancel()
         say("event loop timed out")
-        Foundation.exit(0)
+        Glibc.exit(0)
       }
       _ = await watcher.result
       timer.cancel()

@@ -1,7 +1,8 @@
 import ArgumentParser
-import Foundation
-import Management
-import ManagementAPI
+import FoundationEssentials
+import Glibc
+import ManagementClient
+import ManagementModel
 
 /// Every domain the daemon has.
 func allDomains() async throws -> [DomainSummary] {
@@ -14,7 +15,8 @@ func info(_ reference: String) async throws -> DomainInfo {
 }
 
 struct List: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "List domains (the running ones unless --all).")
+  static let configuration = CommandConfiguration(
+    commandName: "list", abstract: "List domains (the running ones unless --all).")
   @Flag(help: "Inactive domains too.") var all = false
   @Flag(help: "Only the inactive ones.") var inactive = false
   @Flag(help: "Print only names.") var name = false
@@ -58,7 +60,7 @@ struct List: AsyncParsableCommand {
         table.add(id, domain.name, domain.state.rawValue)
       }
     }
-    FileHandle.standardOutput.write(Data((table.text + "\n").utf8))
+    writeOutput(Array((table.text + "\n").utf8))
   }
 }
 
@@ -78,9 +80,10 @@ struct DomInfo: AsyncParsableCommand {
     ]
     var text = ""
     for (label, value) in lines {
-      text += (label + ":").padding(toLength: 16, withPad: " ", startingAt: 0) + value + "\n"
+      let padded = label + ":" + String(repeating: " ", count: max(1, 16 - label.count - 1))
+      text += padded + value + "\n"
     }
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    writeOutput(Array((text + "\n").utf8))
   }
 }
 
@@ -114,16 +117,6 @@ struct DomID: AsyncParsableCommand {
   func run() async throws { say((try await info(domain).summary.id.map(String.init) ?? "-") + "\n") }
 }
 
-/// A domain's definition, parsed.
-func definition(_ reference: String) async throws -> DomainDefinition {
-  let body = try await Connection.call(.GET, Connection.domainPath(reference, "/xml"))
-  do {
-    return try DomainXML.parse(body).definition
-  } catch {
-    throw CLIError("the daemon's definition of '\(reference)' did not parse: \(error)")
-  }
-}
-
 struct DomBlkList: AsyncParsableCommand {
   static let configuration = CommandConfiguration(commandName: "domblklist", abstract: "List a domain's disks.")
   @Argument(help: "The domain's name, UUID or id.") var domain: String
@@ -131,14 +124,14 @@ struct DomBlkList: AsyncParsableCommand {
 
   func run() async throws {
     var table = details ? Table("Type", "Device", "Target", "Source") : Table("Target", "Source")
-    for disk in try await definition(domain).disks {
+    for disk in try await info(domain).disks {
       if details {
-        table.add("file", disk.device.rawValue, disk.target, disk.source ?? "-")
+        table.add("file", disk.device, disk.target, disk.source ?? "-")
       } else {
         table.add(disk.target, disk.source ?? "-")
       }
     }
-    FileHandle.standardOutput.write(Data((table.text + "\n").utf8))
+    writeOutput(Array((table.text + "\n").utf8))
   }
 }
 
@@ -149,21 +142,16 @@ struct DomIfList: AsyncParsableCommand {
 
   func run() async throws {
     var table = Table("Interface", "Type", "Source", "Model", "MAC")
-    for interface in try await definition(domain).interfaces {
-      let model = interface.model ?? "virtio"
-      let mac = interface.mac ?? "-"
-      switch interface.kind {
-      case .user: table.add("-", "user", "-", model, mac)
-      case .ethernet(let tap): table.add(tap ?? "-", "ethernet", "-", model, mac)
-      case .bridge(let bridge, let tap): table.add(tap ?? "-", "bridge", bridge, model, mac)
-      }
+    for interface in try await info(domain).interfaces {
+      table.add(interface.device ?? "-", interface.type, interface.source ?? "-", interface.model, interface.mac ?? "-")
     }
-    FileHandle.standardOutput.write(Data((table.text + "\n").utf8))
+    writeOutput(Array((table.text + "\n").utf8))
   }
 }
 
 struct Version: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Print the CLI's and the daemon's versions.")
+  static let configuration = CommandConfiguration(
+    commandName: "version", abstract: "Print the CLI's and the daemon's versions.")
 
   func run() async throws {
     let version = try Connection.decode(APIVersion.self, try await Connection.call(.GET, "/v1/version"))
@@ -206,6 +194,6 @@ struct VCPUPinVerb: AsyncParsableCommand {
     }
     var table = Table("VCPU", "CPU Affinity")
     for pin in pins { table.add(String(pin.vcpu), pin.cpuset) }
-    FileHandle.standardOutput.write(Data((table.text + "\n").utf8))
+    writeOutput(Array((table.text + "\n").utf8))
   }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Management
 import ManagementAPI
+import ManagementModel
 
 /// `skvmd`: the management daemon. Keeps domain definitions, runs each domain as a `skvm run`
 /// process in a session of its own, and serves the API that `skvm ctl` talks to.

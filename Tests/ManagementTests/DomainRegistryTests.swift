@@ -1,5 +1,7 @@
 import Foundation
+import ManagementModel
 import Testing
+import VMM
 
 @testable import Management
 
@@ -102,5 +104,11 @@ import Testing
     let definition = try DomainXML.parse(DomainXMLTests.full).definition
     let missing = DomainLaunch.missingFiles(definition) { $0 == "/boot/vmlinuz" }
     #expect(missing.contains("/boot/initrd.img") && !missing.contains("/boot/vmlinuz"))
+  }
+}
+
+@Suite struct ManagementVersionTests {
+  @Test func theDaemonReportsSwiftKVMsVersion() {
+    #expect(ManagementVersion.current == SwiftKVMVersion.current)
   }
 }

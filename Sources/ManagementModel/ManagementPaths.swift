@@ -1,6 +1,5 @@
-import Foundation
+import FoundationEssentials
 import Glibc
-import VMM
 
 /// Where a daemon instance keeps its registry, logs and sockets: the system instance under
 /// `/var/lib/skvm` and `/run/skvm` (root; libvirt's `qemu:///system`), a per-user one under the
@@ -22,7 +21,7 @@ public struct ManagementPaths: Sendable, Equatable {
   /// The per-user instance's directories: `$XDG_DATA_HOME/skvm` (or `~/.local/share/skvm`) and
   /// `$XDG_RUNTIME_DIR/skvm` (or `/tmp/skvm-UID`).
   public static func session(environment: [String: String] = ProcessInfo.processInfo.environment) -> ManagementPaths {
-    let home = environment["HOME"] ?? NSHomeDirectory()
+    let home = environment["HOME"] ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_dir) } ?? "/"
     let data = environment["XDG_DATA_HOME"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? home + "/.local/share"
     let runtime = environment["XDG_RUNTIME_DIR"].flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp/skvm-\(getuid())"
     return ManagementPaths(stateDirectory: data + "/skvm", runtimeDirectory: runtime + "/skvm")
@@ -66,7 +65,7 @@ public struct ManagementPaths: Sendable, Equatable {
   }
 }
 
-/// The version the daemon and the CLI report.
+/// The version the daemon and the CLI report (SwiftKVM's; a test keeps the two equal).
 public enum ManagementVersion {
-  public static let current = SwiftKVMVersion.current
+  public static let current = "0.1.0"
 }

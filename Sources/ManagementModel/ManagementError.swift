@@ -37,7 +37,7 @@ public struct ManagementError: Error, CustomStringConvertible, Sendable, Equatab
     }
   }
 
-  static func noDomain(_ reference: String) -> ManagementError {
+  public static func noDomain(_ reference: String) -> ManagementError {
     ManagementError(.noDomain, "failed to get domain '\(reference)': no domain with a matching name, UUID or id")
   }
 }
