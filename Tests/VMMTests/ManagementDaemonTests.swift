@@ -295,6 +295,10 @@ struct ManagementDaemonTests {
     let info = try qemuImg(["info", "-U", linkedImage]).output
     #expect(info.contains("backing file: \(base)"), "\(info)")
 
+    let disks = try await harness.ctl(["domblklist", "golden"]).output
+    #expect(disks.contains(" Target   Source") && disks.contains(" vda      \(base)"), "\(disks)")
+    let interfaces = try await harness.ctl(["domiflist", "golden"]).output
+    #expect(interfaces.contains(" -           user   -        virtio   52:54:00:aa:bb:cc"), "\(interfaces)")
     let templateXML = try await harness.ctl(["dumpxml", "golden"]).output
     let cloneXML = try await harness.ctl(["dumpxml", "linked1"]).output
     #expect(cloneXML.contains("<name>linked1</name>") && cloneXML.contains(linkedImage))
