@@ -5,6 +5,7 @@ import Glibc
 /// `skvm-ctl` beside `skvm`, so that `skvm run` carries none of the HTTP client's weight.
 struct Ctl: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "ctl",
     abstract: "Manage the daemon's domains with virsh's verbs (skvm ctl --help lists them).")
 
   @Argument(parsing: .captureForPassthrough, help: "The verb and its arguments.")

@@ -4,6 +4,7 @@ import GuestKit
 /// `skvm kit`: build (or find in the cache) the default guest and print where it is.
 struct Kit: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "kit",
     abstract: "Build the default guest (Debian's cloud kernel and a busybox initramfs) and print its paths.",
     discussion: """
       Downloads linux-image-cloud-amd64's kernel and busybox-static with apt-get download, \

@@ -7,6 +7,7 @@ import SwiftKVM
 /// `skvm run`: boot a guest and run it until it resets, powers off or faults.
 struct Run: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "run",
     abstract: "Run a virtual machine.",
     discussion: """
       Without a boot source, boots the default guest: Debian's cloud kernel and a busybox

@@ -359,11 +359,14 @@ struct ManagementDaemonTests {
     #expect(detached.status == 0, "\(detached.output)")
     #expect(try await state(harness, "echo") == "running (booted)")
 
-    async let holder = harness.ctl(["console", "echo"], input: [], linger: 2)
-    try await Task.sleep(for: .milliseconds(700))
+    // Someone holds the console (a plain connection to its socket): a second client is told so.
+    let uuid = try await harness.ctl(["domuuid", "echo"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+    let holder = try ManagementHarness.connectUnix(
+      harness.directory.appendingPathComponent("run/domains/\(uuid).console").path)
     let second = try await harness.ctl(["console", "echo"], input: [], linger: 0.2)
     #expect(second.output.contains("in use by another client"), "\(second.output)")
-    _ = try await holder
+    close(holder)
+    try await Task.sleep(for: .milliseconds(200))
 
     _ = try await harness.ctl(["console", "echo"], input: Array("\nquit\n".utf8), linger: 0.5)
     #expect(try await waitForShutOff(harness, "echo", seconds: 30).hasPrefix("shut off"))

@@ -149,6 +149,23 @@ final class ManagementHarness: @unchecked Sendable {
     return text[text.index(after: close)...].split(separator: " ").first != "Z"
   }
 
+  /// A connected unix stream socket to `path`.
+  static func connectUnix(_ path: String) throws -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
+    }
+    let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    guard fd >= 0, connected == 0 else { throw HarnessError(description: "cannot connect to \(path)") }
+    return fd
+  }
+
   struct HarnessError: Error, CustomStringConvertible {
     let description: String
   }
