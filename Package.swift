@@ -12,6 +12,7 @@ let package = Package(
     .executable(name: "skvm", targets: ["skvm"]),
     .executable(name: "skvmd", targets: ["skvmd"]),
     .executable(name: "skvm-ctl", targets: ["skvm-ctl"]),
+    .library(name: "DomainXML", targets: ["DomainXML"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -72,12 +73,14 @@ let package = Package(
     ),
     // Layer 8: management — what the daemon and its clients share (reports, states, errors, paths).
     .target(name: "ManagementModel"),
-    // Domain definitions (libvirt's domain XML), the registry (SQLite through GRDB) and the
-    // supervisor of each domain's `skvm run` process.
+    // Domain definitions: libvirt's domain XML read strictly and written back (libxml2), names,
+    // MAC addresses, CPU lists, and the `skvm run` command line of a definition.
+    .target(name: "DomainXML", dependencies: ["CSystemCalls"]),
+    // The registry (SQLite through GRDB) and the supervisor of each domain's `skvm run` process.
     .target(
       name: "Management",
       dependencies: [
-        "ManagementModel", "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls",
+        "DomainXML", "ManagementModel", "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls",
         .product(name: "GRDB", package: "GRDB.swift"),
       ]),
     // The CLI's client of the daemon's API (SwiftNIO's HTTP/1.1 codec over a blocking socket).
@@ -110,7 +113,8 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .testTarget(
-      name: "ManagementTests", dependencies: ["Management", "ManagementModel", "ManagementAPI", "JSON", "VMM"]),
+      name: "ManagementTests",
+      dependencies: ["DomainXML", "Management", "ManagementModel", "ManagementAPI", "JSON", "VMM"]),
     .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
     .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "KVM", "CKVM"]),
     .testTarget(name: "DevicesTests", dependencies: ["Devices", "GuestMemory"]),

@@ -4,6 +4,7 @@
 //   .build/release/FuzzImageCheck -max_total_time=600 corpus/image     (a long run; also Read, Write)
 //   .build/release/FuzzVirtqueue -max_total_time=600 corpus/virtqueue
 //   .build/release/FuzzControl -max_total_time=600 corpus/control          (option parsers, PCI reports)
+//   .build/release/FuzzDomainXML -max_total_time=600 corpus/domainxml      (domain XML, CPU lists, names)
 import PackageDescription
 
 let package = Package(
@@ -32,6 +33,11 @@ let package = Package(
       dependencies: [
         "FuzzSupport", .product(name: "SwiftKVM", package: "SwiftKVM"), .product(name: "Virtio", package: "SwiftKVM"),
       ],
+      swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    // What the management daemon reads: domain XML (and the round trip of what it accepts), CPU
+    // lists, domain names, UUIDs.
+    .executableTarget(
+      name: "FuzzDomainXML", dependencies: ["FuzzSupport", .product(name: "DomainXML", package: "SwiftKVM")],
       swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     .executableTarget(
       name: "FuzzVirtqueue",

@@ -1,4 +1,5 @@
 import DiskImage
+import DomainXML
 import Foundation
 import Glibc
 import JSON

@@ -1,4 +1,5 @@
 import CSystemCalls
+import DomainXML
 import Foundation
 import Glibc
 import JSON

@@ -1,3 +1,4 @@
+import DomainXML
 import Foundation
 import ManagementModel
 import Testing

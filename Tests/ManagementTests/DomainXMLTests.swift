@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import Management
+@testable import DomainXML
 
 @Suite struct DomainXMLTests {
   static let full = """
@@ -66,6 +66,27 @@ import Testing
     #expect(domain.rng?.device == "/dev/urandom")
     #expect(!parsed.generatedUUID)
     #expect(parsed.warnings.contains { $0.contains("<emulator>") })
+  }
+
+  @Test func theREADMEsExampleIsAccepted() throws {
+    let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("README.md")
+    let text = try String(contentsOf: readme, encoding: .utf8)
+    let start = try #require(text.range(of: "```xml\n<domain"))
+    let end = try #require(text.range(of: "</domain>\n```", range: start.upperBound..<text.endIndex))
+    let document = String(text[text.index(start.lowerBound, offsetBy: 7)..<text.index(end.lowerBound, offsetBy: 9)])
+    let parsed = try DomainXML.parse(document)
+    #expect(parsed.definition.name == "web" && parsed.definition.vcpuPins == [1: "2-3"])
+    #expect(parsed.definition.disks.count == 2 && parsed.definition.interfaces.count == 1)
+  }
+
+  @Test func textAndAttributesSurviveTheRoundTrip() throws {
+    var definition = try DomainXML.parse("<domain><name>a</name><memory>65536</memory></domain>").definition
+    definition.description = "one\r\ntwo\tthree & <four>"
+    definition.disks = [.init(device: .disk, source: "/a b\tc.img", target: "vda")]
+    let again = try DomainXML.parse(DomainXML.format(definition)).definition
+    #expect(again.description == definition.description)
+    #expect(again.disks.first?.source == "/a b\tc.img")
   }
 
   @Test func formatThenParseGivesTheSameDefinition() throws {

@@ -147,17 +147,23 @@ struct XMLTextWriter {
   private(set) var text = ""
   private var depth = 0
 
-  static func escape(_ value: String) -> String {
+  /// `value` with XML's five escapes, and carriage returns as character references (a parser
+  /// turns a literal one into a newline); in an attribute also newlines and tabs (a parser turns
+  /// literal ones into spaces), so that what is written reads back the same.
+  static func escape(_ value: String, attribute: Bool = false) -> String {
     var result = ""
     result.reserveCapacity(value.utf8.count)
-    for character in value {
-      switch character {
+    for scalar in value.unicodeScalars {
+      switch scalar {
       case "&": result += "&amp;"
       case "<": result += "&lt;"
       case ">": result += "&gt;"
       case "\"": result += "&quot;"
       case "'": result += "&apos;"
-      default: result.append(character)
+      case "\r": result += "&#13;"
+      case "\n" where attribute: result += "&#10;"
+      case "\t" where attribute: result += "&#9;"
+      default: result.unicodeScalars.append(scalar)
       }
     }
     return result
@@ -166,7 +172,7 @@ struct XMLTextWriter {
   private func tag(_ name: String, _ attributes: [(String, String?)]) -> String {
     var result = "<" + name
     for (key, value) in attributes {
-      if let value { result += " \(key)='\(Self.escape(value))'" }
+      if let value { result += " \(key)='\(Self.escape(value, attribute: true))'" }
     }
     return result
   }

@@ -46,7 +46,7 @@ public enum CPUSet {
   }
 
   /// Pins thread `tid` to `cpus`; nil, or why not.
-  static func pin(thread tid: Int32, to cpus: Set<Int>) -> String? {
+  public static func pin(thread tid: Int32, to cpus: Set<Int>) -> String? {
     var mask = [UInt8](repeating: 0, count: 128)
     for cpu in cpus where cpu < mask.count * 8 { mask[cpu / 8] |= UInt8(1 << (cpu % 8)) }
     if csys_set_affinity(tid, mask, UInt32(mask.count)) != 0 { return String(cString: strerror(errno)) }
@@ -54,7 +54,7 @@ public enum CPUSet {
   }
 
   /// The CPUs thread `tid` may run on, or nil.
-  static func affinity(of tid: Int32) -> Set<Int>? {
+  public static func affinity(of tid: Int32) -> Set<Int>? {
     var mask = [UInt8](repeating: 0, count: 128)
     guard csys_get_affinity(tid, &mask, UInt32(mask.count)) == 0 else { return nil }
     return Set((0..<mask.count * 8).filter { mask[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 })
