@@ -75,12 +75,12 @@ let package = Package(
     .target(name: "ManagementModel"),
     // Domain definitions: libvirt's domain XML read strictly and written back (libxml2), names,
     // MAC addresses, CPU lists, and the `skvm run` command line of a definition.
-    .target(name: "DomainXML", dependencies: ["CSystemCalls"]),
+    .target(name: "DomainXML", dependencies: ["CSystemCalls", "Network"]),
     // The registry (SQLite through GRDB) and the supervisor of each domain's `skvm run` process.
     .target(
       name: "Management",
       dependencies: [
-        "DomainXML", "ManagementModel", "Monitor", "VMM", "DiskImage", "JSON", "CSystemCalls",
+        "DomainXML", "ManagementModel", "Monitor", "VMM", "DiskImage", "Network", "JSON", "CSystemCalls",
         .product(name: "GRDB", package: "GRDB.swift"),
       ]),
     // The CLI's client of the daemon's API (SwiftNIO's HTTP/1.1 codec over a blocking socket).

@@ -26,21 +26,3 @@ public enum DomainName {
     return UUID(uuidString: dashed)
   }
 }
-
-/// MAC addresses of interfaces: checking and generating (QEMU's and libvirt's 52:54:00 prefix).
-public enum MACAddress {
-  /// True for six colon-separated hex octets with the multicast bit clear.
-  public static func isValid(_ text: String) -> Bool {
-    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 6, parts.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isHexDigit) }) else { return false }
-    guard let first = UInt8(parts[0], radix: 16) else { return false }
-    return first & 1 == 0 && text != "00:00:00:00:00:00"
-  }
-
-  /// A random address under 52:54:00.
-  public static func random() -> String {
-    var generator = SystemRandomNumberGenerator()
-    let tail = (0..<3).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
-    return "52:54:00:" + tail.joined(separator: ":")
-  }
-}

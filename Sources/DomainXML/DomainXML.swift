@@ -1,4 +1,5 @@
 import Foundation
+import Network
 
 /// libvirt's domain XML ↔ ``DomainDefinition``, checked strictly: an element or attribute
 /// this host does not understand is an error that names it (with its line), never ignored.
@@ -434,10 +435,12 @@ private struct DomainReader {
     var mac: String?
     if let macNode = try single(node, "mac") {
       try expect(macNode, attributes: ["address"])
-      guard let address = macNode.attribute("address"), MACAddress.isValid(address) else {
+      guard let address = macNode.attribute("address").flatMap(MACAddress.init), !address.isMulticast,
+        !address.isZero
+      else {
         throw fail(macNode, "address='\(macNode.attribute("address") ?? "")' is not a unicast MAC address")
       }
-      mac = address.lowercased()
+      mac = address.description
     }
     var model: String?
     if let modelNode = try single(node, "model") {

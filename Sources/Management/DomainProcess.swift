@@ -175,11 +175,8 @@ final class DomainProcess: @unchecked Sendable {
         while poll(&descriptor, 1, -1) < 0 && errno == EINTR {}
         close(pidfd)
       } else {
-        // No pidfd (an old kernel): poll the pid.
-        while Glibc.kill(pid, 0) == 0 || errno != ESRCH {
-          if isChild, waitpid(pid, nil, WNOHANG | WNOWAIT) == pid { break }
-          usleep(100_000)
-        }
+        // No pidfd (an old kernel): poll until the process has ended (a zombie has).
+        while Self.processStartTime(pid) != nil { usleep(100_000) }
       }
       var exit = DomainExit()
       if isChild {

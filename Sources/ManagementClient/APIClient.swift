@@ -24,27 +24,9 @@ public struct APIClient: Sendable {
   }
 
   private func connect() throws(APIClientError) -> Int32 {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(socketPath.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-      throw APIClientError(description: "the socket path is too long: \(socketPath)")
-    }
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-      for (index, byte) in bytes.enumerated() { raw[index] = byte }
-    }
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else {
-      throw APIClientError(description: "cannot create a socket: \(String(cString: strerror(errno)))")
-    }
-    let connected = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-      }
-    }
-    if connected == 0 { return fd }
-    let code = errno
-    close(fd)
+    let fd = UnixSocket.connect(socketPath)
+    if fd >= 0 { return fd }
+    let code = -fd
     switch code {
     case ENOENT, ECONNREFUSED:
       throw APIClientError(
@@ -144,5 +126,30 @@ public struct APIClient: Sendable {
       }
       return true
     }
+  }
+}
+
+/// Connecting to a unix stream socket (the daemon's, a domain's console).
+public enum UnixSocket {
+  /// A connected socket (close-on-exec) to `path`, or minus the errno value.
+  public static func connect(_ path: String) -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return -ENAMETOOLONG }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      for (index, byte) in bytes.enumerated() { raw[index] = byte }
+    }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return -errno }
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    if connected == 0 { return fd }
+    let code = errno
+    close(fd)
+    return -code
   }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import FoundationEssentials
 import Glibc
+import ManagementClient
 import ManagementModel
 
 /// `console NAME`: the domain's serial console on this terminal until Ctrl-] (the guest's
@@ -59,24 +60,8 @@ struct Console: AsyncParsableCommand {
   }
 
   static func connect(_ path: String) throws -> Int32 {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-      throw CLIError("console path too long: \(path)")
-    }
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-      for (index, byte) in bytes.enumerated() { raw[index] = byte }
-    }
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    let connected = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-      }
-    }
-    guard fd >= 0, connected == 0 else {
-      throw CLIError("cannot attach to the console at \(path): \(String(cString: strerror(errno)))")
-    }
+    let fd = UnixSocket.connect(path)
+    guard fd >= 0 else { throw CLIError("cannot attach to the console at \(path): \(String(cString: strerror(-fd)))") }
     return fd
   }
 }
