@@ -279,8 +279,8 @@ private struct DomainReader {
       throw fail(node, "unit='\(unit)' is not a unit (b, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
     }
     let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
-    let kib = (bytes + 1023) / 1024
     guard !overflow, bytes <= (1 << 40) else { throw fail(node, "\(text) \(unit) is more than 1 TiB") }
+    let kib = (bytes + 1023) / 1024
     guard kib >= 1024 else { throw fail(node, "\(text) \(unit) is less than 1 MiB") }
     return kib
   }

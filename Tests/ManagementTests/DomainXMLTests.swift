@@ -128,6 +128,9 @@ import Testing
     ("<domain><name>a</name><name>b</name><memory>65536</memory></domain>", "given twice"),
     ("<domain><name>a</name><memory unit='XB'>1</memory></domain>", "unit='XB'"),
     ("<domain><name>a</name><memory unit='TiB'>4</memory></domain>", "more than 1 TiB"),
+    // 2^64 - 1 bytes: the product wraps to near 2^64 (it must not trap rounding to KiB).
+    ("<domain><name>a</name><memory unit='b'>18446744073709551615</memory></domain>", "more than 1 TiB"),
+    ("<domain><name>a</name><memory unit='KiB'>18014398509481983</memory></domain>", "more than 1 TiB"),
     ("<domain><name>a</name><memory>12</memory></domain>", "less than 1 MiB"),
     ("<domain><name>a</name><memory>65536</memory><vcpu>0</vcpu></domain>", "not 1–255 vCPUs"),
     ("<domain><name>a</name><memory>65536</memory><uuid>nope</uuid></domain>", "not a UUID"),
