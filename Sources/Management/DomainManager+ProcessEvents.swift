@@ -15,7 +15,11 @@ extension DomainManager {
     guard let record = try? registry.record(uuid: uuid), record.state.isActive else { return }
     switch name {
     case "STOP" where record.state != .paused:
-      _ = try? setState(record, .paused, .user, event: ("Suspended", "Paused"))
+      let migrating = jobs[uuid] == "migrate"
+      _ = try? setState(
+        record, .paused, migrating ? .migrating : .user, event: ("Suspended", migrating ? "Migration" : "Paused"))
+    case "MIGRATION" where incoming[uuid] != nil && message["data"]?["status"]?.string == "completed":
+      Task { await self.incomingArrived(uuid) }
     case "RESUME" where record.state == .paused:
       _ = try? setState(record, .running, .unpaused, event: ("Resumed", "Unpaused"))
     case "SHUTDOWN":
@@ -32,6 +36,8 @@ extension DomainManager {
     }
     let destroyed = destroying.remove(uuid) != nil
     let rebootAsked = rebooting.remove(uuid) != nil
+    let migrated = migratedAway.remove(uuid) != nil
+    let neverArrived = incoming.removeValue(forKey: uuid) != nil
     guard let record = try? registry.record(uuid: uuid) else { return }
     let definition = try? definition(record)
     var state = DomainState.shutOff
@@ -61,6 +67,11 @@ extension DomainManager {
     if exit.status == 2 && !destroyed {
       reason = .crashed
       action = definition?.onCrash ?? .destroy
+    }
+    // Its machine runs elsewhere now; or it never arrived here.
+    if migrated || neverArrived {
+      reason = migrated ? .migrated : .failed
+      action = .destroy
     }
     if reason == .crashed && action == .destroy { state = .shutOff }
     appendToLog(

@@ -22,6 +22,11 @@ public actor DomainManager {
   var rebooting: Set<String> = []
   /// Domains whose user stopped them: not restarted by on_reboot/on_poweroff/on_crash.
   var noRestart: Set<String> = []
+  /// Domains arriving by migration (their process waits for the source), by UUID: what to do
+  /// once they have arrived.
+  var incoming: [String: IncomingPlan] = [:]
+  /// Domains whose machine has moved to another host: their process ends as `migrated`.
+  var migratedAway: Set<String> = []
   /// Waiting for a domain's process to end, by UUID.
   var exitWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
   var subscribers: [UUID: AsyncStream<DomainEvent>.Continuation] = [:]

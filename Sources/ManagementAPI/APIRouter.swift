@@ -110,6 +110,9 @@ public struct APIRouter: Sendable {
       return .json(try await manager.define(request.body), status: 201)
     case ("POST", 1, "transient-domains"):
       return .json(try await manager.create(request.body), status: 201)
+    case ("POST", 1, "incoming-migrations"):
+      let incoming = try decode(IncomingMigrationRequest.self, request.body)
+      return .json(try await manager.prepareIncoming(incoming), status: 201)
     case ("GET", 2, "domains"):
       return .json(try await manager.info(rest[1]))
     case ("DELETE", 2, "domains"):
@@ -138,6 +141,9 @@ public struct APIRouter: Sendable {
     case ("POST", 3, "domains") where rest[2] == "clone":
       let clone = try decode(CloneRequest.self, request.body)
       return .json(try await manager.clone(rest[1], name: clone.name, linked: clone.linked ?? false), status: 201)
+    case ("POST", 3, "domains") where rest[2] == "migrate":
+      let migration = try decode(MigrationRequest.self, request.body)
+      return .json(try await manager.migrate(rest[1], migration))
     case ("POST", 3, "domains"):
       return .json(try await action(rest[2], rest[1], request))
     case ("PUT", 3, "domains") where rest[2] == "autostart" || rest[2] == "template":
@@ -160,7 +166,8 @@ public struct APIRouter: Sendable {
     case "resume": return try await manager.resume(domain)
     default:
       throw ManagementError(
-        .badRequest, "no such action: \(action) (start, destroy, shutdown, reboot, reset, suspend, resume, monitor)")
+        .badRequest,
+        "no such action: \(action) (start, destroy, shutdown, reboot, reset, suspend, resume, monitor, clone, migrate)")
     }
   }
 

@@ -26,7 +26,7 @@ public enum DomainStateReason: String, Sendable, Codable {
   // running
   case booted, unpaused, restored, migrated
   // paused
-  case user
+  case user, migrating
   // shut off
   case shutdown, destroyed, crashed, failed, unknown, saved
   // in shutdown (no reason beyond the state) / crashed

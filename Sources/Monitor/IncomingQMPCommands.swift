@@ -28,7 +28,13 @@ final class IncomingQMPCommands: QMPCommandSet, @unchecked Sendable {
       "query-migrate": { [unowned self] arguments throws(QMPError) in
         _ = try QMPArguments(arguments, allowed: [])
         let status = self.incoming.status
-        return .init(value: status == .none ? [:] : ["status": .string(status.rawValue)])
+        guard status != .none else { return .init(value: [:]) }
+        var reply: [String: JSONValue] = ["status": .string(status.rawValue)]
+        // As QEMU: where it listens, so that a manager that asked for port 0 learns the port.
+        if let (host, port) = self.incoming.listeningOn {
+          reply["socket-address"] = [["type": "inet", "host": .string(host), "port": .string(String(port))]]
+        }
+        return .init(value: .object(reply))
       },
       "migrate-incoming": { [unowned self] arguments throws(QMPError) in
         let checked = try QMPArguments(arguments, allowed: ["uri"])
@@ -62,7 +68,7 @@ final class IncomingQMPCommands: QMPCommandSet, @unchecked Sendable {
   /// Starts listening on `uri` (`tcp:[HOST]:PORT`).
   private func listen(_ uri: String) throws(QMPError) {
     let address: MigrationAddress
-    do { address = try MigrationAddress(parsing: uri) } catch {
+    do { address = try MigrationAddress(parsing: uri, listening: true) } catch {
       throw QMPError(.genericError, "Invalid migration URI \(error.description)")
     }
     do { try incoming.listen(on: address) } catch { throw QMPError(.genericError, error.description) }

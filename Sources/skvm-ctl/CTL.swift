@@ -20,7 +20,7 @@ struct CTL: AsyncParsableCommand {
       Define.self, Undefine.self, Create.self, Start.self, Shutdown.self, Destroy.self, Reboot.self, Reset.self,
       Suspend.self, Resume.self, List.self, DomInfo.self, DomState.self, DomUUID.self, DomName.self, DomID.self,
       DumpXML.self, Autostart.self, Template.self, Clone.self, DomBlkList.self, DomIfList.self, MonitorCommand.self,
-      VCPUPinVerb.self, Console.self, Event.self, Version.self,
+      VCPUPinVerb.self, Console.self, Event.self, Migrate.self, Version.self,
     ])
 
   static func main() async {

@@ -42,7 +42,11 @@ enum Connection {
   }
 
   static func socketPath() throws -> String {
-    let chosen = name ?? ProcessInfo.processInfo.environment["SKVM_CONNECT"]
+    try socketPath(of: name ?? ProcessInfo.processInfo.environment["SKVM_CONNECT"])
+  }
+
+  /// The socket of the daemon `chosen` names (as `-c` does), or of the default one.
+  static func socketPath(of chosen: String?) throws -> String {
     if let chosen {
       if chosen.hasPrefix("/") { return chosen }
       guard let paths = ManagementPaths.named(chosen) else {
@@ -56,10 +60,11 @@ enum Connection {
   }
 
   /// Sends a request; returns the body of a 2xx answer, or throws the daemon's error message.
-  static func call(_ method: HTTPMethod, _ target: String, body: [UInt8] = [], contentType: String = "application/json")
-    async throws -> [UInt8]
-  {
-    let client = APIClient(socketPath: try socketPath())
+  static func call(
+    _ method: HTTPMethod, _ target: String, body: [UInt8] = [], contentType: String = "application/json",
+    socket: String? = nil
+  ) async throws -> [UInt8] {
+    let client = APIClient(socketPath: try socket ?? socketPath())
     let reply: APIClient.Reply
     do {
       reply = try client.request(method, target, body: body, contentType: contentType)

@@ -395,7 +395,6 @@ struct Run: ParsableCommand {
       migration.acknowledge()
       StartupTrace.shared.mark("acknowledged")
     }
-    deferred?.finish(succeeded: true)
     for notice in managed.machine.setupNotices { printError("skvm: \(notice)") }
     if case .linux = configuration.boot, HostKVMKind.detect() == .pvm,
       getenv("SKVM_ALLOW_PVM_LINUX") == nil
@@ -407,10 +406,14 @@ struct Run: ParsableCommand {
         real-KVM lane instead (scripts/lane -- skvm run ...; see README), or set SKVM_ALLOW_PVM_LINUX=1 \
         to try anyway.
         """)
+      deferred?.finish(succeeded: false)
       throw ExitCode(1)
     }
     if paused { managed.pause() }
     monitor?.attach(to: managed, serialBackend: console == ConsoleChoice.none ? "null" : "stdio")
+    // MIGRATION completed once the monitor drives the machine: a manager that hears it and
+    // asks query-status or cont at once talks to the machine, not to the waiting destination.
+    deferred?.finish(succeeded: true)
     if !monitorStarted { try startMonitor(monitor) }
     let received = ReceivedSignal()
     HostSignals.forward(to: managed, received: received)
@@ -545,7 +548,9 @@ struct IncomingSource {
       return
     }
     if text.hasPrefix("tcp:") {
-      do { kind = .tcp(try MigrationAddress(parsing: text)) } catch { throw ValidationError(error.description) }
+      do { kind = .tcp(try MigrationAddress(parsing: text, listening: true)) } catch {
+        throw ValidationError(error.description)
+      }
       mode = .mapped
       return
     }

@@ -20,8 +20,10 @@ import GuestMemory
 /// that map, every length has a limit.
 public final class IncomingMigration: @unchecked Sendable {
   private let listener: Int32
-  /// Where it listens, as given.
+  /// Where it listens (`HOST:PORT`; the port the kernel picked when 0 was asked for).
   public let address: String
+  /// The port it listens on.
+  public let port: Int
   private var channel: MigrationChannel?
   /// Whether the guest ran on the source when it stopped for the switch-over (known once
   /// `receive()` returned): the destination runs it, or keeps it paused as it was (`cont` runs it).
@@ -38,7 +40,6 @@ public final class IncomingMigration: @unchecked Sendable {
 
   /// Listens on `address` (one connection); the error names the address.
   public init(address listening: MigrationAddress) throws(VirtualMachineError) {
-    address = listening.description
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw .migration("cannot make a socket: \(String(cString: strerror(errno)))") }
     var one: Int32 = 1
@@ -47,8 +48,15 @@ public final class IncomingMigration: @unchecked Sendable {
     guard bound else {
       let text = String(cString: strerror(errno))
       close(fd)
-      throw .migration("cannot listen on \(address) for the incoming migration: \(text)")
+      throw .migration("cannot listen on \(listening) for the incoming migration: \(text)")
     }
+    var local = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let named = withUnsafeMutablePointer(to: &local) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    port = named == 0 ? Int(UInt16(bigEndian: local.sin_port)) : listening.port
+    address = listening.with(port: port).description
     listener = fd
   }
 
