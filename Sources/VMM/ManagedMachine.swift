@@ -198,7 +198,10 @@ public final class ManagedMachine: @unchecked Sendable {
   }
 
   /// Runs incarnations until one ends for a reason other than a host reset; returns that reason.
-  public func run() throws(VirtualMachineError) -> VirtualMachineExit {
+  /// `whenStarted` runs once, on this thread, as soon as the first incarnation's vCPUs have
+  /// been started (host-side set-up that need not delay the guest: an input thread).
+  public func run(whenStarted: (() -> Void)? = nil) throws(VirtualMachineError) -> VirtualMachineExit {
+    var whenStarted = whenStarted
     lock.withLock { state.running = true }
     defer {
       lock.withLock {
@@ -208,7 +211,8 @@ public final class ManagedMachine: @unchecked Sendable {
     }
     while true {
       let current = machine
-      let exit = try current.run()
+      let exit = try current.run(whenStarted: whenStarted)
+      whenStarted = nil
       // A PC's own reset (the guest's reboot, Ctrl-Alt-Del) goes back through its firmware; a
       // directly booted kernel's ends the run, as QEMU's -no-reboot does.
       var guestReboot = false

@@ -366,8 +366,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   // MARK: Lifecycle
 
   /// Runs the machine until it stops, on one OS thread per vCPU, and returns why it stopped.
-  /// May be called once.
-  public func run() throws(VirtualMachineError) -> VirtualMachineExit {
+  /// May be called once. `whenStarted` runs on this thread once every vCPU thread has started.
+  public func run(whenStarted: (() -> Void)? = nil) throws(VirtualMachineError) -> VirtualMachineExit {
     guard !started.exchange(true, ordering: .sequentiallyConsistent) else { throw .alreadyStarted }
     for worker in workers {
       do {
@@ -380,6 +380,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
         break
       }
     }
+    whenStarted?()
     stopped.wait()
     // Taken out of the list before they are joined: a kick never reaches a joined thread.
     let joining = threads.withLock { threads in

@@ -419,12 +419,13 @@ struct Run: ParsableCommand {
     HostSignals.forward(to: managed, received: received)
     socketConsole?.start { managed.receiveConsoleInput($0) }
     TerminalMode.enterRaw()
-    ConsoleInputPump(fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) }) {
+    let input = ConsoleInputPump(fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) }) {
       managed.stop(cause: .hostUI, reason: "Ctrl-A x typed on the console")
-    }.start()
+    }
     let exit: VirtualMachineExit
     do {
-      exit = try managed.run()
+      // The input thread starts once the vCPUs run: starting it first delayed the guest.
+      exit = try managed.run { input.start() }
     } catch {
       TerminalMode.restore()
       printError("skvm: \(error)")
