@@ -32,7 +32,7 @@ struct ManagementMigrationTests {
     try await harness.ctl(["domstate", "--reason", domain]).output.trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
-  @Test("live and paused moves there and back keep the guest's state; failures leave it running where it was")
+  @Test("live and paused moves there and back (one left suspended) keep the guest's state; failures leave it running where it was")
   func migrateBetweenDaemons() async throws {
     let source = try ManagementHarness()
     let destination = try ManagementHarness()
@@ -99,10 +99,13 @@ struct ManagementMigrationTests {
     let there = try await waitForBeats(destination, "wl")
     #expect(there.first! > before.last!, "the beats carry on (\(before) then \(there)), not a new boot")
 
-    // Back, paused for the copy (no --live): the destination stays defined, shut off (migrated).
-    let back = try await destination.ctl(["migrate", "wl", source.socket])
+    // Back, paused for the copy (no --live) and left paused (--suspend) until resumed; the
+    // destination stays defined, shut off (migrated).
+    let back = try await destination.ctl(["migrate", "--suspend", "wl", source.socket])
     #expect(back.status == 0, "\(back.errors)\(back.output)")
-    #expect(try await state(source, "wl") == "running (migrated)")
+    #expect(try await state(source, "wl") == "paused (user)")
+    #expect(try await source.ctl(["resume", "wl"]).status == 0)
+    #expect(try await state(source, "wl") == "running (unpaused)")
     #expect(try await state(destination, "wl") == "shut off (migrated)")
     let home = beats(source, "wl").count
     let after = try await waitForBeats(source, "wl", after: home)
