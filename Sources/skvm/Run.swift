@@ -419,9 +419,9 @@ struct Run: ParsableCommand {
     HostSignals.forward(to: managed, received: received)
     socketConsole?.start { managed.receiveConsoleInput($0) }
     TerminalMode.enterRaw()
-    let input = ConsoleInputPump(fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) }) {
-      managed.stop(cause: .hostUI, reason: "Ctrl-A x typed on the console")
-    }
+    let input = ConsoleInputPump(
+      fd: STDIN_FILENO, deliver: { managed.receiveConsoleInput($0) },
+      onEscape: { managed.stop(cause: .hostUI, reason: "Ctrl-A x typed on the console") })
     let exit: VirtualMachineExit
     do {
       // The input thread starts once the vCPUs run: starting it first delayed the guest.

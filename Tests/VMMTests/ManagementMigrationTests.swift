@@ -32,7 +32,9 @@ struct ManagementMigrationTests {
     try await harness.ctl(["domstate", "--reason", domain]).output.trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
-  @Test("live and paused moves there and back (one left suspended) keep the guest's state; failures leave it running where it was")
+  @Test(
+    "live and paused moves there and back (one left suspended) keep the guest's state; failures leave it running where it was"
+  )
   func migrateBetweenDaemons() async throws {
     let source = try ManagementHarness()
     let destination = try ManagementHarness()
