@@ -115,7 +115,28 @@ extension DomainManager {
     }
     watch(uuid, process)
     publish(stored, "Started", "Migrated")
+    // A source that never comes (its client died before sending) does not leave the domain
+    // waiting here for ever.
+    let abandon = incomingAbandonSeconds
+    Task { [weak self] in
+      try? await Task.sleep(for: .seconds(abandon))
+      await self?.abandonIncoming(uuid, process)
+    }
     return IncomingMigrationReply(domain: summary(updated ?? stored), uri: "tcp:\(listen.host):\(port)")
+  }
+
+  /// Destroys a domain still waiting for its source (nobody connected) after
+  /// `incomingAbandonSeconds`.
+  func abandonIncoming(_ uuid: String, _ process: DomainProcess) async {
+    guard incoming[uuid] != nil, processes[uuid] === process, let record = try? registry.record(uuid: uuid) else {
+      return
+    }
+    let status = await offload { (try? process.execute("query-migrate"))?["status"]?.string }
+    guard status == "setup" || status == nil else { return }
+    appendToLog(
+      paths.log(for: record.name),
+      "skvmd: no migration source connected within \(Int(incomingAbandonSeconds)) s: giving up on '\(record.name)'")
+    _ = try? await destroy(uuid)
   }
 
   /// `tcp:HOST[:PORT]` (or nothing: loopback, any free port) as host and port.
@@ -166,6 +187,10 @@ extension DomainManager {
   public func migrate(_ reference: String, _ request: MigrationRequest) async throws(ManagementError) -> DomainSummary {
     let record = try record(reference)
     let process = try runningProcess(record)
+    // A live migration goes to another skvm over TCP; QMP's other targets (file:) are not this verb's.
+    guard request.uri.hasPrefix("tcp:") else {
+      throw ManagementError(.badRequest, "'\(request.uri)' is not a migration URI: give tcp:HOST:PORT")
+    }
     if let timeout = request.timeout, timeout < 1 {
       throw ManagementError(.badRequest, "timeout \(timeout): give a number of seconds of at least 1")
     }

@@ -32,13 +32,18 @@ public actor DomainManager {
   var subscribers: [UUID: AsyncStream<DomainEvent>.Continuation] = [:]
   /// How long a started process may take to answer on its monitor.
   let monitorTimeout: Double
+  /// How long a domain prepared for an incoming migration waits for its source to connect.
+  let incomingAbandonSeconds: Double
 
-  public init(paths: ManagementPaths, skvmExecutable: String, monitorTimeout: Double = 30) throws {
+  public init(
+    paths: ManagementPaths, skvmExecutable: String, monitorTimeout: Double = 30, incomingAbandonSeconds: Double = 120
+  ) throws {
     try paths.create()
     registry = try DomainRegistry(path: paths.database)
     self.paths = paths
     self.skvmExecutable = skvmExecutable
     self.monitorTimeout = monitorTimeout
+    self.incomingAbandonSeconds = incomingAbandonSeconds
   }
 
   // MARK: Lookup

@@ -41,8 +41,17 @@ struct SKVMD: AsyncParsableCommand {
   @Option(help: ArgumentHelp("Let this group use the sockets too (mode 0660).", valueName: "name"))
   var group: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "How long a domain prepared for an incoming migration waits for its source before it is destroyed.",
+      valueName: "seconds"))
+  var incomingTimeout: Double = 120
+
   func validate() throws {
     if system && session { throw ValidationError("give --system or --session, not both") }
+    if incomingTimeout <= 0 {
+      throw ValidationError("--incoming-timeout \(incomingTimeout): give a number of seconds above 0")
+    }
   }
 
   func run() async throws {
@@ -70,7 +79,8 @@ struct SKVMD: AsyncParsableCommand {
     signal(SIGPIPE, SIG_IGN)
     let manager: DomainManager
     do {
-      manager = try DomainManager(paths: paths, skvmExecutable: executable)
+      manager = try DomainManager(
+        paths: paths, skvmExecutable: executable, incomingAbandonSeconds: incomingTimeout)
     } catch {
       fail("\(error)")
     }

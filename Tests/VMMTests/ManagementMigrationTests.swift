@@ -39,7 +39,7 @@ struct ManagementMigrationTests {
     let source = try ManagementHarness()
     let destination = try ManagementHarness()
     try source.startDaemon()
-    try destination.startDaemon()
+    try destination.startDaemon(["--incoming-timeout", "5"])
     let probe = source.directory.appendingPathComponent("workload.bin")
     try Data(try ProbeBuilder.binary("snapshot_workload")).write(to: probe)
     let disk = source.directory.appendingPathComponent("shared.img")
@@ -118,5 +118,27 @@ struct ManagementMigrationTests {
     // The transient domain at the source is gone once destroyed; the disk was never locked twice.
     #expect(try await source.ctl(["destroy", "wl"]).status == 0)
     #expect(!(try await source.ctl(["list", "--all", "--name"]).output.contains("wl")))
+
+    // A destination prepared by a client that then vanished (no source ever connects) gives
+    // up after --incoming-timeout.
+    let request = """
+      import json, socket, sys
+      s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+      body = json.dumps({"xml": open(sys.argv[2]).read().replace("<name>wl<", "<name>orphan<")}).encode()
+      head = "POST /v1/incoming-migrations HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+      head += "Content-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body)
+      s.sendall(head.encode() + body)
+      print(s.makefile("rb").read().decode())
+      """
+    let prepared = try await ChildProcess.run(
+      URL(fileURLWithPath: "/usr/bin/python3"), ["-c", request, destination.socket, xml.path])
+    #expect(prepared.output.contains("201 Created") && prepared.output.contains("tcp:127.0.0.1:"), "\(prepared)")
+    #expect(try await state(destination, "orphan") == "paused (migrating)")
+    let deadline = Date().addingTimeInterval(30)
+    while try await destination.ctl(["list", "--all", "--name"]).output.contains("orphan"), Date() < deadline {
+      try await Task.sleep(for: .milliseconds(200))
+    }
+    #expect(!(try await destination.ctl(["list", "--all", "--name"]).output.contains("orphan")), "abandoned")
+    #expect(destination.domainLog("orphan").contains("no migration source connected within 5 s"))
   }
 }

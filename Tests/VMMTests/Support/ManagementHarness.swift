@@ -31,13 +31,14 @@ final class ManagementHarness: @unchecked Sendable {
   }
 
   /// Starts the daemon and waits for its socket.
-  func startDaemon() throws {
+  func startDaemon(_ extraArguments: [String] = []) throws {
     let process = Process()
     process.executableURL = Self.binaries.appendingPathComponent("skvmd")
-    process.arguments = [
-      "--state-dir", stateDirectory.path, "--runtime-dir", directory.appendingPathComponent("run").path,
-      "--skvm", Self.binaries.appendingPathComponent("skvm").path,
-    ]
+    process.arguments =
+      [
+        "--state-dir", stateDirectory.path, "--runtime-dir", directory.appendingPathComponent("run").path,
+        "--skvm", Self.binaries.appendingPathComponent("skvm").path,
+      ] + extraArguments
     let log = directory.appendingPathComponent("skvmd.log")
     _ = FileManager.default.createFile(atPath: log.path, contents: nil)
     let handle = try FileHandle(forWritingTo: log)
