@@ -67,7 +67,17 @@ extension ManagedMachine {
     var paused = false
     var logging = false
     var disksReleased = false
+    // The stop's events (STOP, MIGRATION device) go out once the state is on its way: the
+    // monitor's writes are not the guest's pause. Sent before any failure's RESUME.
+    var stopAnnounced = true
+    func announceStop() {
+      guard !stopAnnounced else { return }
+      stopAnnounced = true
+      if wasRunning { emit(.stopped) }
+      emit(.migration(.device))
+    }
     func fail(_ error: VirtualMachineError) -> VirtualMachineError {
+      announceStop()
       let cancelled = lock.withLock { state.migrationCancelled }
       if logging { current.stopDirtyLogging() }
       var reason = error.description
@@ -165,13 +175,11 @@ extension ManagedMachine {
       var trace = PhaseTrace("migration switch-over", enabledBy: "SKVM_TRACE_MIGRATION", start: stopped)
       defer { trace.print() }
       wasRunning = !current.isPaused
-      if wasRunning {
-        current.pause()
-        emit(.stopped)
-      }
+      if wasRunning { current.pause() }
       paused = true
+      stopAnnounced = false
       info.status = .device
-      setMigration(info, event: true)
+      setMigration(info, event: false)
       trace.mark("paused")
       try sender.send(pages + (try current.takeDirtyPages()))
       trace.mark("last pages")
@@ -187,6 +195,7 @@ extension ManagedMachine {
         try channel.send(message.bytes + saved.record + saved.devices)
         sender.statistics.transferred += UInt64(message.bytes.count + saved.record.count + saved.devices.count)
         trace.mark("state sent")
+        announceStop()
         disksReleased = true
         let stuck = current.setDiskLocks(false)
         guard stuck.isEmpty else { throw MigrationChannel.Failure("cannot release \(stuck.joined(separator: ", "))") }
