@@ -17,8 +17,12 @@ fail() {
   poweroff -f
 }
 
+# Module parameters from the kernel command line (kvm_amd.vgif=0 …), as modprobe would pass them.
 for module in $(cat /modules.order); do
-  insmod "/lib/modules/$module" 2>/dev/null || fail "insmod $module"
+  name=$(basename "$module" .ko | tr - _)
+  params=$(tr ' ' '\n' </proc/cmdline | sed -n "s/^$name\\.//p" | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  insmod "/lib/modules/$module" $params 2>/dev/null || fail "insmod $module $params"
 done
 # Loopback up: Foundation's run loop (used by tests' Process and timers) needs it.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up

@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import select
+import socket
 import shutil
 import subprocess
 import sys
@@ -208,6 +209,10 @@ MARKER = b"SKVM-LANE-"
 # neither seen with one outer vCPU, so one it is until that is understood.
 OUTER_CPUS = max(1, int(os.environ.get("SKVM_LANE_CPUS") or 1))
 
+# More of the outer kernel's command line (SKVM_LANE_APPEND), e.g. kvm_amd.vgif=0: module
+# parameters there reach the modules the outer init loads.
+OUTER_KERNEL_ARGUMENTS = os.environ.get("SKVM_LANE_APPEND", "").split()
+
 
 class Outcome:
     """How one outer boot ended: statuses by command number, and why it stopped early."""
@@ -216,6 +221,8 @@ class Outcome:
         self.statuses = {}
         self.reason = None
         self.stalled = False
+        # Stalls an NMI ended (the boot went on).
+        self.kicks = 0
 
 
 def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interactive=False):
@@ -234,9 +241,10 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
         # so an interactive session's keys all reach the command; ttyS1 carries the heartbeat.
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
         "-chardev", f"file,id=heartbeat,path={heartbeat.name}", "-serial", "chardev:heartbeat",
-        "-monitor", "none", "-no-reboot", "-nodefaults",
+        # Its human monitor on a socket: a stall's report says where the outer vCPU was.
+        "-monitor", f"unix:{heartbeat.name}.monitor,server=on,wait=off", "-no-reboot", "-nodefaults",
         "-kernel", vmlinuz, "-initrd", initrd,
-        "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+        "-append", " ".join(["console=ttyS0 quiet loglevel=3 panic=-1"] + OUTER_KERNEL_ARGUMENTS),
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]
     process = subprocess.Popen(
@@ -249,6 +257,7 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
     buffer = b""
     beats = 0
     last_beat = None
+    kicked, kicked_at = False, 0.0
 
     def emit(data):
         """Output of the running command (or of the outer VM itself, when verbose)."""
@@ -311,10 +320,22 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
             size = os.path.getsize(heartbeat.name)
             if size > beats:
                 beats, last_beat = size, now
-            if last_beat is not None and now - last_beat > limits.stall:
+            if last_beat is not None and now - last_beat > limits.stall and not kicked:
+                # The stall seen here: the outer vCPU halted with its local APIC timer's
+                # interrupt pending and never woken (QEMU TCG). Say where it is, then try an
+                # NMI through the outer monitor before giving the boot up.
+                log(f"the outer VM has been silent for {now - last_beat:.0f} s"
+                    + (f" (during command {current})" if current else "") + ": where it is, then an NMI")
+                report_stall(heartbeat.name + ".monitor", kick=True)
+                kicked, kicked_at = True, now
+            elif kicked and last_beat is not None and last_beat > kicked_at:
+                log(f"the outer VM runs again {last_beat - kicked_at:.1f} s after the NMI")
+                outcome.kicks += 1
+                kicked = False
+            elif kicked and now - kicked_at > max(limits.stall / 3, 5):
                 outcome.stalled = True
                 outcome.reason = (f"the outer VM stalled: no heartbeat for {now - last_beat:.0f} s"
-                                  + (f" (during command {current})" if current else ""))
+                                  + (f" (during command {current})" if current else "") + ", an NMI did not wake it")
                 break
             if now >= deadline:
                 outcome.reason = (f"command {current} did not finish within {limits.command:.0f} s" if current
@@ -334,9 +355,40 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
             process.kill()  # SIGKILL ends a stopped process too
         process.wait()
         heartbeat.close()
+        if os.path.exists(heartbeat.name + ".monitor"):
+            os.unlink(heartbeat.name + ".monitor")
     if len(outcome.statuses) < count and outcome.reason is None:
         outcome.reason = "it stopped before every command had run"
     return outcome
+
+
+def report_stall(monitor_path, kick=False):
+    """Logs where a stalled outer VM's vCPU is (its registers and local APIC, from QEMU's
+    human monitor): which guest level it runs, and whether an interrupt waits; with `kick`,
+    then sends it an NMI."""
+    try:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(2)
+            connection.connect(monitor_path)
+            connection.sendall(b"info registers\ninfo lapic\n" + (b"nmi\n" if kick else b""))
+            reply = b""
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                try:
+                    chunk = connection.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                reply += chunk
+        # What tells where it is: RIP, flags and halt state, EFER (SVME: KVM loaded), the
+        # local APIC's timer and pending (IRR) and in-service (ISR) vectors.
+        wanted = ("RIP=", "EFER=", "CR0=", "Timer", "LVTT", "IRR", "ISR", "APR")
+        for line in reply.decode(errors="replace").splitlines():
+            if line.startswith(wanted):
+                log(f"stall: {line.rstrip()}")
+    except OSError as error:
+        log(f"stall: the outer monitor did not answer ({error})")
 
 
 def take_slot():
@@ -401,7 +453,7 @@ def main():
     slot = None if arguments.interactive else take_slot()  # held until this process ends
     limits = Limits(arguments.boot_timeout, arguments.timeout, arguments.stall_limit)
     statuses = {}
-    boots = stalls = 0
+    boots = stalls = kicks = 0
     retries = 0 if arguments.interactive else arguments.retries
     began = time.monotonic()
     while True:
@@ -417,6 +469,7 @@ def main():
                                    arguments.verbose, arguments.interactive)
         statuses.update(outcome.statuses)
         stalls += outcome.stalled
+        kicks += outcome.kicks
         if len(statuses) == len(commands):
             break
         # A command the lane's own timeout killed has a status; one cut off by a stall or a
@@ -428,7 +481,8 @@ def main():
             log(f"summary: {len(statuses)} of {len(commands)} command(s) ran; {boots} outer boot(s), {stalls} stall(s)")
             sys.exit(125)
     log(f"summary: {len(commands)} command(s) in {time.monotonic() - began:.1f} s; {boots} outer boot(s), "
-        f"{stalls} stall(s) caught, {boots - 1} retr{'y' if boots == 2 else 'ies'}")
+        f"{stalls} stall(s) caught, {boots - 1} retr{'y' if boots == 2 else 'ies'}"
+        + (f", {kicks} stall(s) ended by an NMI" if kicks else ""))
     print("lane: statuses " + " ".join(str(statuses[n]) for n in sorted(statuses)), file=sys.stderr)
     failed = {number: status for number, status in statuses.items() if status != 0}
     for number, status in failed.items():

@@ -87,10 +87,20 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
       prepared: (disks, backing, nil))
   }
 
+  /// Builds a machine of `configuration`'s shape on `disks` that boots nothing (its RAM stays
+  /// as it is): a migration destination's rehearsal (see `rehearse`).
+  convenience init(rehearsing configuration: VirtualMachineConfiguration, disks: [OpenedDisk])
+    throws(VirtualMachineError)
+  {
+    try self.init(
+      configuration: configuration, console: DiscardedConsoleOutput(), kvmPath: "/dev/kvm", restoring: nil,
+      prepared: (disks, nil, nil), boots: false)
+  }
+
   private init(
     configuration: VirtualMachineConfiguration, console: any ConsoleOutput, kvmPath: String,
     restoring: (snapshot: SnapshotFile, mode: RestoreMode)?,
-    prepared: (disks: [OpenedDisk]?, backing: GuestMemory.Backing?, core: MachineCore?)? = nil
+    prepared: (disks: [OpenedDisk]?, backing: GuestMemory.Backing?, core: MachineCore?)? = nil, boots: Bool = true
   ) throws(VirtualMachineError) {
     self.configuration = configuration
     let trace = StartupTrace.shared
@@ -112,7 +122,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
           restoring.mode == .mapped
           ? .file(fd: restoring.snapshot.fd, offsets: offsets) : .fileCopy(fd: restoring.snapshot.fd, offsets: offsets)
       }
-    } else {
+    } else if boots {
       payload = try ConfigurationCheck.bootPayload(configuration.boot, ramBelowHole: ranges[0].size)
     }
     let firmware = try ConfigurationCheck.firmware(configuration.boot)

@@ -30,6 +30,8 @@ final class EarlyMachineCore: @unchecked Sendable {
         building = false
         lock.broadcast()
       }
+      // Then the rest of the machine, rehearsed on a scratch one.
+      VirtualMachine.rehearse(configuration)
     }
     if thread == nil { lock.withLock { building = false } }
   }
