@@ -58,32 +58,15 @@ extension DomainManager {
     appendToLog(logPath, "skvmd: starting domain '\(record.name)' (id \(domainID))")
     let arguments = DomainLaunch.arguments(
       for: definition, monitorPath: monitorPath, consolePath: paths.console(for: record.uuid))
-    let executable = skvmExecutable
-    let timeout = monitorTimeout
     let pins = definition.vcpuPins
     let uuid = record.uuid
-    let events: @Sendable (String, JSONValue) -> Void = { [weak self] name, message in
-      guard let self else { return }
-      Task { await self.monitorEvent(uuid, name, message) }
-    }
-    let outcome = await offload { () -> Result<(DomainProcess, JSONValue), DomainProcessError> in
-      do throws(DomainProcessError) {
-        let process = try DomainProcess.spawn(
-          executable: executable, arguments: arguments, logPath: logPath, monitorPath: monitorPath)
-        do throws(DomainProcessError) {
-          try process.connectMonitor(timeout: timeout, onEvent: events)
-          try process.pin(pins)
-          try process.execute("cont")
-        } catch {
-          process.signal(SIGKILL)
-          return .failure(error)
-        }
-        // A guest that ends at once (powers off, resets) ends before it answers: its end is
-        // the watcher's to report, with the event the monitor heard.
-        return .success((process, (try? process.execute("query-status")) ?? ["running": true]))
-      } catch {
-        return .failure(error)
-      }
+    let outcome = await spawnProcess(uuid, arguments: arguments, logPath: logPath, monitorPath: monitorPath) {
+      process throws(DomainProcessError) in
+      try process.pin(pins)
+      try process.execute("cont")
+      // A guest that ends at once (powers off, resets) ends before it answers: its end is
+      // the watcher's to report, with the event the monitor heard.
+      return (try? process.execute("query-status")) ?? ["running": true]
     }
     let process: DomainProcess
     let status: JSONValue
@@ -108,6 +91,52 @@ extension DomainManager {
     watch(uuid, process)
     publish(record, "Started", reason == .booted ? "Booted" : "Restored")
     return summary(updated ?? record)
+  }
+
+  /// Starts `skvm` with `arguments` for domain `uuid`, connects the daemon's monitor to it
+  /// (its events go to `monitorEvent`), then runs `ready` on it — all off the actor. Any
+  /// failure after the start kills the process.
+  func spawnProcess<T: Sendable>(
+    _ uuid: String, arguments: [String], logPath: String, monitorPath: String,
+    ready: @escaping @Sendable (DomainProcess) throws(DomainProcessError) -> T
+  ) async -> Result<(DomainProcess, T), DomainProcessError> {
+    let executable = skvmExecutable
+    let timeout = monitorTimeout
+    let events: @Sendable (String, JSONValue) -> Void = { [weak self] name, message in
+      guard let self else { return }
+      Task { await self.monitorEvent(uuid, name, message) }
+    }
+    return await offload { () -> Result<(DomainProcess, T), DomainProcessError> in
+      do throws(DomainProcessError) {
+        let process = try DomainProcess.spawn(
+          executable: executable, arguments: arguments, logPath: logPath, monitorPath: monitorPath)
+        do throws(DomainProcessError) {
+          try process.connectMonitor(timeout: timeout, onEvent: events)
+          return .success((process, try ready(process)))
+        } catch {
+          process.signal(SIGKILL)
+          return .failure(error)
+        }
+      } catch {
+        return .failure(error)
+      }
+    }
+  }
+
+  /// Waits until domain `uuid`'s process has ended, killing it (SIGKILL) after `seconds`.
+  func waitForExit(_ uuid: String, _ process: DomainProcess, killAfter seconds: Double) async {
+    let killer = Task {
+      try await Task.sleep(for: .seconds(seconds))
+      process.signal(SIGKILL)
+    }
+    await withCheckedContinuation { continuation in
+      if processes[uuid] == nil {
+        continuation.resume()
+      } else {
+        exitWaiters[uuid, default: []].append(continuation)
+      }
+    }
+    killer.cancel()
   }
 
   func watch(_ uuid: String, _ process: DomainProcess) {
@@ -210,18 +239,7 @@ extension DomainManager {
     destroying.insert(record.uuid)
     process.signal(SIGTERM)
     let uuid = record.uuid
-    let killer = Task {
-      try await Task.sleep(for: .seconds(grace))
-      process.signal(SIGKILL)
-    }
-    await withCheckedContinuation { continuation in
-      if processes[uuid] == nil {
-        continuation.resume()
-      } else {
-        exitWaiters[uuid, default: []].append(continuation)
-      }
-    }
-    killer.cancel()
+    await waitForExit(uuid, process, killAfter: grace)
     let current = try registryCall { () throws(RegistryError) in try registry.record(uuid: uuid) }
     return summary(current ?? record)
   }

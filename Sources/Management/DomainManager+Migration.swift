@@ -64,32 +64,15 @@ extension DomainManager {
       "run", "--name", stored.name, "--qmp", "unix:\(monitorPath)", "--console-socket",
       paths.console(for: stored.uuid), "--incoming", "defer",
     ]
-    let executable = skvmExecutable
-    let timeout = monitorTimeout
     let uuid = stored.uuid
-    let events: @Sendable (String, JSONValue) -> Void = { [weak self] name, message in
-      guard let self else { return }
-      Task { await self.monitorEvent(uuid, name, message) }
-    }
-    let outcome = await offload { () -> Result<(DomainProcess, Int), DomainProcessError> in
-      do throws(DomainProcessError) {
-        let process = try DomainProcess.spawn(
-          executable: executable, arguments: arguments, logPath: logPath, monitorPath: monitorPath)
-        do throws(DomainProcessError) {
-          try process.connectMonitor(timeout: timeout, onEvent: events)
-          try process.execute("migrate-incoming", arguments: ["uri": .string("tcp:\(listen.host):\(listen.port)")])
-          let status = try process.execute("query-migrate")
-          guard let port = status["socket-address"]?.array?.first?["port"]?.string.flatMap({ Int($0) }) else {
-            throw DomainProcessError("it did not say where it listens")
-          }
-          return .success((process, port))
-        } catch {
-          process.signal(SIGKILL)
-          return .failure(error)
-        }
-      } catch {
-        return .failure(error)
+    let outcome = await spawnProcess(uuid, arguments: arguments, logPath: logPath, monitorPath: monitorPath) {
+      process throws(DomainProcessError) in
+      try process.execute("migrate-incoming", arguments: ["uri": .string("tcp:\(listen.host):\(listen.port)")])
+      let status = try process.execute("query-migrate")
+      guard let port = status["socket-address"]?.array?.first?["port"]?.string.flatMap({ Int($0) }) else {
+        throw DomainProcessError("it did not say where it listens")
       }
+      return port
     }
     let process: DomainProcess
     let port: Int
@@ -250,18 +233,7 @@ extension DomainManager {
     if undefine { _ = try? registry.update(uuid: uuid) { $0.persistent = false } }
     appendToLog(paths.log(for: record.name), "skvmd: domain '\(record.name)' migrated: it runs on the destination")
     _ = await offload { try? process.execute("quit") }
-    let killer = Task {
-      try await Task.sleep(for: .seconds(5))
-      process.signal(SIGKILL)
-    }
-    await withCheckedContinuation { continuation in
-      if processes[uuid] == nil {
-        continuation.resume()
-      } else {
-        exitWaiters[uuid, default: []].append(continuation)
-      }
-    }
-    killer.cancel()
+    await waitForExit(uuid, process, killAfter: 5)
     var final = record
     final.state = .shutOff
     final.reason = .migrated

@@ -101,7 +101,7 @@ private final class Machine: @unchecked Sendable {
     let control = Control()
     let bus = PCIBus()
     let transport = VirtioPCITransport(
-      device: VirtioBlock(backend: MemoryDisk(), memory: memory), memory: memory, sink: NoInterrupts(),
+      device: VirtioBlock(backend: NullDisk(size: 65536), memory: memory), memory: memory, sink: NoInterrupts(),
       classCode: 0x01_8000)
     do {
       try registry.register(SerialPort(output: DiscardedConsoleOutput()), id: "serial0", kind: "uart")
@@ -126,20 +126,6 @@ private final class Machine: @unchecked Sendable {
 private struct NoInterrupts: VirtioInterruptSink {
   func deliverMessage(vector: Int, address: UInt64, data: UInt32) {}
   func setLine(_ asserted: Bool) {}
-}
-
-/// A 64 KiB disk in memory.
-private final class MemoryDisk: BlockBackend, @unchecked Sendable {
-  var size: UInt64 { 65536 }
-  var isReadOnly: Bool { false }
-  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
-    buffer.initializeMemory(as: UInt8.self, repeating: 0)
-  }
-  func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {}
-  func flush() throws(DiskImageError) {}
-  func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
-  func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
-  func close() {}
 }
 
 /// The executable's entry point as SwiftPM names it.

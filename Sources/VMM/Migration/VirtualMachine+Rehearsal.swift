@@ -12,27 +12,12 @@ extension VirtualMachine {
     var shape = configuration
     shape.networks = []
     shape.debugConsolePath = nil
-    let disks = shape.disks.map { OpenedDisk(configuration: $0, backend: ScratchDisk(readOnly: $0.readOnly)) }
+    let disks = shape.disks.map {
+      OpenedDisk(configuration: $0, backend: NullDisk(size: 1 << 20, readOnly: $0.readOnly))
+    }
     guard let machine = try? VirtualMachine(rehearsing: shape, disks: disks) else { return }
     defer { machine.pci?.stopIOThreads() }
     guard let saved = try? machine.captureState().json() else { return }
     try? MachineState.restoreDevices(saved.devices, into: machine.devices, path: "the rehearsal")
   }
-}
-
-/// A disk of zeros in no storage at all: the rehearsal's stand-in for a real image.
-private final class ScratchDisk: BlockBackend, @unchecked Sendable {
-  let size: UInt64 = 1 << 20
-  let isReadOnly: Bool
-
-  init(readOnly: Bool) { isReadOnly = readOnly }
-
-  func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError) {
-    buffer.initializeMemory(as: UInt8.self, repeating: 0)
-  }
-  func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError) {}
-  func flush() throws(DiskImageError) {}
-  func writeZeroes(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
-  func discard(at offset: UInt64, length: UInt64) throws(DiskImageError) {}
-  func close() {}
 }
