@@ -18,6 +18,7 @@ killed and booted again for the commands that had not finished (--retries times)
 the summary line counts boots and stalls.
 """
 import argparse
+import ctypes
 import fcntl
 import gzip
 import hashlib
@@ -26,6 +27,7 @@ import re
 import select
 import socket
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -253,7 +255,7 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
     ]
     process = subprocess.Popen(
         arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=None if interactive else subprocess.DEVNULL)
+        stdin=None if interactive else subprocess.DEVNULL, preexec_fn=die_with_parent)
     outcome = Outcome()
     started = time.monotonic()
     deadline = started + limits.boot
@@ -370,6 +372,13 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
     if len(outcome.statuses) < count and outcome.reason is None:
         outcome.reason = "it stopped before every command had run"
     return outcome
+
+
+def die_with_parent():
+    """In the outer QEMU's child before exec: it is killed when the lane tool dies (a test's
+    timeout killing scripts/lane must not leave an emulator running on a core)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def report_stall(monitor_path, kick=False, describe=True):
