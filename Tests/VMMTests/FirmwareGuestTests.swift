@@ -137,6 +137,8 @@ struct FirmwareGuestTests {
     FileManager.default.isExecutableFile(atPath: $0)
   }
 
+  /// skvm boots the installed system (and its reboot); QEMU 7.2 boots the same image as the
+  /// oracle where it can in reasonable time (see `oracleRuns`).
   static let installedBatch = LinuxGuestHost.SessionBatch(
     [
       .init(
@@ -155,38 +157,37 @@ struct FirmwareGuestTests {
         arguments: [
           "run", "--disk", installedDirectory + "/installed-skvm.qcow2", "--boot", "order=c", "--net", "none",
         ],
-        timeout: 400),
-      .init(
-        name: "installed-qemu",
-        steps: [
-          "expect:SeaBIOS (version", "expect:Booting from Hard Disk", "expect:Loading Linux",
-          "expect:skvm-debian login:",
-        ],
-        arguments: [
-          "-M", "q35", "-enable-kvm", "-cpu", "host", "-m", "512", "-nographic", "-bios",
-          "/usr/share/seabios/bios-256k.bin", "-drive", "file=\(installedDirectory)/installed-qemu.qcow2,if=virtio",
-          "-nic", "none",
-        ], timeout: 300, program: qemu ?? "qemu-system-x86_64"),
-    ], workDirectory: installedDirectory, prepare: { _ = try installed.get() })
+        timeout: 400)
+    ] + (oracleRuns ? [installedOracle] : []), workDirectory: installedDirectory,
+    prepare: { _ = try installed.get() })
 
-  /// Whether the installed system's boots run: always where Linux runs on this host's KVM
-  /// directly (seconds); in the lane only with SKVM_SLOW_TESTS=1. The lane is an emulator, and
-  /// there three systemd boots (skvm, its reboot, QEMU) took 917 s alone — measured with one
-  /// outer vCPU — most of the whole suite's time budget; with two outer vCPUs they were faster
-  /// but nested guests were not reliable.
-  static let installedBootsRun =
+  /// QEMU 7.2 on the same image, to the login prompt.
+  static let installedOracle = LinuxGuestHost.SessionBatch.Spec(
+    name: "installed-qemu",
+    steps: [
+      "expect:SeaBIOS (version", "expect:Booting from Hard Disk", "expect:Loading Linux",
+      "expect:skvm-debian login:",
+    ],
+    arguments: [
+      "-M", "q35", "-enable-kvm", "-cpu", "host", "-m", "512", "-nographic", "-bios",
+      "/usr/share/seabios/bios-256k.bin", "-drive", "file=\(installedDirectory)/installed-qemu.qcow2,if=virtio",
+      "-nic", "none",
+    ], timeout: 300, program: qemu ?? "qemu-system-x86_64")
+
+  /// Whether the oracle boots too: where Linux runs on this host's KVM directly (seconds); in
+  /// the lane only with SKVM_SLOW_TESTS=1 — there QEMU 7.2 (q35, SeaBIOS, the same overlay)
+  /// reached GRUB after 7.6 s but no login prompt within 900 s (skvm: 79 s), measured with
+  /// bench/run-firmware's installed boots.
+  static let oracleRuns =
     !LinuxGuestHost.usesLane || ProcessInfo.processInfo.environment["SKVM_SLOW_TESTS"] == "1"
 
   @Test(
     "An installed Debian (MBR, ext4 root, GRUB in the MBR) boots through SeaBIOS to a systemd login on ttyS0, and its reboot comes back to the login prompt",
-    .enabled(if: qemu != nil, "needs qemu-system-x86_64 (the oracle): scripts/setup installs it"),
-    .enabled(
-      if: installedBootsRun,
-      "in the emulated lane three systemd boots take ~15 minutes: SKVM_SLOW_TESTS=1 runs them (they run by default where the host's KVM is VMX/SVM)"
-    ))
+    .enabled(if: qemu != nil, "needs qemu-system-x86_64 (the oracle): scripts/setup installs it"))
   func installedSystemBoots() async throws {
     let session = try await Self.installedBatch.session("installed-skvm")
     #expect(session.passed, "\(session.transcript)")
+    guard Self.oracleRuns else { return }
     let oracle = try await Self.installedBatch.session("installed-qemu")
     #expect(oracle.passed, "the same image under QEMU 7.2 (the oracle):\n\(oracle.transcript)")
   }
