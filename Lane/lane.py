@@ -250,7 +250,7 @@ def boot_and_run(vmlinuz, initrd, first, count, limits, verbose=False, interacti
         # Its human monitor on a socket: a stall's report says where the outer vCPU was.
         "-monitor", f"unix:{heartbeat.name}.monitor,server=on,wait=off", "-no-reboot", "-nodefaults",
         "-kernel", vmlinuz, "-initrd", initrd,
-        "-append", " ".join(["console=ttyS0 quiet loglevel=3 panic=-1"] + OUTER_KERNEL_ARGUMENTS),
+        "-append", " ".join(["console=ttyS0 quiet loglevel=3 panic=-1 nosoftlockup"] + OUTER_KERNEL_ARGUMENTS),
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
     ]
     process = subprocess.Popen(
