@@ -97,7 +97,17 @@ def measure(table, runs, boot_timeout, first_marker, ready_marker, on_ready, bef
             except RuntimeError as error:
                 troubles[name] += 1
                 print(f"  {name} boot {run + 1}: FAILED: {error}", file=sys.stderr, flush=True)
-    results = {name: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
+                # A boot that reached its boot loader but not the ready line still counts for
+                # the boot loader (the goal's measure); its ready time is missing.
+                loader = getattr(error, "first_line_ms", None)
+                if loader is not None:
+                    samples[name].append({"loader_ms": loader, "ready_ms": None})
+
+    def median(values):
+        present = [value for value in values if value is not None]
+        return statistics.median(present) if present else None
+
+    results = {name: {key: median(s[key] for s in runs) for key in runs[0]}
                for name, runs in samples.items() if runs}
     return results, troubles
 
@@ -107,14 +117,16 @@ def print_table(title, results, troubles, ready_label, pairs):
     print(f"{'':<20}{'boot loader':>14}{ready_label:>12}{'failed':>8}")
     for name in troubles:
         r = results.get(name)
-        figures = f"{r['loader_ms']:>11.0f} ms{r['ready_ms']:>9.0f} ms" if r else f"{'no boot finished':>26}"
+        ready = f"{r['ready_ms']:>9.0f} ms" if r and r["ready_ms"] is not None else f"{'never':>12}"
+        figures = f"{r['loader_ms']:>11.0f} ms{ready}" if r else f"{'no boot finished':>26}"
         print(f"{name:<20}{figures}{troubles[name]:>8}")
     print()
     for ours, peer in pairs:
         mine, r = results.get(ours), results.get(peer)
         if mine and r:
-            print(f"{ours} / {peer}: boot loader {mine['loader_ms'] / r['loader_ms']:.2f}×, "
-                  f"{ready_label} {mine['ready_ms'] / r['ready_ms']:.2f}×")
+            ready = (f"{mine['ready_ms'] / r['ready_ms']:.2f}×" if mine["ready_ms"] and r["ready_ms"]
+                     else f"— ({peer} never reached it)" if mine["ready_ms"] else "—")
+            print(f"{ours} / {peer}: boot loader {mine['loader_ms'] / r['loader_ms']:.2f}×, {ready_label} {ready}")
 
 
 def main():

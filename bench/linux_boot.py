@@ -50,7 +50,12 @@ def commands(arguments):
 
 
 class Stalled(RuntimeError):
-    """A boot that did not reach SKVM-GUEST-READY (or exit) within its time limit."""
+    """A boot that did not reach SKVM-GUEST-READY (or exit) within its time limit; first_line_ms
+    says when it printed its first line, if it did."""
+
+    def __init__(self, message, first_line_ms=None):
+        super().__init__(message)
+        self.first_line_ms = first_line_ms
 
 
 def boot_once(command, timeout=120, first_marker=b"Linux version", ready_marker=b"SKVM-GUEST-READY",
@@ -86,7 +91,8 @@ def boot_once(command, timeout=120, first_marker=b"Linux version", ready_marker=
     end = time.perf_counter() - start
     if ready is None and end >= timeout:
         raise Stalled(f"{command[0]}: no {ready_marker.decode()} within {timeout} s (first line "
-                      f"{'after %.1f s' % first_line if first_line else 'never'})")
+                      f"{'after %.1f s' % first_line if first_line else 'never'})",
+                      first_line * 1e3 if first_line else None)
     # A quiet boot prints no "Linux version" line: its first-line figure is left empty.
     if ready is None or (process.returncode != 0 and on_ready is not None):
         tail = output[-600:].decode(errors="replace")
