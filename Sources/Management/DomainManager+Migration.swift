@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import JSON
 import ManagementModel
+import VMM
 
 /// What the destination does with a domain once its machine has arrived.
 struct IncomingPlan: Sendable {
@@ -67,7 +68,7 @@ extension DomainManager {
     let uuid = stored.uuid
     let outcome = await spawnProcess(uuid, arguments: arguments, logPath: logPath, monitorPath: monitorPath) {
       process throws(DomainProcessError) in
-      try process.execute("migrate-incoming", arguments: ["uri": .string("tcp:\(listen.host):\(listen.port)")])
+      try process.execute("migrate-incoming", arguments: ["uri": .string("tcp:\(listen)")])
       let status = try process.execute("query-migrate")
       guard let port = status["socket-address"]?.array?.first?["port"]?.string.flatMap({ Int($0) }) else {
         throw DomainProcessError("it did not say where it listens")
@@ -122,17 +123,15 @@ extension DomainManager {
     _ = try? await destroy(uuid)
   }
 
-  /// `tcp:HOST[:PORT]` (or nothing: loopback, any free port) as host and port.
-  func listenAddress(_ text: String?) throws(ManagementError) -> (host: String, port: Int) {
-    guard let text else { return ("127.0.0.1", 0) }
-    let rest = text.hasPrefix("tcp:") ? text.dropFirst(4) : Substring(text)
-    let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
-    let host = parts.first.map(String.init) ?? ""
-    let port = parts.count > 1 ? Int(parts[1]) : 0
-    guard parts.count <= 2, let port, (0...65535).contains(port), !host.contains("/") else {
-      throw ManagementError(.badRequest, "'\(text)' is not a migration address: give tcp:HOST[:PORT], e.g. tcp:0.0.0.0")
+  /// Where the destination listens: `tcp:HOST[:PORT]` (port 0 or none: any free one), loopback
+  /// when nothing is given.
+  func listenAddress(_ text: String?) throws(ManagementError) -> MigrationAddress {
+    var uri = text ?? "tcp:127.0.0.1:0"
+    if !uri.hasPrefix("tcp:") { uri = "tcp:" + uri }
+    if !uri.dropFirst(4).contains(":") { uri += ":0" }
+    do { return try MigrationAddress(parsing: uri, listening: true) } catch {
+      throw ManagementError(.badRequest, "not a migration address to listen on: \(error.description)")
     }
-    return (host.isEmpty ? "127.0.0.1" : host, port)
   }
 
   /// The destination heard that the machine has arrived (QMP `MIGRATION` completed): the
@@ -144,13 +143,8 @@ extension DomainManager {
     let pins = definition.vcpuPins
     let suspend = plan.suspend
     let status = await offload { () -> JSONValue? in
-      // Older skvm said completed before its monitor drove the machine: wait for that.
-      var status = try? process.execute("query-status")
-      for _ in 0..<500 where status?["status"]?.string == "inmigrate" {
-        usleep(10_000)
-        status = try? process.execute("query-status")
-      }
       try? process.pin(pins)
+      let status = try? process.execute("query-status")
       if status?["running"]?.bool == false && !suspend { _ = try? process.execute("cont") }
       return try? process.execute("query-status")
     }
@@ -171,8 +165,8 @@ extension DomainManager {
     let record = try record(reference)
     let process = try runningProcess(record)
     // A live migration goes to another skvm over TCP; QMP's other targets (file:) are not this verb's.
-    guard request.uri.hasPrefix("tcp:") else {
-      throw ManagementError(.badRequest, "'\(request.uri)' is not a migration URI: give tcp:HOST:PORT")
+    do { _ = try MigrationAddress(parsing: request.uri) } catch {
+      throw ManagementError(.badRequest, "not a migration URI: \(error.description)")
     }
     if let timeout = request.timeout, timeout < 1 {
       throw ManagementError(.badRequest, "timeout \(timeout): give a number of seconds of at least 1")

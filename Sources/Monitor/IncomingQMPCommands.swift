@@ -31,8 +31,10 @@ final class IncomingQMPCommands: QMPCommandSet, @unchecked Sendable {
         guard status != .none else { return .init(value: [:]) }
         var reply: [String: JSONValue] = ["status": .string(status.rawValue)]
         // As QEMU: where it listens, so that a manager that asked for port 0 learns the port.
-        if let (host, port) = self.incoming.listeningOn {
-          reply["socket-address"] = [["type": "inet", "host": .string(host), "port": .string(String(port))]]
+        if let listening = self.incoming.listening {
+          reply["socket-address"] = [
+            ["type": "inet", "host": .string(listening.host), "port": .string(String(listening.port))]
+          ]
         }
         return .init(value: .object(reply))
       },

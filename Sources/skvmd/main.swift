@@ -49,8 +49,8 @@ struct SKVMD: AsyncParsableCommand {
 
   func validate() throws {
     if system && session { throw ValidationError("give --system or --session, not both") }
-    if incomingTimeout <= 0 {
-      throw ValidationError("--incoming-timeout \(incomingTimeout): give a number of seconds above 0")
+    if !(incomingTimeout > 0 && incomingTimeout <= 86_400) {
+      throw ValidationError("--incoming-timeout \(incomingTimeout): give a number of seconds above 0, at most a day")
     }
   }
 

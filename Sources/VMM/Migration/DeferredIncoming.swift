@@ -19,13 +19,8 @@ public final class DeferredIncoming: @unchecked Sendable {
   /// Where it listens, once it does.
   public var address: String? { lock.withLock { listener?.address } }
 
-  /// Where it listens as host and port (QMP `query-migrate`'s `socket-address`), once it does.
-  public var listeningOn: (host: String, port: Int)? {
-    lock.withLock {
-      guard let listener, let colon = listener.address.lastIndex(of: ":") else { return nil }
-      return (String(listener.address[..<colon]), listener.port)
-    }
-  }
+  /// Where it listens (QMP `query-migrate`'s `socket-address`), once it does.
+  public var listening: MigrationAddress? { lock.withLock { listener?.listening } }
 
   /// Calls `observer` with each new status (the monitor's `MIGRATION` events).
   public func observe(_ observer: @escaping @Sendable (MigrationStatus) -> Void) {

@@ -20,10 +20,10 @@ import GuestMemory
 /// that map, every length has a limit.
 public final class IncomingMigration: @unchecked Sendable {
   private let listener: Int32
-  /// Where it listens (`HOST:PORT`; the port the kernel picked when 0 was asked for).
-  public let address: String
-  /// The port it listens on.
-  public let port: Int
+  /// Where it listens (the port the kernel picked when 0 was asked for).
+  public let listening: MigrationAddress
+  /// The same as `HOST:PORT`.
+  public var address: String { listening.description }
   private var channel: MigrationChannel?
   /// Whether the guest ran on the source when it stopped for the switch-over (known once
   /// `receive()` returned): the destination runs it, or keeps it paused as it was (`cont` runs it).
@@ -58,8 +58,7 @@ public final class IncomingMigration: @unchecked Sendable {
     let named = withUnsafeMutablePointer(to: &local) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
-    port = named == 0 ? Int(UInt16(bigEndian: local.sin_port)) : listening.port
-    address = listening.with(port: port).description
+    self.listening = named == 0 ? listening.with(port: Int(UInt16(bigEndian: local.sin_port))) : listening
     listener = fd
   }
 
