@@ -93,12 +93,16 @@ def main():
     for option in ("skvm", "qemu", "probe", "dirty-probe", "bios", "entry", "out"):
         parser.add_argument(f"--{option}", required=True)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--vmms", default="skvm,qemu", help="which VMMs to run (comma-separated)")
+    parser.add_argument("--workloads", default="idle,dirtying", help="which guests to run (comma-separated)")
     args = parser.parse_args()
     out = args.out
     source_socket = os.path.join(out, "source.sock")
     destination_socket = os.path.join(out, "destination.sock")
     qcow2 = os.path.join(out, "disk.qcow2")
     workloads = {"idle": args.probe, "dirtying": args.dirty_probe}
+    workloads = {name: probe for name, probe in workloads.items() if name in args.workloads.split(",")}
+    vmms = [vmm for vmm in ("skvm", "qemu") if vmm in args.vmms.split(",")]
 
     def skvm_command(probe):
         return [args.skvm, "run", "--flat", probe, "--flat-entry", "long", "--memory", "256M", "--disk", qcow2]
@@ -117,7 +121,7 @@ def main():
 
     for run in range(args.runs):
         for workload, probe in workloads.items():
-            for vmm in ("skvm", "qemu"):
+            for vmm in vmms:
                 for path in (source_socket, destination_socket):
                     if os.path.exists(path):
                         os.unlink(path)
@@ -168,7 +172,7 @@ def main():
     headers = ("total ms", "downtime ms", "guest pause ms", "MiB sent")
     print(f"{'':<16}" + "".join(f"{h:>16}" for h in headers))
     for workload in workloads:
-        for vmm in ("skvm", "qemu"):
+        for vmm in vmms:
             cells = [median.get(f"{vmm} {workload} {key}") for key in keys]
             print(f"{vmm + ' ' + workload:<16}" + "".join(f"{'—' if v is None else f'{v:.1f}':>16}" for v in cells))
     for workload in workloads:

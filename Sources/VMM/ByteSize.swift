@@ -10,26 +10,54 @@ public enum ByteSize {
     public var description: String { "invalid size '\(text)': \(reason)" }
   }
 
-  static let unitShifts: [Character: UInt64] = ["B": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60]
+  /// The shift of a unit letter (either case): B, K, M, G, T, P, E.
+  static func unitShift(_ letter: UInt8) -> UInt64? {
+    switch letter | 0x20 {
+    case UInt8(ascii: "b"): 0
+    case UInt8(ascii: "k"): 10
+    case UInt8(ascii: "m"): 20
+    case UInt8(ascii: "g"): 30
+    case UInt8(ascii: "t"): 40
+    case UInt8(ascii: "p"): 50
+    case UInt8(ascii: "e"): 60
+    default: nil
+    }
+  }
+
+  /// Whether `byte`, the last of `bytes`, ends a letter (ASCII, or any script's).
+  private static func isLetter(_ byte: UInt8, endOf bytes: [UInt8]) -> Bool {
+    guard byte >= 0x80 else { return (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) }
+    return String(decoding: bytes, as: UTF8.self).last?.isLetter ?? false
+  }
 
   /// Parses `text`; `defaultUnit` is the multiplier for a number without a suffix.
   public static func parse(_ text: String, defaultUnit: UInt64 = 1 << 20) throws(ParseError) -> UInt64 {
-    var body = Substring(text.trimmingSpaces)
+    var body = Array(text.trimmingSpaces.utf8)
     guard !body.isEmpty else { throw ParseError(text: text, reason: "it is empty") }
-    for suffix in ["iB", "ib"] where body.hasSuffix(suffix) && body.count > 2 { body = body.dropLast(2) }
+    if body.count > 2, body[body.count - 2] == UInt8(ascii: "i"), body.last! | 0x20 == UInt8(ascii: "b") {
+      body.removeLast(2)
+    }
     var multiplier = defaultUnit
-    if let last = body.last, last.isLetter {
-      guard let shift = unitShifts[Character(last.uppercased())] else {
-        throw ParseError(text: text, reason: "unknown unit '\(last)'; use B, K, M, G, T, P or E")
+    if let last = body.last, isLetter(last, endOf: body) {
+      guard last < 0x80, let shift = unitShift(last) else {
+        let unit = String(decoding: body, as: UTF8.self).last.map(String.init) ?? ""
+        throw ParseError(text: text, reason: "unknown unit '\(unit)'; use B, K, M, G, T, P or E")
       }
       multiplier = 1 << shift
-      body = body.dropLast()
+      body.removeLast()
     }
-    let parts = body.split(separator: ".", omittingEmptySubsequences: false)
-    guard (1...2).contains(parts.count), let wholeText = parts.first, !wholeText.isEmpty,
-      wholeText.allSatisfy(\.isASCIIDigit), parts.count == 1 || parts[1].allSatisfy(\.isASCIIDigit)
+    let parts = body.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+    let isDigit = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+    guard (1...2).contains(parts.count), let wholeDigits = parts.first, !wholeDigits.isEmpty,
+      wholeDigits.allSatisfy(isDigit), parts.count == 1 || parts[1].allSatisfy(isDigit)
     else { throw ParseError(text: text, reason: "expected a number with an optional unit, such as 256M or 1.5G") }
-    guard let whole = UInt64(wholeText) else { throw ParseError(text: text, reason: "the number is too large") }
+    var whole: UInt64 = 0
+    for digit in wholeDigits {
+      let (times10, overflow) = whole.multipliedReportingOverflow(by: 10)
+      let (sum, carry) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
+      guard !overflow, !carry else { throw ParseError(text: text, reason: "the number is too large") }
+      whole = sum
+    }
     let (product, overflow) = whole.multipliedReportingOverflow(by: multiplier)
     guard !overflow else { throw ParseError(text: text, reason: "it is larger than 16 EiB") }
     var result = product
@@ -37,7 +65,7 @@ public enum ByteSize {
       var fraction = 0.0
       var scale = 0.1
       for digit in parts[1] {
-        fraction += Double(digit.wholeNumberValue ?? 0) * scale
+        fraction += Double(digit - UInt8(ascii: "0")) * scale
         scale /= 10
       }
       let extra = (fraction * Double(multiplier)).rounded()
@@ -60,12 +88,13 @@ public enum ByteSize {
   }
 }
 
-extension Character {
-  var isASCIIDigit: Bool { ("0"..."9").contains(self) }
-}
-
 extension String {
+  /// The string without leading and trailing spaces.
   var trimmingSpaces: String {
-    String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    let bytes = utf8
+    guard let first = bytes.firstIndex(where: { $0 != UInt8(ascii: " ") }),
+      let last = bytes.lastIndex(where: { $0 != UInt8(ascii: " ") })
+    else { return "" }
+    return String(self[first...last])
   }
 }

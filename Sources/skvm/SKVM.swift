@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import SwiftKVM
 
 /// `skvm`: the SwiftKVM command-line tool.
@@ -16,7 +17,22 @@ struct SKVM: ParsableCommand {
     StartupTrace.shared.begin("main")
     // The host's CPUID table, asked for while the command line is parsed (about 1 ms on a
     // nested host, where every CPUID traps).
-    if CommandLine.arguments.dropFirst().first == "run" { HostCPUID.prefetch() }
+    if CommandLine.arguments.dropFirst().first == "run" {
+      HostCPUID.prefetch()
+      // A plain command line skips ArgumentParser (see RunQuickParse.swift); its errors and
+      // exit statuses are reported as ArgumentParser reports them.
+      if let options = RunOptions(quickParsing: CommandLine.arguments.dropFirst(2)), (try? options.validate()) != nil {
+        do {
+          try options.run()
+        } catch let code as ExitCode {
+          // How every run ends: ArgumentParser's exit(withError:) would build its help text first.
+          Glibc.exit(code.rawValue)
+        } catch {
+          exit(withError: error)
+        }
+        Glibc.exit(0)
+      }
+    }
     if CommandLine.arguments.dropFirst().first == "ctl" { Ctl.exec(Array(CommandLine.arguments.dropFirst(2))) }
     main(nil)
   }

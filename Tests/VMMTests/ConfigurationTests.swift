@@ -7,6 +7,7 @@ struct ConfigurationTests {
   static let goodSizes: [(String, UInt64)] = [
     ("256M", 256 << 20), ("256", 256 << 20), ("1G", 1 << 30), ("1.5G", 3 << 29), ("512k", 512 << 10),
     ("4096B", 4096), ("2GiB", 2 << 30), ("1T", 1 << 40),
+    (" 64M ", 64 << 20), ("2gib", 2 << 30), ("0.5K", 512), ("3.", 3 << 20),
   ]
 
   @Test("Sizes parse as QEMU users write them")
@@ -17,7 +18,8 @@ struct ConfigurationTests {
   }
 
   @Test(
-    "Bad sizes say what is wrong", arguments: ["", "10Q", "-1", "1..5G", "G", "99999999999999999999", "16E", "1e6"])
+    "Bad sizes say what is wrong",
+    arguments: ["", "10Q", "-1", "1..5G", "G", "99999999999999999999", "16E", "1e6", "256Ж", "12#", " ", "1.5.G", "iB"])
   func badSizes(text: String) {
     #expect(throws: ByteSize.ParseError.self) { try ByteSize.parse(text) }
   }

@@ -109,14 +109,20 @@ extension ManagedMachine {
       throw fail(.migration(error.description))
     }
     lock.withLock { state.migrationChannel = channel }
+    var whole = PhaseTrace("migration", enabledBy: "SKVM_TRACE_MIGRATION", start: started)
+    defer { whole.print() }
+    whole.mark("connected")
     let cancelled: () -> Bool = { [self] in lock.withLock { state.migrationCancelled } }
     do throws(VirtualMachineError) {
       try Self.hello(current, over: channel)
       info.setupMilliseconds = elapsed()
+      whole.mark("accepted")
       try current.startDirtyLogging()
       logging = true
+      whole.mark("logging")
       // The coders' first use costs milliseconds: paid now, not while the guest is stopped.
       current.warmUpStateCoding()
+      whole.mark("coders warm")
       info.status = .active
       setMigration(info, event: true)
       var sender = MigrationPageSender(
@@ -134,7 +140,9 @@ extension ManagedMachine {
         // Holes were holes only then: a page written since is dirty and must be read.
         sender.unwritten = []
         let seconds = max(Double(monotonicNanoseconds() &- passStart) / 1e9, 1e-6)
+        whole.mark("pass \(sender.statistics.passes + 1)")
         pages = try current.takeDirtyPages()
+        whole.mark("dirty log (\(pages.count))")
         let rate = Double(sender.statistics.transferred - before) / seconds
         sender.statistics.passes += 1
         sender.statistics.mbps = rate * 8 / 1e6
@@ -167,6 +175,7 @@ extension ManagedMachine {
       } catch {
         throw VirtualMachineError.migration(error.description)
       }
+      whole.mark("drained")
       // The switch-over: stop, send the rest and the state, hand the disks over. The disks
       // are flushed once while the guest still runs, so the flush while it is stopped is short.
       // SKVM_TRACE_MIGRATION=1 prints where the stop's time goes, on standard error.
@@ -204,6 +213,7 @@ extension ManagedMachine {
         try channel.send([MigrationKind.complete.rawValue, wasRunning ? 1 : 0])
         try Self.awaitAnswer(from: channel, success: .running, what: "start the machine")
         trace.mark("destination running")
+        whole.mark("switch-over")
       } catch {
         throw VirtualMachineError.migration(error.description)
       }
