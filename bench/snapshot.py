@@ -59,7 +59,9 @@ async def qmp(socket_path, *commands):
 def start(command, wait_for=b"ready"):
     """Starts a VMM; returns (process, seconds from exec to `wait_for` on its console)."""
     started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # SKVM_TRACE_MIGRATION=1 (or any SKVM_TRACE_*) shows the VMMs' traces on standard error.
+    traced = any(name.startswith("SKVM_TRACE_") for name in os.environ)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None if traced else subprocess.DEVNULL)
     seen = b""
     while wait_for not in seen:
         ready, _, _ = select.select([process.stdout], [], [], 30)

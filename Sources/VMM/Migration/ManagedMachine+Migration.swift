@@ -217,8 +217,10 @@ extension ManagedMachine {
       } catch {
         throw VirtualMachineError.migration(error.description)
       }
-      current.stopDirtyLogging()
-      logging = false
+      // The migration ends here, as QEMU counts it: the destination runs. Logging stops after
+      // (a slot change waits for an SRCU grace period: milliseconds on some hosts).
+      info.totalMilliseconds = elapsed()
+      info.downtimeMilliseconds = wasRunning ? elapsed(since: stopped) : 0
       lock.withLock {
         state.postmigrate = true
         state.migrationChannel = nil
@@ -226,11 +228,12 @@ extension ManagedMachine {
       sender.statistics.remaining = 0
       info.ram = sender.statistics
       info.status = .completed
-      info.totalMilliseconds = elapsed()
-      info.downtimeMilliseconds = wasRunning ? elapsed(since: stopped) : 0
       info.ramBytes = current.memory.totalSize
       info.fileBytes = sender.statistics.transferred
       setMigration(info, event: true)
+      current.stopDirtyLogging()
+      logging = false
+      whole.mark("logging stopped")
     } catch {
       if lock.withLock({ state.migrationCancelled }) { try? channel.send([MigrationKind.cancel.rawValue]) }
       throw fail(error)

@@ -142,13 +142,14 @@ struct MigrationPageSender {
       header.put64(first)
       header.put32(UInt32(count))
       do throws(MigrationChannel.Failure) {
+        // Markers and short runs (a dirty page here and there) go out together.
         if zero {
-          try channel.send(header.bytes)
+          try channel.enqueue(header.bytes, then: UnsafeRawBufferPointer(start: nil, count: 0))
         } else {
           guard let data = try? memory.buffer(at: first, length: count * Int(pageSize)) else {
             throw MigrationChannel.Failure("page 0x\(String(first, radix: 16)) is not RAM")
           }
-          try channel.send(header.bytes, then: UnsafeRawBufferPointer(data))
+          try channel.enqueue(header.bytes, then: UnsafeRawBufferPointer(data))
         }
       } catch {
         throw .migration(error.description)
