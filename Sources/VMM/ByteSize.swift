@@ -40,7 +40,7 @@ public enum ByteSize {
     var multiplier = defaultUnit
     if let last = body.last, isLetter(last, endOf: body) {
       guard last < 0x80, let shift = unitShift(last) else {
-        let unit = String(decoding: body, as: UTF8.self).last.map(String.init) ?? ""
+        let unit = String(decoding: body, as: UTF8.self).last.map { String($0) } ?? ""
         throw ParseError(text: text, reason: "unknown unit '\(unit)'; use B, K, M, G, T, P or E")
       }
       multiplier = 1 << shift

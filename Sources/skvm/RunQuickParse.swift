@@ -22,7 +22,9 @@ extension RunOptions {
         inline = name[name.index(after: equals)...]
         name = name[..<equals]
       }
-      guard !name.isEmpty, !seen.contains(name) else { return nil }
+      // --qmp, --disk and --net repeat (each occurrence adds one); any other option once.
+      let repeatable = name == "qmp" || name == "disk" || name == "net"
+      guard !name.isEmpty, repeatable || !seen.contains(name) else { return nil }
       seen.append(name)
       // A flag takes no value; an option takes the rest after '=' or the next argument.
       func flag() -> Bool? { inline == nil ? true : nil }
@@ -98,15 +100,15 @@ extension RunOptions {
       case "cpus":
         guard let count = value().flatMap({ Int($0) }) else { return nil }
         cpus = count
-      // Repeatable: each occurrence adds one.
-      case "qmp", "disk", "net":
+      case "qmp":
         guard let text = value() else { return nil }
-        seen.removeLast()
-        switch name {
-        case "qmp": qmp.append(text)
-        case "disk": disk.append(text)
-        default: net.append(text)
-        }
+        qmp.append(text)
+      case "disk":
+        guard let text = value() else { return nil }
+        disk.append(text)
+      case "net":
+        guard let text = value() else { return nil }
+        net.append(text)
       default: return nil
       }
     }

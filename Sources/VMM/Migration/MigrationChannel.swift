@@ -63,13 +63,15 @@ final class MigrationChannel: @unchecked Sendable {
     let length = bytes.count + data.count
     guard length <= outgoing.count / 4 else { return try send(bytes, then: data) }
     if outgoingCount + length > outgoing.count { try flush() }
-    bytes.withUnsafeBytes { header in
-      (outgoing.baseAddress! + outgoingCount).copyMemory(from: header.baseAddress!, byteCount: header.count)
-    }
-    if data.count > 0 {
-      (outgoing.baseAddress! + outgoingCount + bytes.count).copyMemory(from: data.baseAddress!, byteCount: data.count)
-    }
-    outgoingCount += length
+    bytes.withUnsafeBytes { append($0) }
+    append(data)
+  }
+
+  /// Copies `part` to the end of the queue (which has room for it).
+  private func append(_ part: UnsafeRawBufferPointer) {
+    guard let source = part.baseAddress, part.count > 0 else { return }
+    (outgoing.baseAddress! + outgoingCount).copyMemory(from: source, byteCount: part.count)
+    outgoingCount += part.count
   }
 
   /// Sends what is queued.
