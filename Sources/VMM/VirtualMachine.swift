@@ -470,13 +470,18 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     pauseLock.withLock { paused in
       guard !paused else { return }
       paused = true
+      var trace = PhaseTrace("pause", enabledBy: "SKVM_TRACE_PAUSE")
       gate.requestPause()
       guard started.load(ordering: .acquiring) else { return }
       kickAll()
+      trace.mark("kick")
       _ = gate.waitUntilParked(vcpus.count)
+      trace.mark("vCPUs parked")
       // Then the device threads, at a request boundary, with block requests in flight completed:
       // from here until resume nothing writes guest memory or the devices' state.
       pci?.quiesce()
+      trace.mark("devices quiesced")
+      trace.print()
     }
   }
 
