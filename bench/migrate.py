@@ -19,6 +19,7 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 
@@ -119,6 +120,7 @@ def main():
     def add(name, value):
         samples.setdefault(name, []).append(value)
 
+    traced = any(name.startswith("SKVM_TRACE_") for name in os.environ)
     for run in range(args.runs):
         for workload, probe in workloads.items():
             for vmm in vmms:
@@ -129,8 +131,10 @@ def main():
                 port = free_port()
                 if vmm == "skvm":
                     source, _ = start(skvm_command(probe) + ["--qmp", f"unix:{source_socket}"])
+                    # Traced (SKVM_TRACE_*): the destination's --stats too, printed when it has quit.
                     destination = subprocess.Popen(
-                        [args.skvm, "run", "--incoming", f"tcp::{port}", "--qmp", f"unix:{destination_socket}"],
+                        [args.skvm, "run", "--incoming", f"tcp::{port}", "--qmp", f"unix:{destination_socket}"]
+                        + (["--stats"] if traced else []),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                     # It prints when it listens.
                     destination.stderr.readline()
@@ -165,6 +169,8 @@ def main():
                     asyncio.run(quit_destination(destination_socket))
                 finally:
                     drain(destination)
+                    if traced and vmm == "skvm":
+                        sys.stderr.write(destination.stderr.read().decode(errors="replace"))
     median = {name: statistics.median(values) for name, values in samples.items()}
     print(f"\nlive migration of a 256 MiB probe guest (64 MiB written) over loopback, medians of {args.runs};"
           "\nidle: nothing written after start; dirtying: a page every 2^18 TSC ticks (34 MiB/s at 2.3 GHz)\n")
