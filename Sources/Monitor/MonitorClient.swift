@@ -4,8 +4,9 @@ import VMM
 
 /// One connected QMP client: a reader thread takes its requests and answers each. Replies and
 /// events go out at once when the socket takes them without waiting; otherwise a writer thread
-/// sends them from a bounded queue, so nothing ever waits for a client that does not read. A client that falls too far behind, or that has not negotiated
-/// capabilities within `handshakeSeconds`, is disconnected.
+/// sends them from a bounded queue, so nothing ever waits for a client that does not read. A
+/// client that falls too far behind, or that has not negotiated capabilities within
+/// `handshakeSeconds`, is disconnected.
 final class MonitorClient: @unchecked Sendable {
   /// How long one write may wait for a client that does not read, before it is cut off.
   static let sendTimeoutSeconds = 5

@@ -7,8 +7,9 @@ import Synchronization
 /// Pausing parks each vCPU thread here, outside `KVM_RUN`, so its state is stable
 /// and readable by other threads until the machine resumes.
 final class RunGate: @unchecked Sendable {
-  /// How long `waitUntilParked` spins before it sleeps.
-  private static let spinNanoseconds: UInt64 = 100_000
+  /// How long `waitUntilParked` spins before it sleeps: not at all on a single-CPU host,
+  /// where the spin would only keep the vCPU threads from parking.
+  private static let spinNanoseconds: UInt64 = sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1 ? 100_000 : 0
 
   private static let stopBit: UInt8 = 1
   private static let pauseBit: UInt8 = 2
@@ -57,7 +58,7 @@ final class RunGate: @unchecked Sendable {
   }
 
   /// Waits until `count` vCPU threads are parked, or the machine stops; true if they parked.
-  /// Spins for the first few tens of microseconds (a kicked vCPU usually parks within them):
+  /// Spins for up to 100 µs first (a kicked vCPU usually parks within a few tens):
   /// sleeping on the lock instead lets this core go idle, and waking an idle core of a virtual
   /// host costs more than the whole pause.
   func waitUntilParked(_ count: Int) -> Bool {

@@ -224,7 +224,9 @@ public final class IncomingMigration: @unchecked Sendable {
     let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(GuestMemory.pageSize) * 16, alignment: 4096)
     zeros.initializeMemory(as: UInt8.self, repeating: 0)
     defer { zeros.deallocate() }
-    var state: (record: [UInt8], devices: [UInt8])?
+    // Built as soon as the state arrives (checked, its record decoded) — while the source is
+    // still releasing its disks — so that `complete` finds it ready.
+    var snapshot: SnapshotFile?
     let punchHole: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     while true {
       let kind = try channel.receiveByte()
@@ -258,6 +260,7 @@ public final class IncomingMigration: @unchecked Sendable {
           }
         }
       case .state:
+        guard snapshot == nil else { throw MigrationChannel.Failure("\(channel.peer) sent the machine's state twice") }
         let recordLength = Int(try channel.receive32())
         let devicesLength = Int(try channel.receive32())
         guard recordLength + devicesLength <= SnapshotFile.maximumStateSize else {
@@ -265,35 +268,34 @@ public final class IncomingMigration: @unchecked Sendable {
         }
         let record = try channel.receive(recordLength, limit: SnapshotFile.maximumStateSize, what: "a machine record")
         let devices = try channel.receive(devicesLength, limit: SnapshotFile.maximumStateSize, what: "device states")
-        state = (record, devices)
         StartupTrace.shared.mark("migration state")
+        let layout: SnapshotFile.Layout
+        do {
+          layout = try SnapshotFile.Layout(
+            record: record, devices: devices, ranges: map.ranges, ramOffset: SnapshotFile.fixedRAMOffset)
+        } catch {
+          throw MigrationChannel.Failure("\(error)")
+        }
+        try Self.write(layout.header, to: memfd, at: 0)
+        try Self.write(record, to: memfd, at: UInt64(SnapshotFile.headerSize))
+        try Self.write(devices, to: memfd, at: layout.devicesOffset)
+        owned = false  // the snapshot owns the memfd from here, whatever its check says
+        do {
+          snapshot = try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)")
+        } catch {
+          throw MigrationChannel.Failure("\(error)")
+        }
+        StartupTrace.shared.mark("migration snapshot")
       case .complete:
         StartupTrace.shared.mark("migration complete")
-        guard let state else {
+        guard let snapshot else {
           throw MigrationChannel.Failure("\(channel.peer) finished without sending the machine's state")
         }
         let running = try channel.receiveByte()
         guard running <= 1 else {
           throw MigrationChannel.Failure("\(channel.peer) sent run state \(running) (0 or 1 expected)")
         }
-        let layout: SnapshotFile.Layout
-        do {
-          layout = try SnapshotFile.Layout(
-            record: state.record, devices: state.devices, ranges: map.ranges, ramOffset: SnapshotFile.fixedRAMOffset)
-        } catch {
-          throw MigrationChannel.Failure("\(error)")
-        }
-        try Self.write(layout.header, to: memfd, at: 0)
-        try Self.write(state.record, to: memfd, at: UInt64(SnapshotFile.headerSize))
-        try Self.write(state.devices, to: memfd, at: layout.devicesOffset)
-        owned = false
-        do {
-          let snapshot = try SnapshotFile(fd: memfd, name: "the migration stream from \(channel.peer)")
-          StartupTrace.shared.mark("migration snapshot")
-          return (snapshot, running == 1)
-        } catch {
-          throw MigrationChannel.Failure("\(error)")
-        }
+        return (snapshot, running == 1)
       case .drain:
         try channel.send([MigrationKind.drained.rawValue])
       case .cancel:
