@@ -8,6 +8,9 @@ public struct IOBusView {
   public let bus: IOBus
   private var version: UInt64
   private var mappings: [IOBus.Mapping]
+  /// The mapping the last access hit: a guest mostly repeats an access (a status poll, a
+  /// string of writes to one port), and one range check is cheaper than a search.
+  private var lastHit = 0
 
   public init(_ bus: IOBus) {
     self.bus = bus
@@ -16,23 +19,41 @@ public struct IOBusView {
 
   @inline(__always)
   private mutating func refreshIfChanged() {
-    if bus.version.load(ordering: .acquiring) != version { (version, mappings) = bus.snapshot() }
+    if bus.version.load(ordering: .acquiring) != version {
+      (version, mappings) = bus.snapshot()
+      lastHit = 0
+    }
+  }
+
+  /// The index of the mapping containing `address`, if any: the last hit first, else a
+  /// binary search of the sorted, non-overlapping mappings.
+  @inline(__always)
+  private mutating func index(of address: UInt64) -> Int? {
+    refreshIfChanged()
+    if lastHit < mappings.count, mappings[lastHit].contains(address) { return lastHit }
+    var low = 0
+    var high = mappings.count
+    while low < high {
+      let middle = (low &+ high) >> 1
+      if mappings[middle].base <= address { low = middle &+ 1 } else { high = middle }
+    }
+    guard low > 0, mappings[low &- 1].contains(address) else { return nil }
+    lastHit = low &- 1
+    return lastHit
   }
 
   /// A guest read; `nil` when no device claims the address.
   @inline(__always)
   public mutating func read(_ address: UInt64, width: Int) -> UInt64? {
-    refreshIfChanged()
-    guard let (device, offset) = IOBus.lookup(address, in: mappings) else { return nil }
-    return device.read(offset: offset, width: width)
+    guard let index = index(of: address) else { return nil }
+    return mappings[index].device.read(offset: address &- mappings[index].base, width: width)
   }
 
   /// A guest write; false when no device claims the address.
   @inline(__always)
   public mutating func write(_ address: UInt64, width: Int, value: UInt64) -> Bool {
-    refreshIfChanged()
-    guard let (device, offset) = IOBus.lookup(address, in: mappings) else { return false }
-    device.write(offset: offset, width: width, value: value)
+    guard let index = index(of: address) else { return false }
+    mappings[index].device.write(offset: address &- mappings[index].base, width: width, value: value)
     return true
   }
 }

@@ -29,6 +29,29 @@ struct IOBusTests {
     #expect(bus.allMappings.map(\.base) == [0x10, 0x20, 0x40])
   }
 
+  @Test("A view answers as the bus does: repeats, neighbours of the last hit, gaps, and after the bus changes")
+  func view() throws {
+    let bus = IOBus(kind: .port)
+    try bus.register(EchoDevice("a"), base: 0x10, size: 0x10)
+    try bus.register(EchoDevice("c"), base: 0x20, size: 0x20)
+    try bus.register(EchoDevice("b"), base: 0x40, size: 1)
+    var view = IOBusView(bus)
+    // Every address from below the first range to past the last, in an order that jumps
+    // between ranges and steps just outside the range hit last.
+    let addresses: [UInt64] = [0x15, 0x15, 0x1F, 0x20, 0x0F, 0x10, 0x3F, 0x40, 0x41, 0x40, 0x3F, 0x00, 0x2A, 0x2A]
+    for address in addresses {
+      #expect(view.read(address, width: 1) == bus.read(address, width: 1), "0x\(String(address, radix: 16))")
+      #expect(view.write(address, width: 1, value: 0) == bus.write(address, width: 1, value: 0))
+    }
+    // The range hit last goes away: the view sees the change at its next access.
+    #expect(view.read(0x40, width: 1) == 0)
+    #expect(bus.unregister(base: 0x40))
+    #expect(view.read(0x40, width: 1) == nil)
+    try bus.register(EchoDevice("d"), base: 0x40, size: 8)
+    #expect(view.read(0x47, width: 1) == 7)
+    #expect(view.read(0x48, width: 1) == nil)
+  }
+
   @Test("Overlapping and empty ranges are refused; unregistering frees the range")
   func conflicts() throws {
     let bus = IOBus(kind: .mmio)
