@@ -79,15 +79,21 @@ public final class IOBus: Sendable {
   /// Binary search for the mapping containing `address` in a sorted, non-overlapping list.
   @inline(__always)
   static func lookup(_ address: UInt64, in list: [Mapping]) -> (device: any IODevice, offset: UInt64)? {
+    index(of: address, in: list).map { (list[$0].device, address - list[$0].base) }
+  }
+
+  /// Binary search for the index of the mapping containing `address` in a sorted,
+  /// non-overlapping list.
+  @inline(__always)
+  static func index(of address: UInt64, in list: [Mapping]) -> Int? {
     var low = 0
     var high = list.count
     while low < high {
-      let middle = (low + high) / 2
-      if list[middle].base <= address { low = middle + 1 } else { high = middle }
+      let middle = (low &+ high) >> 1
+      if list[middle].base <= address { low = middle &+ 1 } else { high = middle }
     }
-    guard low > 0 else { return nil }
-    let mapping = list[low - 1]
-    return mapping.contains(address) ? (mapping.device, address - mapping.base) : nil
+    guard low > 0, list[low &- 1].contains(address) else { return nil }
+    return low &- 1
   }
 
   /// A guest read; `nil` when no device claims the address.

@@ -31,15 +31,9 @@ public struct IOBusView {
   private mutating func index(of address: UInt64) -> Int? {
     refreshIfChanged()
     if lastHit < mappings.count, mappings[lastHit].contains(address) { return lastHit }
-    var low = 0
-    var high = mappings.count
-    while low < high {
-      let middle = (low &+ high) >> 1
-      if mappings[middle].base <= address { low = middle &+ 1 } else { high = middle }
-    }
-    guard low > 0, mappings[low &- 1].contains(address) else { return nil }
-    lastHit = low &- 1
-    return lastHit
+    guard let found = IOBus.index(of: address, in: mappings) else { return nil }
+    lastHit = found
+    return found
   }
 
   /// A guest read; `nil` when no device claims the address.

@@ -128,21 +128,9 @@ final class MonitorClient: @unchecked Sendable {
     return accepted
   }
 
-  /// Bytes of `data` the socket took at once (0 if it would have to wait, or on an error, which
-  /// the writer thread then meets and handles).
-  private func sendWithoutWaiting(_ data: [UInt8]) -> Int {
-    data.withUnsafeBytes { bytes -> Int in
-      guard let base = bytes.baseAddress else { return 0 }
-      var sent = 0
-      while sent < bytes.count {
-        let count = Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-        if count < 0, errno == EINTR { continue }
-        if count <= 0 { break }
-        sent += count
-      }
-      return sent
-    }
-  }
+  /// Bytes of `data` the socket took at once (fewer if it would have to wait, or on an error,
+  /// which the writer thread then meets and handles).
+  private func sendWithoutWaiting(_ data: [UInt8]) -> Int { send(data, flags: Int32(MSG_DONTWAIT)) }
 
   /// The writer thread: sends queued items in order until the client is gone.
   private func writeLoop() {
@@ -177,18 +165,21 @@ final class MonitorClient: @unchecked Sendable {
   }
 
   /// Writes `data` whole (blocking up to the send timeout); false if the client is gone or stuck.
-  private func write(_ data: [UInt8]) -> Bool {
-    data.withUnsafeBytes { bytes -> Bool in
-      guard let base = bytes.baseAddress else { return true }
+  private func write(_ data: [UInt8]) -> Bool { send(data, flags: 0) == data.count }
+
+  /// Sends `data` until it is all sent or a send fails; returns the bytes sent. MSG_NOSIGNAL:
+  /// a client that went away is an error here, not a SIGPIPE for the VMM.
+  private func send(_ data: [UInt8], flags: Int32) -> Int {
+    data.withUnsafeBytes { bytes -> Int in
+      guard let base = bytes.baseAddress else { return 0 }
       var sent = 0
       while sent < bytes.count {
-        // MSG_NOSIGNAL: a client that went away is an error here, not a SIGPIPE for the VMM.
-        let count = Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+        let count = Glibc.send(fd, base + sent, bytes.count - sent, Int32(MSG_NOSIGNAL) | flags)
         if count < 0, errno == EINTR { continue }
-        if count <= 0 { return false }
+        if count <= 0 { break }
         sent += count
       }
-      return true
+      return sent
     }
   }
 

@@ -16,10 +16,8 @@ final class RunGate: @unchecked Sendable {
 
   private let attention = Atomic<UInt8>(0)
   private let lock = ConditionLock()
-  /// Guarded by `lock`.
-  private var parkedThreads = 0
-  /// `parkedThreads`, readable without the lock (for `waitUntilParked`'s short spin).
-  private let parkedCount = Atomic<Int>(0)
+  /// Parked vCPU threads: changed under `lock`, read without it by `waitUntilParked`'s spin.
+  private let parkedThreads = Atomic<Int>(0)
 
   /// True when the machine is stopping or pausing.
   @inline(__always)
@@ -48,12 +46,10 @@ final class RunGate: @unchecked Sendable {
   /// Called by a vCPU thread: waits here while a pause is requested and the machine is not stopping.
   func park() {
     lock.withLock {
-      parkedThreads += 1
-      parkedCount.store(parkedThreads, ordering: .releasing)
+      parkedThreads.add(1, ordering: .releasing)
       lock.broadcast()
       lock.wait { attention.load(ordering: .acquiring) & Self.pauseBit == 0 || isStopping }
-      parkedThreads -= 1
-      parkedCount.store(parkedThreads, ordering: .releasing)
+      parkedThreads.subtract(1, ordering: .releasing)
     }
   }
 
@@ -64,11 +60,11 @@ final class RunGate: @unchecked Sendable {
   func waitUntilParked(_ count: Int) -> Bool {
     let spinUntil = monotonicNanoseconds() &+ Self.spinNanoseconds
     while monotonicNanoseconds() < spinUntil {
-      if parkedCount.load(ordering: .acquiring) >= count { return !isStopping }
+      if parkedThreads.load(ordering: .acquiring) >= count { return !isStopping }
       if isStopping { return false }
     }
     return lock.withLock {
-      lock.wait { parkedThreads >= count || isStopping }
+      lock.wait { parkedThreads.load(ordering: .acquiring) >= count || isStopping }
       return !isStopping
     }
   }
