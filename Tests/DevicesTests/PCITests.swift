@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Devices
@@ -76,5 +77,35 @@ struct PCITests {
     #expect(throws: PCIBusError.slotTaken(3)) { try bus.attach(PCIHostBridge(), device: 3) }
     #expect(throws: PCIBusError.noSuchSlot(32)) { try bus.attach(PCIHostBridge(), device: 32) }
     #expect(bus.attached.map(\.device) == [0, 3])
+  }
+
+  @Test("A saved configuration space is small (no trailing zeros), round-trips, and reads the whole form")
+  func savedForm() throws {
+    let function = BARFunction()
+    function.space.setDeviceBytes([0x11, 0x00, 0x22], at: 0x40, writable: [0xFF, 0, 0])
+    function.space.write(0x04, width: 2, value: 0x6)
+    let saved = try JSONEncoder().encode(function.space)
+    #expect(saved.count < 600, "\(saved.count) bytes for a 4 KiB space")
+    #expect(try JSONDecoder().decode(PCIConfigSpace.self, from: saved) == function.space)
+
+    // The whole form, as states saved before the size was recorded hold it.
+    var whole = try #require(try JSONSerialization.jsonObject(with: saved) as? [String: Any])
+    whole["size"] = nil
+    whole["bytes"] = Base64Bytes.encode(function.space.bytes)
+    whole["writeMask"] = Base64Bytes.encode([UInt8](repeating: 0, count: 4096))
+    let old = try JSONSerialization.data(withJSONObject: whole)
+    #expect(try JSONDecoder().decode(PCIConfigSpace.self, from: old).bytes == function.space.bytes)
+
+    // More bytes than the size, a size no PCI space has, or whole arrays of different lengths.
+    for (size, bytes, mask) in [(256, 300, 0), (100, 10, 10), (nil, 4096, 256)] as [(Int?, Int, Int)] {
+      var hostile = whole
+      hostile["size"] = size
+      hostile["bytes"] = Base64Bytes.encode([UInt8](repeating: 1, count: bytes))
+      hostile["writeMask"] = Base64Bytes.encode([UInt8](repeating: 1, count: mask))
+      let data = try JSONSerialization.data(withJSONObject: hostile)
+      #expect(throws: DecodingError.self, "size \(String(describing: size)), \(bytes) and \(mask) bytes") {
+        try JSONDecoder().decode(PCIConfigSpace.self, from: data)
+      }
+    }
   }
 }

@@ -151,24 +151,40 @@ public struct PCIConfigSpace: Sendable, Equatable, Codable {
   }
 
   private enum CodingKeys: String, CodingKey {
-    case bytes, writeMask, bars
+    case size, bytes, writeMask, bars
   }
 
+  /// The saved form holds the space's size and its bytes and write mask without their trailing
+  /// zeros: a PCI Express space is 4 KiB of which a device uses a few hundred bytes, and the
+  /// state is encoded while the guest is stopped (a migration's switch-over). A state without
+  /// `size` (saved before it existed) holds both arrays whole.
   public init(from decoder: any Decoder) throws {
     let container = try decoder.container(keyedBy: CodingKeys.self)
     bytes = try container.decode(Base64Bytes.self, forKey: .bytes).bytes
     writeMask = try container.decode(Base64Bytes.self, forKey: .writeMask).bytes
     bars = try container.decode([Int: BAR].self, forKey: .bars)
-    guard bytes.count == writeMask.count, bytes.count == 256 || bytes.count == 4096 else {
+    let size = try container.decodeIfPresent(Int.self, forKey: .size) ?? bytes.count
+    guard size == 256 || size == 4096, bytes.count <= size, writeMask.count <= size,
+      container.contains(.size) || bytes.count == writeMask.count
+    else {
       throw DecodingError.dataCorrupted(
-        .init(codingPath: decoder.codingPath, debugDescription: "a configuration space of \(bytes.count) bytes"))
+        .init(
+          codingPath: decoder.codingPath,
+          debugDescription:
+            "a configuration space of \(size) bytes with \(bytes.count) bytes and a write mask of \(writeMask.count)"))
     }
+    bytes += repeatElement(0, count: size - bytes.count)
+    writeMask += repeatElement(0, count: size - writeMask.count)
   }
 
   public func encode(to encoder: any Encoder) throws {
+    func trimmed(_ array: [UInt8]) -> Base64Bytes {
+      Base64Bytes(Array(array[..<(array.lastIndex { $0 != 0 }.map { $0 + 1 } ?? 0)]))
+    }
     var container = encoder.container(keyedBy: CodingKeys.self)
-    try container.encode(Base64Bytes(bytes), forKey: .bytes)
-    try container.encode(Base64Bytes(writeMask), forKey: .writeMask)
+    try container.encode(bytes.count, forKey: .size)
+    try container.encode(trimmed(bytes), forKey: .bytes)
+    try container.encode(trimmed(writeMask), forKey: .writeMask)
     try container.encode(bars, forKey: .bars)
   }
 }
