@@ -152,11 +152,11 @@ public final class ManagedMachine: @unchecked Sendable {
 
   /// Builds the first incarnation from a snapshot file (`--incoming file:`); it continues
   /// where it was saved when run. Later resets boot `configuration` afresh.
-  /// `core`: the KVM side built ahead (an incoming migration's), used if it fits.
+  /// `prepared`: what an incoming migration built and opened ahead, each part used if it fits.
   public init(
     restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration,
     console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm",
-    mode: RestoreMode = .mapped, core: MachineCore? = nil
+    mode: RestoreMode = .mapped, prepared: IncomingMachineParts? = nil
   ) throws(VirtualMachineError) {
     self.configuration = configuration
     self.console = console
@@ -164,7 +164,7 @@ public final class ManagedMachine: @unchecked Sendable {
     state = State(
       machine: try VirtualMachine(
         restoring: snapshot, configuration: configuration, console: console, kvmPath: kvmPath, mode: mode,
-        core: core))
+        prepared: prepared))
   }
 
   /// The current incarnation (a new one after each reset).

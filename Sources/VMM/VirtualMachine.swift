@@ -68,11 +68,11 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
   public convenience init(
     restoring snapshot: SnapshotFile, configuration: VirtualMachineConfiguration,
     console: any ConsoleOutput = FileDescriptorConsoleOutput(), kvmPath: String = "/dev/kvm",
-    mode: RestoreMode = .mapped, core: MachineCore? = nil
+    mode: RestoreMode = .mapped, prepared: IncomingMachineParts? = nil
   ) throws(VirtualMachineError) {
     try self.init(
       configuration: configuration, console: console, kvmPath: kvmPath, restoring: (snapshot, mode),
-      prepared: core.map { (nil, nil, $0) })
+      prepared: prepared.map { ($0.disks, nil, $0.core) })
   }
 
   /// Builds the machine an internal snapshot holds (`--loadvm`), on disks already opened and
@@ -131,7 +131,12 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // Disk images are opened (and locked) before /dev/kvm is touched: a missing or busy image
     // fails here, with no VM half-built.
     let disks: [OpenedDisk]
-    if let opened = prepared?.disks { disks = opened } else { disks = try OpenedDisk.openAll(configuration.disks) }
+    if let opened = prepared?.disks, opened.map(\.configuration) == configuration.disks {
+      disks = opened
+    } else {
+      for disk in prepared?.disks ?? [] { disk.backend.close() }
+      disks = try OpenedDisk.openAll(configuration.disks)
+    }
     var cdrom: OpenedDisk?
     if let drive = configuration.cdrom {
       do throws(VirtualMachineError) { cdrom = try OpenedDisk.openAll([drive]).first } catch {

@@ -253,7 +253,7 @@ struct RunOptions: Equatable {
       if let incomingSnapshot {
         managed = try ManagedMachine(
           restoring: incomingSnapshot.snapshot, configuration: configuration, console: output,
-          mode: incomingSnapshot.mode, core: migration?.takeEarlyCore())
+          mode: incomingSnapshot.mode, prepared: migration?.takePreparedParts())
       } else if let loadvm {
         managed = try ManagedMachine(configuration: configuration, loadingSnapshot: loadvm, console: output)
       } else {

@@ -16,7 +16,7 @@ struct MigrationStreamTests {
   static func le64(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
 
   /// A hello for 64 KiB of RAM at 0, with `configuration`.
-  static func hello(version: UInt32 = 3, configuration: [UInt8] = configuration) -> [UInt8] {
+  static func hello(version: UInt32 = MigrationKind.formatVersion, configuration: [UInt8] = configuration) -> [UInt8] {
     Array("SKVMMIGR".utf8) + le32(version) + le32(UInt32(configuration.count)) + configuration + le32(1) + le64(0)
       + le64(65536)
   }
@@ -53,11 +53,14 @@ struct MigrationStreamTests {
     cases.append((hello() + [0x77], "message kind 0x77"))
     // Two regions whose sizes add up past 2^64: refused, not an arithmetic trap.
     let huge =
-      Array("SKVMMIGR".utf8) + le32(3) + le32(UInt32(configuration.count)) + configuration + le32(2) + le64(0)
+      Array("SKVMMIGR".utf8) + le32(MigrationKind.formatVersion) + le32(UInt32(configuration.count)) + configuration
+      + le32(2) + le64(0)
       + le64(4096) + le64(8192) + le64(UInt64.max - 4095 - 8192)
     cases.append((huge, "RAM map is malformed"))
     cases.append((hello() + [0x43], "without sending the machine's state"))
     cases.append((hello() + [0x58], "cancelled the migration"))
+    // The source lets go of its disks once, before the state.
+    cases.append((hello() + [0x4C, 0x4C], "released its disks twice"))
     let text = String(decoding: configuration, as: UTF8.self)
     let withDisk = text.replacingOccurrences(
       of: "\"disks\":[]",
@@ -104,5 +107,9 @@ struct MigrationStreamTests {
     #expect(Self.receive(stream + [1]) == "accepted")
     #expect(Self.receive(stream + [0]) == "accepted")
     #expect(Self.receive(stream + [7]).contains("run state 7"))
+    // With the disks released before the state (the source's order), and after it (refused).
+    let state = stream.count - record.count - devices.count - 10
+    #expect(Self.receive(Array(stream[..<state]) + [0x4C] + stream[state...] + [1]) == "accepted")
+    #expect(Self.receive(Array(stream.dropLast()) + [0x4C]).contains("after sending the state"))
   }
 }

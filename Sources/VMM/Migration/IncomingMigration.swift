@@ -12,8 +12,9 @@ import GuestMemory
 /// The destination of a live migration (`skvm run --incoming tcp:HOST:PORT`): listens, takes
 /// one connection, and receives the machine into a memfd laid out as a snapshot file — RAM
 /// pass after pass, then the vCPUs' and devices' state — which the usual restore then maps.
-/// The source hears `running` only once the machine is built and restored here; it lets go of
-/// its disks before that, and this side opens them only then.
+/// The source hears `running` only once the machine is built and restored here. It lets go of
+/// its disks once the guest is stopped and says so (`disks released`); this side opens and
+/// locks them only then — while the source still reads and sends the machine's state.
 ///
 /// Everything in the stream is untrusted: the hello is checked (format, configuration, RAM map,
 /// that each disk exists here) before any RAM is accepted, every page's address must lie in
@@ -30,6 +31,8 @@ public final class IncomingMigration: @unchecked Sendable {
   public private(set) var sourceWasRunning = true
   /// The KVM side of the incoming machine, built while its RAM arrives.
   private let early = EarlyMachineCore()
+  /// The disks, opened once the source released them (known once `receive()` returned).
+  private var openedDisks: [OpenedDisk]?
   /// Called once the source has connected (the destination's status becomes active).
   var onConnected: (@Sendable () -> Void)?
   private let abortLock = ConditionLock()
@@ -97,6 +100,7 @@ public final class IncomingMigration: @unchecked Sendable {
     do throws(MigrationChannel.Failure) {
       let received = try Self.receive(from: channel, early: early)
       sourceWasRunning = received.running
+      openedDisks = received.disks
       return received.snapshot
     } catch {
       refuse(error.description)
@@ -108,7 +112,11 @@ public final class IncomingMigration: @unchecked Sendable {
   /// this way): the machine as a snapshot, or what was wrong with the stream.
   public static func receive(fromSocket fd: Int32, peer: String) throws(VirtualMachineError) -> SnapshotFile {
     let channel = MigrationChannel(fd: fd, peer: peer, timeoutSeconds: 5)
-    do throws(MigrationChannel.Failure) { return try receive(from: channel).snapshot } catch {
+    do throws(MigrationChannel.Failure) {
+      let received = try receive(from: channel)
+      for disk in received.disks ?? [] { disk.backend.close() }
+      return received.snapshot
+    } catch {
       throw .migration(error.description)
     }
   }
@@ -124,9 +132,13 @@ public final class IncomingMigration: @unchecked Sendable {
     open?.shutDown()
   }
 
-  /// The KVM side of the machine, built while RAM arrived (nil if it could not be): hand it to
-  /// the restore, which uses it if it fits.
-  public func takeEarlyCore() -> MachineCore? { early.take() }
+  /// The KVM side of the machine, built while RAM arrived, and the disks, opened when the
+  /// source let go of them (each nil if it could not be): hand them to the restore, which uses
+  /// each if it fits.
+  public func takePreparedParts() -> IncomingMachineParts {
+    defer { openedDisks = nil }
+    return IncomingMachineParts(core: early.take(), disks: openedDisks)
+  }
 
   /// Tells the source the machine runs here (it then stops for good).
   public func acknowledge() {
@@ -149,7 +161,7 @@ public final class IncomingMigration: @unchecked Sendable {
 
   private static func receive(from channel: MigrationChannel, early: EarlyMachineCore? = nil) throws(MigrationChannel
     .Failure) -> (
-      snapshot: SnapshotFile, running: Bool
+      snapshot: SnapshotFile, running: Bool, disks: [OpenedDisk]?
     )
   {
     // The hello: magic, version, configuration, RAM map.
@@ -227,6 +239,11 @@ public final class IncomingMigration: @unchecked Sendable {
     // Built as soon as the state arrives (checked, its record decoded) — while the source is
     // still releasing its disks — so that `complete` finds it ready.
     var snapshot: SnapshotFile?
+    // The disks, opened when the source says it let go of them; closed (their locks released)
+    // if the stream fails after that.
+    var disks: [OpenedDisk]?
+    var handedOver = false
+    defer { if !handedOver { for disk in disks ?? [] { disk.backend.close() } } }
     let punchHole: Int32 = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
     while true {
       let kind = try channel.receiveByte()
@@ -295,7 +312,18 @@ public final class IncomingMigration: @unchecked Sendable {
         guard running <= 1 else {
           throw MigrationChannel.Failure("\(channel.peer) sent run state \(running) (0 or 1 expected)")
         }
-        return (snapshot, running == 1)
+        handedOver = true
+        return (snapshot, running == 1, disks)
+      case .disksReleased:
+        guard disks == nil, snapshot == nil else {
+          throw MigrationChannel.Failure("\(channel.peer) released its disks twice, or after sending the state")
+        }
+        do {
+          disks = try OpenedDisk.openAll(configuration.disks)
+        } catch {
+          throw MigrationChannel.Failure("the disks cannot be taken over from the source: \(error)")
+        }
+        StartupTrace.shared.mark("migration disks")
       case .drain:
         try channel.send([MigrationKind.drained.rawValue])
       case .cancel:

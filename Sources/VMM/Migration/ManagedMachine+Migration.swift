@@ -192,6 +192,17 @@ extension ManagedMachine {
       trace.mark("paused")
       try sender.send(pages + (try current.takeDirtyPages()))
       trace.mark("last pages")
+      // The disks are flushed and let go of first (the guest is stopped: nothing writes them
+      // any more): the destination opens and locks them while this side reads and sends the state.
+      disksReleased = true
+      let stuck = current.setDiskLocks(false)
+      guard stuck.isEmpty else {
+        throw VirtualMachineError.migration("cannot release \(stuck.joined(separator: ", "))")
+      }
+      do throws(MigrationChannel.Failure) { try channel.send([MigrationKind.disksReleased.rawValue]) } catch {
+        throw VirtualMachineError.migration(error.description)
+      }
+      trace.mark("disks released")
       let captured = try current.captureState()
       trace.mark("state read")
       let saved = try captured.json()
@@ -205,10 +216,6 @@ extension ManagedMachine {
         sender.statistics.transferred += UInt64(message.bytes.count + saved.record.count + saved.devices.count)
         trace.mark("state sent")
         announceStop()
-        disksReleased = true
-        let stuck = current.setDiskLocks(false)
-        guard stuck.isEmpty else { throw MigrationChannel.Failure("cannot release \(stuck.joined(separator: ", "))") }
-        trace.mark("disks released")
         // The destination runs the guest if it ran here, and keeps it paused if it was.
         try channel.send([MigrationKind.complete.rawValue, wasRunning ? 1 : 0])
         try Self.awaitAnswer(from: channel, success: .running, what: "start the machine")

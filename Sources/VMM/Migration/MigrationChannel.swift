@@ -205,11 +205,13 @@ enum MigrationKind: UInt8 {
   case failed = 0x46  // F
   case drain = 0x44  // D
   case drained = 0x59  // Y
+  case disksReleased = 0x4C  // L (locks)
 
   static let magic = Array("SKVMMIGR".utf8)
   /// 2: `complete` carries whether the source ran (the destination then runs, or stays paused).
   /// 3: `drain`/`drained` before the stop.
-  static let formatVersion: UInt32 = 3
+  /// 4: `disksReleased` after the stop, before the state.
+  static let formatVersion: UInt32 = 4
   /// Pages one `pages` or `zeros` message carries at most.
   static let maximumRun = 1024
 }
