@@ -104,10 +104,12 @@ public func kvmStructBytes<T>(_ value: T) -> [UInt8] {
   withUnsafeBytes(of: value) { Array($0) }
 }
 
-/// A KVM struct from its raw bytes; nil unless exactly `MemoryLayout<T>.size` are given.
+/// A KVM struct from its raw bytes, the bytes missing at the end zero (a snapshot stores
+/// structs without their trailing zeros); nil if there are more than `MemoryLayout<T>.size`.
 public func kvmStruct<T>(_ type: T.Type, from bytes: [UInt8], zero: T) -> T? {
-  guard bytes.count == MemoryLayout<T>.size else { return nil }
+  guard bytes.count <= MemoryLayout<T>.size else { return nil }
   var value = zero
-  withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
+  let padded = bytes + [UInt8](repeating: 0, count: MemoryLayout<T>.size - bytes.count)
+  withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: padded) }
   return value
 }

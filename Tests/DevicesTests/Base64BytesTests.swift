@@ -32,4 +32,18 @@ struct Base64BytesTests {
     #expect(try JSONDecoder().decode(Base64Bytes.self, from: encoded).bytes == [1, 2, 3, 250])
     #expect(throws: DecodingError.self) { try JSONDecoder().decode(Base64Bytes.self, from: Data("\"AQ=D\"".utf8)) }
   }
+
+  @Test("KVM structs are saved without their trailing zeros and padded back; more state than fits is refused")
+  func trimmedAndPadded() {
+    let area = [UInt8](repeating: 7, count: 832) + [0, 5] + [UInt8](repeating: 0, count: 4096 - 834)
+    let saved = Base64Bytes(trimmingTrailingZeros: area)
+    #expect(saved.bytes.count == 834)
+    #expect(saved.padded(to: 4096) == area)
+    #expect(saved.padded(to: 834) == Array(area[..<834]))
+    #expect(saved.padded(to: 833) == nil)
+    #expect(Base64Bytes(trimmingTrailingZeros: [0, 0, 0]).bytes.isEmpty)
+    #expect(Base64Bytes([]).padded(to: 3) == [0, 0, 0])
+    // An old, whole-size form (a bigger host's area, zeros at its end) still fits a smaller size.
+    #expect(Base64Bytes(area + [UInt8](repeating: 0, count: 6912)).padded(to: 4096) == area)
+  }
 }

@@ -6,6 +6,23 @@ public struct Base64Bytes: Codable, Sendable, Equatable {
 
   public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
+  /// `bytes` without their trailing zeros, for data whose reader knows its full size and pads
+  /// it back (KVM structs and areas, mostly zeros: an XSAVE area's 4 KiB hold ~0.8 KiB of
+  /// state unless AVX-512 or AMX is in use).
+  public init(trimmingTrailingZeros bytes: [UInt8]) {
+    var end = bytes.count
+    while end > 0, bytes[end - 1] == 0 { end -= 1 }
+    self.bytes = Array(bytes[..<end])
+  }
+
+  /// The bytes followed by zeros up to `size`; nil if more than `size` of them are not zero.
+  public func padded(to size: Int) -> [UInt8]? {
+    var end = bytes.count
+    while end > size, bytes[end - 1] == 0 { end -= 1 }
+    guard end <= size else { return nil }
+    return Array(bytes[..<end]) + [UInt8](repeating: 0, count: size - end)
+  }
+
   public init(from decoder: any Decoder) throws {
     let text = try decoder.singleValueContainer().decode(String.self)
     guard let bytes = Self.decode(text) else {

@@ -6,7 +6,8 @@ import KVM
 /// The state KVM keeps for the whole VM: the in-kernel PIC pair and IOAPIC, the PIT, and the
 /// kvmclock with the wall-clock time it was read at.
 public struct KernelDeviceState: Codable, Sendable, Equatable {
-  /// `struct kvm_irqchip` for the master PIC, the slave PIC and the IOAPIC, as raw bytes.
+  /// `struct kvm_irqchip` for the master PIC, the slave PIC and the IOAPIC, as raw bytes
+  /// without their trailing zeros (as `pit`).
   public var interruptControllers: [Base64Bytes]
   public var pit: Base64Bytes
   public var clock: UInt64
@@ -19,11 +20,12 @@ public struct KernelDeviceState: Codable, Sendable, Equatable {
   static func capture(_ vm: KVMVirtualMachine) throws(KVMError) -> KernelDeviceState {
     var chips: [Base64Bytes] = []
     for chip in KVMVirtualMachine.InterruptController.allCases {
-      chips.append(Base64Bytes(kvmStructBytes(try vm.interruptControllerState(chip))))
+      chips.append(Base64Bytes(trimmingTrailingZeros: kvmStructBytes(try vm.interruptControllerState(chip))))
     }
     let clock = try vm.clock()
     return KernelDeviceState(
-      interruptControllers: chips, pit: Base64Bytes(kvmStructBytes(try vm.pitState())), clock: clock.clock,
+      interruptControllers: chips, pit: Base64Bytes(trimmingTrailingZeros: kvmStructBytes(try vm.pitState())),
+      clock: clock.clock,
       clockFlags: clock.flags,
       clockRealtime: clock.realtime, savedAtNanoseconds: realtimeNanoseconds())
   }

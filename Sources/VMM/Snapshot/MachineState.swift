@@ -12,7 +12,9 @@ import KVM
 /// decoded once when the file is opened, so the configuration is checked before anything is
 /// built — and every registered device under its id, decoded into the built machine.
 struct MachineState {
-  static let formatVersion = 1
+  /// 2: KVM structs without their trailing zeros. Version 1 (whole structs) still reads.
+  static let formatVersion = 2
+  static let readableVersions = 1...formatVersion
 
   let record: MachineRecord
   let devices: DeviceRegistry
@@ -98,7 +100,7 @@ public struct MachineRecord: Codable, Sendable {
     do { record = try JSONDecoder().decode(MachineRecord.self, from: Data(json)) } catch {
       throw .snapshot("\(path): the machine's state cannot be read: \(MachineState.describe(error))")
     }
-    guard record.formatVersion == MachineState.formatVersion else {
+    guard MachineState.readableVersions.contains(record.formatVersion) else {
       throw .snapshot(
         "\(path): state format version \(record.formatVersion); this skvm reads \(MachineState.formatVersion)")
     }

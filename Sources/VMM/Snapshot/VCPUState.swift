@@ -5,7 +5,8 @@ import KVM
 /// One vCPU's whole architectural state as KVM gives it: general and special registers,
 /// XSAVE (x87, SSE, AVX and beyond), XCR0, debug registers, the local APIC, the MSRs KVM
 /// lists as saveable, pending events and the run state. KVM structs are kept as their raw
-/// bytes (KVM's ABI is stable); restoring checks every length.
+/// bytes (KVM's ABI is stable) without their trailing zeros (the XSAVE area is mostly zeros);
+/// restoring pads them back and checks every length.
 public struct VCPUState: Codable, Sendable, Equatable {
   public var id: UInt32
   public var mpState: UInt32
@@ -25,21 +26,23 @@ public struct VCPUState: Codable, Sendable, Equatable {
   /// Reads the state of a parked vCPU (its pending I/O completed). `msrIndices` is the host's
   /// `KVM_GET_MSR_INDEX_LIST`; `xsaveSize` what `KVM_CAP_XSAVE2` reports (0: 4 KiB).
   static func capture(_ vcpu: KVMVCPU, msrIndices: [UInt32], xsaveSize: Int) throws(KVMError) -> VCPUState {
-    VCPUState(
-      id: vcpu.id, mpState: try vcpu.mpState(), registers: Base64Bytes(kvmStructBytes(try vcpu.registers())),
-      specialRegisters: Base64Bytes(kvmStructBytes(try vcpu.specialRegisters())),
-      xsave: Base64Bytes(try vcpu.xsave(size: xsaveSize)),
-      extendedControlRegisters: (try? vcpu.extendedControlRegisters()).map { Base64Bytes(kvmStructBytes($0)) },
-      debugRegisters: Base64Bytes(kvmStructBytes(try vcpu.debugRegisters())),
-      localAPIC: Base64Bytes(try vcpu.localAPIC()), msrs: try vcpu.readableMSRs(msrIndices),
-      events: Base64Bytes(kvmStructBytes(try vcpu.events())))
+    func trimmed(_ bytes: [UInt8]) -> Base64Bytes { Base64Bytes(trimmingTrailingZeros: bytes) }
+    return VCPUState(
+      id: vcpu.id, mpState: try vcpu.mpState(), registers: trimmed(kvmStructBytes(try vcpu.registers())),
+      specialRegisters: trimmed(kvmStructBytes(try vcpu.specialRegisters())),
+      xsave: trimmed(try vcpu.xsave(size: xsaveSize)),
+      extendedControlRegisters: (try? vcpu.extendedControlRegisters()).map { trimmed(kvmStructBytes($0)) },
+      debugRegisters: trimmed(kvmStructBytes(try vcpu.debugRegisters())),
+      localAPIC: trimmed(try vcpu.localAPIC()), msrs: try vcpu.readableMSRs(msrIndices),
+      events: trimmed(kvmStructBytes(try vcpu.events())))
   }
 
   /// Writes the state into a freshly created vCPU, in the order KVM needs: run state, registers,
   /// special registers, XSAVE, XCRs, debug registers, local APIC, MSRs (the TSC before the
   /// TSC deadline, or the deadline lands in the wrong epoch and the guest's timers stall),
-  /// and pending events last.
-  func restore(into vcpu: KVMVCPU) throws(VirtualMachineError) {
+  /// and pending events last. `xsaveSize` is this host's `KVM_CAP_XSAVE2` (0: 4 KiB): KVM
+  /// reads an area of that size, so the saved one is padded to it.
+  func restore(into vcpu: KVMVCPU, xsaveSize: Int) throws(VirtualMachineError) {
     func field<T>(_ saved: Base64Bytes, _ zero: T, _ name: String) throws(VirtualMachineError) -> T {
       guard let value = kvmStruct(T.self, from: saved.bytes, zero: zero) else {
         throw .snapshot("vCPU \(id): \(name) has \(saved.bytes.count) bytes, not \(MemoryLayout<T>.size)")
@@ -53,8 +56,14 @@ public struct VCPUState: Codable, Sendable, Equatable {
     let xcrs = try extendedControlRegisters.map { (bytes) throws(VirtualMachineError) in
       try field(bytes, ExtendedControlRegisters(), "the XCRs")
     }
-    guard localAPIC.bytes.count == MemoryLayout<kvm_lapic_state>.size else {
+    guard let apic = localAPIC.padded(to: MemoryLayout<kvm_lapic_state>.size) else {
       throw .snapshot("vCPU \(id): the local APIC state has \(localAPIC.bytes.count) bytes")
+    }
+    let areaSize = max(xsaveSize, MemoryLayout<kvm_xsave>.size)
+    guard let area = xsave.padded(to: areaSize) else {
+      throw .snapshot(
+        "vCPU \(id): the saved XSAVE area holds \(xsave.bytes.count) bytes of state and this host's KVM only \(areaSize) (the saving host's CPU had features this one lacks)"
+      )
     }
     let ordered =
       msrs.filter { $0.index == Self.tsc } + msrs.filter { $0.index != Self.tsc && $0.index != Self.tscDeadline }
@@ -63,10 +72,10 @@ public struct VCPUState: Codable, Sendable, Equatable {
       try vcpu.setMPState(mpState)
       try vcpu.setRegisters(registers)
       try vcpu.setSpecialRegisters(special)
-      try vcpu.setXSave(xsave.bytes)
+      try vcpu.setXSave(area)
       if let xcrs { try vcpu.setExtendedControlRegisters(xcrs) }
       try vcpu.setDebugRegisters(debug)
-      try vcpu.setLocalAPIC(localAPIC.bytes)
+      try vcpu.setLocalAPIC(apic)
       try vcpu.setMSRs(ordered)
       try vcpu.setEvents(pending)
     } catch {

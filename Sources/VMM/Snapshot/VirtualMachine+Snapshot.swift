@@ -56,7 +56,8 @@ extension VirtualMachine {
       throw .snapshot("\(snapshot.path) holds \(record.vcpus.count) vCPUs; this machine has \(vcpus.count)")
     }
     try record.kernel.restore(into: vm)
-    for (state, vcpu) in zip(record.vcpus, vcpus) { try state.restore(into: vcpu) }
+    let xsaveSize = Int(vm.checkExtension(Int32(KVM_CAP_XSAVE2)))
+    for (state, vcpu) in zip(record.vcpus, vcpus) { try state.restore(into: vcpu, xsaveSize: xsaveSize) }
     try snapshot.restoreDevices(into: devices)
   }
 }
