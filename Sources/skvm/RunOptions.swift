@@ -291,9 +291,13 @@ struct RunOptions: Equatable {
     // MIGRATION completed once the monitor drives the machine: a manager that hears it and
     // asks query-status or cont at once talks to the machine, not to the waiting destination.
     deferred?.finish(succeeded: true)
-    if !monitorStarted { try startMonitor(monitor) }
+    // A monitor that waits for its client starts (and waits) before the guest runs; any other
+    // starts, as the signal forwarder does, once the vCPUs run: each is a thread, and starting
+    // them first delayed the guest's first instruction (after a boot, or a migration's
+    // switch-over, which the guest sees as a pause). Connections wait in the listen queue.
+    let monitorStartsLate = !monitorStarted && !(monitor?.waitsForClient ?? false)
+    if !monitorStarted && !monitorStartsLate { try startMonitor(monitor) }
     let received = ReceivedSignal()
-    HostSignals.forward(to: managed, received: received)
     socketConsole?.start { managed.receiveConsoleInput($0) }
     TerminalMode.enterRaw()
     let input = ConsoleInputPump(
@@ -302,7 +306,15 @@ struct RunOptions: Equatable {
     let exit: VirtualMachineExit
     do {
       // The input thread starts once the vCPUs run: starting it first delayed the guest.
-      exit = try managed.run { input.start() }
+      exit = try managed.run {
+        input.start()
+        HostSignals.forward(to: managed, received: received)
+        guard monitorStartsLate, let monitor else { return }
+        do { try monitor.start() } catch {
+          printError("skvm: \(error)")
+          managed.stop(cause: .hostError, reason: "the monitor could not start")
+        }
+      }
     } catch {
       TerminalMode.restore()
       printError("skvm: \(error)")
@@ -321,6 +333,7 @@ struct RunOptions: Equatable {
       if !devices.isEmpty { printError((["devices:"] + devices).joined(separator: "\n")) }
     }
     if let number = received.number { throw ExitCode(128 + number) }
+    if case .stoppedByHost = exit, managed.stopCause == .hostError { throw ExitCode(1) }
     // quit from a monitor is an orderly end, as in QEMU.
     if case .stoppedByHost = exit, managed.stopCause == .hostQMPQuit { throw ExitCode(0) }
     throw ExitCode(exit.exitStatus)
