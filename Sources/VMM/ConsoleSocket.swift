@@ -13,7 +13,10 @@ public final class ConsoleSocket: ConsoleOutput, @unchecked Sendable {
   private let output: any ConsoleOutput
   /// The attached client's socket, or -1.
   private let client = Mutex<Int32>(-1)
-  private let deliver = Mutex<(@Sendable (ArraySlice<UInt8>) -> Int)?>(nil)
+  /// Kept in a struct behind the lock (a bare closure there gains a thunk per read: see
+  /// Virtio's `QueueInterruptLine`).
+  private struct Delivery: Sendable { let deliver: @Sendable (ArraySlice<UInt8>) -> Int }
+  private let delivery = Mutex<Delivery?>(nil)
 
   /// Creates the socket at `path` (mode 0600, replacing a stale one); output also goes to `output`.
   public init(path: String, output: any ConsoleOutput) throws(VirtualMachineError) {
@@ -46,7 +49,7 @@ public final class ConsoleSocket: ConsoleOutput, @unchecked Sendable {
 
   /// Starts taking clients; their input goes to `deliver` (which returns how many bytes it took).
   public func start(deliver: @escaping @Sendable (ArraySlice<UInt8>) -> Int) {
-    self.deliver.withLock { $0 = deliver }
+    delivery.withLock { $0 = Delivery(deliver: deliver) }
     _ = try? OSThread(name: "console-accept") { [self] in acceptLoop() }
   }
 
@@ -91,7 +94,7 @@ public final class ConsoleSocket: ConsoleOutput, @unchecked Sendable {
       let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
       if count < 0, errno == EINTR { continue }
       if count <= 0 { return }
-      guard let deliver = deliver.withLock({ $0 }) else { continue }
+      guard let deliver = delivery.withLock({ $0 })?.deliver else { continue }
       var remaining = buffer[0..<count]
       while !remaining.isEmpty {
         let accepted = deliver(remaining)

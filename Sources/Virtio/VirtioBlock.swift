@@ -57,9 +57,9 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   }
 
   /// Raises a queue's interrupt: given at activation, dropped at reset.
-  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+  private let interruptLine = QueueInterruptLine()
 
-  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
+  private func interrupt(_ queue: Int) { interruptLine.raise(queue) }
 
   public init(
     backend: any BlockBackend, memory: GuestMemory, serial: String = "skvm", executor: (any RequestExecutor)? = nil
@@ -98,7 +98,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}  // writeback toggles not offered
 
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
-    interruptLine.withLock { $0 = interrupt }
+    interruptLine.connect(interrupt)
     self.queues.withLock { $0 = queues }
   }
 
@@ -111,7 +111,7 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       queues = []
     }
     while inFlight.load(ordering: .acquiring) > 0 { usleep(100) }
-    interruptLine.withLock { $0 = { _ in } }
+    interruptLine.disconnect()
   }
 
   /// Serves every request available on queue `index` (the transport calls this on a kick);

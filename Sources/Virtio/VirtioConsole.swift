@@ -20,9 +20,9 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
   public let bytesTransmitted = Atomic<Int>(0)
   public let bytesReceived = Atomic<Int>(0)
   /// Raises a queue's interrupt: given at activation, dropped at reset.
-  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+  private let interruptLine = QueueInterruptLine()
 
-  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
+  private func interrupt(_ queue: Int) { interruptLine.raise(queue) }
   /// The receive queue broke the rules while host input was delivered (the transport's
   /// owner sets DEVICE_NEEDS_RESET).
   public var queueBroken: @Sendable () -> Void = {}
@@ -35,14 +35,14 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
   public func readConfig(_ offset: Int, width: Int) -> UInt64 { 0 }
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
-    interruptLine.withLock { $0 = interrupt }
+    interruptLine.connect(interrupt)
     self.queues.withLock { $0 = queues }
   }
 
   public var queuePositions: [SplitVirtqueue.Position] { queues.withLock { $0.map(\.position) } }
   public func reset() {
     queues.withLock { $0 = [] }
-    interruptLine.withLock { $0 = { _ in } }
+    interruptLine.disconnect()
   }
 
   public func notify(queue index: Int, onIOThread: Bool) -> Bool {

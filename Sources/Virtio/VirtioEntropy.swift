@@ -13,23 +13,23 @@ public final class VirtioEntropy: VirtioDevice, @unchecked Sendable {
   /// Bytes handed to the guest, for `--stats`.
   public let bytesServed = Atomic<Int>(0)
   /// Raises a queue's interrupt: given at activation, dropped at reset.
-  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+  private let interruptLine = QueueInterruptLine()
 
-  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
+  private func interrupt(_ queue: Int) { interruptLine.raise(queue) }
 
   public init(memory: GuestMemory) { self.memory = memory }
 
   public func readConfig(_ offset: Int, width: Int) -> UInt64 { 0 }
   public func writeConfig(_ offset: Int, width: Int, value: UInt64) {}
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
-    interruptLine.withLock { $0 = interrupt }
+    interruptLine.connect(interrupt)
     self.queues.withLock { $0 = queues }
   }
 
   public var queuePositions: [SplitVirtqueue.Position] { queues.withLock { $0.map(\.position) } }
   public func reset() {
     queues.withLock { $0 = [] }
-    interruptLine.withLock { $0 = { _ in } }
+    interruptLine.disconnect()
   }
 
   public func notify(queue index: Int, onIOThread: Bool) -> Bool {

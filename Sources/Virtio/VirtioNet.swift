@@ -38,7 +38,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
   /// Queue pairs the driver uses (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 after every reset.
   private let activePairs = Atomic<Int>(1)
   /// Raises a queue's interrupt: given at activation, dropped at reset.
-  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+  private let interruptLine = QueueInterruptLine()
 
   /// Set by the VMM: a queue broke the rules outside a kick (the transport sets DEVICE_NEEDS_RESET).
   public var queueBroken: @Sendable () -> Void = {}
@@ -143,7 +143,7 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
 
   /// Takes the driver's queues (enabled ones, in order: the pairs first, then the control queue).
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
-    interruptLine.withLock { $0 = interrupt }
+    interruptLine.connect(interrupt)
     negotiated.store(features, ordering: .relaxed)
     let usable = pairCount(features)
     let mergeable = features & VirtioNetFeature.mergeableReceiveBuffers != 0
@@ -215,10 +215,10 @@ public final class VirtioNet: VirtioDevice, @unchecked Sendable {
       pair.backend.setNegotiatedFeatures(0)
     }
     controlSide.withLock { $0 = nil }
-    interruptLine.withLock { $0 = { _ in } }
+    interruptLine.disconnect()
   }
 
-  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
+  private func interrupt(_ queue: Int) { interruptLine.raise(queue) }
 
   /// Raises queue `queue`'s interrupt for a data plane (its call eventfd fired).
   public func raiseInterrupt(queue: Int) { interrupt(queue) }

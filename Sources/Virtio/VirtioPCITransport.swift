@@ -44,8 +44,11 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   private let state: Mutex<RegisterState>
   /// BAR 0's guest-physical address while memory decoding is on, else 0 (read on every MMIO access).
   private let decodedBAR = Atomic<UInt64>(0)
-  private let barObserver = Mutex<@Sendable (UInt64?) -> Void>({ _ in })
-  private let routingObserver = Mutex<@Sendable () -> Void>({})
+  // Closures behind a lock are kept in structs (see `QueueInterruptLine` for why).
+  private struct BARObserver: Sendable { let moved: @Sendable (UInt64?) -> Void }
+  private struct RoutingObserver: Sendable { let changed: @Sendable () -> Void }
+  private let barObserver = Mutex(BARObserver { _ in })
+  private let routingObserver = Mutex(RoutingObserver {})
 
   struct RegisterState: Codable {
     var space: PCIConfigSpace
@@ -128,7 +131,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
     // A 64-bit BAR is written in two halves; the device follows each step, as hardware does.
     if decodedBAR.exchange(decoded, ordering: .acquiringAndReleasing) != decoded {
       let observer = barObserver.withLock { $0 }
-      observer(decoded == 0 ? nil : decoded)
+      observer.moved(decoded == 0 ? nil : decoded)
     }
     // The MSI-X control register (enable, function mask) or INTx disable.
     if (offset..<offset + width).overlaps(Self.msixControl..<Self.msixControl + 2) { interruptRoutingChanged() }
@@ -139,10 +142,10 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   /// vector rewritten, the device started or restored. A kernel data path then asks
   /// `directInterrupt(queue:)` again.
   public func observeInterruptRouting(_ observer: @escaping @Sendable () -> Void) {
-    routingObserver.withLock { $0 = observer }
+    routingObserver.withLock { $0 = RoutingObserver(changed: observer) }
   }
 
-  private func interruptRoutingChanged() { routingObserver.withLock { $0 }() }
+  private func interruptRoutingChanged() { routingObserver.withLock { $0 }.changed() }
 
   /// The eventfd that raises queue `index`'s interrupt with no VMM thread in between (its
   /// MSI-X vector's irqfd), while MSI-X is on and that vector unmasked with nothing pending;
@@ -165,7 +168,7 @@ public final class VirtioPCITransport: PCIFunction, @unchecked Sendable {
   /// `observer` is called (on the thread that wrote configuration space) whenever BAR 0
   /// moves, appears or stops decoding, with the new address or nil.
   public func observeBAR(_ observer: @escaping @Sendable (UInt64?) -> Void) {
-    barObserver.withLock { $0 = observer }
+    barObserver.withLock { $0 = BARObserver(moved: observer) }
   }
 
   public var configSpace: PCIConfigSpace { state.withLock { $0.space } }

@@ -20,7 +20,7 @@ public final class VirtioSCSI: VirtioDevice, @unchecked Sendable {
   private let sizes = Mutex<VirtioSCSIState>(VirtioSCSIState())
   /// Commands served, blocks read and failures, for `--stats`.
   public let statistics = Mutex(Statistics())
-  private let interruptLine = Mutex<@Sendable (Int) -> Void>({ _ in })
+  private let interruptLine = QueueInterruptLine()
 
   /// Per-device counters.
   public struct Statistics: Sendable, Equatable {
@@ -61,7 +61,7 @@ public final class VirtioSCSI: VirtioDevice, @unchecked Sendable {
     unit = SCSICDROM(mediumSize: backend.size, serial: serial)
   }
 
-  private func interrupt(_ queue: Int) { interruptLine.withLock { $0 }(queue) }
+  private func interrupt(_ queue: Int) { interruptLine.raise(queue) }
 
   /// num_queues, seg_max, max_sectors, cmd_per_lun, event_info_size, sense_size, cdb_size,
   /// max_channel, max_target, max_lun: one request queue, target 0, LUN 0.
@@ -96,7 +96,7 @@ public final class VirtioSCSI: VirtioDevice, @unchecked Sendable {
   }
 
   public func activate(queues: [SplitVirtqueue], features: UInt64, interrupt: @escaping @Sendable (Int) -> Void) {
-    interruptLine.withLock { $0 = interrupt }
+    interruptLine.connect(interrupt)
     self.queues.withLock { $0 = queues }
   }
 
@@ -105,7 +105,7 @@ public final class VirtioSCSI: VirtioDevice, @unchecked Sendable {
   public func reset() {
     queues.withLock { $0 = [] }
     sizes.withLock { $0 = VirtioSCSIState() }
-    interruptLine.withLock { $0 = { _ in } }
+    interruptLine.disconnect()
   }
 
   public var deviceState: VirtioDeviceState? { .scsi(sizes.withLock { $0 }) }
