@@ -104,12 +104,11 @@ public func kvmStructBytes<T>(_ value: T) -> [UInt8] {
   withUnsafeBytes(of: value) { Array($0) }
 }
 
-/// A KVM struct from its raw bytes, the bytes missing at the end zero (a snapshot stores
-/// structs without their trailing zeros); nil if there are more than `MemoryLayout<T>.size`.
+/// A KVM struct from its raw bytes, the bytes missing at the end left as in `zero` (a snapshot
+/// stores structs without their trailing zeros); nil if there are more than `MemoryLayout<T>.size`.
 public func kvmStruct<T>(_ type: T.Type, from bytes: [UInt8], zero: T) -> T? {
   guard bytes.count <= MemoryLayout<T>.size else { return nil }
   var value = zero
-  let padded = bytes + [UInt8](repeating: 0, count: MemoryLayout<T>.size - bytes.count)
-  withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: padded) }
+  withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
   return value
 }

@@ -295,7 +295,7 @@ struct RunOptions: Equatable {
     // starts, as the signal forwarder does, once the vCPUs run: each is a thread, and starting
     // them first delayed the guest's first instruction (after a boot, or a migration's
     // switch-over, which the guest sees as a pause). Connections wait in the listen queue.
-    let monitorStartsLate = !monitorStarted && !(monitor?.waitsForClient ?? false)
+    let monitorStartsLate = !monitorStarted && monitor?.waitsForClient == false
     if !monitorStarted && !monitorStartsLate { try startMonitor(monitor) }
     let received = ReceivedSignal()
     socketConsole?.start { managed.receiveConsoleInput($0) }

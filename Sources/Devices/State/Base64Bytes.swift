@@ -17,10 +17,9 @@ public struct Base64Bytes: Codable, Sendable, Equatable {
 
   /// The bytes followed by zeros up to `size`; nil if more than `size` of them are not zero.
   public func padded(to size: Int) -> [UInt8]? {
-    var end = bytes.count
-    while end > size, bytes[end - 1] == 0 { end -= 1 }
-    guard end <= size else { return nil }
-    return Array(bytes[..<end]) + [UInt8](repeating: 0, count: size - end)
+    let state = Base64Bytes(trimmingTrailingZeros: bytes).bytes
+    guard state.count <= size else { return nil }
+    return state + [UInt8](repeating: 0, count: size - state.count)
   }
 
   public init(from decoder: any Decoder) throws {
