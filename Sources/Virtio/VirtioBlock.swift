@@ -83,7 +83,10 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
       withUnsafeBytes(of: value.littleEndian) { config.replaceSubrange(at..<at + $0.count, with: $0) }
     }
     put(backend.size / VirtioBlockRequest.sectorSize, 0)
-    put(UInt32(126), 12)  // seg_max
+    // seg_max: a whole ring less the header and status descriptors, as QEMU offers. Linux
+    // splits a request at this many segments, so 126 made three requests of an O_DIRECT
+    // 1 MiB read (in the lane: 1 MiB dd 20-45 % slower than with one or two).
+    put(UInt32(queueSizes[0] - 2), 12)
     put(UInt32(512), 20)  // blk_size
     put(UInt32(UInt32.max >> 9), 36)  // max_discard_sectors
     put(UInt32(1), 40)  // max_discard_seg
