@@ -38,10 +38,15 @@ public final class GuestMemory: @unchecked Sendable {
 
   /// What holds guest RAM on the host.
   public enum Backing: Sendable {
-    /// One memfd holding every region back to back (the default): it can be written out
-    /// without a copy through user space and handed to another process.
+    /// One memfd holding every region back to back: it can be written out without a copy
+    /// through user space. Hosts give shared memory no transparent huge pages by default
+    /// (`shmem_enabled` is `never`), so every 4 KiB the guest touches is a fault of its own.
     case memfd
-    /// Private anonymous memory.
+    /// Private anonymous memory (the default for a machine that boots), as QEMU and Cloud
+    /// Hypervisor give their guests: 2 MiB-aligned, with transparent huge pages asked for
+    /// above the first 2 MiB (one fault and one TLB entry per 2 MiB the guest touches, and
+    /// huge pages in the EPT/NPT); the low 2 MiB, where small guests and boot structures
+    /// live, stays in small pages so a tiny guest costs a few pages, not a huge one.
     case anonymous
     /// A snapshot file's RAM, each region at the file offset given, mapped copy-on-write:
     /// pages load from the file when the guest first touches them (the file must stay).
@@ -65,6 +70,34 @@ public final class GuestMemory: @unchecked Sendable {
       self.length = length
       self.fileOffset = fileOffset
     }
+  }
+
+  /// The size of a transparent huge page on x86-64.
+  static let hugePageSize = 2 << 20
+
+  /// Maps `size` bytes of private anonymous memory for RAM at `guestAddress`, aligned so that
+  /// guest-physical and host-virtual addresses agree modulo 2 MiB (else no huge page of the
+  /// host could back a huge page of the guest's), with transparent huge pages asked for
+  /// above guest-physical 2 MiB and refused below it.
+  private static func mapAnonymous(guestAddress: UInt64, size: UInt64) -> UnsafeMutableRawPointer? {
+    let huge = UInt64(hugePageSize)
+    let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+    guard size <= UInt64(Int.max) - huge else {
+      errno = ENOMEM
+      return MAP_FAILED
+    }
+    guard let reserved = mmap(nil, Int(size + huge), PROT_READ | PROT_WRITE, flags, -1, 0), reserved != MAP_FAILED
+    else { return MAP_FAILED }
+    // The first address at or after `reserved` that is congruent to `guestAddress`.
+    let skew = (guestAddress &- UInt64(UInt(bitPattern: reserved))) % huge
+    let host = reserved + Int(skew)
+    if skew > 0 { munmap(reserved, Int(skew)) }
+    if huge - skew > 0 { munmap(host + Int(size), Int(huge - skew)) }
+    // Below 2 MiB guest-physical: small pages, even where the host makes huge ones unasked.
+    let low = guestAddress < huge ? min(huge - guestAddress, size) : 0
+    if low > 0 { _ = madvise(host, Int(low), 15) }  // MADV_NOHUGEPAGE
+    if size > low { _ = madvise(host + Int(low), Int(size - low), 14) }  // MADV_HUGEPAGE
+    return host
   }
 
   /// Maps `size` bytes of zeros with `extents` of `file` over them, copy-on-write.
@@ -110,35 +143,9 @@ public final class GuestMemory: @unchecked Sendable {
   /// region i at `sourceOffsets[i]`. Pages the guest has not written still come from it.
   public let sourceFile: Int32
   public let sourceOffsets: [UInt64]
-
-  /// Guest-physical ranges (sorted, page-aligned) that no one has written since the memfd
-  /// behind them was made: they read as zeros, and reading them would only make the kernel
-  /// allocate and clear pages to say so. Empty when RAM is not in a memfd (a snapshot file
-  /// mapped copy-on-write), or when the kernel cannot tell; a range is a hole only at the
-  /// moment of asking (callers that care log writes first).
-  public func unwrittenRanges() -> [(guestAddress: UInt64, size: UInt64)] {
-    guard memfd >= 0, sourceFile < 0 else { return [] }
-    let seekData: Int32 = 3  // SEEK_DATA
-    let seekHole: Int32 = 4  // SEEK_HOLE
-    var holes: [(guestAddress: UInt64, size: UInt64)] = []
-    for (region, base) in zip(regions, memfdOffsets) {
-      let end = off_t(base + region.size)
-      var position = off_t(base)
-      while position < end {
-        let hole = lseek(memfd, position, seekHole)
-        guard hole >= 0 else { return [] }  // the file system cannot say: no holes known
-        guard hole < end else { break }
-        let data = lseek(memfd, hole, seekData)
-        guard data >= 0 || errno == ENXIO else { return [] }
-        let holeEnd = data < 0 ? end : min(data, end)  // ENXIO: a hole to the end of the file
-        let first = (UInt64(hole) + Self.pageSize - 1) / Self.pageSize * Self.pageSize
-        let last = UInt64(holeEnd) / Self.pageSize * Self.pageSize
-        if last > first { holes.append((region.guestAddress + first - base, last - first)) }
-        position = holeEnd
-      }
-    }
-    return holes
-  }
+  /// True when every region is private anonymous memory: a page that is neither present
+  /// nor swapped out (per /proc/self/pagemap) was never written and reads as zeros.
+  let isAnonymous: Bool
 
   /// The total amount of guest RAM in bytes.
   public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
@@ -146,7 +153,7 @@ public final class GuestMemory: @unchecked Sendable {
   /// Maps host memory for each `(guestAddress, size)` range, backed as `backing` says.
   ///
   /// Memory is committed lazily: the host pays only for pages the guest touches.
-  public init(ranges: [(guestAddress: UInt64, size: UInt64)], backing: Backing = .memfd)
+  public init(ranges: [(guestAddress: UInt64, size: UInt64)], backing: Backing = .anonymous)
     throws(GuestMemoryAllocationError)
   {
     let sorted = ranges.sorted { $0.guestAddress < $1.guestAddress }
@@ -178,8 +185,10 @@ public final class GuestMemory: @unchecked Sendable {
       switch backing {
       case .memfd, .fileCopy:
         host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offsets[index]))
+        // Huge pages, where the host gives them to shared memory that asks (`shmem_enabled`).
+        if let host, host != MAP_FAILED { _ = madvise(host, Int(range.size), 14) }  // MADV_HUGEPAGE
       case .anonymous:
-        host = mmap(nil, Int(range.size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        host = Self.mapAnonymous(guestAddress: range.guestAddress, size: range.size)
       case .fileExtents(let file, let extents):
         host = index < extents.count ? Self.mapExtents(extents[index], of: file, size: range.size) : MAP_FAILED
       case .file(let file, let fileOffsets):
@@ -195,8 +204,6 @@ public final class GuestMemory: @unchecked Sendable {
         if fd >= 0 { close(fd) }
         throw GuestMemoryAllocationError.mmapFailed(size: range.size, errno: code)
       }
-      // Huge pages where the host offers them for this kind of memory.
-      _ = madvise(host, Int(range.size), 14)  // MADV_HUGEPAGE
       var region = Region(guestAddress: range.guestAddress, size: range.size, slot: UInt32(index), host: host)
       region.firstPage = offsets[index] / Self.pageSize
       regions.append(region)
@@ -207,6 +214,7 @@ public final class GuestMemory: @unchecked Sendable {
     writeLog.initialize(repeating: 0, count: max(writeLogWords, 1))
     memfd = fd
     memfdOffsets = fd >= 0 ? offsets : []
+    if case .anonymous = backing { isAnonymous = true } else { isAnonymous = false }
     if case .file(let file, let fileOffsets) = backing {
       sourceFile = dup(file)
       sourceOffsets = fileOffsets

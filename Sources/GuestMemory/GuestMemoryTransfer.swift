@@ -16,30 +16,21 @@ extension GuestMemory {
   /// what is not written reads as zeros).
   public func write(region index: Int, to fd: Int32, at fileOffset: UInt64) throws(GuestMemoryIOError) {
     let region = regions[index]
-    if memfd >= 0 {
-      var start = memfdOffsets[index]
-      let end = start + region.size
-      while start < end {
-        let data = lseek(memfd, off_t(start), csys_seek_data)
-        if data < 0 {
-          if errno == ENXIO { return }  // nothing but holes from here on
-          throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on guest RAM", code: errno)
-        }
-        if UInt64(data) >= end { return }
-        let hole = min(UInt64(max(lseek(memfd, data, csys_seek_hole), data)), end)
-        let target = fileOffset + (UInt64(data) - memfdOffsets[index])
-        try Self.copyRange(from: memfd, at: UInt64(data), to: fd, at: target, length: hole - UInt64(data)) {
-          () throws(GuestMemoryIOError) in
+    if sourceFile >= 0, index < sourceOffsets.count {
+      return try writeFromSnapshot(region: index, to: fd, at: fileOffset)
+    }
+    for (offset, length) in writtenExtents(region: index) ?? [(0, region.size)] {
+      let host = region.host + Int(offset)
+      if memfd >= 0 {
+        try Self.copyRange(
+          from: memfd, at: memfdOffsets[index] + offset, to: fd, at: fileOffset + offset, length: length
+        ) { () throws(GuestMemoryIOError) in
           // copy_file_range refused (another file system): write from the mapping instead.
-          try Self.writeNonZeroPages(
-            region.host + Int(UInt64(data) - memfdOffsets[index]), length: hole - UInt64(data), to: fd, at: target)
+          try Self.writeNonZeroPages(host, length: length, to: fd, at: fileOffset + offset)
         }
-        start = hole
+      } else {
+        try Self.writeNonZeroPages(host, length: length, to: fd, at: fileOffset + offset)
       }
-    } else if sourceFile >= 0, index < sourceOffsets.count {
-      try writeFromSnapshot(region: index, to: fd, at: fileOffset)
-    } else {
-      try Self.writeNonZeroPages(region.host, length: region.size, to: fd, at: fileOffset)
     }
   }
 
@@ -206,19 +197,7 @@ extension GuestMemory {
     region index: Int, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void
   ) rethrows {
     let region = regions[index]
-    var extents: [(UInt64, UInt64)] = [(0, region.size)]
-    if memfd >= 0 {
-      extents = []
-      var start = memfdOffsets[index]
-      let end = start + region.size
-      while start < end {
-        let data = lseek(memfd, off_t(start), csys_seek_data)
-        guard data >= 0, UInt64(data) < end else { break }
-        let hole = min(UInt64(max(lseek(memfd, data, csys_seek_hole), data)), end)
-        extents.append((UInt64(data) - memfdOffsets[index], hole - UInt64(data)))
-        start = hole
-      }
-    }
+    let extents = writtenExtents(region: index) ?? [(0, region.size)]
     let page = Int(Self.pageSize)
     let limit = 1 << 20
     for (offset, length) in extents {

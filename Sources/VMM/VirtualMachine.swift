@@ -110,7 +110,7 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     }
     let ranges = X86MemoryMap.ramRanges(size: configuration.memorySize)
     var payload: BootPayload?
-    var backing = GuestMemory.Backing.memfd
+    var backing = GuestMemory.Backing.anonymous
     if let restoring {
       try SnapshotCompatibility.check(
         saved: restoring.snapshot.record.configuration, requested: configuration, path: restoring.snapshot.path)

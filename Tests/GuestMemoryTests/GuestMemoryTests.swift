@@ -1,3 +1,5 @@
+import Foundation
+import Glibc
 import Testing
 
 @testable import GuestMemory
@@ -20,9 +22,11 @@ struct GuestMemoryTests {
     #expect(try memory.bytes(at: 0x1_0000_0000, length: 2) == [0xEF, 0xBE])
   }
 
-  @Test("Pages nobody wrote are reported as unwritten; a written page, and only it, is not")
-  func unwrittenRanges() throws {
-    let memory = try makeMemory()
+  @Test(
+    "Pages nobody wrote are reported as unwritten; a written page, and only it, is not",
+    arguments: [GuestMemory.Backing.anonymous, .memfd])
+  func unwrittenRanges(backing: GuestMemory.Backing) throws {
+    let memory = try GuestMemory(ranges: [(0, Self.oneMiB), (0x1_0000_0000, Self.oneMiB)], backing: backing)
     let page = GuestMemory.pageSize
     #expect(memory.unwrittenRanges().map(\.size).reduce(0, +) == 2 * Self.oneMiB, "fresh RAM is all holes")
     try memory.store(UInt8(1), at: 0x3005)
@@ -36,6 +40,39 @@ struct GuestMemoryTests {
     }
     #expect(ranges.contains { $0.guestAddress == 0 && $0.size == 0x3000 })
     #expect(ranges.contains { $0.guestAddress == 0x4000 && $0.size == Self.oneMiB - 0x4000 })
+  }
+
+  @Test("Anonymous RAM is 2 MiB-aligned to its guest address; written pages are found and written out, holes kept")
+  func anonymousRAM() throws {
+    let size: UInt64 = 8 << 20
+    let memory = try GuestMemory(ranges: [(0, size), (0x1_0020_0000 + 0x3000, Self.oneMiB)], backing: .anonymous)
+    for region in memory.regions {
+      #expect(UInt64(UInt(bitPattern: region.host)) % (2 << 20) == region.guestAddress % (2 << 20))
+    }
+    let written: [UInt64] = [0x3005, 0x1F_FFFF, 0x50_0000, size - 1]
+    for address in written { try memory.store(UInt8(0xA5), at: address) }
+    let holes = memory.unwrittenRanges()
+    for address in written {
+      #expect(!holes.contains { ($0.guestAddress..<$0.guestAddress + $0.size).contains(address) })
+    }
+    // The low 2 MiB is in small pages: the write at 0x3005 made one page, not a huge one.
+    #expect(holes.contains { $0.guestAddress == 0 && $0.size == 0x3000 })
+    #expect(holes.contains { $0.guestAddress == 0x4000 })
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-anon-\(getpid()).ram").path
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    #expect(fd >= 0)
+    defer {
+      close(fd)
+      unlink(path)
+    }
+    #expect(ftruncate(fd, off_t(size)) == 0)
+    try memory.write(region: 0, to: fd, at: 0)
+    var file = [UInt8](repeating: 0xFF, count: Int(size))
+    #expect(pread(fd, &file, file.count, 0) == file.count)
+    #expect(file == (try memory.bytes(at: 0, length: Int(size))), "the file holds the region, zeros included")
+    var runs: [[UInt64]] = []
+    memory.forEachNonZeroRun(region: 0) { offset, bytes in runs.append([offset, UInt64(bytes.count)]) }
+    #expect(runs == [[0x3000, 4096], [0x1F_F000, 4096], [0x50_0000, 4096], [size - 4096, 4096]])
   }
 
   static let outsideAccesses: [(UInt64, Int)] = [
