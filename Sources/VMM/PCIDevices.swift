@@ -1,5 +1,7 @@
+import CSystemCalls
 import Devices
 import DiskImage
+import Glibc
 import GuestMemory
 import KVM
 import Machine
@@ -69,12 +71,31 @@ final class PCIDevices: @unchecked Sendable {
   static let workersPerDisk = 4
   static let maximumWorkers = 16
 
+  /// How many block workers a machine with `disks` disks and `vCPUs` vCPUs gets: up to
+  /// `workersPerDisk` per disk, but no more than the CPUs this process may run on that its
+  /// vCPUs leave free (at least one per disk). More copying threads than free cores only
+  /// time-slice: on a 2-CPU host with one busy vCPU, one worker served the benchmark probe's
+  /// 4 KiB reads (32 in flight) 1.7× and its 1 MiB reads 1.13× faster than four.
+  static func workerCount(disks: Int, vCPUs: Int, usableCPUs: Int = usableCPUCount()) -> Int {
+    min(maximumWorkers, workersPerDisk * disks, max(disks, usableCPUs - vCPUs))
+  }
+
+  /// The CPUs in this process's affinity mask (all online ones if it cannot be read).
+  static func usableCPUCount() -> Int {
+    var mask = [UInt8](repeating: 0, count: 128)
+    guard csys_get_affinity(0, &mask, UInt32(mask.count)) == 0 else {
+      return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+    return max(1, mask.reduce(0) { $0 + $1.nonzeroBitCount })
+  }
+
   /// Attaches every (already opened) disk, then the console (with an output), the entropy
   /// device if asked for, and a NIC per (already opened) network back end, registering each.
   init(
     disks configurations: [OpenedDisk], cdrom: OpenedDisk? = nil, console consoleOutput: (any ConsoleOutput)?,
     entropy wantsEntropy: Bool,
-    networks: [OpenedNetwork] = [], vm: KVMVirtualMachine, memory: GuestMemory, registry: DeviceRegistry
+    networks: [OpenedNetwork] = [], vCPUs: Int = 1, vm: KVMVirtualMachine, memory: GuestMemory,
+    registry: DeviceRegistry
   )
     throws(VirtualMachineError)
   {
@@ -88,7 +109,7 @@ final class PCIDevices: @unchecked Sendable {
     } else {
       do {
         workers = try IOWorkerPool(
-          count: min(Self.maximumWorkers, Self.workersPerDisk * configurations.count), name: "virtio-blk")
+          count: Self.workerCount(disks: configurations.count, vCPUs: vCPUs), name: "virtio-blk")
       } catch {
         throw .disk(path: configurations[0].configuration.path, reason: "\(error)")
       }

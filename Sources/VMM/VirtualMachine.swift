@@ -176,7 +176,8 @@ public final class VirtualMachine: MachineControl, @unchecked Sendable {
     // kernel finds configuration space (and no alarming "no config space access" message).
     let pci = try PCIDevices(
       disks: disks, cdrom: cdrom, console: configuration.consoleDevice == .virtio ? console : nil,
-      entropy: configuration.entropy, networks: networks, vm: vm, memory: memory, registry: devices)
+      entropy: configuration.entropy, networks: networks, vCPUs: configuration.cpuCount, vm: vm, memory: memory,
+      registry: devices)
     do throws(IOBusError) { try pci.register(ports: portBus, mmio: mmioBus) } catch { throw .device(error) }
     pci.startIOThreads()
     self.pci = pci
