@@ -13,6 +13,11 @@ public protocol BlockBackend: AnyObject, Sendable {
   func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DiskImageError)
   /// Writes `bytes` at `offset`; past the end of the image is an error.
   func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DiskImageError)
+  /// Fills `buffers` one after another from the image's bytes at `offset` (a scattered guest
+  /// request): one vectored system call where the format allows.
+  func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DiskImageError)
+  /// Writes `buffers` one after another at `offset` (a gathered guest request).
+  func write(_ buffers: [UnsafeRawBufferPointer], at offset: UInt64) throws(DiskImageError)
   /// Makes every completed write durable.
   func flush() throws(DiskImageError)
   /// Makes the range read as zeros, giving space back where the format can.
@@ -29,6 +34,27 @@ public protocol BlockBackend: AnyObject, Sendable {
 extension BlockBackend {
   /// Backends without a lock of their own (in memory, in tests) have nothing to release.
   public func setLocked(_ locked: Bool) -> Bool { true }
+
+  /// One buffer at a time.
+  public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DiskImageError) {
+    var position = offset
+    for buffer in buffers {
+      try read(into: buffer, at: position)
+      position += UInt64(buffer.count)
+    }
+  }
+
+  /// One buffer at a time.
+  public func write(_ buffers: [UnsafeRawBufferPointer], at offset: UInt64) throws(DiskImageError) {
+    var position = offset
+    for buffer in buffers {
+      try write(buffer, at: position)
+      position += UInt64(buffer.count)
+    }
+  }
+
+  /// The bytes `buffers` hold together.
+  static func totalCount(_ buffers: [some Collection]) -> Int { buffers.reduce(0) { $0 + $1.count } }
 
   /// Reads `count` bytes at `offset`.
   public func read(count: Int, at offset: UInt64) throws(DiskImageError) -> [UInt8] {

@@ -19,7 +19,7 @@ final class ImageFile: @unchecked Sendable {
   /// Whether anything was written since the last flush began: a flush with nothing new to make
   /// durable skips its fdatasync (each costs a device cache flush, milliseconds on some disks —
   /// a live migration's switch-over flushes with the guest stopped).
-  private let unflushed = Atomic<Bool>(true)
+  let unflushed = Atomic<Bool>(true)
 
   /// Opens `path` and locks it as QEMU does (`ImageLock`): a writer's lock excludes other
   /// writers and readers, a reader's lock excludes writers, so two processes — skvm or QEMU —

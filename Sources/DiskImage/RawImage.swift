@@ -43,6 +43,17 @@ public final class RawImage: BlockBackend, @unchecked Sendable {
     try file.write(bytes, at: offset)
   }
 
+  public func read(into buffers: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DiskImageError) {
+    try checkRange(offset, Self.totalCount(buffers))
+    try file.read(into: buffers, at: offset)
+  }
+
+  public func write(_ buffers: [UnsafeRawBufferPointer], at offset: UInt64) throws(DiskImageError) {
+    guard !isReadOnly else { throw .invalid(path: path, reason: "the image is open read-only") }
+    try checkRange(offset, Self.totalCount(buffers))
+    try file.write(buffers, at: offset)
+  }
+
   public func flush() throws(DiskImageError) {
     try file.flush()
   }

@@ -186,29 +186,34 @@ public final class VirtioBlock: VirtioDevice, @unchecked Sendable {
     -> VirtioBlockRequest.Status
   {
     let offset = request.sector.multipliedReportingOverflow(by: VirtioBlockRequest.sectorSize)
+    let start = offset.partialValue
     switch VirtioBlockRequest.Kind(rawValue: request.type) {
     case .read?:
-      guard !offset.overflow, request.data.allSatisfy(\.isWritable), fits(offset.partialValue, request.dataLength)
+      guard !offset.overflow, request.data.allSatisfy(\.isWritable), fits(start, request.dataLength)
       else { return .ioError }
-      var position = offset.partialValue
-      for buffer in request.data {
-        try backend.read(
-          into: try memory.bufferForWriting(at: buffer.address, length: Int(buffer.length)), at: position)
-        memory.finishedWriting(at: buffer.address, length: Int(buffer.length))
-        position += UInt64(buffer.length)
+      // Several buffers: one vectored read (one system call for a raw image).
+      if request.data.count == 1, let only = request.data.first {
+        try backend.read(into: try memory.bufferForWriting(at: only.address, length: Int(only.length)), at: start)
+      } else {
+        let buffers = try request.data.map { try memory.bufferForWriting(at: $0.address, length: Int($0.length)) }
+        try backend.read(into: buffers, at: start)
       }
+      for buffer in request.data { memory.finishedWriting(at: buffer.address, length: Int(buffer.length)) }
       written = UInt32(request.dataLength)
       counts.reads += 1
       counts.bytesRead += request.dataLength
     case .write?:
       guard !backend.isReadOnly else { return .ioError }
-      guard !offset.overflow, request.data.allSatisfy({ !$0.isWritable }), fits(offset.partialValue, request.dataLength)
+      guard !offset.overflow, request.data.allSatisfy({ !$0.isWritable }), fits(start, request.dataLength)
       else { return .ioError }
-      var position = offset.partialValue
-      for buffer in request.data {
+      if request.data.count == 1, let only = request.data.first {
         try backend.write(
-          UnsafeRawBufferPointer(try memory.buffer(at: buffer.address, length: Int(buffer.length))), at: position)
-        position += UInt64(buffer.length)
+          UnsafeRawBufferPointer(try memory.buffer(at: only.address, length: Int(only.length))), at: start)
+      } else {
+        let buffers = try request.data.map {
+          UnsafeRawBufferPointer(try memory.buffer(at: $0.address, length: Int($0.length)))
+        }
+        try backend.write(buffers, at: start)
       }
       counts.writes += 1
       counts.bytesWritten += request.dataLength
