@@ -39,21 +39,11 @@ extension GuestMemory {
   /// the snapshot's and is copied file to file in the kernel, holes kept.
   private func writeFromSnapshot(region index: Int, to fd: Int32, at fileOffset: UInt64) throws(GuestMemoryIOError) {
     let region = regions[index]
-    let pages = Int(region.size / Self.pageSize)
-    let pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
-    guard pagemap >= 0 else {
+    // Present or swapped, and not a file page: the guest wrote it (copy-on-write).
+    guard let runs = pagemapRuns(region: index, where: { $0 & (3 << 62) != 0 && $0 & (1 << 61) == 0 }) else {
       return try Self.writeNonZeroPages(region.host, length: region.size, to: fd, at: fileOffset)
     }
-    defer { close(pagemap) }
-    let chunk = 65536
-    var entries = [UInt64](repeating: 0, count: chunk)
-    var page = 0
-    var runStart = 0
-    var runPrivate: Bool?
-    func flush(upTo end: Int) throws(GuestMemoryIOError) {
-      guard let isPrivate = runPrivate, end > runStart else { return }
-      let offset = UInt64(runStart) * Self.pageSize
-      let length = UInt64(end - runStart) * Self.pageSize
+    for (isPrivate, (offset, length)) in runs {
       if isPrivate {
         try Self.writeNonZeroPages(region.host + Int(offset), length: length, to: fd, at: fileOffset + offset)
       } else {
@@ -64,24 +54,6 @@ extension GuestMemory {
         }
       }
     }
-    while page < pages {
-      let count = min(chunk, pages - page)
-      let virtualPage = (UInt(bitPattern: region.host) / UInt(Self.pageSize)) + UInt(page)
-      let read = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, count * 8, off_t(virtualPage * 8)) }
-      guard read == count * 8 else { throw GuestMemoryIOError(operation: "read of /proc/self/pagemap", code: errno) }
-      for slot in 0..<count {
-        let entry = entries[slot]
-        // Present or swapped, and not a file page: the guest wrote it (copy-on-write).
-        let isPrivate = entry & (3 << 62) != 0 && entry & (1 << 61) == 0
-        if runPrivate != isPrivate {
-          try flush(upTo: page + slot)
-          runStart = page + slot
-          runPrivate = isPrivate
-        }
-      }
-      page += count
-    }
-    try flush(upTo: pages)
   }
 
   /// Copies the data extents of `[offset, offset + length)` of `source` to `target` at
@@ -90,26 +62,14 @@ extension GuestMemory {
     from source: Int32, at offset: UInt64, length: UInt64, to target: Int32, at targetOffset: UInt64,
     fallback: () throws(GuestMemoryIOError) -> Void
   ) throws(GuestMemoryIOError) {
-    var start = offset
-    let end = offset + length
-    while start < end {
-      let data = lseek(source, off_t(start), csys_seek_data)
-      if data < 0 {
-        if errno == ENXIO { return }
-        throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on the snapshot", code: errno)
-      }
-      if UInt64(data) >= end { return }
-      let hole = min(UInt64(max(lseek(source, data, csys_seek_hole), data)), end)
+    for (start, end) in try dataExtents(of: source, from: offset, to: offset + length) {
       var fellBack = false
-      try copyRange(
-        from: source, at: UInt64(data), to: target, at: targetOffset + (UInt64(data) - offset),
-        length: hole - UInt64(data)
-      ) { () throws(GuestMemoryIOError) in
+      try copyRange(from: source, at: start, to: target, at: targetOffset + (start - offset), length: end - start) {
+        () throws(GuestMemoryIOError) in
         fellBack = true
         try fallback()  // the whole range, at once
       }
       if fellBack { return }
-      start = hole
     }
   }
 
@@ -161,23 +121,13 @@ extension GuestMemory {
   static func copyData(
     from file: Int32, at fileOffset: UInt64, into region: Region, memfd: Int32, memfdOffset: UInt64
   ) throws(GuestMemoryIOError) {
-    var start = fileOffset
-    let end = fileOffset + region.size
-    while start < end {
-      let data = lseek(file, off_t(start), csys_seek_data)
-      if data < 0 {
-        if errno == ENXIO { return }
-        throw GuestMemoryIOError(operation: "lseek(SEEK_DATA) on the snapshot", code: errno)
-      }
-      if UInt64(data) >= end { return }
-      let hole = min(UInt64(max(lseek(file, data, csys_seek_hole), data)), end)
-      let inRegion = UInt64(data) - fileOffset
-      try copyRange(from: file, at: UInt64(data), to: memfd, at: memfdOffset + inRegion, length: hole - UInt64(data)) {
+    for (start, end) in try dataExtents(of: file, from: fileOffset, to: fileOffset + region.size) {
+      let inRegion = start - fileOffset
+      try copyRange(from: file, at: start, to: memfd, at: memfdOffset + inRegion, length: end - start) {
         () throws(GuestMemoryIOError) in
         var done: UInt64 = 0
-        while done < hole - UInt64(data) {
-          let count = pread(
-            file, region.host + Int(inRegion + done), Int(hole - UInt64(data) - done), off_t(UInt64(data) + done))
+        while done < end - start {
+          let count = pread(file, region.host + Int(inRegion + done), Int(end - start - done), off_t(start + done))
           if count < 0 && errno == EINTR { continue }
           if count <= 0 {
             throw GuestMemoryIOError(operation: "read of the snapshot's RAM", code: count < 0 ? errno : EIO)
@@ -185,7 +135,6 @@ extension GuestMemory {
           done += UInt64(count)
         }
       }
-      start = hole
     }
   }
 }

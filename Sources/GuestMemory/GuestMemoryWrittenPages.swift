@@ -37,27 +37,25 @@ extension GuestMemory {
   /// A memfd's data extents inside region `index`, rounded out to whole pages.
   private func memfdDataExtents(region index: Int) -> [Extent]? {
     let base = memfdOffsets[index]
-    let end = base + regions[index].size
+    guard let data = try? Self.dataExtents(of: memfd, from: base, to: base + regions[index].size) else { return nil }
     var extents: [Extent] = []
-    var position = base
-    while position < end {
-      let data = lseek(memfd, off_t(position), csys_seek_data)
-      if data < 0 {
-        if errno == ENXIO { break }  // nothing but holes from here on
-        return nil  // the file system cannot say
-      }
-      if UInt64(data) >= end { break }
-      let hole = min(UInt64(max(lseek(memfd, data, csys_seek_hole), data + 1)), end)
-      let first = UInt64(data) / Self.pageSize * Self.pageSize
-      let last = min((hole + Self.pageSize - 1) / Self.pageSize * Self.pageSize, end)
-      extents.append((first - base, last - first))
-      position = last
+    for (start, end) in data {
+      let first = max(start / Self.pageSize * Self.pageSize, extents.last.map { base + $0.offset + $0.length } ?? 0)
+      let last = min((end + Self.pageSize - 1) / Self.pageSize * Self.pageSize, base + regions[index].size)
+      if last > first { extents.append((first - base, last - first)) }
     }
     return extents
   }
 
   /// The pages of anonymous region `index` that are present or swapped out, as runs.
   private func residentExtents(region index: Int) -> [Extent]? {
+    // Present (bit 63) or swapped (bit 62).
+    pagemapRuns(region: index) { $0 & (3 << 62) != 0 }?.filter(\.matches).map(\.extent)
+  }
+
+  /// Region `index` cut into runs of pages whose /proc/self/pagemap entries all do or all do
+  /// not satisfy `predicate`, in order and covering the region; nil if pagemap cannot be read.
+  func pagemapRuns(region index: Int, where predicate: (UInt64) -> Bool) -> [(matches: Bool, extent: Extent)]? {
     let region = regions[index]
     let pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
     guard pagemap >= 0 else { return nil }
@@ -65,10 +63,15 @@ extension GuestMemory {
     let pages = Int(region.size / Self.pageSize)
     let chunk = 65536
     var entries = [UInt64](repeating: 0, count: chunk)
-    var extents: [Extent] = []
-    var runStart: Int?
-    var page = 0
+    var runs: [(matches: Bool, extent: Extent)] = []
+    var runStart = 0
+    var runMatches = false
+    func endRun(at end: Int) {
+      guard end > runStart else { return }
+      runs.append((runMatches, (UInt64(runStart) * Self.pageSize, UInt64(end - runStart) * Self.pageSize)))
+    }
     let firstVirtualPage = UInt(bitPattern: region.host) / UInt(Self.pageSize)
+    var page = 0
     while page < pages {
       let count = min(chunk, pages - page)
       let read = entries.withUnsafeMutableBytes {
@@ -76,17 +79,39 @@ extension GuestMemory {
       }
       guard read == count * 8 else { return nil }
       for slot in 0..<count {
-        let touched = entries[slot] & (3 << 62) != 0  // present (63) or swapped (62)
-        if touched, runStart == nil {
+        let matches = predicate(entries[slot])
+        if matches != runMatches {
+          endRun(at: page + slot)
           runStart = page + slot
-        } else if !touched, let start = runStart {
-          extents.append((UInt64(start) * Self.pageSize, UInt64(page + slot - start) * Self.pageSize))
-          runStart = nil
+          runMatches = matches
         }
       }
       page += count
     }
-    if let start = runStart { extents.append((UInt64(start) * Self.pageSize, UInt64(pages - start) * Self.pageSize)) }
+    endRun(at: pages)
+    return runs
+  }
+
+  /// The data extents of `fd` within `[start, end)`, as half-open byte ranges (clipped to
+  /// the range, in order), per SEEK_DATA/SEEK_HOLE.
+  static func dataExtents(of fd: Int32, from start: UInt64, to end: UInt64) throws(GuestMemoryIOError)
+    -> [(start: UInt64, end: UInt64)]
+  {
+    var extents: [(start: UInt64, end: UInt64)] = []
+    var position = start
+    while position < end {
+      let data = lseek(fd, off_t(position), csys_seek_data)
+      if data < 0 {
+        if errno == ENXIO { break }  // nothing but holes from here on
+        throw GuestMemoryIOError(operation: "lseek(SEEK_DATA)", code: errno)
+      }
+      if UInt64(data) >= end { break }
+      let hole = lseek(fd, data, csys_seek_hole)
+      // A hole at or before the data it follows would loop forever: the file system is lying.
+      guard hole > data else { throw GuestMemoryIOError(operation: "lseek(SEEK_HOLE)", code: hole < 0 ? errno : EIO) }
+      extents.append((UInt64(data), min(UInt64(hole), end)))
+      position = UInt64(hole)
+    }
     return extents
   }
 }

@@ -75,6 +75,37 @@ struct GuestMemoryTests {
     #expect(runs == [[0x3000, 4096], [0x1F_F000, 4096], [0x50_0000, 4096], [size - 4096, 4096]])
   }
 
+  @Test("A sparse file's data extents are found and clipped to the range asked; pagemap runs cover the region")
+  func dataExtentsAndPagemapRuns() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-sparse-\(getpid()).raw").path
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    #expect(fd >= 0)
+    defer {
+      close(fd)
+      unlink(path)
+    }
+    let block = [UInt8](repeating: 7, count: 1 << 16)
+    #expect(ftruncate(fd, 8 << 20) == 0)
+    #expect(pwrite(fd, block, block.count, 1 << 20) == block.count)
+    #expect(pwrite(fd, block, block.count, 5 << 20) == block.count)
+    let all = try GuestMemory.dataExtents(of: fd, from: 0, to: 8 << 20)
+    // A file system without SEEK_HOLE reports all data: both blocks are inside either way.
+    for start in [UInt64(1 << 20), 5 << 20] {
+      #expect(all.contains { $0.start <= start && $0.end >= start + UInt64(block.count) })
+    }
+    let clipped = try GuestMemory.dataExtents(of: fd, from: (1 << 20) + 4096, to: 5 << 20)
+    #expect(clipped.allSatisfy { $0.start >= (1 << 20) + 4096 && $0.end <= 5 << 20 && $0.start < $0.end })
+    #expect(try GuestMemory.dataExtents(of: fd, from: 9 << 20, to: 10 << 20).isEmpty, "past the end: nothing")
+
+    let memory = try GuestMemory(ranges: [(0, 4 * Self.oneMiB)], backing: .anonymous)
+    try memory.store(UInt8(1), at: 0x5000)
+    let runs = try #require(memory.pagemapRuns(region: 0) { $0 & (1 << 63) != 0 })
+    #expect(runs.map(\.extent.length).reduce(0, +) == 4 * Self.oneMiB, "the runs cover the region")
+    #expect(zip(runs, runs.dropFirst()).allSatisfy { $0.matches != $1.matches }, "neighbours differ")
+    #expect(runs.contains { $0.matches && $0.extent.offset <= 0x5000 && $0.extent.offset + $0.extent.length > 0x5000 })
+    #expect(runs.first.map { !$0.matches && $0.extent == (0, 0x5000) } == true, "untouched pages before it")
+  }
+
   static let outsideAccesses: [(UInt64, Int)] = [
     ((1 << 20) - 7, 8),  // straddles the end of the low region
     (1 << 20, 1),  // just past it
