@@ -124,7 +124,7 @@ struct VirtioBlockTests {
 
   /// Runs each job on a new thread.
   struct ThreadPerJob: RequestExecutor {
-    var parallelism: Int { 8 }
+    var parallelism = 8
     func submit(_ work: @escaping @Sendable () -> Void) { Thread { work() }.start() }
   }
 
@@ -132,6 +132,8 @@ struct VirtioBlockTests {
   final class SlowReads: BlockBackend, @unchecked Sendable {
     let inner: any BlockBackend
     let running = Mutex((now: 0, peak: 0))
+    /// The threads that served reads.
+    let readers = Mutex<Set<UInt>>([])
     init(_ inner: any BlockBackend) { self.inner = inner }
     var size: UInt64 { inner.size }
     var isReadOnly: Bool { inner.isReadOnly }
@@ -140,6 +142,7 @@ struct VirtioBlockTests {
         $0.now += 1
         $0.peak = max($0.peak, $0.now)
       }
+      readers.withLock { _ = $0.insert(UInt(pthread_self())) }
       usleep(50_000)
       running.withLock { $0.now -= 1 }
       try inner.read(into: buffer, at: offset)
@@ -189,6 +192,43 @@ struct VirtioBlockTests {
     // A reset waits for what is in flight, then the rings are forgotten.
     rig.device.reset()
     #expect(slow?.running.withLock { $0.now } == 0)
+  }
+
+  @Test(
+    "A lone request on the I/O thread is served there, no hand-off; a vCPU's kick or a batch goes to the workers",
+    arguments: [(true, 1, true), (false, 1, false), (true, 2, false)])
+  func loneRequestsServedOnIOThread(onIOThread: Bool, requests: Int, servedOnCaller: Bool) throws {
+    var slow: SlowReads?
+    let rig = try Rig(executor: ThreadPerJob(parallelism: 2)) { backend in
+      let wrapped = SlowReads(backend)
+      slow = wrapped
+      return wrapped
+    }
+    for request in 0..<requests {
+      try rig.header(0, sector: UInt64(200 + request), at: 0x10000 + 0x100 * UInt64(request))
+      try rig.offer([
+        (0x10000 + 0x100 * UInt64(request), 16, false), (0x20000 + 0x1000 * UInt64(request), 512, true),
+        (0x30000 + UInt64(request), 1, true),
+      ])
+    }
+    #expect(rig.device.notify(queue: 0, onIOThread: onIOThread))
+    if servedOnCaller {
+      #expect(try rig.memory.load(UInt16.self, at: Self.used + 2) == 1, "completed before the kick returned")
+    }
+    let deadline = Date().addingTimeInterval(10)
+    while try rig.memory.load(UInt16.self, at: Self.used + 2) < requests, Date() < deadline { usleep(1000) }
+    #expect(try rig.memory.load(UInt16.self, at: Self.used + 2) == requests, "every request completed")
+    for request in 0..<requests {
+      #expect(try rig.status(at: 0x30000 + UInt64(request)) == 0)
+      #expect(
+        try rig.memory.bytes(at: 0x20000 + 0x1000 * UInt64(request), length: 512).allSatisfy {
+          $0 == 200 + UInt8(request)
+        })
+    }
+    let callerServed = slow?.readers.withLock { $0.contains(UInt(pthread_self())) } ?? false
+    #expect(callerServed == servedOnCaller)
+    if requests > 1 { #expect(slow?.running.withLock { $0.peak } == 2, "two workers: the requests overlapped") }
+    rig.device.reset()
   }
 
   @Test("Config space reports capacity in sectors and the block size")
