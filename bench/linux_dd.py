@@ -6,7 +6,8 @@ Boots each VMM with the same raw image as /dev/vda (host page cache on both: skv
 cache=writeback, QEMU cache=writeback aio=threads), waits for SKVM-GUEST-READY, then runs
 O_DIRECT dd in the guest: sequential 1 MiB reads and writes (the disk four times over), and
 4 KiB reads, one reader (queue depth 1) and 32 at once (depth 32). Each is timed on the
-host from sending the command to its end marker. Prints medians, MiB/s and ratios.
+host from sending the command to its end marker. Each run boots the VMMs in a rotated
+order. Prints medians, MiB/s and ratios.
 
     linux_dd.py --kernel K --initrd I --skvm PATH --image RAW [--runs N] [--mebibytes M]
 """
@@ -78,7 +79,13 @@ def main():
     arguments = parser.parse_args()
     samples = {name: [] for name in commands(arguments)}
     for run in range(arguments.runs):
-        for name, command in commands(arguments).items():
+        # Each run starts with the next VMM in turn: in the lane a boot's speed depends on the
+        # outer VM's state (identical binaries measured 0.88 and 1.32 s for the same 96 MiB
+        # read in consecutive boots; the first boot after the lane starts is the fastest), so a
+        # fixed order would favour whichever VMM always boots first.
+        names = list(commands(arguments))
+        for name in names[run % len(names):] + names[:run % len(names)]:
+            command = commands(arguments)[name]
             samples[name].append(run_once(command, arguments.mebibytes))
             print(f"  {name} run {run + 1}: {samples[name][-1]}", file=sys.stderr, flush=True)
     print(f"\ndd in the default guest, medians of {arguments.runs} ({arguments.mebibytes} MiB each; "
