@@ -28,6 +28,11 @@ final class MonitorClient: @unchecked Sendable {
   private var negotiatedFlag = false
   /// True while the writer sends a message it took off the queue.
   private var sending = false
+  /// Events raised while this client's own request runs (nil when none runs): they go out
+  /// with its reply, ahead of it, in one write. A client waiting for the reply of `stop` then
+  /// wakes once, not once for the STOP event and again for the reply; on a virtual host each
+  /// wake-up of a sleeping client cost more than the rest of the command.
+  private var heldEvents: [UInt8]?
 
   private enum Outgoing {
     case message([UInt8])
@@ -79,8 +84,13 @@ final class MonitorClient: @unchecked Sendable {
       for piece in splitter.feed(buffer[0..<count]) {
         switch piece {
         case .value(let bytes):
+          lock.withLock { heldEvents = [] }
           let reply = session.handle(bytes)
-          guard enqueue(.message(reply.data)) else { return }
+          let events = lock.withLock { () -> [UInt8] in
+            defer { heldEvents = nil }
+            return heldEvents ?? []
+          }
+          guard enqueue(.message(events.isEmpty ? reply.data : events + reply.data)) else { return }
           if session.negotiated { enableEvents() }
           if let after = reply.afterReply { enqueue(.action(after)) }
         case .tooLarge:
@@ -94,10 +104,18 @@ final class MonitorClient: @unchecked Sendable {
     }
   }
 
-  /// Queues an event if the client has negotiated capabilities; never waits.
+  /// Queues an event if the client has negotiated capabilities (or holds it for the reply
+  /// of the client's request that is running); never waits.
   func sendEvent(_ message: [UInt8]) {
-    let wanted = lock.withLock { eventsEnabled && connected }
-    if wanted { enqueue(.message(message)) }
+    let sendNow = lock.withLock { () -> Bool in
+      guard eventsEnabled && connected else { return false }
+      guard heldEvents == nil else {
+        heldEvents?.append(contentsOf: message)
+        return false
+      }
+      return true
+    }
+    if sendNow { enqueue(.message(message)) }
   }
 
   /// Sends `item` now if nothing is ahead of it and the socket takes it whole without waiting

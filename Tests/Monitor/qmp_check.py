@@ -95,6 +95,24 @@ async def next_event(client, name, timeout=10):
     return await asyncio.wait_for(wait(), timeout)
 
 
+def raw_stop_cont(path):
+    """stop then cont over a plain socket; every message after capabilities, in order."""
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(10)
+        raw.connect(path)
+        reader = raw.makefile("rb")
+        json.loads(reader.readline())  # the greeting
+        raw.sendall(b'{"execute":"qmp_capabilities"}\n')
+        json.loads(reader.readline())
+        lines = []
+        for command in (b"stop", b"cont"):
+            raw.sendall(b'{"execute":"' + command + b'"}\n')
+            lines.append(json.loads(reader.readline()))
+            while "return" not in lines[-1] and "error" not in lines[-1]:
+                lines.append(json.loads(reader.readline()))
+        return lines
+
+
 async def lifecycle(machine, cpus):
     mode = stat.S_IMODE(os.stat(machine.socket).st_mode)
     check(mode == 0o600, f"the socket is mode 0600 under umask 000 (got {mode:o})")
@@ -129,6 +147,13 @@ async def lifecycle(machine, cpus):
     await client.execute("cont")
     await next_event(client, "RESUME")
     check((await client.execute("query-status"))["status"] == "running", "query-status running after cont")
+    # The STOP and RESUME a client's own stop and cont raise come before their replies (sent
+    # together with them), and another client gets them too.
+    lines = await asyncio.get_running_loop().run_in_executor(None, raw_stop_cont, machine.socket)
+    check([line.get("event", "return" if "return" in line else "?") for line in lines] ==
+          ["STOP", "return", "RESUME", "return"], f"a raw client's stop and cont: event, then reply ({lines})")
+    await next_event(client, "STOP")
+    await next_event(client, "RESUME")
     check(machine.wait_ticks_grow(), "the guest progresses after cont")
 
     cpus_fast = await client.execute("query-cpus-fast")
