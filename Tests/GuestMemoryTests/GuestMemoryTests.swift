@@ -58,18 +58,12 @@ struct GuestMemoryTests {
     // The low 2 MiB is in small pages: the write at 0x3005 made one page, not a huge one.
     #expect(holes.contains { $0.guestAddress == 0 && $0.size == 0x3000 })
     #expect(holes.contains { $0.guestAddress == 0x4000 })
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-anon-\(getpid()).ram").path
-    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
-    #expect(fd >= 0)
-    defer {
-      close(fd)
-      unlink(path)
+    try withTemporaryFile("skvm-anon", size: size) { fd in
+      try memory.write(region: 0, to: fd, at: 0)
+      var file = [UInt8](repeating: 0xFF, count: Int(size))
+      #expect(pread(fd, &file, file.count, 0) == file.count)
+      #expect(file == (try memory.bytes(at: 0, length: Int(size))), "the file holds the region, zeros included")
     }
-    #expect(ftruncate(fd, off_t(size)) == 0)
-    try memory.write(region: 0, to: fd, at: 0)
-    var file = [UInt8](repeating: 0xFF, count: Int(size))
-    #expect(pread(fd, &file, file.count, 0) == file.count)
-    #expect(file == (try memory.bytes(at: 0, length: Int(size))), "the file holds the region, zeros included")
     var runs: [[UInt64]] = []
     memory.forEachNonZeroRun(region: 0) { offset, bytes in runs.append([offset, UInt64(bytes.count)]) }
     #expect(runs == [[0x3000, 4096], [0x1F_F000, 4096], [0x50_0000, 4096], [size - 4096, 4096]])
@@ -77,25 +71,19 @@ struct GuestMemoryTests {
 
   @Test("A sparse file's data extents are found and clipped to the range asked; pagemap runs cover the region")
   func dataExtentsAndPagemapRuns() throws {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("skvm-sparse-\(getpid()).raw").path
-    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
-    #expect(fd >= 0)
-    defer {
-      close(fd)
-      unlink(path)
+    try withTemporaryFile("skvm-sparse", size: 8 << 20) { fd in
+      let block = [UInt8](repeating: 7, count: 1 << 16)
+      #expect(pwrite(fd, block, block.count, 1 << 20) == block.count)
+      #expect(pwrite(fd, block, block.count, 5 << 20) == block.count)
+      let all = try GuestMemory.dataExtents(of: fd, from: 0, to: 8 << 20)
+      // A file system without SEEK_HOLE reports all data: both blocks are inside either way.
+      for start in [UInt64(1 << 20), 5 << 20] {
+        #expect(all.contains { $0.start <= start && $0.end >= start + UInt64(block.count) })
+      }
+      let clipped = try GuestMemory.dataExtents(of: fd, from: (1 << 20) + 4096, to: 5 << 20)
+      #expect(clipped.allSatisfy { $0.start >= (1 << 20) + 4096 && $0.end <= 5 << 20 && $0.start < $0.end })
+      #expect(try GuestMemory.dataExtents(of: fd, from: 9 << 20, to: 10 << 20).isEmpty, "past the end: nothing")
     }
-    let block = [UInt8](repeating: 7, count: 1 << 16)
-    #expect(ftruncate(fd, 8 << 20) == 0)
-    #expect(pwrite(fd, block, block.count, 1 << 20) == block.count)
-    #expect(pwrite(fd, block, block.count, 5 << 20) == block.count)
-    let all = try GuestMemory.dataExtents(of: fd, from: 0, to: 8 << 20)
-    // A file system without SEEK_HOLE reports all data: both blocks are inside either way.
-    for start in [UInt64(1 << 20), 5 << 20] {
-      #expect(all.contains { $0.start <= start && $0.end >= start + UInt64(block.count) })
-    }
-    let clipped = try GuestMemory.dataExtents(of: fd, from: (1 << 20) + 4096, to: 5 << 20)
-    #expect(clipped.allSatisfy { $0.start >= (1 << 20) + 4096 && $0.end <= 5 << 20 && $0.start < $0.end })
-    #expect(try GuestMemory.dataExtents(of: fd, from: 9 << 20, to: 10 << 20).isEmpty, "past the end: nothing")
 
     let memory = try GuestMemory(ranges: [(0, 4 * Self.oneMiB)], backing: .anonymous)
     try memory.store(UInt8(1), at: 0x5000)
@@ -104,6 +92,19 @@ struct GuestMemoryTests {
     #expect(zip(runs, runs.dropFirst()).allSatisfy { $0.matches != $1.matches }, "neighbours differ")
     #expect(runs.contains { $0.matches && $0.extent.offset <= 0x5000 && $0.extent.offset + $0.extent.length > 0x5000 })
     #expect(runs.first.map { !$0.matches && $0.extent == (0, 0x5000) } == true, "untouched pages before it")
+  }
+
+  /// Runs `body` with a new file of `size` bytes (a hole) in the temporary directory, removed after.
+  func withTemporaryFile(_ name: String, size: UInt64, _ body: (Int32) throws -> Void) throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(getpid()).raw").path
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    try #require(fd >= 0)
+    defer {
+      close(fd)
+      unlink(path)
+    }
+    try #require(ftruncate(fd, off_t(size)) == 0)
+    try body(fd)
   }
 
   static let outsideAccesses: [(UInt64, Int)] = [
