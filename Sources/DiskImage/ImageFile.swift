@@ -120,10 +120,14 @@ final class ImageFile: @unchecked Sendable {
   /// The descriptor for a transfer: the O_DIRECT one when there is one and everything is aligned.
   @inline(__always)
   private func descriptor(_ address: UnsafeRawPointer, _ count: Int, _ offset: UInt64) -> Int32 {
-    let mask = Self.directAlignment - 1
-    guard directFD >= 0, Int(bitPattern: address) & mask == 0, count & mask == 0, Int(offset & UInt64(mask)) == 0
-    else { return fd }
-    return directFD
+    directFD >= 0 && Self.isDirectAligned(address, count, offset) ? directFD : fd
+  }
+
+  /// Whether an O_DIRECT transfer may take this buffer at this offset (all three aligned).
+  @inline(__always)
+  static func isDirectAligned(_ address: UnsafeRawPointer?, _ count: Int, _ offset: UInt64) -> Bool {
+    let mask = directAlignment - 1
+    return Int(bitPattern: address) & mask == 0 && count & mask == 0 && Int(offset & UInt64(mask)) == 0
   }
 
   /// The file's length in bytes.

@@ -24,13 +24,12 @@ extension ImageFile {
   private func transfer(
     _ count: Int, at offset: UInt64, writing: Bool, _ buffer: (Int) -> (UnsafeMutableRawPointer?, Int)
   ) throws(DiskImageError) {
-    let mask = Self.directAlignment - 1
     var total = 0
-    var aligned = directFD >= 0 && Int(offset & UInt64(mask)) == 0
+    var aligned = directFD >= 0
     for index in 0..<count {
       let (base, length) = buffer(index)
       total += length
-      aligned = aligned && Int(bitPattern: base) & mask == 0 && length & mask == 0
+      aligned = aligned && Self.isDirectAligned(base, length, offset)
     }
     guard offset <= UInt64(Int64.max) - UInt64(total) else {
       throw .invalid(path: path, reason: "offset \(offset) is beyond any file")
@@ -78,7 +77,7 @@ extension ImageFile {
         }
         position += UInt64(moved)
         var left = moved
-        while left > 0 {
+        while left > 0 && first < count {
           let remaining = buffer(first).1 - skip
           if left >= remaining {
             left -= remaining
